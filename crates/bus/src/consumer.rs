@@ -1,0 +1,210 @@
+//! Runs a durable pull consumer with the rule "commit, flush, then ack".
+//!
+//! Messages are taken in groups: the first one is awaited, then whatever else is already buffered
+//! (up to [`CONSUMER_BATCH_LEN_MAX`]). Each message becomes one [`store::Commit`] that also records
+//! its `Nats-Msg-Id` as processed; after the whole group is committed the store is flushed once and
+//! only then are the messages acknowledged. A crash anywhere before the ack means redelivery, and
+//! the processed id makes the redelivered message a no-op.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::{AckKind, Message};
+use bytes::Bytes;
+use futures_util::{FutureExt, StreamExt};
+use store::{Commit, Committed, Store};
+use tokio_util::sync::CancellationToken;
+
+use crate::Bus;
+
+/// Most messages handled per group commit.
+pub const CONSUMER_BATCH_LEN_MAX: usize = 256;
+
+/// One message as a handler sees it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub subject: String,
+    /// `Nats-Msg-Id`, or `<stream>-<sequence>` when a publisher gave none.
+    pub msg_id: String,
+    pub payload: Bytes,
+    /// How many times the server has delivered it (1 the first time).
+    pub delivered: i64,
+}
+
+/// Why a message could not be handled.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// It can never succeed (undecodable, references nothing known): it is recorded as processed,
+    /// logged with the reason, and terminated so it is not redelivered forever.
+    #[error("poison message: {0}")]
+    Poison(String),
+    /// It may succeed later (storage trouble): it is left unacknowledged for redelivery.
+    #[error("retry later: {0}")]
+    Retry(String),
+}
+
+/// A service's reaction to one kind of bus message.
+pub trait Handler: Send + 'static {
+    /// Turns a message into the commit that records its effect. Reads the store as needed but must
+    /// not write it: the consumer commits. The consumer adds the processed id itself.
+    fn handle(&mut self, delivery: &Delivery) -> Result<Commit, HandlerError>;
+
+    /// Called for each applied message after its group is durable, in order (to wake watchers).
+    fn committed(&mut self, _delivery: &Delivery) {}
+}
+
+/// Runs `handler` over `consumer` until `shutdown`, finishing the group in hand before returning.
+pub async fn run_consumer<H: Handler>(
+    name: &str,
+    bus: Bus,
+    consumer: PullConsumer,
+    store: Store,
+    mut handler: H,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    'reconnect: while !shutdown.is_cancelled() {
+        let stream = consumer
+            .stream()
+            .max_messages_per_batch(CONSUMER_BATCH_LEN_MAX)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await;
+        let mut messages = match stream {
+            Ok(messages) => messages,
+            Err(error) => {
+                tracing::warn!(consumer = name, %error, "cannot start pulling; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        loop {
+            let first = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break 'reconnect,
+                next = messages.next() => next,
+            };
+            let mut group = Vec::new();
+            match first {
+                Some(Ok(message)) => group.push(message),
+                Some(Err(error)) => {
+                    tracing::warn!(consumer = name, %error, "pull error");
+                    continue;
+                }
+                None => {
+                    tracing::warn!(consumer = name, "message stream ended; restarting it");
+                    continue 'reconnect;
+                }
+            }
+            while group.len() < CONSUMER_BATCH_LEN_MAX {
+                match messages.next().now_or_never() {
+                    Some(Some(Ok(message))) => group.push(message),
+                    Some(Some(Err(error))) => tracing::warn!(consumer = name, %error, "pull error"),
+                    _ => break,
+                }
+            }
+            if let Err(error) = handle_group(name, &store, &mut handler, group).await {
+                tracing::error!(consumer = name, %error, "group not committed; it will be redelivered");
+                tokio::time::sleep(backoff).await;
+            }
+        }
+    }
+    // Acks are fire-and-forget publishes: make sure the last ones left before we go.
+    bus.flush().await;
+    tracing::info!(consumer = name, "consumer drained");
+}
+
+async fn handle_group<H: Handler>(name: &str, store: &Store, handler: &mut H, group: Vec<Message>) -> Result<(), store::Error> {
+    let mut outcomes = Vec::with_capacity(group.len());
+    for message in &group {
+        let delivery = delivery_of(message);
+        let outcome = commit_one(name, store, handler, &delivery);
+        outcomes.push((delivery, outcome));
+    }
+    store.flush().await?;
+    for ((delivery, outcome), message) in outcomes.iter().zip(&group) {
+        let ack = match outcome {
+            Outcome::Applied => {
+                handler.committed(delivery);
+                message.ack().await
+            }
+            Outcome::Duplicate => message.ack().await,
+            Outcome::Poisoned => message.ack_with(AckKind::Term).await,
+            Outcome::Retry => message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await,
+        };
+        if let Err(error) = ack {
+            // The effect is committed; a redelivery will be recognised as processed.
+            tracing::warn!(consumer = name, msg_id = %delivery.msg_id, %error, "ack failed");
+        }
+    }
+    Ok(())
+}
+
+enum Outcome {
+    Applied,
+    Duplicate,
+    Poisoned,
+    Retry,
+}
+
+fn commit_one<H: Handler>(name: &str, store: &Store, handler: &mut H, delivery: &Delivery) -> Outcome {
+    // Cheap early exit for redeliveries; the commit re-checks inside its transaction.
+    if store.is_processed(&delivery.msg_id).unwrap_or(false) {
+        return Outcome::Duplicate;
+    }
+    // A compare-and-swap conflict means another writer got there first: handle again on fresh state.
+    for _attempt in 0..3 {
+        let mut commit = match handler.handle(delivery) {
+            Ok(commit) => commit,
+            Err(HandlerError::Poison(reason)) => {
+                tracing::error!(consumer = name, msg_id = %delivery.msg_id, subject = %delivery.subject, %reason, "poison message terminated");
+                let mut commit = Commit::new();
+                commit.processed(delivery.msg_id.clone());
+                return match store.commit(&commit) {
+                    Ok(_) => Outcome::Poisoned,
+                    Err(_) => Outcome::Retry,
+                };
+            }
+            Err(HandlerError::Retry(reason)) => {
+                tracing::warn!(consumer = name, msg_id = %delivery.msg_id, %reason, "handler asked for a retry");
+                return Outcome::Retry;
+            }
+        };
+        commit.processed(delivery.msg_id.clone());
+        match store.commit(&commit) {
+            Ok(Committed::Applied { .. }) => return Outcome::Applied,
+            Ok(Committed::AlreadyProcessed) => return Outcome::Duplicate,
+            Err(store::Error::Conflict { key }) => {
+                tracing::debug!(consumer = name, %key, "compare-and-swap conflict; handling again");
+            }
+            Err(error) => {
+                tracing::error!(consumer = name, msg_id = %delivery.msg_id, %error, "commit failed");
+                return Outcome::Retry;
+            }
+        }
+    }
+    Outcome::Retry
+}
+
+fn delivery_of(message: &Message) -> Delivery {
+    let info = message.info().ok();
+    let msg_id = message
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
+        .map(|value| value.as_str().to_string())
+        .or_else(|| info.as_ref().map(|info| format!("{}-{}", info.stream, info.stream_sequence)))
+        .unwrap_or_default();
+    Delivery {
+        subject: message.subject.to_string(),
+        msg_id,
+        payload: message.payload.clone(),
+        delivered: info.map_or(1, |info| info.delivered),
+    }
+}

@@ -1,0 +1,154 @@
+//! The NATS JetStream adapter every service reaches the bus through.
+//!
+//! - [`subjects`]: the subject layout, namespace first (`muster.<ns>.incident.<id>.<event>`);
+//! - [`Bus`]: connection, streams, publishing with `Nats-Msg-Id`, durable pull consumers;
+//! - [`relay`]: moves committed outbox events from a [`store::Store`] to JetStream;
+//! - [`consumer`]: runs a durable pull consumer whose effects commit before the ack.
+
+pub mod consumer;
+pub mod relay;
+pub mod subjects;
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer::PullConsumer, stream};
+use bytes::Bytes;
+
+pub use async_nats;
+pub use consumer::{Delivery, Handler, HandlerError, run_consumer};
+pub use relay::run_relay;
+
+/// The stream that holds every incident and unit event, live and drill.
+pub const EVENTS_STREAM: &str = "MUSTER_EVENTS";
+/// JetStream drops a second publish with the same `Nats-Msg-Id` inside this window.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
+/// The largest event Muster publishes; nats-server is configured with the same `max_payload`.
+pub const EVENT_BYTES_MAX: usize = 1024 * 1024;
+
+/// Everything that can go wrong on the bus.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot connect to NATS at {url}: {message}")]
+    Connect { url: String, message: String },
+    #[error("JetStream stream {stream}: {message}")]
+    Stream { stream: String, message: String },
+    #[error("JetStream consumer {consumer}: {message}")]
+    Consumer { consumer: String, message: String },
+    #[error("publish to {subject}: {message}")]
+    Publish { subject: String, message: String },
+    #[error("invalid subject token {token:?}: {reason}")]
+    Subject { token: String, reason: &'static str },
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// A connection to NATS with its JetStream context.
+#[derive(Clone)]
+pub struct Bus {
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+}
+
+impl Bus {
+    /// Connects, retrying for up to `patience` (a nats-server child may still be starting).
+    pub async fn connect(url: &str, client_name: &str, patience: Duration) -> Result<Bus, Error> {
+        let deadline = Instant::now() + patience;
+        let client = loop {
+            let options = async_nats::ConnectOptions::new()
+                .name(client_name)
+                .connection_timeout(Duration::from_secs(2))
+                .max_reconnects(None);
+            match options.connect(url).await {
+                Ok(client) => break client,
+                Err(error) if Instant::now() < deadline => {
+                    tracing::debug!(%error, url, "NATS not reachable yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => return Err(Error::Connect { url: url.to_string(), message: error.to_string() }),
+            }
+        };
+        let jetstream = jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(5))
+            .max_ack_inflight(1024)
+            .build(client.clone());
+        Ok(Bus { client, jetstream })
+    }
+
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.jetstream
+    }
+
+    /// Creates the event stream if it does not exist: file storage, duplicate window, size limits.
+    /// Retries for a few seconds while JetStream is still starting.
+    pub async fn ensure_streams(&self) -> Result<(), Error> {
+        let config = stream::Config {
+            name: EVENTS_STREAM.to_string(),
+            description: Some("Muster incident and unit events, live and drill namespaces".into()),
+            subjects: vec!["muster.live.>".into(), "muster.drill.>".into()],
+            storage: stream::StorageType::File,
+            duplicate_window: DUPLICATE_WINDOW,
+            max_message_size: EVENT_BYTES_MAX as i32,
+            ..Default::default()
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.jetstream.get_or_create_stream(config.clone()).await {
+                Ok(_) => return Ok(()),
+                Err(error) if Instant::now() < deadline => {
+                    tracing::debug!(%error, "JetStream not ready; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => {
+                    return Err(Error::Stream { stream: EVENTS_STREAM.into(), message: error.to_string() });
+                }
+            }
+        }
+    }
+
+    /// Publishes with `Nats-Msg-Id` and returns the future of the server's ack, so that callers can
+    /// keep many publishes in flight and await the acks together.
+    pub async fn publish_dedup(
+        &self,
+        subject: String,
+        msg_id: &str,
+        payload: Bytes,
+    ) -> Result<jetstream::context::PublishAckFuture, Error> {
+        let message = jetstream::message::PublishMessage::build().payload(payload).message_id(msg_id);
+        self.jetstream
+            .send_publish(subject.clone(), message)
+            .await
+            .map_err(|error| Error::Publish { subject, message: error.to_string() })
+    }
+
+    /// A durable pull consumer on the event stream, created on first use, acked explicitly.
+    pub async fn durable_consumer(&self, durable_name: &str, filter_subjects: Vec<String>) -> Result<PullConsumer, Error> {
+        let consumer_error = |message: String| Error::Consumer { consumer: durable_name.to_string(), message };
+        let stream = self
+            .jetstream
+            .get_stream(EVENTS_STREAM)
+            .await
+            .map_err(|error| Error::Stream { stream: EVENTS_STREAM.into(), message: error.to_string() })?;
+        let config = jetstream::consumer::pull::Config {
+            durable_name: Some(durable_name.to_string()),
+            filter_subjects,
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 4096,
+            deliver_policy: jetstream::consumer::DeliverPolicy::All,
+            ..Default::default()
+        };
+        // create_consumer is create-or-update on nats-server 2.10+, so a changed filter is applied.
+        stream.create_consumer(config).await.map_err(|error| consumer_error(error.to_string()))
+    }
+
+    /// Waits until everything this client sent (acks included) reached the server.
+    pub async fn flush(&self) {
+        if let Err(error) = self.client.flush().await {
+            tracing::warn!(%error, "NATS flush failed");
+        }
+    }
+}

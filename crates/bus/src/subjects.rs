@@ -1,0 +1,95 @@
+//! The subject layout. The namespace comes first so that a drill (`drill.<id>`) can never share a
+//! subject with live traffic: `muster.live.incident.<id>.reported`, `muster.drill.x1.incident.<id>.graded`.
+
+use crate::Error;
+
+/// The live namespace.
+pub const LIVE: &str = "live";
+/// Longest namespace, incident id or event type accepted in a subject.
+pub const TOKEN_BYTES_MAX: usize = 64;
+
+/// Incident event types, the last subject token.
+pub const REPORTED: &str = "reported";
+pub const GRADED: &str = "graded";
+pub const UNITS_ASSIGNED: &str = "units_assigned";
+
+/// Checks a namespace: `live` or `drill.<id>` with `<id>` of `[a-z0-9_-]`.
+pub fn validate_namespace(namespace: &str) -> Result<(), Error> {
+    let invalid = |reason| Error::Subject { token: namespace.to_string(), reason };
+    if namespace == LIVE {
+        return Ok(());
+    }
+    let Some(drill_id) = namespace.strip_prefix("drill.") else {
+        return Err(invalid("a namespace is `live` or `drill.<id>`"));
+    };
+    validate_token(drill_id).map_err(|_| invalid("a drill id is 1-64 of a-z, 0-9, `-` and `_`"))?;
+    if drill_id.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(invalid("a drill id is 1-64 of a-z, 0-9, `-` and `_`"));
+    }
+    Ok(())
+}
+
+/// Checks one subject token: 1-64 bytes of ASCII letters, digits, `-` and `_`.
+pub fn validate_token(token: &str) -> Result<(), Error> {
+    let ok = !token.is_empty()
+        && token.len() <= TOKEN_BYTES_MAX
+        && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Subject { token: token.to_string(), reason: "use 1-64 of A-Z, a-z, 0-9, `-` and `_`" })
+    }
+}
+
+/// `muster.<ns>.incident.<incident_id>.<event_type>`.
+pub fn incident_event(namespace: &str, incident_id: &str, event_type: &str) -> Result<String, Error> {
+    validate_namespace(namespace)?;
+    validate_token(incident_id)?;
+    validate_token(event_type)?;
+    Ok(format!("muster.{namespace}.incident.{incident_id}.{event_type}"))
+}
+
+/// The filter for one event type of every incident in a namespace.
+pub fn incident_event_filter(namespace: &str, event_type: &str) -> String {
+    format!("muster.{namespace}.incident.*.{event_type}")
+}
+
+/// The filter for every incident event in a namespace.
+pub fn all_incident_events_filter(namespace: &str) -> String {
+    format!("muster.{namespace}.incident.>")
+}
+
+/// Splits an incident subject into (namespace, incident id, event type).
+pub fn parse_incident_event(subject: &str) -> Option<(&str, &str, &str)> {
+    let rest = subject.strip_prefix("muster.")?;
+    let (namespace, rest) = rest.split_once(".incident.")?;
+    let (incident_id, event_type) = rest.split_once('.')?;
+    if event_type.contains('.') {
+        return None;
+    }
+    Some((namespace, incident_id, event_type))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_keep_the_namespace_first_and_round_trip() {
+        let live = incident_event("live", "INC-1", REPORTED).unwrap();
+        assert_eq!(live, "muster.live.incident.INC-1.reported");
+        assert_eq!(parse_incident_event(&live), Some(("live", "INC-1", "reported")));
+        let drill = incident_event("drill.quake-7", "INC-1", GRADED).unwrap();
+        assert_eq!(parse_incident_event(&drill), Some(("drill.quake-7", "INC-1", "graded")));
+    }
+
+    #[test]
+    fn bad_namespaces_and_tokens_are_refused() {
+        for namespace in ["", "LIVE", "drill", "drill.", "drill.a.b", "drill.A", "other", "live.x"] {
+            assert!(validate_namespace(namespace).is_err(), "{namespace:?} accepted");
+        }
+        for token in ["", "a.b", "a*", ">", "a b", &"x".repeat(65)] {
+            assert!(validate_token(token).is_err(), "{token:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! Process plumbing shared by every Muster service: tracing, signals, gRPC serving, nats-server.
+
+pub mod grpc;
+pub mod nats_server;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use tokio_util::sync::CancellationToken;
+pub use tokio_util::task::TaskTracker;
+
+/// Everything that can go wrong in process plumbing.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("gRPC server for {service}: {source}")]
+    Serve { service: String, source: tonic::transport::Error },
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("nats-server: {0}")]
+    NatsServer(String),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+}

@@ -1,0 +1,538 @@
+//! The commands: each calls one service, converts the answer to view models and prints them as
+//! a table or readable text for people, or as JSON with `--json`.
+
+use std::future::Future;
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use muster_proto::v1 as pb;
+use muster_proto::v1::dispatch_service_client::DispatchServiceClient;
+use muster_proto::v1::escalation_service_client::EscalationServiceClient;
+use muster_proto::v1::intake_service_client::IntakeServiceClient;
+use serde::Serialize;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::connect::Target;
+use crate::table::Table;
+use crate::time::format_time_of_day_ms;
+use crate::view::{
+    IncidentView, JurisdictionView, ReportView, ServiceStatusView, StatusView, UnitView,
+    WatchEventView, or_dash,
+};
+use crate::{
+    Cli, Command, EXIT_FAILURE, EXIT_OK, Error, IncidentsArgs, JurisdictionsArgs, LevelArg,
+    ReportArgs, ShowArgs, UnitsArgs, WatchArgs,
+};
+
+type Out<'a> = &'a mut (dyn Write + Send);
+
+/// What every command needs from the global flags.
+struct Context {
+    intake: Target,
+    escalation: Target,
+    dispatch: Target,
+    namespace: String,
+    json: bool,
+}
+
+pub async fn execute(
+    cli: Cli,
+    out: Out<'_>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<i32, Error> {
+    let context = Context {
+        intake: Target::new("intake", &cli.intake_url, cli.timeout_ms),
+        escalation: Target::new("escalation", &cli.escalation_url, cli.timeout_ms),
+        dispatch: Target::new("dispatch", &cli.dispatch_url, cli.timeout_ms),
+        namespace: cli.namespace,
+        json: cli.json,
+    };
+    let exit_code = match cli.command {
+        Command::Status => status(&context, out).await?,
+        Command::Jurisdictions(args) => jurisdictions(&context, args, out).await?,
+        Command::Units(args) => units(&context, args, out).await?,
+        Command::Report(args) => report(&context, args, out).await?,
+        Command::Incidents(args) => incidents(&context, args, out).await?,
+        Command::Show(args) => show(&context, args, out).await?,
+        Command::Watch(args) => watch(&context, args, out, shutdown).await?,
+    };
+    out.flush()?;
+    Ok(exit_code)
+}
+
+fn write_json(out: Out<'_>, value: &impl Serialize) -> Result<(), Error> {
+    serde_json::to_writer_pretty(&mut *out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+async fn status(context: &Context, out: Out<'_>) -> Result<i32, Error> {
+    let (intake, escalation, dispatch) = tokio::join!(
+        check_health(&context.intake),
+        check_health(&context.escalation),
+        check_health(&context.dispatch),
+    );
+    let services = vec![intake, escalation, dispatch];
+    let view = StatusView {
+        all_serving: services.iter().all(ServiceStatusView::is_serving),
+        services,
+    };
+    if context.json {
+        write_json(out, &view)?;
+    } else {
+        let mut table = Table::new(["SERVICE", "ENDPOINT", "STATUS", "DETAIL"]);
+        for service in &view.services {
+            table.row([
+                service.service.clone(),
+                service.endpoint.clone(),
+                service.status.clone(),
+                service.detail.clone().unwrap_or_default(),
+            ]);
+        }
+        table.write_to(out)?;
+    }
+    Ok(if view.all_serving {
+        EXIT_OK
+    } else {
+        EXIT_FAILURE
+    })
+}
+
+/// Asks `grpc.health.v1.Health/Check` for the whole server (service ""); never fails, because an
+/// unreachable service is an answer `status` prints.
+async fn check_health(target: &Target) -> ServiceStatusView {
+    let (status, detail) = match target.connect().await {
+        Err(Error::Unreachable { reason, .. }) => ("UNREACHABLE".to_owned(), Some(reason)),
+        Err(error) => ("ERROR".to_owned(), Some(error.to_string())),
+        Ok(channel) => {
+            let mut client = HealthClient::new(channel);
+            let request = HealthCheckRequest {
+                service: String::new(),
+            };
+            match target
+                .call("health check failed", client.check(request))
+                .await
+            {
+                Ok(response) => {
+                    let status = ServingStatus::try_from(response.status)
+                        .map(|s| s.as_str_name().to_owned())
+                        .unwrap_or_else(|_| format!("UNKNOWN({})", response.status));
+                    (status, None)
+                }
+                Err(Error::Timeout { timeout_ms, .. }) => (
+                    "UNREACHABLE".to_owned(),
+                    Some(format!("no answer within {timeout_ms} ms")),
+                ),
+                Err(Error::Rpc { code, message, .. }) => (
+                    "ERROR".to_owned(),
+                    Some(format!("{message} ({})", crate::code_name(code))),
+                ),
+                Err(error) => ("ERROR".to_owned(), Some(error.to_string())),
+            }
+        }
+    };
+    ServiceStatusView {
+        service: target.service.to_owned(),
+        endpoint: target.endpoint.clone(),
+        status,
+        detail,
+    }
+}
+
+async fn jurisdictions(
+    context: &Context,
+    args: JurisdictionsArgs,
+    out: Out<'_>,
+) -> Result<i32, Error> {
+    let target = &context.escalation;
+    let mut client = EscalationServiceClient::new(target.connect().await?);
+    let level = match args.level {
+        None => pb::JurisdictionLevel::Unspecified,
+        Some(LevelArg::National) => pb::JurisdictionLevel::National,
+        Some(LevelArg::Province) => pb::JurisdictionLevel::Province,
+        Some(LevelArg::City) => pb::JurisdictionLevel::City,
+        Some(LevelArg::County) => pb::JurisdictionLevel::County,
+        Some(LevelArg::Township) => pb::JurisdictionLevel::Township,
+    };
+    let request = pb::ListJurisdictionsRequest {
+        level: level as i32,
+    };
+    let response = target
+        .call(
+            "could not list jurisdictions",
+            client.list_jurisdictions(request),
+        )
+        .await?;
+    let views: Vec<JurisdictionView> = response.jurisdictions.into_iter().map(Into::into).collect();
+    if context.json {
+        write_json(out, &views)?;
+        return Ok(EXIT_OK);
+    }
+    let mut table = Table::new(["CODE", "NAME", "LEVEL", "PARENT", "DENSITY", "CENTROID"]);
+    for view in &views {
+        table.row([
+            view.code.clone(),
+            view.name.clone(),
+            or_dash(view.level.as_deref()),
+            or_dash(view.parent_code.as_deref()),
+            or_dash(view.density.as_deref()),
+            view.centroid
+                .map(|c| c.describe())
+                .unwrap_or_else(|| "-".to_owned()),
+        ]);
+    }
+    table.write_to(out)?;
+    Ok(EXIT_OK)
+}
+
+async fn units(context: &Context, args: UnitsArgs, out: Out<'_>) -> Result<i32, Error> {
+    let target = &context.dispatch;
+    let mut client = DispatchServiceClient::new(target.connect().await?);
+    let request = pb::ListUnitsRequest {
+        namespace: context.namespace.clone(),
+        unit_type: args.unit_type.unwrap_or_default(),
+    };
+    let response = target
+        .call("could not list units", client.list_units(request))
+        .await?;
+    let views: Vec<UnitView> = response.units.into_iter().map(Into::into).collect();
+    if context.json {
+        write_json(out, &views)?;
+        return Ok(EXIT_OK);
+    }
+    let mut table = Table::new([
+        "ID",
+        "CALL SIGN",
+        "TYPE",
+        "HOME TOWNSHIP",
+        "JURISDICTION",
+        "STATUS",
+        "INCIDENT",
+    ]);
+    for view in &views {
+        table.row([
+            view.id.clone(),
+            view.call_sign.clone(),
+            view.unit_type.clone(),
+            or_dash(Some(&view.home_township_code)),
+            or_dash(Some(&view.jurisdiction_code)),
+            or_dash(view.status.as_deref()),
+            or_dash(view.incident_id.as_deref()),
+        ]);
+    }
+    table.write_to(out)?;
+    Ok(EXIT_OK)
+}
+
+/// A request id unique to this call: time, process and a per-process sequence, in hex. It is made
+/// once per invocation, so a retry by the caller with `--request-id` stays idempotent.
+fn generate_request_id() -> String {
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_nanos())
+        .unwrap_or_default();
+    let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+    format!("musterctl-{nanos:x}-{:x}-{sequence:x}", std::process::id())
+}
+
+async fn report(context: &Context, args: ReportArgs, out: Out<'_>) -> Result<i32, Error> {
+    let target = &context.intake;
+    let request_id = args.request_id.unwrap_or_else(generate_request_id);
+    let reported_by = args
+        .reported_by
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "musterctl".to_owned());
+    let request = pb::ReportIncidentRequest {
+        namespace: context.namespace.clone(),
+        kind: args.kind,
+        township_code: args.township,
+        other_township_codes: args.also,
+        lat: args.lat,
+        lon: args.lon,
+        facts: Some(pb::Facts {
+            deaths: args.deaths,
+            missing: args.missing,
+            serious_injuries: args.injured,
+            direct_loss_cny: args.loss_cny,
+            magnitude: args.magnitude,
+        }),
+        summary: args.summary.unwrap_or_default(),
+        reported_by,
+        request_id: request_id.clone(),
+    };
+    let mut client = IntakeServiceClient::new(target.connect().await?);
+    let response = target
+        .call("rejected the report", client.report_incident(request))
+        .await?;
+    let view = ReportView {
+        incident_id: response.incident_id,
+        duplicate: response.duplicate,
+        request_id,
+    };
+    if context.json {
+        write_json(out, &view)?;
+    } else if view.duplicate {
+        writeln!(
+            out,
+            "reported {} (already reported with request id {})",
+            view.incident_id, view.request_id
+        )?;
+    } else {
+        writeln!(out, "reported {}", view.incident_id)?;
+    }
+    Ok(EXIT_OK)
+}
+
+async fn incidents(context: &Context, args: IncidentsArgs, out: Out<'_>) -> Result<i32, Error> {
+    let target = &context.intake;
+    let mut client = IntakeServiceClient::new(target.connect().await?);
+    let request = pb::ListIncidentsRequest {
+        namespace: context.namespace.clone(),
+        limit: args.limit.unwrap_or(0),
+    };
+    let response = target
+        .call("could not list incidents", client.list_incidents(request))
+        .await?;
+    let views: Vec<IncidentView> = response.incidents.into_iter().map(Into::into).collect();
+    if context.json {
+        write_json(out, &views)?;
+        return Ok(EXIT_OK);
+    }
+    let mut table = Table::new([
+        "ID",
+        "KIND",
+        "TOWNSHIP",
+        "GRADE",
+        "LEAD",
+        "STATUS",
+        "UNITS",
+        "REPORTED AT",
+    ]);
+    for view in &views {
+        table.row([
+            view.id.clone(),
+            view.kind.clone(),
+            view.township_code.clone(),
+            view.grade_label(),
+            view.lead_label(),
+            view.status_label(),
+            view.units_label(),
+            view.reported_at.clone(),
+        ]);
+    }
+    table.write_to(out)?;
+    Ok(EXIT_OK)
+}
+
+async fn show(context: &Context, args: ShowArgs, out: Out<'_>) -> Result<i32, Error> {
+    let target = &context.intake;
+    let mut client = IntakeServiceClient::new(target.connect().await?);
+    let request = pb::GetIncidentRequest {
+        namespace: context.namespace.clone(),
+        incident_id: args.id,
+    };
+    let response = target
+        .call("could not get the incident", client.get_incident(request))
+        .await?;
+    let view: IncidentView = response.incident.unwrap_or_default().into();
+    if context.json {
+        write_json(out, &view)?;
+    } else {
+        write_incident(out, &view)?;
+    }
+    Ok(EXIT_OK)
+}
+
+/// The readable `show` view: header, grading, assignments with shortfalls, then the timeline.
+fn write_incident(out: Out<'_>, view: &IncidentView) -> std::io::Result<()> {
+    let kind = match &view.class {
+        Some(class) => format!("{} ({class})", view.kind),
+        None => view.kind.clone(),
+    };
+    let township = if view.other_township_codes.is_empty() {
+        view.township_code.clone()
+    } else {
+        format!(
+            "{} (also {})",
+            view.township_code,
+            view.other_township_codes.join(", ")
+        )
+    };
+    let location = match view.location {
+        None => "-".to_owned(),
+        Some(point) if view.location_reported => format!("{} (reported)", point.describe()),
+        Some(point) => format!("{} (township centroid)", point.describe()),
+    };
+    let mut header = Table::new(["incident", view.id.as_str()]);
+    header.row(["namespace", view.namespace.as_str()]);
+    header.row(["kind", kind.as_str()]);
+    header.row(["township", township.as_str()]);
+    header.row(["location", location.as_str()]);
+    header.row(["facts".to_owned(), view.facts.describe()]);
+    header.row(["summary".to_owned(), or_dash(Some(&view.summary))]);
+    header.row(["status".to_owned(), view.status_label()]);
+    header.row([
+        "reported".to_owned(),
+        format!(
+            "{} by {}",
+            view.reported_at,
+            or_dash(Some(&view.reported_by))
+        ),
+    ]);
+    header.row(["updated", view.updated_at.as_str()]);
+    header.write_to(out)?;
+
+    writeln!(out, "\ngrading")?;
+    match &view.grading {
+        None => writeln!(out, "  not graded yet")?,
+        Some(grading) => {
+            let mut grade = match &grading.grade {
+                Some(grade) => format!("{grade}, response level {}", grading.response_level),
+                None if grading.response_level > 0 => format!(
+                    "none (no grade by law), response level {}",
+                    grading.response_level
+                ),
+                None => "none".to_owned(),
+            };
+            if grading.initial_judgement {
+                grade.push_str(" (initial judgement)");
+            }
+            let lead = format!(
+                "{} ({}, {})",
+                grading.lead_label(),
+                or_dash(Some(&grading.lead_jurisdiction_code)),
+                or_dash(grading.lead_level.as_deref())
+            );
+            let rule = format!(
+                "{} v{}",
+                or_dash(Some(&grading.rule_id)),
+                grading.rule_version
+            );
+            let mut table = Table::new(["  grade", grade.as_str()]);
+            table.row(["  lead", lead.as_str()]);
+            table.row(["  rule", rule.as_str()]);
+            table.row(["  reason".to_owned(), or_dash(Some(&grading.reason))]);
+            table.write_to(out)?;
+        }
+    }
+
+    match &view.units {
+        None => writeln!(out, "\nassignments\n  none yet")?,
+        Some(units) => {
+            writeln!(
+                out,
+                "\nassignments (plan {})",
+                or_dash(Some(&units.plan_id))
+            )?;
+            if units.assignments.is_empty() {
+                writeln!(out, "  no units assigned")?;
+            } else {
+                let mut table =
+                    Table::new(["  UNIT", "CALL SIGN", "TYPE", "DISTANCE KM", "REASON"]);
+                for assignment in &units.assignments {
+                    table.row([
+                        format!("  {}", assignment.unit_id),
+                        assignment.call_sign.clone(),
+                        assignment.unit_type.clone(),
+                        format!("{:.1}", assignment.distance_km),
+                        assignment.reason.clone(),
+                    ]);
+                }
+                table.write_to(out)?;
+            }
+            if !units.shortfalls.is_empty() {
+                writeln!(out, "\nshortfalls")?;
+                for shortfall in &units.shortfalls {
+                    writeln!(
+                        out,
+                        "  {}: {} of {} assigned — {}",
+                        shortfall.unit_type,
+                        shortfall.assigned,
+                        shortfall.required,
+                        or_dash(Some(&shortfall.reason))
+                    )?;
+                }
+            }
+        }
+    }
+
+    writeln!(out, "\ntimeline")?;
+    if view.timeline.is_empty() {
+        writeln!(out, "  no events")?;
+    } else {
+        let mut table = Table::new(["  TIME (UTC)", "EVENT", "SOURCE", "DESCRIPTION"]);
+        for entry in &view.timeline {
+            table.row([
+                format!("  {}", format_time_of_day_ms(entry.at_unix_ms)),
+                entry.event_type.clone(),
+                entry.source_service.clone(),
+                entry.description.clone(),
+            ]);
+        }
+        table.write_to(out)?;
+    }
+    Ok(())
+}
+
+async fn watch(
+    context: &Context,
+    args: WatchArgs,
+    out: Out<'_>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<i32, Error> {
+    let target = &context.intake;
+    let mut client = IntakeServiceClient::new(target.connect().await?);
+    let request = pb::WatchIncidentsRequest {
+        namespace: context.namespace.clone(),
+    };
+    // The timeout bounds opening the stream only; the stream itself runs until stopped.
+    let mut stream = target
+        .call("refused the watch", client.watch_incidents(request))
+        .await?;
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut seen: u64 = 0;
+    loop {
+        if args.max_events.is_some_and(|max| seen >= max) {
+            return Ok(EXIT_OK);
+        }
+        let next = tokio::select! {
+            () = &mut shutdown => return Ok(EXIT_OK),
+            next = stream.message() => next,
+        };
+        let message = match next {
+            Ok(Some(message)) => message,
+            Ok(None) => return Ok(EXIT_OK),
+            Err(status) => {
+                return Err(Error::from_status(
+                    target.service,
+                    "watch stream failed",
+                    &status,
+                ));
+            }
+        };
+        seen += 1;
+        let view = WatchEventView::from(message);
+        if context.json {
+            serde_json::to_writer(&mut *out, &view)?;
+            writeln!(out)?;
+        } else {
+            let incident = &view.incident;
+            writeln!(
+                out,
+                "{} {} {} grade={} lead={} status={}",
+                incident.updated_at,
+                or_dash(Some(&incident.id)),
+                or_dash(Some(&view.event_type)),
+                incident.grade_label(),
+                incident.lead_code(),
+                incident.status_label(),
+            )?;
+        }
+        // Each line is flushed so that a pipe or a test sees it as it happens.
+        out.flush()?;
+    }
+}

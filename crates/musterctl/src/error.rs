@@ -1,0 +1,97 @@
+//! The one error type of musterctl, worded so that `main` can print it as a single readable line.
+
+use tonic::Code;
+
+/// Everything that can make a command fail. `Display` is the whole line after `error: `.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A `--intake`/`--escalation`/`--dispatch` value that is not a usable URL.
+    #[error("invalid {service} endpoint {url:?}: {reason}")]
+    InvalidEndpoint {
+        service: &'static str,
+        url: String,
+        reason: String,
+    },
+
+    /// No connection could be made to a service.
+    #[error("cannot reach {service} at {endpoint}: {reason} — is \"muster up\" running?")]
+    Unreachable {
+        service: &'static str,
+        endpoint: String,
+        reason: String,
+    },
+
+    /// A call got no answer within `--timeout-ms`.
+    #[error("{service} at {endpoint} did not answer within {timeout_ms} ms (DEADLINE_EXCEEDED)")]
+    Timeout {
+        service: &'static str,
+        endpoint: String,
+        timeout_ms: u64,
+    },
+
+    /// The service answered with a gRPC error status.
+    #[error("{service} {verb}: {message} ({})", code_name(*code))]
+    Rpc {
+        service: &'static str,
+        /// What the service did, phrased to follow its name: "rejected the report".
+        verb: &'static str,
+        code: Code,
+        message: String,
+    },
+
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+
+    #[error("cannot encode JSON output: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl Error {
+    /// Builds the error for a failed call, keeping the server's message as the explanation.
+    pub fn from_status(service: &'static str, verb: &'static str, status: &tonic::Status) -> Self {
+        let message = if status.message().is_empty() {
+            status.code().description().to_owned()
+        } else {
+            status.message().to_owned()
+        };
+        Error::Rpc {
+            service,
+            verb,
+            code: status.code(),
+            message,
+        }
+    }
+
+    /// The gRPC code this error stands for, if any; unreachable services count as `Unavailable`.
+    pub fn grpc_code(&self) -> Option<Code> {
+        match self {
+            Error::Rpc { code, .. } => Some(*code),
+            Error::Unreachable { .. } => Some(Code::Unavailable),
+            Error::Timeout { .. } => Some(Code::DeadlineExceeded),
+            Error::InvalidEndpoint { .. } | Error::Output(_) | Error::Json(_) => None,
+        }
+    }
+}
+
+/// The canonical upper-snake-case name of a gRPC status code, as grpcurl and the spec print it.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}

@@ -1,0 +1,219 @@
+//! musterctl, the duty officer's command-line client: the `Cli` definition and `run`, which
+//! executes one command against the Muster services and writes its output to a given writer.
+//!
+//! `main.rs` only parses, calls [`run`] with stdout and prints an error line; end-to-end tests
+//! call [`run`] in-process with a buffer.
+
+mod commands;
+mod connect;
+mod error;
+pub mod table;
+pub mod time;
+pub mod view;
+
+use std::future::Future;
+use std::io::Write;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use error::{Error, code_name};
+
+/// The name the brief and older callers use for [`Error`].
+pub type CliError = Error;
+
+/// Exit code of a command that did what was asked.
+pub const EXIT_OK: i32 = 0;
+/// Exit code of `status` when a service is not serving (or not reachable), and of any error.
+pub const EXIT_FAILURE: i32 = 1;
+
+/// Muster's duty officer CLI: service status, incident reports, incidents, units and a live watch.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "musterctl", version, about)]
+pub struct Cli {
+    /// Intake service URL.
+    #[arg(
+        long = "intake",
+        global = true,
+        env = "MUSTER_INTAKE_URL",
+        default_value = "http://127.0.0.1:50051",
+        value_name = "URL"
+    )]
+    pub intake_url: String,
+
+    /// Escalation service URL.
+    #[arg(
+        long = "escalation",
+        global = true,
+        env = "MUSTER_ESCALATION_URL",
+        default_value = "http://127.0.0.1:50052",
+        value_name = "URL"
+    )]
+    pub escalation_url: String,
+
+    /// Dispatch service URL.
+    #[arg(
+        long = "dispatch",
+        global = true,
+        env = "MUSTER_DISPATCH_URL",
+        default_value = "http://127.0.0.1:50053",
+        value_name = "URL"
+    )]
+    pub dispatch_url: String,
+
+    /// `live`, or `drill.<id>` for an exercise.
+    #[arg(
+        long,
+        global = true,
+        env = "MUSTER_NAMESPACE",
+        default_value = "live",
+        value_name = "NS"
+    )]
+    pub namespace: String,
+
+    /// Machine output: JSON instead of tables (one object per line for `watch`).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Connect timeout, and the timeout of each call (not of the `watch` stream once open).
+    #[arg(
+        long,
+        global = true,
+        env = "MUSTER_TIMEOUT_MS",
+        default_value_t = 5000,
+        value_name = "MS"
+    )]
+    pub timeout_ms: u64,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+// The enum is built once per process, so boxing `ReportArgs` would buy nothing but noise.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Health of intake, escalation and dispatch; exits 0 only if all three are serving.
+    Status,
+    /// The jurisdiction tree (EscalationService.ListJurisdictions).
+    Jurisdictions(JurisdictionsArgs),
+    /// The unit board (DispatchService.ListUnits).
+    Units(UnitsArgs),
+    /// Report an incident (IntakeService.ReportIncident).
+    Report(ReportArgs),
+    /// Incidents, newest first (IntakeService.ListIncidents).
+    Incidents(IncidentsArgs),
+    /// One incident: report, grading, assignments and timeline (IntakeService.GetIncident).
+    Show(ShowArgs),
+    /// Follow incident changes live until Ctrl-C (IntakeService.WatchIncidents).
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LevelArg {
+    National,
+    Province,
+    City,
+    County,
+    Township,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct JurisdictionsArgs {
+    /// Only jurisdictions of this level.
+    #[arg(long, value_enum)]
+    pub level: Option<LevelArg>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UnitsArgs {
+    /// Only units of this type, e.g. fire_engine, hazmat, ambulance.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub unit_type: Option<String>,
+}
+
+/// Numbers are signed and unchecked here on purpose: the server owns validation, so a bad value
+/// reaches it and its message is what the officer sees.
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// Sub-type code, e.g. accident.hazardous_chemicals or natural.earthquake.
+    #[arg(long)]
+    pub kind: String,
+    /// Township code where the incident is.
+    #[arg(long, value_name = "CODE")]
+    pub township: String,
+    /// A further township the incident spans (repeatable).
+    #[arg(long = "also", value_name = "CODE")]
+    pub also: Vec<String>,
+    /// Latitude in WGS84 degrees (give with --lon).
+    #[arg(long, allow_negative_numbers = true, value_name = "F")]
+    pub lat: Option<f64>,
+    /// Longitude in WGS84 degrees (give with --lat).
+    #[arg(long, allow_negative_numbers = true, value_name = "F")]
+    pub lon: Option<f64>,
+    /// Confirmed deaths.
+    #[arg(long, allow_negative_numbers = true, value_name = "N")]
+    pub deaths: Option<i64>,
+    /// Missing persons.
+    #[arg(long, allow_negative_numbers = true, value_name = "N")]
+    pub missing: Option<i64>,
+    /// Serious injuries, acute industrial poisoning included.
+    #[arg(long, allow_negative_numbers = true, value_name = "N")]
+    pub injured: Option<i64>,
+    /// Direct economic loss in CNY.
+    #[arg(long = "loss", allow_negative_numbers = true, value_name = "CNY")]
+    pub loss_cny: Option<i64>,
+    /// Earthquake magnitude.
+    #[arg(long, allow_negative_numbers = true, value_name = "F")]
+    pub magnitude: Option<f64>,
+    /// Free-text summary.
+    #[arg(long, value_name = "TEXT")]
+    pub summary: Option<String>,
+    /// The reporting officer (default: $USER).
+    #[arg(long, value_name = "NAME")]
+    pub reported_by: Option<String>,
+    /// Idempotency key; a retry with the same id returns the same incident (default: generated).
+    #[arg(long, value_name = "ID")]
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct IncidentsArgs {
+    /// At most this many (server default 100, max 1000).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ShowArgs {
+    /// The incident id.
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// Stop after this many messages.
+    #[arg(long, value_name = "N")]
+    pub max_events: Option<u64>,
+}
+
+/// Runs one command, writing its output to `out`, and returns the process exit code:
+/// [`EXIT_OK`], or [`EXIT_FAILURE`] when `status` finds a service not serving. `watch` stops on
+/// Ctrl-C, at the end of the stream, or after `--max-events`.
+pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<i32, Error> {
+    run_until(cli, out, async {
+        // If no signal handler can be installed, wait forever rather than stopping at once.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    })
+    .await
+}
+
+/// [`run`], with `shutdown` instead of Ctrl-C ending a `watch`; other commands ignore it.
+pub async fn run_until(
+    cli: Cli,
+    out: &mut (dyn Write + Send),
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<i32, Error> {
+    commands::execute(cli, out, shutdown).await
+}

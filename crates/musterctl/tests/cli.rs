@@ -1,0 +1,635 @@
+//! musterctl's tests: formatting helpers, argument parsing, unreachable services, and every
+//! command against small in-process fake services (no Muster servers needed).
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use clap::Parser;
+use muster_proto::v1 as pb;
+use muster_proto::v1::intake_service_server::{IntakeService, IntakeServiceServer};
+use musterctl::table::{Table, display_width};
+use musterctl::time::{civil_from_days, format_rfc3339_ms, format_time_of_day_ms};
+use musterctl::{Cli, Command, Error, LevelArg, code_name};
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Code, Request, Response, Status};
+
+/// An address where nothing listens, so connecting is refused at once.
+const DEAD: &str = "http://127.0.0.1:1";
+
+fn parse(args: &[&str]) -> Cli {
+    Cli::try_parse_from(std::iter::once("musterctl").chain(args.iter().copied()))
+        .unwrap_or_else(|error| panic!("{args:?} should parse: {error}"))
+}
+
+async fn run_to_string(cli: Cli) -> (Result<i32, Error>, String) {
+    let mut buffer = Vec::new();
+    let result = musterctl::run(cli, &mut buffer).await;
+    (result, String::from_utf8(buffer).expect("output is UTF-8"))
+}
+
+// ---- formatting -------------------------------------------------------------------------------
+
+#[test]
+fn display_width_counts_cjk_as_two_columns() {
+    assert_eq!(display_width("abc"), 3);
+    assert_eq!(display_width("南京市"), 6);
+    assert_eq!(display_width("서울"), 4);
+    assert_eq!(display_width("ＡＢ"), 4);
+    assert_eq!(display_width("化工厂 fire"), 11);
+}
+
+#[test]
+fn table_aligns_columns_with_cjk_text() {
+    let mut table = Table::new(["CODE", "NAME", "LEVEL"]);
+    table.row(["32", "江苏省", "province"]);
+    table.row(["3201", "南京市", "city"]);
+    table.row(["320102001", "梅园新村街道", "township"]);
+    let rendered = table.render();
+    let lines: Vec<&str> = rendered.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "CODE       NAME          LEVEL",
+            "32         江苏省        province",
+            "3201       南京市        city",
+            "320102001  梅园新村街道  township",
+        ]
+    );
+    // Every LEVEL cell starts at the same display column.
+    let columns: Vec<usize> = lines
+        .iter()
+        .map(|line| {
+            let level_start = line.rfind("  ").unwrap() + 2;
+            display_width(&line[..level_start])
+        })
+        .collect();
+    assert!(
+        columns.iter().all(|&column| column == columns[0]),
+        "{columns:?}"
+    );
+}
+
+#[test]
+fn table_does_not_pad_the_last_column_and_tolerates_short_rows() {
+    let mut table = Table::new(["A", "B"]);
+    table.row(["long value"]);
+    assert_eq!(table.render(), "A           B\nlong value\n");
+}
+
+#[test]
+fn rfc3339_formatter_handles_epoch_known_dates_and_negatives() {
+    assert_eq!(format_rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+    assert_eq!(
+        format_rfc3339_ms(1_795_847_244_123),
+        "2026-11-28T06:27:24.123Z"
+    );
+    assert_eq!(
+        format_rfc3339_ms(1_709_251_199_999),
+        "2024-02-29T23:59:59.999Z"
+    );
+    assert_eq!(format_rfc3339_ms(-1), "1969-12-31T23:59:59.999Z");
+    assert_eq!(format_time_of_day_ms(1_795_847_244_123), "06:27:24.123");
+    assert_eq!(civil_from_days(0), (1970, 1, 1));
+    assert_eq!(civil_from_days(-719_468), (0, 3, 1));
+    assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+}
+
+#[test]
+fn status_codes_are_named_in_upper_snake_case() {
+    assert_eq!(code_name(Code::InvalidArgument), "INVALID_ARGUMENT");
+    assert_eq!(code_name(Code::NotFound), "NOT_FOUND");
+    assert_eq!(code_name(Code::Unavailable), "UNAVAILABLE");
+    assert_eq!(code_name(Code::DeadlineExceeded), "DEADLINE_EXCEEDED");
+    assert_eq!(code_name(Code::Ok), "OK");
+}
+
+#[test]
+fn a_status_becomes_one_readable_line() {
+    let status = Status::invalid_argument("unknown township \"999\"");
+    let error = Error::from_status("intake", "rejected the report", &status);
+    assert_eq!(
+        error.to_string(),
+        "intake rejected the report: unknown township \"999\" (INVALID_ARGUMENT)"
+    );
+    assert_eq!(error.grpc_code(), Some(Code::InvalidArgument));
+}
+
+// ---- argument parsing -------------------------------------------------------------------------
+
+#[test]
+fn report_accepts_negative_numbers_so_the_server_can_reject_them() {
+    let cli = parse(&[
+        "report",
+        "--kind",
+        "natural.earthquake",
+        "--township",
+        "320102001",
+        "--deaths",
+        "-1",
+        "--missing=-2",
+        "--injured",
+        "-3",
+        "--loss",
+        "-4",
+        "--magnitude",
+        "-0.5",
+        "--lat",
+        "-33.86",
+        "--lon",
+        "-151.2",
+        "--also",
+        "320102002",
+        "--also",
+        "320102003",
+    ]);
+    let Command::Report(report) = cli.command else {
+        panic!("not a report: {:?}", cli.command);
+    };
+    assert_eq!(report.deaths, Some(-1));
+    assert_eq!(report.missing, Some(-2));
+    assert_eq!(report.injured, Some(-3));
+    assert_eq!(report.loss_cny, Some(-4));
+    assert_eq!(report.magnitude, Some(-0.5));
+    assert_eq!(report.lat, Some(-33.86));
+    assert_eq!(report.lon, Some(-151.2));
+    assert_eq!(report.also, ["320102002", "320102003"]);
+    assert_eq!(report.request_id, None);
+}
+
+#[test]
+fn global_flags_work_after_the_subcommand() {
+    let cli = parse(&[
+        "jurisdictions",
+        "--level",
+        "township",
+        "--json",
+        "--escalation",
+        "http://10.0.0.1:9",
+        "--namespace",
+        "drill.7",
+        "--timeout-ms",
+        "250",
+    ]);
+    assert!(cli.json);
+    assert_eq!(cli.escalation_url, "http://10.0.0.1:9");
+    assert_eq!(cli.namespace, "drill.7");
+    assert_eq!(cli.timeout_ms, 250);
+    let Command::Jurisdictions(args) = cli.command else {
+        panic!("not jurisdictions");
+    };
+    assert_eq!(args.level, Some(LevelArg::Township));
+}
+
+#[test]
+fn bad_arguments_are_usage_errors() {
+    assert!(Cli::try_parse_from(["musterctl", "jurisdictions", "--level", "planet"]).is_err());
+    assert!(Cli::try_parse_from(["musterctl", "report", "--township", "1"]).is_err());
+    assert!(Cli::try_parse_from(["musterctl", "show"]).is_err());
+}
+
+#[test]
+fn run_is_send_so_tests_can_spawn_it() {
+    fn assert_send<T: Send>(_: &T) {}
+    let mut buffer = Vec::new();
+    let future = musterctl::run(parse(&["status"]), &mut buffer);
+    assert_send(&future);
+}
+
+// ---- unreachable services ---------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_command_against_an_unreachable_service_names_the_endpoint() {
+    let (result, output) = run_to_string(parse(&["show", "INC-1", "--intake", DEAD])).await;
+    let error = result.expect_err("nothing listens on port 1");
+    let line = error.to_string();
+    assert!(
+        line.contains("cannot reach intake at http://127.0.0.1:1"),
+        "{line}"
+    );
+    assert!(line.contains("connection refused"), "{line}");
+    assert!(line.contains("muster up"), "{line}");
+    assert!(!line.contains('\n'), "{line}");
+    assert_eq!(error.grpc_code(), Some(Code::Unavailable));
+    assert_eq!(output, "");
+}
+
+#[tokio::test]
+async fn an_endpoint_without_a_scheme_gets_http() {
+    let (result, _) = run_to_string(parse(&["units", "--dispatch", "127.0.0.1:1"])).await;
+    let line = result.unwrap_err().to_string();
+    assert!(
+        line.starts_with("cannot reach dispatch at http://127.0.0.1:1:"),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn status_prints_unreachable_services_and_exits_one() {
+    let cli = parse(&[
+        "status",
+        "--intake",
+        DEAD,
+        "--escalation",
+        DEAD,
+        "--dispatch",
+        DEAD,
+    ]);
+    let (result, output) = run_to_string(cli).await;
+    assert_eq!(result.expect("status does not fail"), 1);
+    let lines: Vec<&str> = output.lines().collect();
+    assert_eq!(lines.len(), 4, "{output}");
+    assert!(lines[0].starts_with("SERVICE"), "{output}");
+    for (line, service) in lines[1..].iter().zip(["intake", "escalation", "dispatch"]) {
+        assert!(line.starts_with(service), "{line}");
+        assert!(line.contains("UNREACHABLE"), "{line}");
+        assert!(line.contains("connection refused"), "{line}");
+    }
+}
+
+// ---- fake services ----------------------------------------------------------------------------
+
+async fn spawn_server(router: tonic::transport::server::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address: SocketAddr = listener.local_addr().unwrap();
+    tokio::spawn(router.serve_with_incoming(TcpListenerStream::new(listener)));
+    format!("http://{address}")
+}
+
+async fn spawn_health(serving: bool) -> String {
+    let (reporter, service) = tonic_health::server::health_reporter();
+    let status = if serving {
+        tonic_health::ServingStatus::Serving
+    } else {
+        tonic_health::ServingStatus::NotServing
+    };
+    reporter.set_service_status("", status).await;
+    spawn_server(tonic::transport::Server::builder().add_service(service)).await
+}
+
+fn sample_incident() -> pb::Incident {
+    let at = 1_795_847_244_123;
+    pb::Incident {
+        id: "INC-7".to_owned(),
+        namespace: "live".to_owned(),
+        report: Some(pb::IncidentReport {
+            kind: "accident.hazardous_chemicals".to_owned(),
+            class: pb::IncidentClass::Accident as i32,
+            township_code: "320102001".to_owned(),
+            other_township_codes: vec!["320102002".to_owned()],
+            location: Some(pb::GeoPoint {
+                lat: 32.06,
+                lon: 118.79,
+            }),
+            location_reported: true,
+            facts: Some(pb::Facts {
+                deaths: Some(3),
+                serious_injuries: Some(12),
+                ..Default::default()
+            }),
+            summary: "tank fire at 化工厂".to_owned(),
+            reported_by: "Officer Li".to_owned(),
+        }),
+        status: pb::IncidentStatus::Responding as i32,
+        grading: Some(pb::Graded {
+            grade: pb::Grade::Iii as i32,
+            response_level: 3,
+            lead_jurisdiction_code: "3201".to_owned(),
+            lead_jurisdiction_name: "南京市".to_owned(),
+            lead_level: pb::JurisdictionLevel::City as i32,
+            rule_id: "accident.deaths".to_owned(),
+            rule_version: 2,
+            reason: "3 deaths in [3, 10)".to_owned(),
+            initial_judgement: false,
+            facts: None,
+        }),
+        units: Some(pb::UnitsAssigned {
+            plan_id: "plan.hazchem".to_owned(),
+            assignments: vec![pb::Assignment {
+                unit_id: "U-1".to_owned(),
+                call_sign: "玄武消防1".to_owned(),
+                unit_type: "hazmat".to_owned(),
+                distance_km: 3.24,
+                reason: "nearest available hazmat (3.2 km)".to_owned(),
+            }],
+            shortfalls: vec![pb::Shortfall {
+                unit_type: "ambulance".to_owned(),
+                required: 2,
+                assigned: 0,
+                reason: "none available".to_owned(),
+            }],
+        }),
+        timeline: vec![pb::TimelineEntry {
+            at_unix_ms: at,
+            event_type: "reported".to_owned(),
+            source_service: "intake".to_owned(),
+            description: "reported by Officer Li".to_owned(),
+            event_id: "E-1".to_owned(),
+        }],
+        reported_at_unix_ms: at,
+        updated_at_unix_ms: at,
+    }
+}
+
+#[derive(Default)]
+struct FakeIntake {
+    last_report: Arc<Mutex<Option<pb::ReportIncidentRequest>>>,
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchIncidentsResponse, Status>> + Send>>;
+
+#[tonic::codegen::async_trait]
+impl IntakeService for FakeIntake {
+    async fn report_incident(
+        &self,
+        request: Request<pb::ReportIncidentRequest>,
+    ) -> Result<Response<pb::ReportIncidentResponse>, Status> {
+        let request = request.into_inner();
+        *self.last_report.lock().unwrap() = Some(request.clone());
+        if request.township_code == "999" {
+            return Err(Status::invalid_argument("unknown township \"999\""));
+        }
+        Ok(Response::new(pb::ReportIncidentResponse {
+            incident_id: "INC-7".to_owned(),
+            duplicate: request.request_id == "seen-before",
+        }))
+    }
+
+    async fn get_incident(
+        &self,
+        request: Request<pb::GetIncidentRequest>,
+    ) -> Result<Response<pb::GetIncidentResponse>, Status> {
+        let request = request.into_inner();
+        if request.incident_id != "INC-7" {
+            return Err(Status::not_found(format!(
+                "no incident {}",
+                request.incident_id
+            )));
+        }
+        Ok(Response::new(pb::GetIncidentResponse {
+            incident: Some(sample_incident()),
+        }))
+    }
+
+    async fn list_incidents(
+        &self,
+        _request: Request<pb::ListIncidentsRequest>,
+    ) -> Result<Response<pb::ListIncidentsResponse>, Status> {
+        let mut ungraded = sample_incident();
+        ungraded.id = "INC-8".to_owned();
+        ungraded.grading = None;
+        ungraded.units = None;
+        ungraded.status = pb::IncidentStatus::Reported as i32;
+        Ok(Response::new(pb::ListIncidentsResponse {
+            incidents: vec![ungraded, sample_incident()],
+        }))
+    }
+
+    type WatchIncidentsStream = WatchStream;
+
+    async fn watch_incidents(
+        &self,
+        _request: Request<pb::WatchIncidentsRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let events = ["reported", "graded"].map(|event_type| {
+            Ok(pb::WatchIncidentsResponse {
+                incident: Some(sample_incident()),
+                event_type: event_type.to_owned(),
+            })
+        });
+        // Two changes, then a stream that stays open like a real watch.
+        let stream = tokio_stream::iter(events).chain(tokio_stream::pending());
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+async fn spawn_intake() -> (String, Arc<Mutex<Option<pb::ReportIncidentRequest>>>) {
+    let intake = FakeIntake::default();
+    let last_report = intake.last_report.clone();
+    let url = spawn_server(
+        tonic::transport::Server::builder().add_service(IntakeServiceServer::new(intake)),
+    )
+    .await;
+    (url, last_report)
+}
+
+#[tokio::test]
+async fn status_exits_zero_only_when_all_three_serve() {
+    let (intake, escalation, dispatch) = (
+        spawn_health(true).await,
+        spawn_health(true).await,
+        spawn_health(false).await,
+    );
+    let args = ["status", "--intake", &intake, "--escalation", &escalation];
+    let mut all = args.to_vec();
+    all.extend(["--dispatch", intake.as_str()]);
+    let (result, output) = run_to_string(parse(&all)).await;
+    assert_eq!(result.unwrap(), 0, "{output}");
+    assert_eq!(output.matches("SERVING").count(), 3, "{output}");
+
+    let mut one_down = args.to_vec();
+    one_down.extend(["--dispatch", dispatch.as_str(), "--json"]);
+    let (result, output) = run_to_string(parse(&one_down)).await;
+    assert_eq!(result.unwrap(), 1);
+    let json: serde_json::Value = serde_json::from_str(&output).unwrap();
+    assert_eq!(json["all_serving"], false);
+    assert_eq!(json["services"][2]["status"], "NOT_SERVING");
+    assert_eq!(json["services"][0]["status"], "SERVING");
+}
+
+#[tokio::test]
+async fn report_sends_the_facts_and_prints_the_incident_id() {
+    let (url, last_report) = spawn_intake().await;
+    let cli = parse(&[
+        "report",
+        "--intake",
+        &url,
+        "--namespace",
+        "drill.1",
+        "--kind",
+        "natural.earthquake",
+        "--township",
+        "320102001",
+        "--injured",
+        "4",
+        "--magnitude",
+        "6.1",
+        "--reported-by",
+        "Wang",
+    ]);
+    let (result, output) = run_to_string(cli).await;
+    assert_eq!(result.unwrap(), 0);
+    assert_eq!(output, "reported INC-7\n");
+    let sent = last_report.lock().unwrap().clone().unwrap();
+    assert_eq!(sent.namespace, "drill.1");
+    assert_eq!(sent.reported_by, "Wang");
+    assert!(!sent.request_id.is_empty() && sent.request_id.len() <= 128);
+    let facts = sent.facts.unwrap();
+    assert_eq!(facts.serious_injuries, Some(4));
+    assert_eq!(facts.magnitude, Some(6.1));
+    assert_eq!(facts.deaths, None);
+    assert_eq!((sent.lat, sent.lon), (None, None));
+
+    let cli = parse(&[
+        "report",
+        "--intake",
+        &url,
+        "--kind",
+        "k",
+        "--township",
+        "1",
+        "--request-id",
+        "seen-before",
+        "--json",
+    ]);
+    let (result, output) = run_to_string(cli).await;
+    assert_eq!(result.unwrap(), 0);
+    let json: serde_json::Value = serde_json::from_str(&output).unwrap();
+    assert_eq!(json["incident_id"], "INC-7");
+    assert_eq!(json["duplicate"], true);
+    assert_eq!(json["request_id"], "seen-before");
+}
+
+#[tokio::test]
+async fn a_rejected_report_shows_the_servers_message_and_code() {
+    let (url, _) = spawn_intake().await;
+    let cli = parse(&[
+        "report",
+        "--intake",
+        &url,
+        "--kind",
+        "k",
+        "--township",
+        "999",
+    ]);
+    let (result, _) = run_to_string(cli).await;
+    assert_eq!(
+        result.unwrap_err().to_string(),
+        "intake rejected the report: unknown township \"999\" (INVALID_ARGUMENT)"
+    );
+    let (result, _) = run_to_string(parse(&["show", "INC-404", "--intake", &url])).await;
+    let error = result.unwrap_err();
+    assert_eq!(error.grpc_code(), Some(Code::NotFound));
+    assert!(
+        error
+            .to_string()
+            .ends_with("no incident INC-404 (NOT_FOUND)"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn show_prints_header_grading_assignments_and_timeline() {
+    let (url, _) = spawn_intake().await;
+    let (result, output) = run_to_string(parse(&["show", "INC-7", "--intake", &url])).await;
+    assert_eq!(result.unwrap(), 0);
+    for expected in [
+        "incident   INC-7",
+        "kind       accident.hazardous_chemicals (accident)",
+        "township   320102001 (also 320102002)",
+        "location   32.0600,118.7900 (reported)",
+        "facts      deaths 3, serious injuries 12",
+        "status     responding",
+        "reported   2026-11-28T06:27:24.123Z by Officer Li",
+        "grade   III, response level 3",
+        "lead    南京市 (3201, city)",
+        "rule    accident.deaths v2",
+        "assignments (plan plan.hazchem)",
+        "3.2",
+        "ambulance: 0 of 2 assigned — none available",
+        "06:27:24.123",
+    ] {
+        assert!(
+            output.contains(expected),
+            "missing {expected:?} in\n{output}"
+        );
+    }
+
+    let cli = parse(&["show", "INC-7", "--intake", &url, "--json"]);
+    let (result, output) = run_to_string(cli).await;
+    assert_eq!(result.unwrap(), 0);
+    let json: serde_json::Value = serde_json::from_str(&output).unwrap();
+    assert_eq!(json["grading"]["grade"], "III");
+    assert_eq!(json["grading"]["lead_level"], "city");
+    assert_eq!(json["status"], "responding");
+    assert_eq!(json["class"], "accident");
+    assert_eq!(json["facts"]["missing"], serde_json::Value::Null);
+    assert_eq!(json["timeline"][0]["at"], "2026-11-28T06:27:24.123Z");
+}
+
+#[tokio::test]
+async fn incidents_prints_one_row_per_incident() {
+    let (url, _) = spawn_intake().await;
+    let (result, output) = run_to_string(parse(&["incidents", "--intake", &url])).await;
+    assert_eq!(result.unwrap(), 0);
+    let lines: Vec<&str> = output.lines().collect();
+    assert_eq!(lines.len(), 3, "{output}");
+    assert!(lines[0].starts_with("ID "), "{output}");
+    let ungraded: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        ungraded[..6],
+        [
+            "INC-8",
+            "accident.hazardous_chemicals",
+            "320102001",
+            "-",
+            "-",
+            "reported"
+        ]
+    );
+    let graded: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(
+        graded[3..],
+        [
+            "III",
+            "南京市",
+            "responding",
+            "1",
+            "(-2)",
+            "2026-11-28T06:27:24.123Z"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn watch_prints_a_line_per_change_and_stops_after_max_events() {
+    let (url, _) = spawn_intake().await;
+    let cli = parse(&["watch", "--intake", &url, "--max-events", "2"]);
+    let (result, output) = run_to_string(cli).await;
+    assert_eq!(result.unwrap(), 0);
+    assert_eq!(
+        output,
+        "2026-11-28T06:27:24.123Z INC-7 reported grade=III lead=3201 status=responding\n\
+         2026-11-28T06:27:24.123Z INC-7 graded grade=III lead=3201 status=responding\n"
+    );
+
+    let cli = parse(&["watch", "--intake", &url, "--json", "--max-events", "1"]);
+    let (result, output) = run_to_string(cli).await;
+    assert_eq!(result.unwrap(), 0);
+    assert_eq!(output.lines().count(), 1);
+    let json: serde_json::Value = serde_json::from_str(output.trim_end()).unwrap();
+    assert_eq!(json["event_type"], "reported");
+    assert_eq!(json["incident"]["id"], "INC-7");
+}
+
+#[tokio::test]
+async fn watch_stops_on_shutdown() {
+    let (url, _) = spawn_intake().await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let mut buffer = Vec::new();
+        let cli = parse(&["watch", "--intake", &url]);
+        let result = musterctl::run_until(cli, &mut buffer, async {
+            let _ = stopped.await;
+        })
+        .await;
+        (result, buffer)
+    });
+    stop.send(()).unwrap();
+    let (result, _) = tokio::time::timeout(std::time::Duration::from_secs(10), task)
+        .await
+        .expect("watch stopped within 10 s")
+        .unwrap();
+    assert_eq!(result.unwrap(), 0);
+}

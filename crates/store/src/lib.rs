@@ -1,0 +1,325 @@
+//! The sled adapter every service reaches storage through.
+//!
+//! A service owns one [`Store`]: a sled database with three trees.
+//! - `state`: the service's own records under string keys (`incident/live/<id>`, ...);
+//! - `outbox`: events waiting for the relay to publish them to JetStream;
+//! - `processed`: the ids of bus messages whose effect has been committed.
+//!
+//! [`Store::commit`] applies a [`Commit`] — state writes, compare-and-swap checks, outbox events
+//! and the processed message id — in one sled transaction: all of it or none of it. A commit is
+//! durable only after [`Store::flush`]; callers commit a group, flush once, then acknowledge the
+//! group (group commit), because one fsync costs about as much as a thousand commits.
+//!
+//! Values carry a format version and a CRC32 so that a torn or foreign value is reported as
+//! corruption instead of being silently misread (sled 0.34 is beta software).
+
+mod codec;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+
+pub use codec::{decode_value, encode_value};
+
+/// Everything that can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("sled database at {path}: {source}")]
+    Open { path: PathBuf, source: sled::Error },
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("stored value under {key:?} is corrupt: {problem}")]
+    Corrupt { key: String, problem: String },
+    #[error("cannot encode value for {key:?}: {source}")]
+    Encode { key: String, source: serde_json::Error },
+    #[error("compare-and-swap failed on {key:?}: the stored value changed")]
+    Conflict { key: String },
+}
+
+/// A pending event in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEvent {
+    /// The sled key of the entry; removal after publishing uses it.
+    pub key: [u8; 8],
+    /// `Nats-Msg-Id`: `<store instance>-<sequence>`, stable across republishing.
+    pub msg_id: String,
+    pub subject: String,
+    pub payload: Vec<u8>,
+}
+
+/// What one commit writes. Build it with the methods, then hand it to [`Store::commit`].
+#[derive(Debug, Default, Clone)]
+pub struct Commit {
+    writes: Vec<(String, Option<Vec<u8>>)>,
+    expectations: Vec<(String, Option<Vec<u8>>)>,
+    events: Vec<(String, Vec<u8>)>,
+    processed_msg_id: Option<String>,
+}
+
+impl Commit {
+    pub fn new() -> Commit {
+        Commit::default()
+    }
+
+    /// Writes `value` under `key` in the state tree.
+    pub fn put<T: Serialize>(&mut self, key: impl Into<String>, value: &T) -> Result<&mut Self, Error> {
+        let key = key.into();
+        let bytes = encode_value(value).map_err(|source| Error::Encode { key: key.clone(), source })?;
+        self.writes.push((key, Some(bytes)));
+        Ok(self)
+    }
+
+    /// Removes `key` from the state tree.
+    pub fn delete(&mut self, key: impl Into<String>) -> &mut Self {
+        self.writes.push((key.into(), None));
+        self
+    }
+
+    /// The commit applies only if `key` currently holds exactly `current` (raw stored bytes, as
+    /// returned by [`Store::get_raw`]), `None` meaning absent. This is the compare-and-swap that
+    /// keeps a unit from being booked twice even with several writers.
+    pub fn expect_raw(&mut self, key: impl Into<String>, current: Option<Vec<u8>>) -> &mut Self {
+        self.expectations.push((key.into(), current));
+        self
+    }
+
+    /// Adds an event to the outbox, to be published on `subject`.
+    pub fn event(&mut self, subject: impl Into<String>, payload: Vec<u8>) -> &mut Self {
+        self.events.push((subject.into(), payload));
+        self
+    }
+
+    /// Records that the bus message `msg_id` has been handled. If it already was, the whole commit
+    /// is skipped and [`Committed::AlreadyProcessed`] is returned: redelivery is harmless.
+    pub fn processed(&mut self, msg_id: impl Into<String>) -> &mut Self {
+        self.processed_msg_id = Some(msg_id.into());
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.events.is_empty() && self.processed_msg_id.is_none()
+    }
+}
+
+/// The outcome of a commit that did not fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Committed {
+    /// Applied; these are the `Nats-Msg-Id`s of the outbox events it added, in order.
+    Applied { msg_ids: Vec<String> },
+    /// The processed message id was already recorded; nothing was written.
+    AlreadyProcessed,
+}
+
+const INSTANCE_KEY: &[u8] = b"instance_id";
+const SCHEMA_KEY: &[u8] = b"schema_version";
+/// The layout version of the trees; bumped with a migration when keys or values change shape.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One service's database.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    state: sled::Tree,
+    outbox: sled::Tree,
+    processed: sled::Tree,
+    instance_id: Arc<str>,
+    outbox_signal: Arc<tokio::sync::Notify>,
+}
+
+impl Store {
+    /// Opens (or creates) the database in `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store, Error> {
+        let path = path.as_ref();
+        let open_error = |source| Error::Open { path: path.to_path_buf(), source };
+        let db = sled::Config::new()
+            .path(path)
+            // Durability comes from explicit flushes after each group commit, not from a timer.
+            .flush_every_ms(None)
+            .open()
+            .map_err(open_error)?;
+        let state = db.open_tree("state").map_err(open_error)?;
+        let outbox = db.open_tree("outbox").map_err(open_error)?;
+        let processed = db.open_tree("processed").map_err(open_error)?;
+        let meta = db.open_tree("meta").map_err(open_error)?;
+        let instance_id: Arc<str> = match meta.get(INSTANCE_KEY)? {
+            Some(bytes) => String::from_utf8_lossy(&bytes).into(),
+            None => {
+                let id = codec::random_hex_id();
+                meta.insert(INSTANCE_KEY, id.as_bytes())?;
+                meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+                db.flush()?;
+                id.into()
+            }
+        };
+        if let Some(bytes) = meta.get(SCHEMA_KEY)? {
+            let found = <[u8; 4]>::try_from(bytes.as_ref()).map(u32::from_be_bytes).unwrap_or(0);
+            if found != SCHEMA_VERSION {
+                return Err(Error::Corrupt {
+                    key: "meta/schema_version".into(),
+                    problem: format!("schema version {found}, this build reads {SCHEMA_VERSION}"),
+                });
+            }
+        }
+        Ok(Store {
+            db,
+            state,
+            outbox,
+            processed,
+            instance_id,
+            outbox_signal: Arc::new(tokio::sync::Notify::new()),
+        })
+    }
+
+    /// The random id of this database, the prefix of every `Nats-Msg-Id` it produces, so that a
+    /// rebuilt database never reuses a message id that JetStream would drop as a duplicate.
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    /// Reads and decodes a state value.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
+        match self.state.get(key.as_bytes())? {
+            Some(bytes) => decode_value(key, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads the raw stored bytes of a state value, for [`Commit::expect_raw`].
+    pub fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.state.get(key.as_bytes())?.map(|v| v.to_vec()))
+    }
+
+    /// Decodes every value whose key starts with `prefix`, in key order.
+    pub fn scan_prefix<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<(String, T)>, Error> {
+        self.scan(prefix, usize::MAX, false)
+    }
+
+    /// Like [`Store::scan_prefix`], last key first, at most `limit` values.
+    pub fn scan_prefix_rev<T: DeserializeOwned>(&self, prefix: &str, limit: usize) -> Result<Vec<(String, T)>, Error> {
+        self.scan(prefix, limit, true)
+    }
+
+    fn scan<T: DeserializeOwned>(&self, prefix: &str, limit: usize, reverse: bool) -> Result<Vec<(String, T)>, Error> {
+        let iter = self.state.scan_prefix(prefix.as_bytes());
+        let mut out = Vec::new();
+        let mut push = |item: sled::Result<(sled::IVec, sled::IVec)>| -> Result<bool, Error> {
+            let (key, value) = item?;
+            let key = String::from_utf8_lossy(&key).into_owned();
+            let value = decode_value(&key, &value)?;
+            out.push((key, value));
+            Ok(out.len() < limit)
+        };
+        if reverse {
+            for item in iter.rev() {
+                if !push(item)? {
+                    break;
+                }
+            }
+        } else {
+            for item in iter {
+                if !push(item)? {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// True when the bus message `msg_id` has been handled (its effect is committed).
+    pub fn is_processed(&self, msg_id: &str) -> Result<bool, Error> {
+        Ok(self.processed.contains_key(msg_id.as_bytes())?)
+    }
+
+    /// Applies `commit` atomically. Not yet durable: call [`Store::flush`] before acknowledging.
+    pub fn commit(&self, commit: &Commit) -> Result<Committed, Error> {
+        let instance_id = &*self.instance_id;
+        let result = (&self.state, &self.outbox, &self.processed).transaction(|(state, outbox, processed)| {
+            if let Some(msg_id) = &commit.processed_msg_id {
+                if processed.get(msg_id.as_bytes())?.is_some() {
+                    return Ok(Committed::AlreadyProcessed);
+                }
+            }
+            for (key, expected) in &commit.expectations {
+                let current = state.get(key.as_bytes())?;
+                if current.as_deref() != expected.as_deref() {
+                    return Err(ConflictableTransactionError::Abort(key.clone()));
+                }
+            }
+            for (key, value) in &commit.writes {
+                match value {
+                    Some(bytes) => state.insert(key.as_bytes(), bytes.as_slice())?,
+                    None => state.remove(key.as_bytes())?,
+                };
+            }
+            let mut msg_ids = Vec::with_capacity(commit.events.len());
+            for (subject, payload) in &commit.events {
+                let sequence = outbox.generate_id()?;
+                let msg_id = format!("{instance_id}-{sequence}");
+                let record = codec::encode_outbox(&msg_id, subject, payload);
+                outbox.insert(&sequence.to_be_bytes(), record)?;
+                msg_ids.push(msg_id);
+            }
+            if let Some(msg_id) = &commit.processed_msg_id {
+                processed.insert(msg_id.as_bytes(), &[])?;
+            }
+            Ok(Committed::Applied { msg_ids })
+        });
+        match result {
+            Ok(committed) => {
+                if !commit.events.is_empty() && matches!(committed, Committed::Applied { .. }) {
+                    self.outbox_signal.notify_one();
+                }
+                Ok(committed)
+            }
+            Err(TransactionError::Abort(key)) => Err(Error::Conflict { key }),
+            Err(TransactionError::Storage(error)) => Err(Error::Sled(error)),
+        }
+    }
+
+    /// Makes every commit so far durable (one fsync for the whole group).
+    pub async fn flush(&self) -> Result<(), Error> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Up to `limit` outbox events, oldest first.
+    pub fn outbox_pending(&self, limit: usize) -> Result<Vec<OutboxEvent>, Error> {
+        let mut out = Vec::new();
+        for item in self.outbox.iter().take(limit) {
+            let (key, value) = item?;
+            let key: [u8; 8] = key.as_ref().try_into().map_err(|_| Error::Corrupt {
+                key: format!("outbox/{key:?}"),
+                problem: "outbox key is not 8 bytes".into(),
+            })?;
+            let (msg_id, subject, payload) = codec::decode_outbox(&value).map_err(|problem| Error::Corrupt {
+                key: format!("outbox/{}", u64::from_be_bytes(key)),
+                problem,
+            })?;
+            out.push(OutboxEvent { key, msg_id, subject, payload });
+        }
+        Ok(out)
+    }
+
+    /// Number of events waiting in the outbox.
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Removes published events from the outbox.
+    pub fn outbox_remove(&self, keys: &[[u8; 8]]) -> Result<(), Error> {
+        let mut batch = sled::Batch::default();
+        for key in keys {
+            batch.remove(key);
+        }
+        self.outbox.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Woken after every commit that added outbox events; the relay waits on it.
+    pub fn outbox_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.outbox_signal.clone()
+    }
+}

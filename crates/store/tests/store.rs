@@ -1,0 +1,175 @@
+//! Store tests: a commit writes state, outbox and processed id together or not at all,
+//! also when the process is killed with SIGKILL in the middle of committing.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use store::{Commit, Committed, Error, Store};
+
+fn commit_for(i: u64) -> Commit {
+    let mut commit = Commit::new();
+    commit.put(format!("item/{i:08}"), &i).unwrap();
+    commit.put(format!("mirror/{i:08}"), &(i * 2)).unwrap();
+    commit.event(format!("muster.live.incident.{i}.graded"), format!("payload-{i}").into_bytes());
+    commit.processed(format!("msg-{i}"));
+    commit
+}
+
+#[tokio::test]
+async fn commit_writes_state_outbox_and_processed_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let outcome = store.commit(&commit_for(1)).unwrap();
+    let Committed::Applied { msg_ids } = outcome else { panic!("expected applied, got {outcome:?}") };
+    assert_eq!(msg_ids.len(), 1);
+    assert!(msg_ids[0].starts_with(store.instance_id()));
+    store.flush().await.unwrap();
+
+    assert_eq!(store.get::<u64>("item/00000001").unwrap(), Some(1));
+    assert_eq!(store.get::<u64>("mirror/00000001").unwrap(), Some(2));
+    assert!(store.is_processed("msg-1").unwrap());
+    let pending = store.outbox_pending(10).unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].msg_id, msg_ids[0]);
+    assert_eq!(pending[0].subject, "muster.live.incident.1.graded");
+    assert_eq!(pending[0].payload, b"payload-1");
+
+    store.outbox_remove(&[pending[0].key]).unwrap();
+    assert_eq!(store.outbox_len(), 0);
+}
+
+#[tokio::test]
+async fn a_processed_message_is_never_applied_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.commit(&commit_for(7)).unwrap();
+    let mut again = commit_for(7);
+    again.put("item/extra", &99u64).unwrap();
+    assert_eq!(store.commit(&again).unwrap(), Committed::AlreadyProcessed);
+    assert_eq!(store.get::<u64>("item/extra").unwrap(), None, "a redelivered message wrote state");
+    assert_eq!(store.outbox_len(), 1, "a redelivered message added an outbox event");
+}
+
+#[tokio::test]
+async fn a_failed_compare_and_swap_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut first = Commit::new();
+    first.put("unit/live/HZ-01", &"INC-1").unwrap();
+    store.commit(&first).unwrap();
+
+    // A second booking that believed the unit was free must fail as a whole.
+    let mut second = Commit::new();
+    second.expect_raw("unit/live/HZ-01", None);
+    second.put("unit/live/HZ-01", &"INC-2").unwrap();
+    second.put("incident/live/INC-2", &"booked").unwrap();
+    second.event("muster.live.incident.INC-2.units_assigned", b"x".to_vec());
+    second.processed("msg-inc-2");
+    let error = store.commit(&second).unwrap_err();
+    assert!(matches!(error, Error::Conflict { ref key } if key == "unit/live/HZ-01"), "{error}");
+
+    assert_eq!(store.get::<String>("unit/live/HZ-01").unwrap().as_deref(), Some("INC-1"));
+    assert_eq!(store.get::<String>("incident/live/INC-2").unwrap(), None);
+    assert_eq!(store.outbox_len(), 0);
+    assert!(!store.is_processed("msg-inc-2").unwrap());
+
+    // With the right expectation it applies.
+    let current = store.get_raw("unit/live/HZ-01").unwrap();
+    let mut third = Commit::new();
+    third.expect_raw("unit/live/HZ-01", current);
+    third.put("unit/live/HZ-01", &"INC-3").unwrap();
+    assert!(matches!(store.commit(&third).unwrap(), Committed::Applied { .. }));
+}
+
+#[tokio::test]
+async fn flushed_commits_survive_reopen_and_message_ids_stay_unique() {
+    let dir = tempfile::tempdir().unwrap();
+    let first_ids = {
+        let store = Store::open(dir.path()).unwrap();
+        let mut ids = Vec::new();
+        for i in 0..10 {
+            if let Committed::Applied { msg_ids } = store.commit(&commit_for(i)).unwrap() {
+                ids.extend(msg_ids);
+            }
+        }
+        store.flush().await.unwrap();
+        ids
+    };
+    let store = Store::open(dir.path()).unwrap();
+    for i in 0..10 {
+        assert_eq!(store.get::<u64>(&format!("item/{i:08}")).unwrap(), Some(i));
+    }
+    let pending: Vec<String> = store.outbox_pending(100).unwrap().into_iter().map(|e| e.msg_id).collect();
+    assert_eq!(pending, first_ids, "outbox must keep commit order across a reopen");
+    if let Committed::Applied { msg_ids } = store.commit(&commit_for(10)).unwrap() {
+        assert!(!first_ids.contains(&msg_ids[0]), "message id reused after reopen");
+    }
+}
+
+#[tokio::test]
+async fn a_corrupt_value_is_reported_not_misread() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let tree = db.open_tree("state").unwrap();
+        let mut bytes = store::encode_value(&42u64).unwrap();
+        *bytes.last_mut().unwrap() ^= 0xff;
+        tree.insert("item/bad", bytes).unwrap();
+        db.flush().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let error = store.get::<u64>("item/bad").unwrap_err();
+    assert!(error.to_string().contains("checksum"), "{error}");
+}
+
+const CRASH_DIR_ENV: &str = "MUSTER_STORE_CRASH_WRITER_DIR";
+
+/// Helper run in a child process by `commits_are_atomic_under_sigkill`: commits forever.
+#[tokio::test]
+async fn crash_writer() {
+    let Ok(dir) = std::env::var(CRASH_DIR_ENV) else { return };
+    let store = Store::open(&dir).unwrap();
+    for i in 0.. {
+        store.commit(&commit_for(i)).unwrap();
+        if i % 16 == 0 {
+            store.flush().await.unwrap();
+            println!("flushed {i}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn commits_are_atomic_under_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "crash_writer", "--nocapture", "--test-threads=1"])
+        .env(CRASH_DIR_ENV, dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Let it write for a while, then kill it without warning.
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(800) {
+        std::thread::sleep(Duration::from_millis(50));
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("crash writer exited early: {status}");
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let store = Store::open(dir.path()).unwrap();
+    let items: Vec<(String, u64)> = store.scan_prefix("item/").unwrap();
+    let events = store.outbox_pending(usize::MAX).unwrap();
+    assert!(items.len() > 16, "the writer made too little progress to test anything: {}", items.len());
+    assert_eq!(events.len(), items.len(), "state and outbox disagree after SIGKILL");
+    for (key, i) in &items {
+        assert_eq!(store.get::<u64>(&format!("mirror/{i:08}")).unwrap(), Some(i * 2), "{key} without its mirror");
+        assert!(store.is_processed(&format!("msg-{i}")).unwrap(), "{key} without its processed id");
+    }
+    // Commits are applied in order, so what survived is a prefix: 0..n with no holes.
+    let numbers: Vec<u64> = items.iter().map(|(_, i)| *i).collect();
+    assert_eq!(numbers, (0..numbers.len() as u64).collect::<Vec<_>>());
+    assert!(!store.is_processed(&format!("msg-{}", numbers.len())).unwrap());
+}
