@@ -8,3 +8,5 @@ pub mod v1 {
 
 /// The encoded `FileDescriptorSet` of every muster.v1 proto file, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("muster_v1_descriptor");
+
+pub mod convert;
