@@ -53,6 +53,18 @@ pub trait Handler: Send + 'static {
     fn committed(&mut self, _delivery: &Delivery) {}
 }
 
+/// [`run_consumer`] with an owned name, for spawning.
+pub async fn run_consumer_owned<H: Handler>(
+    name: String,
+    bus: Bus,
+    consumer: PullConsumer,
+    store: Store,
+    handler: H,
+    shutdown: CancellationToken,
+) {
+    run_consumer(&name, bus, consumer, store, handler, shutdown).await
+}
+
 /// Runs `handler` over `consumer` until `shutdown`, finishing the group in hand before returning.
 pub async fn run_consumer<H: Handler>(
     name: &str,
@@ -120,7 +132,12 @@ pub async fn run_consumer<H: Handler>(
     tracing::info!(consumer = name, "consumer drained");
 }
 
-async fn handle_group<H: Handler>(name: &str, store: &Store, handler: &mut H, group: Vec<Message>) -> Result<(), store::Error> {
+async fn handle_group<H: Handler>(
+    name: &str,
+    store: &Store,
+    handler: &mut H,
+    group: Vec<Message>,
+) -> Result<(), store::Error> {
     let mut outcomes = Vec::with_capacity(group.len());
     for message in &group {
         let delivery = delivery_of(message);
@@ -136,7 +153,11 @@ async fn handle_group<H: Handler>(name: &str, store: &Store, handler: &mut H, gr
             }
             Outcome::Duplicate => message.ack().await,
             Outcome::Poisoned => message.ack_with(AckKind::Term).await,
-            Outcome::Retry => message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await,
+            Outcome::Retry => {
+                message
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await
+            }
         };
         if let Err(error) = ack {
             // The effect is committed; a redelivery will be recognised as processed.
@@ -153,7 +174,12 @@ enum Outcome {
     Retry,
 }
 
-fn commit_one<H: Handler>(name: &str, store: &Store, handler: &mut H, delivery: &Delivery) -> Outcome {
+fn commit_one<H: Handler>(
+    name: &str,
+    store: &Store,
+    handler: &mut H,
+    delivery: &Delivery,
+) -> Outcome {
     // Cheap early exit for redeliveries; the commit re-checks inside its transaction.
     if store.is_processed(&delivery.msg_id).unwrap_or(false) {
         return Outcome::Duplicate;
@@ -199,7 +225,10 @@ fn delivery_of(message: &Message) -> Delivery {
         .as_ref()
         .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
         .map(|value| value.as_str().to_string())
-        .or_else(|| info.as_ref().map(|info| format!("{}-{}", info.stream, info.stream_sequence)))
+        .or_else(|| {
+            info.as_ref()
+                .map(|info| format!("{}-{}", info.stream, info.stream_sequence))
+        })
         .unwrap_or_default();
     Delivery {
         subject: message.subject.to_string(),

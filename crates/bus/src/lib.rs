@@ -7,6 +7,7 @@
 
 pub mod consumer;
 pub mod relay;
+pub mod runtime;
 pub mod subjects;
 
 use std::time::{Duration, Instant};
@@ -15,8 +16,9 @@ use async_nats::jetstream::{self, consumer::PullConsumer, stream};
 use bytes::Bytes;
 
 pub use async_nats;
-pub use consumer::{Delivery, Handler, HandlerError, run_consumer};
+pub use consumer::{Delivery, Handler, HandlerError, run_consumer, run_consumer_owned};
 pub use relay::run_relay;
+pub use runtime::Runtime;
 
 /// The stream that holds every incident and unit event, live and drill.
 pub const EVENTS_STREAM: &str = "MUSTER_EVENTS";
@@ -64,7 +66,12 @@ impl Bus {
                     tracing::debug!(%error, url, "NATS not reachable yet; retrying");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(error) => return Err(Error::Connect { url: url.to_string(), message: error.to_string() }),
+                Err(error) => {
+                    return Err(Error::Connect {
+                        url: url.to_string(),
+                        message: error.to_string(),
+                    });
+                }
             }
         };
         let jetstream = jetstream::ContextBuilder::new()
@@ -103,7 +110,10 @@ impl Bus {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(error) => {
-                    return Err(Error::Stream { stream: EVENTS_STREAM.into(), message: error.to_string() });
+                    return Err(Error::Stream {
+                        stream: EVENTS_STREAM.into(),
+                        message: error.to_string(),
+                    });
                 }
             }
         }
@@ -117,21 +127,36 @@ impl Bus {
         msg_id: &str,
         payload: Bytes,
     ) -> Result<jetstream::context::PublishAckFuture, Error> {
-        let message = jetstream::message::PublishMessage::build().payload(payload).message_id(msg_id);
+        let message = jetstream::message::PublishMessage::build()
+            .payload(payload)
+            .message_id(msg_id);
         self.jetstream
             .send_publish(subject.clone(), message)
             .await
-            .map_err(|error| Error::Publish { subject, message: error.to_string() })
+            .map_err(|error| Error::Publish {
+                subject,
+                message: error.to_string(),
+            })
     }
 
     /// A durable pull consumer on the event stream, created on first use, acked explicitly.
-    pub async fn durable_consumer(&self, durable_name: &str, filter_subjects: Vec<String>) -> Result<PullConsumer, Error> {
-        let consumer_error = |message: String| Error::Consumer { consumer: durable_name.to_string(), message };
+    pub async fn durable_consumer(
+        &self,
+        durable_name: &str,
+        filter_subjects: Vec<String>,
+    ) -> Result<PullConsumer, Error> {
+        let consumer_error = |message: String| Error::Consumer {
+            consumer: durable_name.to_string(),
+            message,
+        };
         let stream = self
             .jetstream
             .get_stream(EVENTS_STREAM)
             .await
-            .map_err(|error| Error::Stream { stream: EVENTS_STREAM.into(), message: error.to_string() })?;
+            .map_err(|error| Error::Stream {
+                stream: EVENTS_STREAM.into(),
+                message: error.to_string(),
+            })?;
         let config = jetstream::consumer::pull::Config {
             durable_name: Some(durable_name.to_string()),
             filter_subjects,
@@ -142,7 +167,10 @@ impl Bus {
             ..Default::default()
         };
         // create_consumer is create-or-update on nats-server 2.10+, so a changed filter is applied.
-        stream.create_consumer(config).await.map_err(|error| consumer_error(error.to_string()))
+        stream
+            .create_consumer(config)
+            .await
+            .map_err(|error| consumer_error(error.to_string()))
     }
 
     /// Waits until everything this client sent (acks included) reached the server.

@@ -44,7 +44,10 @@ pub async fn run_relay(store: Store, bus: Bus, shutdown: CancellationToken) {
                 tracing::warn!(%error, pending = store.outbox_len(), "outbox relay failed; retrying");
                 if let Some(deadline) = drain_deadline {
                     if tokio::time::Instant::now() >= deadline {
-                        tracing::warn!(pending = store.outbox_len(), "outbox not drained before shutdown; it is kept for the next start");
+                        tracing::warn!(
+                            pending = store.outbox_len(),
+                            "outbox not drained before shutdown; it is kept for the next start"
+                        );
                         return;
                     }
                 }
@@ -69,7 +72,13 @@ pub async fn relay_once(store: &Store, bus: &Bus) -> Result<usize, crate::Error>
     store.flush().await?;
     let mut acks = Vec::with_capacity(pending.len());
     for event in &pending {
-        let ack = bus.publish_dedup(event.subject.clone(), &event.msg_id, event.payload.clone().into()).await?;
+        let ack = bus
+            .publish_dedup(
+                event.subject.clone(),
+                &event.msg_id,
+                event.payload.clone().into(),
+            )
+            .await?;
         acks.push(ack);
     }
     let mut done = Vec::with_capacity(pending.len());

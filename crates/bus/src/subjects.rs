@@ -15,7 +15,10 @@ pub const UNITS_ASSIGNED: &str = "units_assigned";
 
 /// Checks a namespace: `live` or `drill.<id>` with `<id>` of `[a-z0-9_-]`.
 pub fn validate_namespace(namespace: &str) -> Result<(), Error> {
-    let invalid = |reason| Error::Subject { token: namespace.to_string(), reason };
+    let invalid = |reason| Error::Subject {
+        token: namespace.to_string(),
+        reason,
+    };
     if namespace == LIVE {
         return Ok(());
     }
@@ -33,20 +36,31 @@ pub fn validate_namespace(namespace: &str) -> Result<(), Error> {
 pub fn validate_token(token: &str) -> Result<(), Error> {
     let ok = !token.is_empty()
         && token.len() <= TOKEN_BYTES_MAX
-        && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if ok {
         Ok(())
     } else {
-        Err(Error::Subject { token: token.to_string(), reason: "use 1-64 of A-Z, a-z, 0-9, `-` and `_`" })
+        Err(Error::Subject {
+            token: token.to_string(),
+            reason: "use 1-64 of A-Z, a-z, 0-9, `-` and `_`",
+        })
     }
 }
 
 /// `muster.<ns>.incident.<incident_id>.<event_type>`.
-pub fn incident_event(namespace: &str, incident_id: &str, event_type: &str) -> Result<String, Error> {
+pub fn incident_event(
+    namespace: &str,
+    incident_id: &str,
+    event_type: &str,
+) -> Result<String, Error> {
     validate_namespace(namespace)?;
     validate_token(incident_id)?;
     validate_token(event_type)?;
-    Ok(format!("muster.{namespace}.incident.{incident_id}.{event_type}"))
+    Ok(format!(
+        "muster.{namespace}.incident.{incident_id}.{event_type}"
+    ))
 }
 
 /// The filter for one event type of every incident in a namespace.
@@ -78,15 +92,33 @@ mod tests {
     fn subjects_keep_the_namespace_first_and_round_trip() {
         let live = incident_event("live", "INC-1", REPORTED).unwrap();
         assert_eq!(live, "muster.live.incident.INC-1.reported");
-        assert_eq!(parse_incident_event(&live), Some(("live", "INC-1", "reported")));
+        assert_eq!(
+            parse_incident_event(&live),
+            Some(("live", "INC-1", "reported"))
+        );
         let drill = incident_event("drill.quake-7", "INC-1", GRADED).unwrap();
-        assert_eq!(parse_incident_event(&drill), Some(("drill.quake-7", "INC-1", "graded")));
+        assert_eq!(
+            parse_incident_event(&drill),
+            Some(("drill.quake-7", "INC-1", "graded"))
+        );
     }
 
     #[test]
     fn bad_namespaces_and_tokens_are_refused() {
-        for namespace in ["", "LIVE", "drill", "drill.", "drill.a.b", "drill.A", "other", "live.x"] {
-            assert!(validate_namespace(namespace).is_err(), "{namespace:?} accepted");
+        for namespace in [
+            "",
+            "LIVE",
+            "drill",
+            "drill.",
+            "drill.a.b",
+            "drill.A",
+            "other",
+            "live.x",
+        ] {
+            assert!(
+                validate_namespace(namespace).is_err(),
+                "{namespace:?} accepted"
+            );
         }
         for token in ["", "a.b", "a*", ">", "a b", &"x".repeat(65)] {
             assert!(validate_token(token).is_err(), "{token:?} accepted");

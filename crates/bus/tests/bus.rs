@@ -9,13 +9,19 @@ use test_support::{TestNats, eventually, temp_dir};
 use tokio_util::sync::CancellationToken;
 
 async fn connect(nats: &TestNats) -> Bus {
-    let bus = Bus::connect(nats.url(), "bus-test", Duration::from_secs(10)).await.unwrap();
+    let bus = Bus::connect(nats.url(), "bus-test", Duration::from_secs(10))
+        .await
+        .unwrap();
     bus.ensure_streams().await.unwrap();
     bus
 }
 
 async fn stream_messages(bus: &Bus) -> u64 {
-    let mut stream = bus.jetstream().get_stream(bus::EVENTS_STREAM).await.unwrap();
+    let mut stream = bus
+        .jetstream()
+        .get_stream(bus::EVENTS_STREAM)
+        .await
+        .unwrap();
     stream.info().await.unwrap().state.messages
 }
 
@@ -24,12 +30,30 @@ async fn a_second_publish_with_the_same_msg_id_is_dropped() {
     let nats = TestNats::start().await;
     let bus = connect(&nats).await;
     let subject = subjects::incident_event("live", "INC-1", subjects::REPORTED).unwrap();
-    let first = bus.publish_dedup(subject.clone(), "abc-1", "one".into()).await.unwrap().await.unwrap();
-    let second = bus.publish_dedup(subject.clone(), "abc-1", "one again".into()).await.unwrap().await.unwrap();
+    let first = bus
+        .publish_dedup(subject.clone(), "abc-1", "one".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let second = bus
+        .publish_dedup(subject.clone(), "abc-1", "one again".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     assert!(!first.duplicate);
-    assert!(second.duplicate, "JetStream accepted a duplicate Nats-Msg-Id");
+    assert!(
+        second.duplicate,
+        "JetStream accepted a duplicate Nats-Msg-Id"
+    );
     assert_eq!(first.sequence, second.sequence);
-    let third = bus.publish_dedup(subject, "abc-2", "two".into()).await.unwrap().await.unwrap();
+    let third = bus
+        .publish_dedup(subject, "abc-2", "two".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     assert!(!third.duplicate);
     assert_eq!(stream_messages(&bus).await, 2);
 }
@@ -43,17 +67,31 @@ async fn the_relay_publishes_outbox_events_once_and_empties_the_outbox() {
     for i in 0..50 {
         let mut commit = Commit::new();
         commit.put(format!("incident/live/INC-{i}"), &i).unwrap();
-        commit.event(subjects::incident_event("live", &format!("INC-{i}"), subjects::REPORTED).unwrap(), vec![i as u8]);
+        commit.event(
+            subjects::incident_event("live", &format!("INC-{i}"), subjects::REPORTED).unwrap(),
+            vec![i as u8],
+        );
         store.commit(&commit).unwrap();
     }
     // Publishing the same outbox twice (as after a crash before removal) must not duplicate.
     let pending = store.outbox_pending(usize::MAX).unwrap();
     for event in &pending[..10] {
-        bus.publish_dedup(event.subject.clone(), &event.msg_id, event.payload.clone().into()).await.unwrap().await.unwrap();
+        bus.publish_dedup(
+            event.subject.clone(),
+            &event.msg_id,
+            event.payload.clone().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     }
     let shutdown = CancellationToken::new();
     let relay = tokio::spawn(bus::run_relay(store.clone(), bus.clone(), shutdown.clone()));
-    eventually("outbox empty", Duration::from_secs(10), || async { (store.outbox_len() == 0).then_some(()) }).await;
+    eventually("outbox empty", Duration::from_secs(10), || async {
+        (store.outbox_len() == 0).then_some(())
+    })
+    .await;
     assert_eq!(stream_messages(&bus).await, 50);
     shutdown.cancel();
     relay.await.unwrap();
@@ -69,9 +107,15 @@ impl Handler for Counter {
     fn handle(&mut self, delivery: &Delivery) -> Result<Commit, HandlerError> {
         *self.calls.lock().unwrap() += 1;
         let key = format!("count/{}", delivery.subject);
-        let count: u64 = self.store.get(&key).map_err(|e| HandlerError::Retry(e.to_string()))?.unwrap_or(0);
+        let count: u64 = self
+            .store
+            .get(&key)
+            .map_err(|e| HandlerError::Retry(e.to_string()))?
+            .unwrap_or(0);
         let mut commit = Commit::new();
-        commit.put(key, &(count + 1)).map_err(|e| HandlerError::Retry(e.to_string()))?;
+        commit
+            .put(key, &(count + 1))
+            .map_err(|e| HandlerError::Retry(e.to_string()))?;
         Ok(commit)
     }
 }
@@ -81,17 +125,27 @@ async fn a_message_redelivered_after_a_crash_before_the_ack_is_processed_once() 
     let nats = TestNats::start().await;
     let bus = connect(&nats).await;
     let subject = subjects::incident_event("live", "INC-9", subjects::REPORTED).unwrap();
-    bus.publish_dedup(subject.clone(), "evt-9", "x".into()).await.unwrap().await.unwrap();
+    bus.publish_dedup(subject.clone(), "evt-9", "x".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     let dir = temp_dir("consumer-");
     let store = Store::open(dir.path()).unwrap();
 
     // First life: take the message and commit its effect, then "crash" before the ack by dropping
     // the connection without acknowledging.
     {
-        let crashed = Bus::connect(nats.url(), "crashing", Duration::from_secs(5)).await.unwrap();
+        let crashed = Bus::connect(nats.url(), "crashing", Duration::from_secs(5))
+            .await
+            .unwrap();
         // The same consumer as durable_consumer() makes, with a 1 s ack_wait so the test need not
         // wait out the default 30 s before the redelivery.
-        let stream = crashed.jetstream().get_stream(bus::EVENTS_STREAM).await.unwrap();
+        let stream = crashed
+            .jetstream()
+            .get_stream(bus::EVENTS_STREAM)
+            .await
+            .unwrap();
         let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
             .create_consumer(async_nats::jetstream::consumer::pull::Config {
                 durable_name: Some("counter".into()),
@@ -106,8 +160,16 @@ async fn a_message_redelivered_after_a_crash_before_the_ack_is_processed_once() 
         use futures_util::StreamExt;
         let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
         let message = batch.next().await.unwrap().unwrap();
-        let mut handler = Counter { store: store.clone(), calls: Arc::default() };
-        let delivery = Delivery { subject: message.subject.to_string(), msg_id: "evt-9".into(), payload: message.payload.clone(), delivered: 1 };
+        let mut handler = Counter {
+            store: store.clone(),
+            calls: Arc::default(),
+        };
+        let delivery = Delivery {
+            subject: message.subject.to_string(),
+            msg_id: "evt-9".into(),
+            payload: message.payload.clone(),
+            delivered: 1,
+        };
         let mut commit = handler.handle(&delivery).unwrap();
         commit.processed("evt-9");
         store.commit(&commit).unwrap();
@@ -115,11 +177,19 @@ async fn a_message_redelivered_after_a_crash_before_the_ack_is_processed_once() 
         drop(message);
         drop(crashed);
     }
-    assert_eq!(store.get::<u64>(&format!("count/{subject}")).unwrap(), Some(1));
+    assert_eq!(
+        store.get::<u64>(&format!("count/{subject}")).unwrap(),
+        Some(1)
+    );
 
     // Second life: the server redelivers after ack_wait; the consumer must skip it and ack it.
-    let stream = bus.jetstream().get_stream(bus::EVENTS_STREAM).await.unwrap();
-    let consumer: async_nats::jetstream::consumer::PullConsumer = stream.get_consumer("counter").await.unwrap();
+    let stream = bus
+        .jetstream()
+        .get_stream(bus::EVENTS_STREAM)
+        .await
+        .unwrap();
+    let consumer: async_nats::jetstream::consumer::PullConsumer =
+        stream.get_consumer("counter").await.unwrap();
     let calls = Arc::new(Mutex::new(0));
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(bus::run_consumer(
@@ -127,21 +197,39 @@ async fn a_message_redelivered_after_a_crash_before_the_ack_is_processed_once() 
         bus.clone(),
         consumer.clone(),
         store.clone(),
-        Counter { store: store.clone(), calls: calls.clone() },
+        Counter {
+            store: store.clone(),
+            calls: calls.clone(),
+        },
         shutdown.clone(),
     ));
-    eventually("the redelivered message is acknowledged", Duration::from_secs(20), || {
-        let mut consumer = consumer.clone();
-        async move {
-            let info = consumer.info().await.ok()?;
-            (info.num_ack_pending == 0 && info.num_pending == 0 && info.ack_floor.stream_sequence >= 1).then_some(())
-        }
-    })
+    eventually(
+        "the redelivered message is acknowledged",
+        Duration::from_secs(20),
+        || {
+            let mut consumer = consumer.clone();
+            async move {
+                let info = consumer.info().await.ok()?;
+                (info.num_ack_pending == 0
+                    && info.num_pending == 0
+                    && info.ack_floor.stream_sequence >= 1)
+                    .then_some(())
+            }
+        },
+    )
     .await;
     shutdown.cancel();
     running.await.unwrap();
-    assert_eq!(store.get::<u64>(&format!("count/{subject}")).unwrap(), Some(1), "effect applied twice");
-    assert_eq!(*calls.lock().unwrap(), 0, "the handler ran again for a processed message");
+    assert_eq!(
+        store.get::<u64>(&format!("count/{subject}")).unwrap(),
+        Some(1),
+        "effect applied twice"
+    );
+    assert_eq!(
+        *calls.lock().unwrap(),
+        0,
+        "the handler ran again for a processed message"
+    );
 }
 
 #[tokio::test]
@@ -155,17 +243,37 @@ async fn a_poison_message_is_terminated_not_redelivered_forever() {
     let nats = TestNats::start().await;
     let bus = connect(&nats).await;
     let subject = subjects::incident_event("live", "INC-5", subjects::GRADED).unwrap();
-    bus.publish_dedup(subject, "bad-1", "garbage".into()).await.unwrap().await.unwrap();
+    bus.publish_dedup(subject, "bad-1", "garbage".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     let dir = temp_dir("poison-");
     let store = Store::open(dir.path()).unwrap();
-    let consumer = bus.durable_consumer("refuser", vec![subjects::incident_event_filter("live", "graded")]).await.unwrap();
+    let consumer = bus
+        .durable_consumer(
+            "refuser",
+            vec![subjects::incident_event_filter("live", "graded")],
+        )
+        .await
+        .unwrap();
     let shutdown = CancellationToken::new();
-    let running = tokio::spawn(bus::run_consumer("refuser", bus.clone(), consumer.clone(), store.clone(), Refuses, shutdown.clone()));
+    let running = tokio::spawn(bus::run_consumer(
+        "refuser",
+        bus.clone(),
+        consumer.clone(),
+        store.clone(),
+        Refuses,
+        shutdown.clone(),
+    ));
     eventually("poison message terminated", Duration::from_secs(10), || {
         let mut consumer = consumer.clone();
         async move {
             let info = consumer.info().await.ok()?;
-            (info.num_ack_pending == 0 && info.num_pending == 0 && info.delivered.consumer_sequence >= 1).then_some(())
+            (info.num_ack_pending == 0
+                && info.num_pending == 0
+                && info.delivered.consumer_sequence >= 1)
+                .then_some(())
         }
     })
     .await;

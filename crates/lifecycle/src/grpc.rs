@@ -16,7 +16,10 @@ use crate::Error;
 pub const REQUEST_BYTES_MAX: usize = 1024 * 1024;
 
 /// A health reporter plus the service it reports for.
-pub fn health() -> (HealthReporter, tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>) {
+pub fn health() -> (
+    HealthReporter,
+    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+) {
     tonic_health::server::health_reporter()
 }
 
@@ -26,7 +29,9 @@ pub async fn serve(
     service_name: &str,
     routes: Routes,
     health_reporter: HealthReporter,
-    health_service: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    health_service: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
@@ -42,8 +47,12 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
-    health_reporter.set_service_status("", ServingStatus::Serving).await;
-    health_reporter.set_service_status(service_name, ServingStatus::Serving).await;
+    health_reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+    health_reporter
+        .set_service_status(service_name, ServingStatus::Serving)
+        .await;
     let local = listener.local_addr().ok();
     tracing::info!(service = service_name, addr = ?local, "gRPC serving");
     let stopping = shutdown.clone();
@@ -52,8 +61,12 @@ pub async fn serve(
     let signal = async move {
         stopping.cancelled().await;
         // Tell load balancers and `musterctl status` first, then stop accepting.
-        reporter.set_service_status("", ServingStatus::NotServing).await;
-        reporter.set_service_status(name, ServingStatus::NotServing).await;
+        reporter
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        reporter
+            .set_service_status(name, ServingStatus::NotServing)
+            .await;
     };
     tonic::transport::Server::builder()
         .timeout(Duration::from_secs(30))
@@ -61,10 +74,16 @@ pub async fn serve(
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
         .await
-        .map_err(|source| Error::Serve { service: service_name.to_string(), source })
+        .map_err(|source| Error::Serve {
+            service: service_name.to_string(),
+            source,
+        })
 }
 
 /// Binds a TCP listener, naming the address in the error.
 pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, Error> {
-    TcpListener::bind(addr).await.map_err(|source| Error::Io { context: format!("cannot listen on {addr}"), source })
+    TcpListener::bind(addr).await.map_err(|source| Error::Io {
+        context: format!("cannot listen on {addr}"),
+        source,
+    })
 }

@@ -30,7 +30,13 @@ pub struct NatsServerOptions {
 
 impl NatsServerOptions {
     pub fn new(binary: PathBuf, data_dir: PathBuf) -> NatsServerOptions {
-        NatsServerOptions { binary, data_dir, host: "127.0.0.1".into(), port: None, log_file: None }
+        NatsServerOptions {
+            binary,
+            data_dir,
+            host: "127.0.0.1".into(),
+            port: None,
+            log_file: None,
+        }
     }
 }
 
@@ -41,7 +47,10 @@ pub fn find_binary() -> Result<PathBuf, Error> {
         return if path.is_file() {
             Ok(path)
         } else {
-            Err(Error::NatsServer(format!("MUSTER_NATS_SERVER={} is not a file", path.display())))
+            Err(Error::NatsServer(format!(
+                "MUSTER_NATS_SERVER={} is not a file",
+                path.display()
+            )))
         };
     }
     let path_var = std::env::var_os("PATH").unwrap_or_default();
@@ -69,15 +78,23 @@ impl NatsServerProcess {
     pub async fn start(options: NatsServerOptions) -> Result<NatsServerProcess, Error> {
         let io = |context: String| move |source| Error::Io { context, source };
         let ports_dir = options.data_dir.join("ports");
-        std::fs::create_dir_all(&ports_dir).map_err(io(format!("create {}", ports_dir.display())))?;
-        for entry in std::fs::read_dir(&ports_dir).map_err(io(format!("read {}", ports_dir.display())))?.flatten() {
+        std::fs::create_dir_all(&ports_dir)
+            .map_err(io(format!("create {}", ports_dir.display())))?;
+        for entry in std::fs::read_dir(&ports_dir)
+            .map_err(io(format!("read {}", ports_dir.display())))?
+            .flatten()
+        {
             let _ = std::fs::remove_file(entry.path());
         }
         let config_path = options.data_dir.join("nats-server.conf");
         std::fs::write(&config_path, config_text(&options, &ports_dir))
             .map_err(io(format!("write {}", config_path.display())))?;
         let mut command = tokio::process::Command::new(&options.binary);
-        command.arg("-c").arg(&config_path).stdin(Stdio::null()).kill_on_drop(true);
+        command
+            .arg("-c")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
         match &options.log_file {
             Some(path) => {
                 let file = std::fs::OpenOptions::new()
@@ -85,16 +102,18 @@ impl NatsServerProcess {
                     .append(true)
                     .open(path)
                     .map_err(io(format!("open {}", path.display())))?;
-                let copy = file.try_clone().map_err(io(format!("open {}", path.display())))?;
+                let copy = file
+                    .try_clone()
+                    .map_err(io(format!("open {}", path.display())))?;
                 command.stdout(file).stderr(copy);
             }
             None => {
                 command.stdout(Stdio::null()).stderr(Stdio::null());
             }
         }
-        let mut child = command
-            .spawn()
-            .map_err(|e| Error::NatsServer(format!("cannot start {}: {e}", options.binary.display())))?;
+        let mut child = command.spawn().map_err(|e| {
+            Error::NatsServer(format!("cannot start {}: {e}", options.binary.display()))
+        })?;
         let deadline = Instant::now() + Duration::from_secs(20);
         let port = loop {
             if let Some(port) = read_ports_file(&ports_dir) {
@@ -104,19 +123,29 @@ impl NatsServerProcess {
                 return Err(Error::NatsServer(format!(
                     "{} exited with {status} before listening; see {}",
                     options.binary.display(),
-                    options.log_file.as_ref().map_or("its output".into(), |p| p.display().to_string())
+                    options
+                        .log_file
+                        .as_ref()
+                        .map_or("its output".into(), |p| p.display().to_string())
                 )));
             }
             if Instant::now() > deadline {
                 let _ = child.start_kill();
-                return Err(Error::NatsServer("did not report a port within 20 s".into()));
+                return Err(Error::NatsServer(
+                    "did not report a port within 20 s".into(),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         let url = format!("nats://{}:{port}", options.host);
         // The ports file is written when the client listener is up; JetStream may need a moment more,
         // which the bus handles by retrying stream creation.
-        Ok(NatsServerProcess { child, url, port, options })
+        Ok(NatsServerProcess {
+            child,
+            url,
+            port,
+            options,
+        })
     }
 
     pub fn url(&self) -> &str {

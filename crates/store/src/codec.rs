@@ -16,7 +16,10 @@ pub fn encode_value<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Erro
 
 /// Decodes a value written by [`encode_value`], checking version and checksum.
 pub fn decode_value<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, Error> {
-    let corrupt = |problem: String| Error::Corrupt { key: key.to_string(), problem };
+    let corrupt = |problem: String| Error::Corrupt {
+        key: key.to_string(),
+        problem,
+    };
     let body = unframe(VALUE_FORMAT_JSON, bytes).map_err(corrupt)?;
     serde_json::from_slice(body).map_err(|error| corrupt(format!("undecodable JSON: {error}")))
 }
@@ -31,7 +34,10 @@ fn frame(format: u8, body: &[u8]) -> Vec<u8> {
 
 fn unframe(format: u8, bytes: &[u8]) -> Result<&[u8], String> {
     if bytes.len() < 5 {
-        return Err(format!("{} bytes is shorter than the 5-byte header", bytes.len()));
+        return Err(format!(
+            "{} bytes is shorter than the 5-byte header",
+            bytes.len()
+        ));
     }
     if bytes[0] != format {
         return Err(format!("format {} where {format} was expected", bytes[0]));
@@ -40,7 +46,9 @@ fn unframe(format: u8, bytes: &[u8]) -> Result<&[u8], String> {
     let body = &bytes[5..];
     let actual = crc32fast::hash(body);
     if expected != actual {
-        return Err(format!("checksum {actual:08x} does not match stored {expected:08x}"));
+        return Err(format!(
+            "checksum {actual:08x} does not match stored {expected:08x}"
+        ));
     }
     Ok(body)
 }
@@ -79,7 +87,12 @@ pub(crate) fn decode_outbox(bytes: &[u8]) -> Result<(String, String, Vec<u8>), S
 pub(crate) fn random_hex_id() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
     hasher.write_u32(std::process::id());
     format!("{:016x}", hasher.finish())
 }

@@ -34,7 +34,10 @@ pub enum Error {
     #[error("stored value under {key:?} is corrupt: {problem}")]
     Corrupt { key: String, problem: String },
     #[error("cannot encode value for {key:?}: {source}")]
-    Encode { key: String, source: serde_json::Error },
+    Encode {
+        key: String,
+        source: serde_json::Error,
+    },
     #[error("compare-and-swap failed on {key:?}: the stored value changed")]
     Conflict { key: String },
 }
@@ -65,9 +68,16 @@ impl Commit {
     }
 
     /// Writes `value` under `key` in the state tree.
-    pub fn put<T: Serialize>(&mut self, key: impl Into<String>, value: &T) -> Result<&mut Self, Error> {
+    pub fn put<T: Serialize>(
+        &mut self,
+        key: impl Into<String>,
+        value: &T,
+    ) -> Result<&mut Self, Error> {
         let key = key.into();
-        let bytes = encode_value(value).map_err(|source| Error::Encode { key: key.clone(), source })?;
+        let bytes = encode_value(value).map_err(|source| Error::Encode {
+            key: key.clone(),
+            source,
+        })?;
         self.writes.push((key, Some(bytes)));
         Ok(self)
     }
@@ -133,7 +143,10 @@ impl Store {
     /// Opens (or creates) the database in `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Store, Error> {
         let path = path.as_ref();
-        let open_error = |source| Error::Open { path: path.to_path_buf(), source };
+        let open_error = |source| Error::Open {
+            path: path.to_path_buf(),
+            source,
+        };
         let db = sled::Config::new()
             .path(path)
             // Durability comes from explicit flushes after each group commit, not from a timer.
@@ -155,7 +168,9 @@ impl Store {
             }
         };
         if let Some(bytes) = meta.get(SCHEMA_KEY)? {
-            let found = <[u8; 4]>::try_from(bytes.as_ref()).map(u32::from_be_bytes).unwrap_or(0);
+            let found = <[u8; 4]>::try_from(bytes.as_ref())
+                .map(u32::from_be_bytes)
+                .unwrap_or(0);
             if found != SCHEMA_VERSION {
                 return Err(Error::Corrupt {
                     key: "meta/schema_version".into(),
@@ -179,6 +194,11 @@ impl Store {
         &self.instance_id
     }
 
+    /// A new number, unique and increasing for the life of this database (sled's id generator).
+    pub fn generate_id(&self) -> Result<u64, Error> {
+        Ok(self.db.generate_id()?)
+    }
+
     /// Reads and decodes a state value.
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
         match self.state.get(key.as_bytes())? {
@@ -193,16 +213,28 @@ impl Store {
     }
 
     /// Decodes every value whose key starts with `prefix`, in key order.
-    pub fn scan_prefix<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<(String, T)>, Error> {
+    pub fn scan_prefix<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, T)>, Error> {
         self.scan(prefix, usize::MAX, false)
     }
 
     /// Like [`Store::scan_prefix`], last key first, at most `limit` values.
-    pub fn scan_prefix_rev<T: DeserializeOwned>(&self, prefix: &str, limit: usize) -> Result<Vec<(String, T)>, Error> {
+    pub fn scan_prefix_rev<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, T)>, Error> {
         self.scan(prefix, limit, true)
     }
 
-    fn scan<T: DeserializeOwned>(&self, prefix: &str, limit: usize, reverse: bool) -> Result<Vec<(String, T)>, Error> {
+    fn scan<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<(String, T)>, Error> {
         let iter = self.state.scan_prefix(prefix.as_bytes());
         let mut out = Vec::new();
         let mut push = |item: sled::Result<(sled::IVec, sled::IVec)>| -> Result<bool, Error> {
@@ -236,37 +268,39 @@ impl Store {
     /// Applies `commit` atomically. Not yet durable: call [`Store::flush`] before acknowledging.
     pub fn commit(&self, commit: &Commit) -> Result<Committed, Error> {
         let instance_id = &*self.instance_id;
-        let result = (&self.state, &self.outbox, &self.processed).transaction(|(state, outbox, processed)| {
-            if let Some(msg_id) = &commit.processed_msg_id {
-                if processed.get(msg_id.as_bytes())?.is_some() {
-                    return Ok(Committed::AlreadyProcessed);
+        let result = (&self.state, &self.outbox, &self.processed).transaction(
+            |(state, outbox, processed)| {
+                if let Some(msg_id) = &commit.processed_msg_id {
+                    if processed.get(msg_id.as_bytes())?.is_some() {
+                        return Ok(Committed::AlreadyProcessed);
+                    }
                 }
-            }
-            for (key, expected) in &commit.expectations {
-                let current = state.get(key.as_bytes())?;
-                if current.as_deref() != expected.as_deref() {
-                    return Err(ConflictableTransactionError::Abort(key.clone()));
+                for (key, expected) in &commit.expectations {
+                    let current = state.get(key.as_bytes())?;
+                    if current.as_deref() != expected.as_deref() {
+                        return Err(ConflictableTransactionError::Abort(key.clone()));
+                    }
                 }
-            }
-            for (key, value) in &commit.writes {
-                match value {
-                    Some(bytes) => state.insert(key.as_bytes(), bytes.as_slice())?,
-                    None => state.remove(key.as_bytes())?,
-                };
-            }
-            let mut msg_ids = Vec::with_capacity(commit.events.len());
-            for (subject, payload) in &commit.events {
-                let sequence = outbox.generate_id()?;
-                let msg_id = format!("{instance_id}-{sequence}");
-                let record = codec::encode_outbox(&msg_id, subject, payload);
-                outbox.insert(&sequence.to_be_bytes(), record)?;
-                msg_ids.push(msg_id);
-            }
-            if let Some(msg_id) = &commit.processed_msg_id {
-                processed.insert(msg_id.as_bytes(), &[])?;
-            }
-            Ok(Committed::Applied { msg_ids })
-        });
+                for (key, value) in &commit.writes {
+                    match value {
+                        Some(bytes) => state.insert(key.as_bytes(), bytes.as_slice())?,
+                        None => state.remove(key.as_bytes())?,
+                    };
+                }
+                let mut msg_ids = Vec::with_capacity(commit.events.len());
+                for (subject, payload) in &commit.events {
+                    let sequence = outbox.generate_id()?;
+                    let msg_id = format!("{instance_id}-{sequence}");
+                    let record = codec::encode_outbox(&msg_id, subject, payload);
+                    outbox.insert(&sequence.to_be_bytes(), record)?;
+                    msg_ids.push(msg_id);
+                }
+                if let Some(msg_id) = &commit.processed_msg_id {
+                    processed.insert(msg_id.as_bytes(), &[])?;
+                }
+                Ok(Committed::Applied { msg_ids })
+            },
+        );
         match result {
             Ok(committed) => {
                 if !commit.events.is_empty() && matches!(committed, Committed::Applied { .. }) {
@@ -294,11 +328,17 @@ impl Store {
                 key: format!("outbox/{key:?}"),
                 problem: "outbox key is not 8 bytes".into(),
             })?;
-            let (msg_id, subject, payload) = codec::decode_outbox(&value).map_err(|problem| Error::Corrupt {
-                key: format!("outbox/{}", u64::from_be_bytes(key)),
-                problem,
-            })?;
-            out.push(OutboxEvent { key, msg_id, subject, payload });
+            let (msg_id, subject, payload) =
+                codec::decode_outbox(&value).map_err(|problem| Error::Corrupt {
+                    key: format!("outbox/{}", u64::from_be_bytes(key)),
+                    problem,
+                })?;
+            out.push(OutboxEvent {
+                key,
+                msg_id,
+                subject,
+                payload,
+            });
         }
         Ok(out)
     }

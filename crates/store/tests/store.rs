@@ -10,7 +10,10 @@ fn commit_for(i: u64) -> Commit {
     let mut commit = Commit::new();
     commit.put(format!("item/{i:08}"), &i).unwrap();
     commit.put(format!("mirror/{i:08}"), &(i * 2)).unwrap();
-    commit.event(format!("muster.live.incident.{i}.graded"), format!("payload-{i}").into_bytes());
+    commit.event(
+        format!("muster.live.incident.{i}.graded"),
+        format!("payload-{i}").into_bytes(),
+    );
     commit.processed(format!("msg-{i}"));
     commit
 }
@@ -20,7 +23,9 @@ async fn commit_writes_state_outbox_and_processed_together() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let outcome = store.commit(&commit_for(1)).unwrap();
-    let Committed::Applied { msg_ids } = outcome else { panic!("expected applied, got {outcome:?}") };
+    let Committed::Applied { msg_ids } = outcome else {
+        panic!("expected applied, got {outcome:?}")
+    };
     assert_eq!(msg_ids.len(), 1);
     assert!(msg_ids[0].starts_with(store.instance_id()));
     store.flush().await.unwrap();
@@ -46,8 +51,16 @@ async fn a_processed_message_is_never_applied_twice() {
     let mut again = commit_for(7);
     again.put("item/extra", &99u64).unwrap();
     assert_eq!(store.commit(&again).unwrap(), Committed::AlreadyProcessed);
-    assert_eq!(store.get::<u64>("item/extra").unwrap(), None, "a redelivered message wrote state");
-    assert_eq!(store.outbox_len(), 1, "a redelivered message added an outbox event");
+    assert_eq!(
+        store.get::<u64>("item/extra").unwrap(),
+        None,
+        "a redelivered message wrote state"
+    );
+    assert_eq!(
+        store.outbox_len(),
+        1,
+        "a redelivered message added an outbox event"
+    );
 }
 
 #[tokio::test]
@@ -66,9 +79,15 @@ async fn a_failed_compare_and_swap_writes_nothing() {
     second.event("muster.live.incident.INC-2.units_assigned", b"x".to_vec());
     second.processed("msg-inc-2");
     let error = store.commit(&second).unwrap_err();
-    assert!(matches!(error, Error::Conflict { ref key } if key == "unit/live/HZ-01"), "{error}");
+    assert!(
+        matches!(error, Error::Conflict { ref key } if key == "unit/live/HZ-01"),
+        "{error}"
+    );
 
-    assert_eq!(store.get::<String>("unit/live/HZ-01").unwrap().as_deref(), Some("INC-1"));
+    assert_eq!(
+        store.get::<String>("unit/live/HZ-01").unwrap().as_deref(),
+        Some("INC-1")
+    );
     assert_eq!(store.get::<String>("incident/live/INC-2").unwrap(), None);
     assert_eq!(store.outbox_len(), 0);
     assert!(!store.is_processed("msg-inc-2").unwrap());
@@ -78,7 +97,10 @@ async fn a_failed_compare_and_swap_writes_nothing() {
     let mut third = Commit::new();
     third.expect_raw("unit/live/HZ-01", current);
     third.put("unit/live/HZ-01", &"INC-3").unwrap();
-    assert!(matches!(store.commit(&third).unwrap(), Committed::Applied { .. }));
+    assert!(matches!(
+        store.commit(&third).unwrap(),
+        Committed::Applied { .. }
+    ));
 }
 
 #[tokio::test]
@@ -99,10 +121,21 @@ async fn flushed_commits_survive_reopen_and_message_ids_stay_unique() {
     for i in 0..10 {
         assert_eq!(store.get::<u64>(&format!("item/{i:08}")).unwrap(), Some(i));
     }
-    let pending: Vec<String> = store.outbox_pending(100).unwrap().into_iter().map(|e| e.msg_id).collect();
-    assert_eq!(pending, first_ids, "outbox must keep commit order across a reopen");
+    let pending: Vec<String> = store
+        .outbox_pending(100)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.msg_id)
+        .collect();
+    assert_eq!(
+        pending, first_ids,
+        "outbox must keep commit order across a reopen"
+    );
     if let Committed::Applied { msg_ids } = store.commit(&commit_for(10)).unwrap() {
-        assert!(!first_ids.contains(&msg_ids[0]), "message id reused after reopen");
+        assert!(
+            !first_ids.contains(&msg_ids[0]),
+            "message id reused after reopen"
+        );
     }
 }
 
@@ -127,7 +160,9 @@ const CRASH_DIR_ENV: &str = "MUSTER_STORE_CRASH_WRITER_DIR";
 /// Helper run in a child process by `commits_are_atomic_under_sigkill`: commits forever.
 #[tokio::test]
 async fn crash_writer() {
-    let Ok(dir) = std::env::var(CRASH_DIR_ENV) else { return };
+    let Ok(dir) = std::env::var(CRASH_DIR_ENV) else {
+        return;
+    };
     let store = Store::open(&dir).unwrap();
     for i in 0.. {
         store.commit(&commit_for(i)).unwrap();
@@ -162,14 +197,33 @@ async fn commits_are_atomic_under_sigkill() {
     let store = Store::open(dir.path()).unwrap();
     let items: Vec<(String, u64)> = store.scan_prefix("item/").unwrap();
     let events = store.outbox_pending(usize::MAX).unwrap();
-    assert!(items.len() > 16, "the writer made too little progress to test anything: {}", items.len());
-    assert_eq!(events.len(), items.len(), "state and outbox disagree after SIGKILL");
+    assert!(
+        items.len() > 16,
+        "the writer made too little progress to test anything: {}",
+        items.len()
+    );
+    assert_eq!(
+        events.len(),
+        items.len(),
+        "state and outbox disagree after SIGKILL"
+    );
     for (key, i) in &items {
-        assert_eq!(store.get::<u64>(&format!("mirror/{i:08}")).unwrap(), Some(i * 2), "{key} without its mirror");
-        assert!(store.is_processed(&format!("msg-{i}")).unwrap(), "{key} without its processed id");
+        assert_eq!(
+            store.get::<u64>(&format!("mirror/{i:08}")).unwrap(),
+            Some(i * 2),
+            "{key} without its mirror"
+        );
+        assert!(
+            store.is_processed(&format!("msg-{i}")).unwrap(),
+            "{key} without its processed id"
+        );
     }
     // Commits are applied in order, so what survived is a prefix: 0..n with no holes.
     let numbers: Vec<u64> = items.iter().map(|(_, i)| *i).collect();
     assert_eq!(numbers, (0..numbers.len() as u64).collect::<Vec<_>>());
-    assert!(!store.is_processed(&format!("msg-{}", numbers.len())).unwrap());
+    assert!(
+        !store
+            .is_processed(&format!("msg-{}", numbers.len()))
+            .unwrap()
+    );
 }

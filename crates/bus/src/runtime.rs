@@ -1,0 +1,79 @@
+//! The event plumbing every service runs: its store, its bus connection, the outbox relay and its
+//! consumers, started together and drained together.
+
+use std::path::Path;
+use std::time::Duration;
+
+use store::Store;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::{Bus, Error, Handler};
+
+/// A service's store, bus and background tasks.
+pub struct Runtime {
+    pub store: Store,
+    pub bus: Bus,
+    service: String,
+    tasks: TaskTracker,
+    background: CancellationToken,
+}
+
+impl Runtime {
+    /// Opens the store in `data_dir`, connects to NATS, makes sure the streams exist and starts the
+    /// outbox relay.
+    pub async fn start(service: &str, nats_url: &str, data_dir: &Path) -> Result<Runtime, Error> {
+        let store = Store::open(data_dir)?;
+        let bus = Bus::connect(nats_url, service, Duration::from_secs(10)).await?;
+        bus.ensure_streams().await?;
+        let tasks = TaskTracker::new();
+        // Background work has its own token: it stops after the gRPC server, so that requests
+        // accepted during the drain still leave the outbox.
+        let background = CancellationToken::new();
+        tasks.spawn(crate::run_relay(
+            store.clone(),
+            bus.clone(),
+            background.clone(),
+        ));
+        Ok(Runtime {
+            store,
+            bus,
+            service: service.to_string(),
+            tasks,
+            background,
+        })
+    }
+
+    /// Starts a durable consumer `<service>-<purpose>-<namespace>` over `filters`.
+    pub async fn consume<H: Handler>(
+        &self,
+        purpose: &str,
+        namespace: &str,
+        filters: Vec<String>,
+        handler: H,
+    ) -> Result<(), Error> {
+        // Durable names cannot contain dots; drill namespaces do.
+        let name = format!("{}-{purpose}-{}", self.service, namespace.replace('.', "_"));
+        let consumer = self.bus.durable_consumer(&name, filters).await?;
+        self.tasks.spawn(crate::run_consumer_owned(
+            name,
+            self.bus.clone(),
+            consumer,
+            self.store.clone(),
+            handler,
+            self.background.clone(),
+        ));
+        Ok(())
+    }
+
+    /// Stops the consumers after their current group, drains the outbox, flushes the store.
+    pub async fn drain(self) -> Result<(), Error> {
+        self.background.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        self.store.flush().await?;
+        self.bus.flush().await;
+        tracing::info!(service = %self.service, "drained");
+        Ok(())
+    }
+}

@@ -1,0 +1,88 @@
+//! The projection: folds every incident event from the bus into intake's incident records and
+//! tells watchers once the change is durable.
+
+use std::collections::HashMap;
+
+use bus::{Delivery, Handler, HandlerError};
+use domain::event::EventBody;
+use store::{Commit, Store};
+use tokio::sync::broadcast;
+
+use crate::record::{Applied, IncidentRecord, IncidentStatus, TimelineEntry, incident_key};
+
+/// A change for watchers: the record after the change and the event type that caused it.
+pub type Change = (IncidentRecord, String);
+
+pub struct Projection {
+    store: Store,
+    changes: broadcast::Sender<Change>,
+    /// Records committed but not yet durable, keyed by message id, announced in `committed`.
+    pending: HashMap<String, Change>,
+}
+
+impl Projection {
+    pub fn new(store: Store, changes: broadcast::Sender<Change>) -> Projection {
+        Projection {
+            store,
+            changes,
+            pending: HashMap::new(),
+        }
+    }
+}
+
+impl Handler for Projection {
+    fn handle(&mut self, delivery: &Delivery) -> Result<Commit, HandlerError> {
+        let event = muster_proto::convert::decode_event(&delivery.payload, &delivery.msg_id)
+            .map_err(HandlerError::Poison)?;
+        let key = incident_key(&event.namespace, &event.incident_id);
+        let existing: Option<IncidentRecord> = self
+            .store
+            .get(&key)
+            .map_err(|e| HandlerError::Retry(e.to_string()))?;
+        let mut record = match (existing, &event.body) {
+            (Some(record), _) => record,
+            // Reported by another intake instance: the event carries the whole report.
+            (None, EventBody::Reported(report)) => IncidentRecord {
+                id: event.incident_id.clone(),
+                namespace: event.namespace.clone(),
+                report: report.clone(),
+                status: IncidentStatus::Reported,
+                grading: None,
+                units: None,
+                timeline: Vec::<TimelineEntry>::new(),
+                reported_at_unix_ms: event.at_unix_ms,
+                updated_at_unix_ms: event.at_unix_ms,
+                request_id: String::new(),
+            },
+            (None, _) => {
+                return Err(HandlerError::Poison(format!(
+                    "{} event for unknown incident {} in {}",
+                    event.body.event_type(),
+                    event.incident_id,
+                    event.namespace
+                )));
+            }
+        };
+        let mut commit = Commit::new();
+        let applied = record.apply(&event);
+        if applied != Applied::AlreadyThere {
+            commit
+                .put(key, &record)
+                .map_err(|e| HandlerError::Retry(e.to_string()))?;
+        }
+        if applied == Applied::Changed {
+            self.pending.insert(
+                delivery.msg_id.clone(),
+                (record, event.body.event_type().to_string()),
+            );
+        }
+        Ok(commit)
+    }
+
+    fn committed(&mut self, delivery: &Delivery) {
+        if let Some(change) = self.pending.remove(&delivery.msg_id) {
+            // No watchers is fine; a slow watcher is told it lagged.
+            let _ = self.changes.send(change);
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! The gRPC face of intake: `muster.v1.IntakeService`. Wire types stop here.
+
+use std::pin::Pin;
+
+use bus::subjects;
+use domain::event::{EventBody, IncidentEvent};
+use muster_proto::convert;
+use muster_proto::v1 as pb;
+use store::{Commit, Store};
+use tokio::sync::broadcast;
+use tokio_stream::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::Config;
+use crate::driver::Change;
+use crate::record::{IncidentRecord, IncidentStatus, TimelineEntry, incident_key, request_key};
+use crate::validate::validate_report;
+
+/// Default and largest page of `ListIncidents`.
+const LIST_LIMIT_DEFAULT: usize = 100;
+const LIST_LIMIT_MAX: usize = 1000;
+
+pub struct IntakeGrpc {
+    config: Config,
+    store: Store,
+    changes: broadcast::Sender<Change>,
+    shutdown: CancellationToken,
+}
+
+impl IntakeGrpc {
+    pub fn new(
+        config: Config,
+        store: Store,
+        changes: broadcast::Sender<Change>,
+        shutdown: CancellationToken,
+    ) -> IntakeGrpc {
+        IntakeGrpc {
+            config,
+            store,
+            changes,
+            shutdown,
+        }
+    }
+
+    /// The namespace a request names; empty means `live`. Only the configured one is served here.
+    fn namespace<'a>(&'a self, requested: &'a str) -> Result<&'a str, Status> {
+        let namespace = if requested.is_empty() {
+            subjects::LIVE
+        } else {
+            requested
+        };
+        subjects::validate_namespace(namespace)
+            .map_err(|e| Status::invalid_argument(format!("namespace: {e}")))?;
+        if namespace != self.config.namespace {
+            return Err(Status::failed_precondition(format!(
+                "this intake serves namespace {:?}, not {namespace:?}",
+                self.config.namespace
+            )));
+        }
+        Ok(namespace)
+    }
+
+    fn existing_for_request(
+        &self,
+        namespace: &str,
+        request_id: &str,
+    ) -> Result<Option<String>, Status> {
+        if request_id.is_empty() {
+            return Ok(None);
+        }
+        self.store
+            .get::<String>(&request_key(namespace, request_id))
+            .map_err(internal)
+    }
+
+    fn new_incident_id(&self, now_unix_ms: i64) -> Result<String, Status> {
+        let sequence = self.store.generate_id().map_err(internal)?;
+        Ok(format!("INC-{}-{:06}", yyyymmdd(now_unix_ms), sequence + 1))
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchIncidentsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::intake_service_server::IntakeService for IntakeGrpc {
+    async fn report_incident(
+        &self,
+        request: Request<pb::ReportIncidentRequest>,
+    ) -> Result<Response<pb::ReportIncidentResponse>, Status> {
+        let request = request.into_inner();
+        let namespace = self.namespace(&request.namespace)?.to_string();
+        let valid = validate_report(&request, &self.config.region).map_err(|problems| {
+            let prefix = if problems.len() == 1 {
+                String::new()
+            } else {
+                format!("{} problems: ", problems.len())
+            };
+            Status::invalid_argument(format!("{prefix}{}", problems.join("; ")))
+        })?;
+        if let Some(incident_id) = self.existing_for_request(&namespace, &valid.request_id)? {
+            return Ok(Response::new(pb::ReportIncidentResponse {
+                incident_id,
+                duplicate: true,
+            }));
+        }
+        let now = lifecycle::unix_ms_now();
+        let incident_id = self.new_incident_id(now)?;
+        let event = IncidentEvent {
+            event_id: String::new(),
+            incident_id: incident_id.clone(),
+            namespace: namespace.clone(),
+            at_unix_ms: now,
+            source_service: crate::SERVICE_NAME.into(),
+            body: EventBody::Reported(valid.report.clone()),
+        };
+        let record = IncidentRecord {
+            id: incident_id.clone(),
+            namespace: namespace.clone(),
+            report: valid.report,
+            status: IncidentStatus::Reported,
+            grading: None,
+            units: None,
+            timeline: vec![TimelineEntry {
+                at_unix_ms: now,
+                event_type: "reported".into(),
+                source_service: crate::SERVICE_NAME.into(),
+                description: event.describe(),
+                event_id: String::new(),
+            }],
+            reported_at_unix_ms: now,
+            updated_at_unix_ms: now,
+            request_id: valid.request_id.clone(),
+        };
+        let subject = subjects::incident_event(&namespace, &incident_id, subjects::REPORTED)
+            .map_err(internal)?;
+        let mut commit = Commit::new();
+        commit
+            .put(incident_key(&namespace, &incident_id), &record)
+            .map_err(internal)?;
+        if !valid.request_id.is_empty() {
+            let key = request_key(&namespace, &valid.request_id);
+            commit.expect_raw(key.clone(), None);
+            commit.put(key, &incident_id).map_err(internal)?;
+        }
+        commit.event(subject, convert::encode_event(&event));
+        match self.store.commit(&commit) {
+            Ok(_) => {}
+            // The same request id raced us; answer with the incident that won.
+            Err(store::Error::Conflict { .. }) => {
+                let incident_id = self
+                    .existing_for_request(&namespace, &valid.request_id)?
+                    .ok_or_else(|| {
+                        Status::aborted("concurrent report with the same request_id; retry")
+                    })?;
+                return Ok(Response::new(pb::ReportIncidentResponse {
+                    incident_id,
+                    duplicate: true,
+                }));
+            }
+            Err(error) => return Err(internal(error)),
+        }
+        // Answer only when the report is on disk: an accepted report is never lost.
+        self.store.flush().await.map_err(internal)?;
+        let _ = self.changes.send((record, "reported".into()));
+        tracing::info!(%incident_id, namespace, "incident reported");
+        Ok(Response::new(pb::ReportIncidentResponse {
+            incident_id,
+            duplicate: false,
+        }))
+    }
+
+    async fn get_incident(
+        &self,
+        request: Request<pb::GetIncidentRequest>,
+    ) -> Result<Response<pb::GetIncidentResponse>, Status> {
+        let request = request.into_inner();
+        let namespace = self.namespace(&request.namespace)?;
+        if request.incident_id.is_empty() {
+            return Err(Status::invalid_argument("incident_id is required"));
+        }
+        let record: IncidentRecord = self
+            .store
+            .get(&incident_key(namespace, &request.incident_id))
+            .map_err(internal)?
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no incident {:?} in namespace {namespace}",
+                    request.incident_id
+                ))
+            })?;
+        Ok(Response::new(pb::GetIncidentResponse {
+            incident: Some(incident_to_wire(&record)),
+        }))
+    }
+
+    async fn list_incidents(
+        &self,
+        request: Request<pb::ListIncidentsRequest>,
+    ) -> Result<Response<pb::ListIncidentsResponse>, Status> {
+        let request = request.into_inner();
+        let namespace = self.namespace(&request.namespace)?;
+        let limit = match request.limit as usize {
+            0 => LIST_LIMIT_DEFAULT,
+            n => n.min(LIST_LIMIT_MAX),
+        };
+        let records: Vec<(String, IncidentRecord)> = self
+            .store
+            .scan_prefix_rev(&incident_key(namespace, ""), limit)
+            .map_err(internal)?;
+        Ok(Response::new(pb::ListIncidentsResponse {
+            incidents: records
+                .iter()
+                .map(|(_, record)| incident_to_wire(record))
+                .collect(),
+        }))
+    }
+
+    type WatchIncidentsStream = WatchStream;
+
+    async fn watch_incidents(
+        &self,
+        request: Request<pb::WatchIncidentsRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let namespace = self.namespace(&request.into_inner().namespace)?.to_string();
+        let changes = tokio_stream::wrappers::BroadcastStream::new(self.changes.subscribe());
+        let stream = changes
+            .filter_map(move |change| match change {
+                Ok((record, event_type)) if record.namespace == namespace => {
+                    Some(Ok(pb::WatchIncidentsResponse { incident: Some(incident_to_wire(&record)), event_type }))
+                }
+                Ok(_) => None,
+                Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(missed)) => Some(Err(Status::data_loss(format!(
+                    "this watcher fell {missed} changes behind; list incidents again and restart the watch"
+                )))),
+            })
+            // A watcher that lagged has lost changes: end its stream after telling it.
+            .map_while({
+                let mut ended = false;
+                move |item| {
+                    if ended {
+                        return None;
+                    }
+                    ended = item.is_err();
+                    Some(item)
+                }
+            });
+        // The server waits for open streams on shutdown, so end them then.
+        let stream =
+            futures_util::StreamExt::take_until(stream, self.shutdown.clone().cancelled_owned());
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+fn internal(error: impl std::fmt::Display) -> Status {
+    tracing::error!(%error, "internal error");
+    Status::internal(format!("intake storage error: {error}"))
+}
+
+fn incident_to_wire(record: &IncidentRecord) -> pb::Incident {
+    pb::Incident {
+        id: record.id.clone(),
+        namespace: record.namespace.clone(),
+        report: Some(convert::report_to_wire(&record.report)),
+        status: match record.status {
+            IncidentStatus::Reported => pb::IncidentStatus::Reported,
+            IncidentStatus::Graded => pb::IncidentStatus::Graded,
+            IncidentStatus::Responding => pb::IncidentStatus::Responding,
+        } as i32,
+        grading: record.grading.as_ref().map(convert::graded_to_wire),
+        units: record.units.as_ref().map(convert::units_to_wire),
+        timeline: record
+            .timeline
+            .iter()
+            .map(|entry| pb::TimelineEntry {
+                at_unix_ms: entry.at_unix_ms,
+                event_type: entry.event_type.clone(),
+                source_service: entry.source_service.clone(),
+                description: entry.description.clone(),
+                event_id: entry.event_id.clone(),
+            })
+            .collect(),
+        reported_at_unix_ms: record.reported_at_unix_ms,
+        updated_at_unix_ms: record.updated_at_unix_ms,
+    }
+}
+
+/// `20261128` for a Unix time in milliseconds (UTC), by Howard Hinnant's civil-from-days.
+fn yyyymmdd(unix_ms: i64) -> String {
+    let days = unix_ms.div_euclid(86_400_000);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}{month:02}{day:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dates_for_incident_ids() {
+        assert_eq!(super::yyyymmdd(0), "19700101");
+        assert_eq!(super::yyyymmdd(1_795_847_244_000), "20261128");
+        assert_eq!(super::yyyymmdd(951_782_400_000), "20000229");
+    }
+}

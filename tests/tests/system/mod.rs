@@ -1,0 +1,354 @@
+//! The harness: a real nats-server, the three services in-process on real sockets with their own
+//! sled directories, gRPC clients, and a way to run one service as a separate `muster` process.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use domain::region::Region;
+use muster_proto::v1 as pb;
+use pb::dispatch_service_client::DispatchServiceClient;
+use pb::escalation_service_client::EscalationServiceClient;
+use pb::intake_service_client::IntakeServiceClient;
+use test_support::{TestNats, eventually};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+pub const WAIT: Duration = Duration::from_secs(30);
+pub const CHEMICAL_PARK: &str = "390202400";
+pub const DENSE_TOWNSHIP: &str = "390102001";
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Service {
+    Intake,
+    Escalation,
+    Dispatch,
+}
+
+impl Service {
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Intake => "intake",
+            Service::Escalation => "escalation",
+            Service::Dispatch => "dispatch",
+        }
+    }
+}
+
+/// One service running in this process.
+pub struct Running {
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), String>>,
+}
+
+impl Running {
+    /// Cancels and waits for the drain.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("service did not drain within the bound")
+            .expect("service task panicked")
+            .expect("service failed");
+    }
+}
+
+pub struct System {
+    pub nats: TestNats,
+    pub dir: tempfile::TempDir,
+    pub region: Arc<Region>,
+    pub intake: Option<Running>,
+    pub escalation: Option<Running>,
+    pub dispatch: Option<Running>,
+}
+
+impl System {
+    /// nats-server plus all three services.
+    pub async fn start() -> System {
+        let mut system = System::empty().await;
+        for service in [Service::Intake, Service::Escalation, Service::Dispatch] {
+            system.start_service(service).await;
+        }
+        system
+    }
+
+    /// Only nats-server; start services with [`System::start_service`].
+    pub async fn empty() -> System {
+        System {
+            nats: TestNats::start().await,
+            dir: test_support::temp_dir("muster-e2e-"),
+            region: Arc::new(Region::embedded_default()),
+            intake: None,
+            escalation: None,
+            dispatch: None,
+        }
+    }
+
+    pub fn data_dir(&self, service: Service) -> PathBuf {
+        self.dir.path().join(service.name())
+    }
+
+    pub async fn start_service(&mut self, service: Service) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let (nats_url, data_dir, region, namespace) = (
+            self.nats.url().to_string(),
+            self.data_dir(service),
+            self.region.clone(),
+            "live".to_string(),
+        );
+        let token = shutdown.clone();
+        let task = match service {
+            Service::Intake => tokio::spawn(async move {
+                intake::run(
+                    intake::Config {
+                        nats_url,
+                        data_dir,
+                        namespace,
+                        region,
+                    },
+                    listener,
+                    token,
+                )
+                .await
+                .map_err(|e| e.to_string())
+            }),
+            Service::Escalation => tokio::spawn(async move {
+                escalation::run(
+                    escalation::Config {
+                        nats_url,
+                        data_dir,
+                        namespace,
+                        region,
+                    },
+                    listener,
+                    token,
+                )
+                .await
+                .map_err(|e| e.to_string())
+            }),
+            Service::Dispatch => tokio::spawn(async move {
+                dispatch::run(
+                    dispatch::Config {
+                        nats_url,
+                        data_dir,
+                        namespace,
+                        region,
+                    },
+                    listener,
+                    token,
+                )
+                .await
+                .map_err(|e| e.to_string())
+            }),
+        };
+        let running = Running {
+            addr,
+            shutdown,
+            task,
+        };
+        wait_serving(addr).await;
+        *self.slot(service) = Some(running);
+    }
+
+    pub async fn stop_service(&mut self, service: Service) {
+        if let Some(running) = self.slot(service).take() {
+            running.stop().await;
+        }
+    }
+
+    fn slot(&mut self, service: Service) -> &mut Option<Running> {
+        match service {
+            Service::Intake => &mut self.intake,
+            Service::Escalation => &mut self.escalation,
+            Service::Dispatch => &mut self.dispatch,
+        }
+    }
+
+    pub fn url(&self, service: Service) -> String {
+        let running = match service {
+            Service::Intake => &self.intake,
+            Service::Escalation => &self.escalation,
+            Service::Dispatch => &self.dispatch,
+        };
+        format!(
+            "http://{}",
+            running.as_ref().expect("service not running").addr
+        )
+    }
+
+    pub async fn intake(&self) -> IntakeServiceClient<Channel> {
+        IntakeServiceClient::connect(self.url(Service::Intake))
+            .await
+            .unwrap()
+    }
+
+    pub async fn escalation(&self) -> EscalationServiceClient<Channel> {
+        EscalationServiceClient::connect(self.url(Service::Escalation))
+            .await
+            .unwrap()
+    }
+
+    pub async fn dispatch(&self) -> DispatchServiceClient<Channel> {
+        DispatchServiceClient::connect(self.url(Service::Dispatch))
+            .await
+            .unwrap()
+    }
+
+    /// Runs musterctl in-process against this system; returns (exit code or error line, output).
+    pub async fn musterctl(&self, args: &[&str]) -> (Result<i32, String>, String) {
+        let url = |s: &Option<Running>| {
+            s.as_ref().map_or("http://127.0.0.1:1".to_string(), |r| {
+                format!("http://{}", r.addr)
+            })
+        };
+        let mut argv = vec![
+            "musterctl".to_string(),
+            "--intake".into(),
+            url(&self.intake),
+            "--escalation".into(),
+            url(&self.escalation),
+            "--dispatch".into(),
+            url(&self.dispatch),
+        ];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        let cli =
+            <musterctl::Cli as clap::Parser>::try_parse_from(&argv).expect("musterctl arguments");
+        let mut out = Vec::new();
+        let result = musterctl::run(cli, &mut out)
+            .await
+            .map_err(|e| e.to_string());
+        (result, String::from_utf8(out).unwrap())
+    }
+
+    /// Waits until the incident has units assigned (or any shortfall answer) and returns it.
+    pub async fn responding(&self, incident_id: &str) -> pb::Incident {
+        let mut client = self.intake().await;
+        eventually(&format!("{incident_id} responding"), WAIT, || {
+            let mut client = client.clone();
+            let id = incident_id.to_string();
+            async move {
+                let incident = client
+                    .get_incident(pb::GetIncidentRequest {
+                        namespace: String::new(),
+                        incident_id: id,
+                    })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .incident?;
+                (incident.status() == pb::IncidentStatus::Responding).then_some(incident)
+            }
+        })
+        .await;
+        client
+            .get_incident(pb::GetIncidentRequest {
+                namespace: String::new(),
+                incident_id: incident_id.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .incident
+            .unwrap()
+    }
+}
+
+/// A report request with the usual defaults.
+pub fn report(kind: &str, township: &str, facts: pb::Facts) -> pb::ReportIncidentRequest {
+    pb::ReportIncidentRequest {
+        namespace: String::new(),
+        kind: kind.into(),
+        township_code: township.into(),
+        other_township_codes: vec![],
+        lat: None,
+        lon: None,
+        facts: Some(facts),
+        summary: "end-to-end test".into(),
+        reported_by: "duty officer Li".into(),
+        request_id: String::new(),
+    }
+}
+
+/// Waits until a gRPC server answers health checks with SERVING.
+pub async fn wait_serving(addr: SocketAddr) {
+    eventually(&format!("{addr} serving"), WAIT, || async move {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .ok()?
+            .connect()
+            .await
+            .ok()?;
+        let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+        let response = client
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .ok()?;
+        (response.into_inner().status
+            == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
+            .then_some(())
+    })
+    .await;
+}
+
+/// The `muster` binary, built by `cargo test --workspace` next to this test binary.
+pub fn muster_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let target_dir = exe.parent().and_then(Path::parent).unwrap();
+    let binary = target_dir.join("muster");
+    assert!(
+        binary.is_file(),
+        "{} is missing: run the tests with `cargo test --workspace` (scripts/test.sh), which builds it",
+        binary.display()
+    );
+    binary
+}
+
+/// A service running as its own `muster serve` process, for crash tests (SIGKILL).
+pub struct ServiceProcess {
+    child: std::process::Child,
+}
+
+impl ServiceProcess {
+    pub fn spawn(service: Service, nats_url: &str, data_dir: &Path, log: &Path) -> ServiceProcess {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = std::process::Command::new(muster_binary())
+            .args([
+                "serve",
+                service.name(),
+                "--nats-url",
+                nats_url,
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        ServiceProcess { child }
+    }
+
+    /// SIGKILL: no drain, no flush, no ack.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
