@@ -508,3 +508,171 @@ async fn killing_escalation_mid_stream_loses_nothing_and_duplicates_nothing() {
     assert_eq!(listed.len(), total);
     drop(escalation);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incident_spanning_two_counties_is_led_by_their_common_city() {
+    let system = System::start().await;
+    let mut intake = system.intake().await;
+    // 港北区 and 石塘县 are both counties of 明港市 (390200); a grade IV fire would be county-led.
+    let request = pb::ReportIncidentRequest {
+        other_township_codes: vec!["390223100".into()],
+        ..report("accident.fire", "390202001", facts_deaths(1))
+    };
+    let incident_id = intake
+        .report_incident(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .incident_id;
+    let grading = system.responding(&incident_id).await.grading.unwrap();
+    assert_eq!(grading.grade(), pb::Grade::Iv);
+    assert_eq!(
+        (
+            grading.lead_jurisdiction_code.as_str(),
+            grading.lead_level()
+        ),
+        ("390200", pb::JurisdictionLevel::City)
+    );
+}
+
+/// grpcurl 1.8 and Python's grpcio-reflection speak v1alpha, newer tools v1: both must list every
+/// service, health included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_service_serves_health_and_both_reflection_versions() {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let system = System::start().await;
+    for (service, expected) in [
+        (Service::Intake, "muster.v1.IntakeService"),
+        (Service::Escalation, "muster.v1.EscalationService"),
+        (Service::Dispatch, "muster.v1.DispatchService"),
+    ] {
+        let channel = tonic::transport::Endpoint::from_shared(system.url(service))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+
+        let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
+        let request = v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            )),
+        };
+        let mut responses = client
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+            responses.message().await.unwrap().unwrap().message_response
+        else {
+            panic!("v1 reflection did not list services")
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        assert!(names.iter().any(|n| n == expected), "{names:?}");
+        assert!(
+            names.iter().any(|n| n == "grpc.health.v1.Health"),
+            "{names:?}"
+        );
+
+        let mut client =
+            v1alpha::server_reflection_client::ServerReflectionClient::new(channel.clone());
+        let request = v1alpha::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(
+                v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+                    expected.into(),
+                ),
+            ),
+        };
+        let mut responses = client
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let response = responses.message().await.unwrap().unwrap().message_response;
+        assert!(
+            matches!(response, Some(v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(ref f)) if !f.file_descriptor_proto.is_empty()),
+            "v1alpha reflection has no descriptor for {expected}: {response:?}"
+        );
+
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: expected.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            status.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+    }
+}
+
+/// Many incidents at once compete for 49 units: no unit may end up on two incidents, and every
+/// requirement a unit could not fill is reported as a shortfall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_incidents_never_share_a_unit() {
+    let system = System::start().await;
+    let intake = system.intake().await;
+    let townships = [
+        "390202400",
+        "390202001",
+        "390102001",
+        "390121100",
+        "390223100",
+        "390102002",
+    ];
+    let reports = (0..24).map(|i| {
+        let mut intake = intake.clone();
+        let township = townships[i % townships.len()];
+        async move {
+            // 5 deaths: grade III, plans of several units each, so the region runs out.
+            intake
+                .report_incident(report(
+                    "accident.hazardous_chemicals",
+                    township,
+                    facts_deaths(5),
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+                .incident_id
+        }
+    });
+    let ids = futures_util::future::join_all(reports).await;
+    let mut holder: HashMap<String, String> = HashMap::new();
+    let mut short = 0;
+    for id in &ids {
+        let units = system.responding(id).await.units.unwrap();
+        short += units.shortfalls.len();
+        for assignment in units.assignments {
+            if let Some(other) = holder.insert(assignment.unit_id.clone(), id.clone()) {
+                panic!("{} booked to both {other} and {id}", assignment.unit_id);
+            }
+        }
+    }
+    assert!(
+        short > 0,
+        "24 grade III incidents should exhaust a 49-unit region"
+    );
+    let board = system
+        .dispatch()
+        .await
+        .list_units(pb::ListUnitsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .units;
+    for unit in board {
+        assert_eq!(
+            holder.get(&unit.id).cloned().unwrap_or_default(),
+            unit.incident_id,
+            "unit board disagrees for {}",
+            unit.id
+        );
+    }
+}

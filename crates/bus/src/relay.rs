@@ -42,14 +42,14 @@ pub async fn run_relay(store: Store, bus: Bus, shutdown: CancellationToken) {
             }
             Err(error) => {
                 tracing::warn!(%error, pending = store.outbox_len(), "outbox relay failed; retrying");
-                if let Some(deadline) = drain_deadline {
-                    if tokio::time::Instant::now() >= deadline {
-                        tracing::warn!(
-                            pending = store.outbox_len(),
-                            "outbox not drained before shutdown; it is kept for the next start"
-                        );
-                        return;
-                    }
+                if let Some(deadline) = drain_deadline
+                    && tokio::time::Instant::now() >= deadline
+                {
+                    tracing::warn!(
+                        pending = store.outbox_len(),
+                        "outbox not drained before shutdown; it is kept for the next start"
+                    );
+                    return;
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}

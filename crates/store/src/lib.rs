@@ -270,10 +270,10 @@ impl Store {
         let instance_id = &*self.instance_id;
         let result = (&self.state, &self.outbox, &self.processed).transaction(
             |(state, outbox, processed)| {
-                if let Some(msg_id) = &commit.processed_msg_id {
-                    if processed.get(msg_id.as_bytes())?.is_some() {
-                        return Ok(Committed::AlreadyProcessed);
-                    }
+                if let Some(msg_id) = &commit.processed_msg_id
+                    && processed.get(msg_id.as_bytes())?.is_some()
+                {
+                    return Ok(Committed::AlreadyProcessed);
                 }
                 for (key, expected) in &commit.expectations {
                     let current = state.get(key.as_bytes())?;
