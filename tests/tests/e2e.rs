@@ -676,3 +676,32 @@ async fn simultaneous_incidents_never_share_a_unit() {
         );
     }
 }
+
+/// Incident numbers stay dense across a restart of intake (sled's id generator would jump by a
+/// million), and the records survive it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incident_numbers_stay_dense_across_an_intake_restart() {
+    let mut system = System::start().await;
+    let first = system
+        .intake()
+        .await
+        .report_incident(report("accident.fire", CHEMICAL_PARK, facts_deaths(0)))
+        .await
+        .unwrap()
+        .into_inner()
+        .incident_id;
+    system.stop_service(Service::Intake).await;
+    system.start_service(Service::Intake).await;
+    let second = system
+        .intake()
+        .await
+        .report_incident(report("accident.fire", CHEMICAL_PARK, facts_deaths(0)))
+        .await
+        .unwrap()
+        .into_inner()
+        .incident_id;
+    assert!(first.ends_with("-000001"), "{first}");
+    assert!(second.ends_with("-000002"), "{second}");
+    system.responding(&first).await;
+    system.responding(&second).await;
+}

@@ -27,7 +27,9 @@ pub struct IncidentReport {
 impl IncidentReport {
     /// Every township the incident touches, the primary one first.
     pub fn township_codes(&self) -> Vec<&str> {
-        std::iter::once(self.township_code.as_str()).chain(self.other_township_codes.iter().map(String::as_str)).collect()
+        std::iter::once(self.township_code.as_str())
+            .chain(self.other_township_codes.iter().map(String::as_str))
+            .collect()
     }
 }
 
@@ -128,23 +130,57 @@ impl IncidentEvent {
                 if let Some(m) = f.magnitude {
                     facts.push(format!("M{m:.1}"));
                 }
-                let facts = if facts.is_empty() { String::new() } else { format!(" ({})", facts.join(", ")) };
-                format!("{} reported in {} by {}{facts}", report.kind, report.township_code, report.reported_by)
+                let facts = if facts.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", facts.join(", "))
+                };
+                format!(
+                    "{} reported in {} by {}{facts}",
+                    report.kind, report.township_code, report.reported_by
+                )
             }
             EventBody::Graded(graded) => {
-                let grade = graded.grade.map_or("ungraded".to_string(), |g| format!("grade {}", g.roman()));
-                let level = graded.response_level.map_or(String::new(), |l| format!(", response level {l}"));
-                let initial = if graded.initial_judgement { " (initial judgement)" } else { "" };
+                let grade = graded
+                    .grade
+                    .map_or("ungraded".to_string(), |g| format!("grade {}", g.roman()));
+                let level = graded
+                    .response_level
+                    .map_or(String::new(), |l| format!(", response level {l}"));
+                let initial = if graded.initial_judgement {
+                    " (initial judgement)"
+                } else {
+                    ""
+                };
                 format!(
                     "{grade}{initial}{level}; lead {} ({}); rule {} v{}: {}",
-                    graded.lead_name, graded.lead_code, graded.rule_id, graded.rule_version, graded.reason
+                    graded.lead_name,
+                    graded.lead_code,
+                    graded.rule_id,
+                    graded.rule_version,
+                    graded.reason
                 )
             }
             EventBody::UnitsAssigned(units) => {
-                let ids: Vec<&str> = units.assignments.iter().map(|a| a.unit_id.as_str()).collect();
-                let mut text = format!("{} units assigned under plan {}: {}", ids.len(), units.plan_id, ids.join(", "));
+                let ids: Vec<&str> = units
+                    .assignments
+                    .iter()
+                    .map(|a| a.unit_id.as_str())
+                    .collect();
+                let mut text = format!(
+                    "{} units assigned under plan {}: {}",
+                    ids.len(),
+                    units.plan_id,
+                    ids.join(", ")
+                );
                 for gap in &units.shortfalls {
-                    text.push_str(&format!("; short {} of {} {} ({})", gap.required - gap.assigned, gap.required, gap.unit_type, gap.reason));
+                    text.push_str(&format!(
+                        "; short {} of {} {} ({})",
+                        gap.required - gap.assigned,
+                        gap.required,
+                        gap.unit_type,
+                        gap.reason
+                    ));
                 }
                 text
             }

@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 use crate::Config;
 use crate::driver::Change;
 use crate::record::{IncidentRecord, IncidentStatus, TimelineEntry, incident_key, request_key};
-use crate::validate::validate_report;
+use crate::validate::{ValidReport, validate_report};
 
 /// Default and largest page of `ListIncidents`.
 const LIST_LIMIT_DEFAULT: usize = 100;
@@ -26,6 +26,8 @@ pub struct IntakeGrpc {
     store: Store,
     changes: broadcast::Sender<Change>,
     shutdown: CancellationToken,
+    /// Serialises incident numbering (held for an in-memory commit, never across an await).
+    numbering: std::sync::Mutex<()>,
 }
 
 impl IntakeGrpc {
@@ -40,6 +42,7 @@ impl IntakeGrpc {
             store,
             changes,
             shutdown,
+            numbering: std::sync::Mutex::new(()),
         }
     }
 
@@ -74,10 +77,85 @@ impl IntakeGrpc {
             .map_err(internal)
     }
 
-    fn new_incident_id(&self, now_unix_ms: i64) -> Result<String, Status> {
-        let sequence = self.store.generate_id().map_err(internal)?;
-        Ok(format!("INC-{}-{:06}", yyyymmdd(now_unix_ms), sequence + 1))
+    /// Numbers the incident and commits it with its `reported` event. The number comes from a
+    /// counter in the same commit, so ids stay dense across restarts (sled's own id generator
+    /// jumps by a million after a restart); the lock keeps concurrent reports from colliding.
+    fn record_report(&self, namespace: &str, valid: ValidReport) -> Result<Recorded, Status> {
+        let _numbering = self
+            .numbering
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = lifecycle::unix_ms_now();
+        let sequence_key = sequence_key(namespace);
+        let current_raw = self.store.get_raw(&sequence_key).map_err(internal)?;
+        let current: u64 = match &current_raw {
+            Some(raw) => store::decode_value(&sequence_key, raw).map_err(internal)?,
+            None => 0,
+        };
+        let sequence = current + 1;
+        let incident_id = format!("INC-{}-{sequence:06}", yyyymmdd(now));
+        let event = IncidentEvent {
+            event_id: String::new(),
+            incident_id: incident_id.clone(),
+            namespace: namespace.to_string(),
+            at_unix_ms: now,
+            source_service: crate::SERVICE_NAME.into(),
+            body: EventBody::Reported(valid.report.clone()),
+        };
+        let record = IncidentRecord {
+            id: incident_id.clone(),
+            namespace: namespace.to_string(),
+            report: valid.report,
+            status: IncidentStatus::Reported,
+            grading: None,
+            units: None,
+            timeline: vec![TimelineEntry {
+                at_unix_ms: now,
+                event_type: "reported".into(),
+                source_service: crate::SERVICE_NAME.into(),
+                description: event.describe(),
+                event_id: String::new(),
+            }],
+            reported_at_unix_ms: now,
+            updated_at_unix_ms: now,
+            request_id: valid.request_id.clone(),
+        };
+        let subject = subjects::incident_event(namespace, &incident_id, subjects::REPORTED)
+            .map_err(internal)?;
+        let mut commit = Commit::new();
+        commit.expect_raw(sequence_key.clone(), current_raw);
+        commit.put(sequence_key, &sequence).map_err(internal)?;
+        commit
+            .put(incident_key(namespace, &incident_id), &record)
+            .map_err(internal)?;
+        if !valid.request_id.is_empty() {
+            let key = request_key(namespace, &valid.request_id);
+            commit.expect_raw(key.clone(), None);
+            commit.put(key, &incident_id).map_err(internal)?;
+        }
+        commit.event(subject, convert::encode_event(&event));
+        match self.store.commit(&commit) {
+            Ok(_) => Ok(Recorded::New(incident_id, Box::new(record))),
+            // The same request id raced us; answer with the incident that won.
+            Err(store::Error::Conflict { .. }) => self
+                .existing_for_request(namespace, &valid.request_id)?
+                .map(Recorded::Duplicate)
+                .ok_or_else(|| {
+                    Status::aborted("concurrent report with the same request_id; retry")
+                }),
+            Err(error) => Err(internal(error)),
+        }
     }
+}
+
+enum Recorded {
+    New(String, Box<IncidentRecord>),
+    Duplicate(String),
+}
+
+/// `sequence/<ns>/incident`: the last incident number handed out.
+fn sequence_key(namespace: &str) -> String {
+    format!("sequence/{namespace}/incident")
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchIncidentsResponse, Status>> + Send>>;
@@ -104,65 +182,18 @@ impl pb::intake_service_server::IntakeService for IntakeGrpc {
                 duplicate: true,
             }));
         }
-        let now = lifecycle::unix_ms_now();
-        let incident_id = self.new_incident_id(now)?;
-        let event = IncidentEvent {
-            event_id: String::new(),
-            incident_id: incident_id.clone(),
-            namespace: namespace.clone(),
-            at_unix_ms: now,
-            source_service: crate::SERVICE_NAME.into(),
-            body: EventBody::Reported(valid.report.clone()),
-        };
-        let record = IncidentRecord {
-            id: incident_id.clone(),
-            namespace: namespace.clone(),
-            report: valid.report,
-            status: IncidentStatus::Reported,
-            grading: None,
-            units: None,
-            timeline: vec![TimelineEntry {
-                at_unix_ms: now,
-                event_type: "reported".into(),
-                source_service: crate::SERVICE_NAME.into(),
-                description: event.describe(),
-                event_id: String::new(),
-            }],
-            reported_at_unix_ms: now,
-            updated_at_unix_ms: now,
-            request_id: valid.request_id.clone(),
-        };
-        let subject = subjects::incident_event(&namespace, &incident_id, subjects::REPORTED)
-            .map_err(internal)?;
-        let mut commit = Commit::new();
-        commit
-            .put(incident_key(&namespace, &incident_id), &record)
-            .map_err(internal)?;
-        if !valid.request_id.is_empty() {
-            let key = request_key(&namespace, &valid.request_id);
-            commit.expect_raw(key.clone(), None);
-            commit.put(key, &incident_id).map_err(internal)?;
-        }
-        commit.event(subject, convert::encode_event(&event));
-        match self.store.commit(&commit) {
-            Ok(_) => {}
-            // The same request id raced us; answer with the incident that won.
-            Err(store::Error::Conflict { .. }) => {
-                let incident_id = self
-                    .existing_for_request(&namespace, &valid.request_id)?
-                    .ok_or_else(|| {
-                        Status::aborted("concurrent report with the same request_id; retry")
-                    })?;
+        let (incident_id, record) = match self.record_report(&namespace, valid)? {
+            Recorded::New(incident_id, record) => (incident_id, record),
+            Recorded::Duplicate(incident_id) => {
                 return Ok(Response::new(pb::ReportIncidentResponse {
                     incident_id,
                     duplicate: true,
                 }));
             }
-            Err(error) => return Err(internal(error)),
-        }
+        };
         // Answer only when the report is on disk: an accepted report is never lost.
         self.store.flush().await.map_err(internal)?;
-        let _ = self.changes.send((record, "reported".into()));
+        let _ = self.changes.send((*record, "reported".into()));
         tracing::info!(%incident_id, namespace, "incident reported");
         Ok(Response::new(pb::ReportIncidentResponse {
             incident_id,

@@ -303,6 +303,7 @@ fn sample_incident() -> pb::Incident {
             reason: "3 deaths in [3, 10)".to_owned(),
             initial_judgement: false,
             facts: None,
+            report: None,
         }),
         units: Some(pb::UnitsAssigned {
             plan_id: "plan.hazchem".to_owned(),

@@ -4,7 +4,9 @@
 //! field, so a gRPC edge can answer `INVALID_ARGUMENT` with something a person can act on.
 
 use domain::class::IncidentClass;
-use domain::event::{Assignment, EventBody, Graded, IncidentEvent, IncidentReport, Shortfall, UnitsAssigned};
+use domain::event::{
+    Assignment, EventBody, Graded, IncidentEvent, IncidentReport, Shortfall, UnitsAssigned,
+};
 use domain::geo::GeoPoint;
 use domain::grade::{DensityClass, Facts, Grade};
 use domain::jurisdiction::{Jurisdiction, Level};
@@ -87,11 +89,17 @@ pub fn density_to_wire(density: Option<DensityClass>) -> pb::DensityClass {
 }
 
 pub fn point_to_wire(point: GeoPoint) -> pb::GeoPoint {
-    pb::GeoPoint { lat: point.lat, lon: point.lon }
+    pb::GeoPoint {
+        lat: point.lat,
+        lon: point.lon,
+    }
 }
 
 pub fn point_from_wire(point: Option<&pb::GeoPoint>) -> GeoPoint {
-    point.map_or(GeoPoint { lat: 0.0, lon: 0.0 }, |p| GeoPoint { lat: p.lat, lon: p.lon })
+    point.map_or(GeoPoint { lat: 0.0, lon: 0.0 }, |p| GeoPoint {
+        lat: p.lat,
+        lon: p.lon,
+    })
 }
 
 pub fn facts_to_wire(facts: &Facts) -> pb::Facts {
@@ -106,12 +114,16 @@ pub fn facts_to_wire(facts: &Facts) -> pb::Facts {
 
 /// Checks and converts reported facts; each problem names the field and says what is allowed.
 pub fn facts_from_wire(facts: Option<&pb::Facts>) -> Result<Facts, Vec<String>> {
-    let Some(facts) = facts else { return Ok(Facts::default()) };
+    let Some(facts) = facts else {
+        return Ok(Facts::default());
+    };
     let mut problems = Vec::new();
     let mut count = |field: &str, value: Option<i64>| -> Option<u32> {
         let value = value?;
         if !(0..=COUNT_MAX).contains(&value) {
-            problems.push(format!("facts.{field} is {value}: a count must be between 0 and {COUNT_MAX}"));
+            problems.push(format!(
+                "facts.{field} is {value}: a count must be between 0 and {COUNT_MAX}"
+            ));
             return None;
         }
         Some(value as u32)
@@ -121,20 +133,30 @@ pub fn facts_from_wire(facts: Option<&pb::Facts>) -> Result<Facts, Vec<String>> 
     let serious_injuries = count("serious_injuries", facts.serious_injuries);
     let direct_loss_cny = match facts.direct_loss_cny {
         Some(value) if !(0..=LOSS_CNY_MAX).contains(&value) => {
-            problems.push(format!("facts.direct_loss_cny is {value}: a loss must be between 0 and {LOSS_CNY_MAX} CNY"));
+            problems.push(format!(
+                "facts.direct_loss_cny is {value}: a loss must be between 0 and {LOSS_CNY_MAX} CNY"
+            ));
             None
         }
         other => other.map(|v| v as u64),
     };
     let magnitude = match facts.magnitude {
         Some(m) if !m.is_finite() || !(0.0..=10.0).contains(&m) => {
-            problems.push(format!("facts.magnitude is {m}: a magnitude must be between 0.0 and 10.0"));
+            problems.push(format!(
+                "facts.magnitude is {m}: a magnitude must be between 0.0 and 10.0"
+            ));
             None
         }
         other => other,
     };
     if problems.is_empty() {
-        Ok(Facts { deaths, missing, serious_injuries, direct_loss_cny, magnitude })
+        Ok(Facts {
+            deaths,
+            missing,
+            serious_injuries,
+            direct_loss_cny,
+            magnitude,
+        })
     } else {
         Err(problems)
     }
@@ -188,13 +210,19 @@ pub fn graded_to_wire(graded: &Graded) -> pb::Graded {
 }
 
 fn graded_from_wire(graded: &pb::Graded) -> Result<Graded, String> {
-    let report = graded.report.as_ref().ok_or("graded event without its report")?;
+    let report = graded
+        .report
+        .as_ref()
+        .ok_or("graded event without its report")?;
     Ok(Graded {
         grade: grade_from_wire(graded.grade()),
-        response_level: u8::try_from(graded.response_level).ok().filter(|l| (1..=4).contains(l)),
+        response_level: u8::try_from(graded.response_level)
+            .ok()
+            .filter(|l| (1..=4).contains(l)),
         lead_code: graded.lead_jurisdiction_code.clone(),
         lead_name: graded.lead_jurisdiction_name.clone(),
-        lead_level: level_from_wire(graded.lead_level()).ok_or("graded event without a lead level")?,
+        lead_level: level_from_wire(graded.lead_level())
+            .ok_or("graded event without a lead level")?,
         rule_id: graded.rule_id.clone(),
         rule_version: graded.rule_version,
         reason: graded.reason.clone(),
@@ -248,7 +276,12 @@ fn units_from_wire(units: &pb::UnitsAssigned) -> UnitsAssigned {
         shortfalls: units
             .shortfalls
             .iter()
-            .map(|s| Shortfall { unit_type: s.unit_type.clone(), required: s.required, assigned: s.assigned, reason: s.reason.clone() })
+            .map(|s| Shortfall {
+                unit_type: s.unit_type.clone(),
+                required: s.required,
+                assigned: s.assigned,
+                reason: s.reason.clone(),
+            })
             .collect(),
     }
 }
@@ -258,7 +291,9 @@ pub fn encode_event(event: &IncidentEvent) -> Vec<u8> {
     let body = match &event.body {
         EventBody::Reported(report) => pb::incident_event::Body::Reported(report_to_wire(report)),
         EventBody::Graded(graded) => pb::incident_event::Body::Graded(graded_to_wire(graded)),
-        EventBody::UnitsAssigned(units) => pb::incident_event::Body::UnitsAssigned(units_to_wire(units)),
+        EventBody::UnitsAssigned(units) => {
+            pb::incident_event::Body::UnitsAssigned(units_to_wire(units))
+        }
     };
     pb::IncidentEvent {
         event_id: event.event_id.clone(),
@@ -273,14 +308,23 @@ pub fn encode_event(event: &IncidentEvent) -> Vec<u8> {
 
 /// Decodes an event from the bus; `msg_id` (the `Nats-Msg-Id`) becomes its event id.
 pub fn decode_event(bytes: &[u8], msg_id: &str) -> Result<IncidentEvent, String> {
-    let wire = pb::IncidentEvent::decode(bytes).map_err(|e| format!("not a muster.v1.IncidentEvent: {e}"))?;
+    let wire = pb::IncidentEvent::decode(bytes)
+        .map_err(|e| format!("not a muster.v1.IncidentEvent: {e}"))?;
     let body = match wire.body.as_ref().ok_or("event without a body")? {
-        pb::incident_event::Body::Reported(report) => EventBody::Reported(report_from_wire(report)?),
+        pb::incident_event::Body::Reported(report) => {
+            EventBody::Reported(report_from_wire(report)?)
+        }
         pb::incident_event::Body::Graded(graded) => EventBody::Graded(graded_from_wire(graded)?),
-        pb::incident_event::Body::UnitsAssigned(units) => EventBody::UnitsAssigned(units_from_wire(units)),
+        pb::incident_event::Body::UnitsAssigned(units) => {
+            EventBody::UnitsAssigned(units_from_wire(units))
+        }
     };
     Ok(IncidentEvent {
-        event_id: if wire.event_id.is_empty() { msg_id.to_string() } else { wire.event_id },
+        event_id: if wire.event_id.is_empty() {
+            msg_id.to_string()
+        } else {
+            wire.event_id
+        },
         incident_id: wire.incident_id,
         namespace: wire.namespace,
         at_unix_ms: wire.at_unix_ms,
@@ -310,9 +354,18 @@ mod tests {
             class: IncidentClass::Accident,
             township_code: "t1".into(),
             other_township_codes: vec!["t2".into()],
-            location: GeoPoint { lat: 30.1, lon: 120.2 },
+            location: GeoPoint {
+                lat: 30.1,
+                lon: 120.2,
+            },
             location_reported: true,
-            facts: Facts { deaths: Some(12), missing: None, serious_injuries: Some(3), direct_loss_cny: None, magnitude: None },
+            facts: Facts {
+                deaths: Some(12),
+                missing: None,
+                serious_injuries: Some(3),
+                direct_loss_cny: None,
+                magnitude: None,
+            },
             summary: "explosion".into(),
             reported_by: "officer".into(),
         }
@@ -336,10 +389,25 @@ mod tests {
         };
         let units = UnitsAssigned {
             plan_id: "p".into(),
-            assignments: vec![Assignment { unit_id: "U1".into(), call_sign: "C".into(), unit_type: "hazmat".into(), distance_km: 1.5, reason: "r".into() }],
-            shortfalls: vec![Shortfall { unit_type: "ambulance".into(), required: 3, assigned: 1, reason: "none".into() }],
+            assignments: vec![Assignment {
+                unit_id: "U1".into(),
+                call_sign: "C".into(),
+                unit_type: "hazmat".into(),
+                distance_km: 1.5,
+                reason: "r".into(),
+            }],
+            shortfalls: vec![Shortfall {
+                unit_type: "ambulance".into(),
+                required: 3,
+                assigned: 1,
+                reason: "none".into(),
+            }],
         };
-        for body in [EventBody::Reported(report), EventBody::Graded(graded), EventBody::UnitsAssigned(units)] {
+        for body in [
+            EventBody::Reported(report),
+            EventBody::Graded(graded),
+            EventBody::UnitsAssigned(units),
+        ] {
             let event = IncidentEvent {
                 event_id: "id-1".into(),
                 incident_id: "INC-1".into(),
@@ -354,7 +422,11 @@ mod tests {
 
     #[test]
     fn bad_facts_are_named() {
-        let facts = pb::Facts { deaths: Some(-1), magnitude: Some(11.0), ..Default::default() };
+        let facts = pb::Facts {
+            deaths: Some(-1),
+            magnitude: Some(11.0),
+            ..Default::default()
+        };
         let problems = facts_from_wire(Some(&facts)).unwrap_err();
         assert_eq!(problems.len(), 2);
         assert!(problems[0].contains("facts.deaths is -1"), "{problems:?}");

@@ -18,10 +18,15 @@ impl TestNats {
     /// Starts the server; panics with an install hint if nats-server cannot be found.
     pub async fn start() -> TestNats {
         let binary = find_binary().unwrap_or_else(|error| panic!("{error}"));
-        let dir = tempfile::Builder::new().prefix("muster-nats-").tempdir().expect("temp dir for nats-server");
+        let dir = tempfile::Builder::new()
+            .prefix("muster-nats-")
+            .tempdir()
+            .expect("temp dir for nats-server");
         let mut options = NatsServerOptions::new(binary, dir.path().to_path_buf());
         options.log_file = Some(dir.path().join("nats-server.log"));
-        let process = NatsServerProcess::start(options).await.unwrap_or_else(|error| panic!("{error}"));
+        let process = NatsServerProcess::start(options)
+            .await
+            .unwrap_or_else(|error| panic!("{error}"));
         TestNats { process, dir }
     }
 
@@ -35,13 +40,19 @@ impl TestNats {
 
     /// SIGKILL the server and start it again on the same port with the same JetStream data.
     pub async fn crash_and_restart(&mut self) {
-        self.process.restart().await.unwrap_or_else(|error| panic!("restart nats-server: {error}"));
+        self.process
+            .restart()
+            .await
+            .unwrap_or_else(|error| panic!("restart nats-server: {error}"));
     }
 }
 
 /// A temporary directory for a sled database.
 pub fn temp_dir(prefix: &str) -> tempfile::TempDir {
-    tempfile::Builder::new().prefix(prefix).tempdir().expect("temp dir")
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("temp dir")
 }
 
 /// Polls `check` until it returns `Some`, at most `timeout`; panics naming `what` otherwise.

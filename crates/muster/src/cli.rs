@@ -1,0 +1,128 @@
+//! The command line: `muster up`, `muster serve <service>` and `muster check-region`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::service::Service;
+
+/// Muster, emergency-response coordination: intake, escalation and dispatch over NATS JetStream.
+#[derive(Debug, Parser)]
+#[command(name = "muster", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run all three services in one process, with a local nats-server unless --nats-url is given.
+    Up(UpArgs),
+    /// Run one service against an existing NATS server.
+    Serve(ServeArgs),
+    /// Load the region files and print what they hold, or the first problem as file:line:col.
+    CheckRegion(CheckRegionArgs),
+}
+
+/// Options `up` and `serve` share.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Directory with jurisdictions.toml, units.toml, plans.toml and rulebook.toml
+    /// (default: the sample region built into the binary).
+    #[arg(long, env = "MUSTER_REGION_DIR", value_name = "DIR")]
+    pub region_dir: Option<PathBuf>,
+
+    /// `live`, or `drill.<id>` for an exercise.
+    #[arg(
+        long,
+        env = "MUSTER_NAMESPACE",
+        default_value = "live",
+        value_name = "NS"
+    )]
+    pub namespace: String,
+
+    /// Log lines as human-readable text or as JSON objects (on stderr).
+    #[arg(long, env = "MUSTER_LOG_FORMAT", value_enum, default_value_t = LogFormatArg::Text)]
+    pub log_format: LogFormatArg,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Holds nats/ (the local nats-server's store and log), intake/, escalation/ and dispatch/.
+    #[arg(
+        long,
+        env = "MUSTER_DATA_DIR",
+        default_value = ".muster",
+        value_name = "DIR"
+    )]
+    pub data_dir: PathBuf,
+
+    /// Use this NATS server instead of starting a local one.
+    #[arg(long, env = "MUSTER_NATS_URL", value_name = "URL")]
+    pub nats_url: Option<String>,
+
+    /// Client port of the local nats-server (0: any free port). Ignored with --nats-url.
+    #[arg(long, default_value_t = 4222, value_name = "PORT")]
+    pub nats_port: u16,
+
+    /// gRPC address of the intake service.
+    #[arg(long, default_value_t = Service::Intake.default_addr(), value_name = "ADDR")]
+    pub intake_addr: SocketAddr,
+
+    /// gRPC address of the escalation service.
+    #[arg(long, default_value_t = Service::Escalation.default_addr(), value_name = "ADDR")]
+    pub escalation_addr: SocketAddr,
+
+    /// gRPC address of the dispatch service.
+    #[arg(long, default_value_t = Service::Dispatch.default_addr(), value_name = "ADDR")]
+    pub dispatch_addr: SocketAddr,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Which service to run.
+    #[arg(value_enum)]
+    pub service: Service,
+
+    /// The NATS server, e.g. nats://127.0.0.1:4222.
+    #[arg(long, env = "MUSTER_NATS_URL", value_name = "URL")]
+    pub nats_url: String,
+
+    /// The service's own state directory (default: .muster/<service>).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// gRPC address (default: 127.0.0.1:50051 intake, :50052 escalation, :50053 dispatch).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckRegionArgs {
+    /// Directory with the four region files (default: the sample region built into the binary).
+    #[arg(long, env = "MUSTER_REGION_DIR", value_name = "DIR")]
+    pub region_dir: Option<PathBuf>,
+}
+
+/// `--log-format`; a clap enum so `--help` lists the choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormatArg {
+    Text,
+    Json,
+}
+
+impl From<LogFormatArg> for lifecycle::telemetry::LogFormat {
+    fn from(format: LogFormatArg) -> Self {
+        match format {
+            LogFormatArg::Text => lifecycle::telemetry::LogFormat::Text,
+            LogFormatArg::Json => lifecycle::telemetry::LogFormat::Json,
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! The `muster` server binary: parses the command line, starts tracing and hands over to the
+//! subcommand; any error ends the process with one line on stderr and a non-zero exit code.
+
+mod check_region;
+mod cli;
+mod region;
+mod serve;
+mod service;
+mod up;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        // Checking files needs neither a runtime nor logging.
+        Command::CheckRegion(args) => check_region::run(&args),
+        Command::Up(args) => {
+            with_runtime(args.common.log_format, |shutdown| up::run(args, shutdown))
+        }
+        Command::Serve(args) => with_runtime(args.common.log_format, |shutdown| {
+            serve::run(args, shutdown)
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // `{:#}` puts the whole context chain on one line: "cannot read X: No such file".
+            eprintln!("muster: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Starts tracing and the multi-threaded runtime, and runs `command` with a token that Ctrl-C
+/// and SIGTERM cancel.
+fn with_runtime<F, Fut>(log_format: cli::LogFormatArg, command: F) -> anyhow::Result<()>
+where
+    F: FnOnce(tokio_util::sync::CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    lifecycle::telemetry::init(log_format.into(), "info");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let shutdown = lifecycle::shutdown::on_signals();
+        command(shutdown).await
+    })
+}

@@ -1,0 +1,41 @@
+//! `muster serve <service>`: one service in its own process, against an existing NATS server.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::ServeArgs;
+use crate::service::{self, Settings};
+
+pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let service = args.service;
+    let region = crate::region::load(args.common.region_dir.as_deref())?;
+    let data_dir = args
+        .data_dir
+        .unwrap_or_else(|| PathBuf::from(".muster").join(service.name()));
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let addr = args.listen.unwrap_or(service.default_addr());
+    let listener = service::bind(service, addr, "--listen").await?;
+    let bound = listener
+        .local_addr()
+        .context("reading the bound gRPC address")?;
+    tracing::info!(
+        service = service.name(),
+        grpc = %service::client_url(bound),
+        nats = %args.nats_url,
+        data_dir = %data_dir.display(),
+        namespace = %args.common.namespace,
+        "starting"
+    );
+    let settings = Settings {
+        nats_url: args.nats_url,
+        data_dir,
+        namespace: args.common.namespace,
+        region,
+    };
+    service::run(service, settings, listener, shutdown).await?;
+    tracing::info!(service = service.name(), "stopped");
+    Ok(())
+}

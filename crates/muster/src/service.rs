@@ -1,0 +1,142 @@
+//! The three services behind one enum: their names, default addresses, and one way to run any of them.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::anyhow;
+use clap::ValueEnum;
+use domain::region::Region;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// One of Muster's services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Service {
+    Intake,
+    Escalation,
+    Dispatch,
+}
+
+impl Service {
+    /// In pipeline order, which is also the order `up` binds and prints them.
+    pub const ALL: [Service; 3] = [Service::Intake, Service::Escalation, Service::Dispatch];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Intake => intake::SERVICE_NAME,
+            Service::Escalation => escalation::SERVICE_NAME,
+            Service::Dispatch => dispatch::SERVICE_NAME,
+        }
+    }
+
+    /// The address musterctl connects to by default.
+    pub const fn default_addr(self) -> SocketAddr {
+        let port = match self {
+            Service::Intake => 50051,
+            Service::Escalation => 50052,
+            Service::Dispatch => 50053,
+        };
+        SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), port)
+    }
+
+    /// The flag of `muster up` that sets this service's address, for error hints.
+    pub fn addr_flag(self) -> &'static str {
+        match self {
+            Service::Intake => "--intake-addr",
+            Service::Escalation => "--escalation-addr",
+            Service::Dispatch => "--dispatch-addr",
+        }
+    }
+
+    /// The flag of `musterctl` that points it at this service.
+    pub fn musterctl_flag(self) -> &'static str {
+        match self {
+            Service::Intake => "--intake",
+            Service::Escalation => "--escalation",
+            Service::Dispatch => "--dispatch",
+        }
+    }
+}
+
+/// What every service's `Config` holds; [`run`] turns it into the right one.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub nats_url: String,
+    pub data_dir: PathBuf,
+    pub namespace: String,
+    pub region: Arc<Region>,
+}
+
+/// Runs `service` on `listener` until `shutdown` is cancelled and it has drained.
+pub async fn run(
+    service: Service,
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let Settings {
+        nats_url,
+        data_dir,
+        namespace,
+        region,
+    } = settings;
+    // The services' error types differ; their Display is all we need, prefixed with the service.
+    match service {
+        Service::Intake => {
+            let config = intake::Config {
+                nats_url,
+                data_dir,
+                namespace,
+                region,
+            };
+            intake::run(config, listener, shutdown)
+                .await
+                .map_err(|e| anyhow!("{}: {e}", service.name()))
+        }
+        Service::Escalation => {
+            let config = escalation::Config {
+                nats_url,
+                data_dir,
+                namespace,
+                region,
+            };
+            escalation::run(config, listener, shutdown)
+                .await
+                .map_err(|e| anyhow!("{}: {e}", service.name()))
+        }
+        Service::Dispatch => {
+            let config = dispatch::Config {
+                nats_url,
+                data_dir,
+                namespace,
+                region,
+            };
+            dispatch::run(config, listener, shutdown)
+                .await
+                .map_err(|e| anyhow!("{}: {e}", service.name()))
+        }
+    }
+}
+
+/// Binds a service's gRPC listener; the error names the address and the flag that changes it.
+pub async fn bind(service: Service, addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
+    lifecycle::grpc::bind(addr).await.map_err(|error| {
+        anyhow!(
+            "{} gRPC: {error} (is another Muster running? choose another address with {flag})",
+            service.name()
+        )
+    })
+}
+
+/// The URL a client on this machine uses for `addr`: a wildcard bind is reached over loopback.
+pub fn client_url(addr: SocketAddr) -> String {
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    format!("http://{addr}")
+}
