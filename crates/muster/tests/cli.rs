@@ -1,5 +1,5 @@
-//! The `muster` binary from the outside: region checking, and `up` refusing busy ports with a
-//! message that says what to do. None of these needs a nats-server.
+//! The `muster` binary from the outside: region checking, `up` refusing busy ports with a message
+//! that says what to do, and `up` serving then draining on SIGTERM (with a real nats-server child).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -173,4 +173,86 @@ fn up_suggests_another_nats_port_when_it_is_busy() {
         stderr.contains("--nats-port"),
         "hint missing from: {stderr}"
     );
+}
+
+/// `muster up` with every port chosen by the system: it prints its endpoints, serves gRPC, and on
+/// SIGTERM drains, stops its nats-server child and exits 0.
+#[test]
+fn up_serves_and_shuts_down_cleanly_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    use std::time::{Duration, Instant};
+
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_muster"))
+        .args(["up", "--nats-port", "0"])
+        .args([
+            "--intake-addr",
+            "127.0.0.1:0",
+            "--escalation-addr",
+            "127.0.0.1:0",
+            "--dispatch-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(data.path())
+        .env_remove("MUSTER_NATS_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start muster up");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.expect("read muster up's output");
+        let done = line.starts_with("Check it with");
+        printed.push(line);
+        if done {
+            break;
+        }
+    }
+    let text = printed.join("\n");
+    let nats_pid: i32 = text
+        .split("pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no nats-server pid in:\n{text}"));
+    let grpc_addrs: Vec<String> = printed
+        .iter()
+        .filter(|line| line.ends_with("(gRPC)"))
+        .filter_map(|line| line.split_whitespace().nth(1))
+        .map(|url| url.trim_start_matches("http://").to_string())
+        .collect();
+    assert_eq!(grpc_addrs.len(), 3, "three gRPC endpoints in:\n{text}");
+    for addr in &grpc_addrs {
+        std::net::TcpStream::connect(addr)
+            .unwrap_or_else(|e| panic!("{addr} does not accept connections: {e}"));
+    }
+
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for muster up") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "muster up did not stop within 60 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "muster up exited with {status}");
+    // SAFETY: signal 0 only asks whether the process exists.
+    let nats_alive = unsafe { libc::kill(nats_pid, 0) } == 0;
+    assert!(
+        !nats_alive,
+        "the nats-server child {nats_pid} outlived muster up"
+    );
+    for addr in &grpc_addrs {
+        assert!(
+            std::net::TcpStream::connect(addr).is_err(),
+            "{addr} still accepts connections after shutdown"
+        );
+    }
 }

@@ -10,6 +10,14 @@
 //! durable only after [`Store::flush`]; callers commit a group, flush once, then acknowledge the
 //! group (group commit), because one fsync costs about as much as a thousand commits.
 //!
+//! sled 0.34 guards every tree of every database in the process with ONE global reader-writer lock
+//! once any transaction or batch has run. A flush holds it for reading while it waits for sled's
+//! I/O threads; a transaction waiting to write then blocks new readers, among them further flushes
+//! that occupy sled's small I/O pool, and the process deadlocks (seen with 24 concurrent reports
+//! in one process). So this module keeps writers and flushes apart with its own process-wide
+//! gate: transactions and batches take it exclusively, a flush takes it shared, only one flush
+//! runs at a time, and it runs on a blocking thread rather than on sled's I/O pool.
+//!
 //! Values carry a format version and a CRC32 so that a torn or foreign value is reported as
 //! corruption instead of being silently misread (sled 0.34 is beta software).
 
@@ -123,6 +131,24 @@ pub enum Committed {
     AlreadyProcessed,
 }
 
+/// Keeps sled writers (transactions, batches) and flushes apart, process-wide: see the module docs.
+static SLED_GATE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+/// One flush at a time, process-wide; a flush makes every earlier commit of its database durable,
+/// so callers queued behind one find little left to write.
+static FLUSH_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn gate_exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
+    SLED_GATE
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn gate_shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    SLED_GATE
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 const INSTANCE_KEY: &[u8] = b"instance_id";
 const SCHEMA_KEY: &[u8] = b"schema_version";
 /// The layout version of the trees; bumped with a migration when keys or values change shape.
@@ -163,6 +189,7 @@ impl Store {
                 let id = codec::random_hex_id();
                 meta.insert(INSTANCE_KEY, id.as_bytes())?;
                 meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+                let _gate = gate_shared();
                 db.flush()?;
                 id.into()
             }
@@ -268,6 +295,7 @@ impl Store {
     /// Applies `commit` atomically. Not yet durable: call [`Store::flush`] before acknowledging.
     pub fn commit(&self, commit: &Commit) -> Result<Committed, Error> {
         let instance_id = &*self.instance_id;
+        let _gate = gate_exclusive();
         let result = (&self.state, &self.outbox, &self.processed).transaction(
             |(state, outbox, processed)| {
                 if let Some(msg_id) = &commit.processed_msg_id
@@ -315,7 +343,18 @@ impl Store {
 
     /// Makes every commit so far durable (one fsync for the whole group).
     pub async fn flush(&self) -> Result<(), Error> {
-        self.db.flush_async().await?;
+        let _turn = FLUSH_TURN.lock().await;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let _gate = gate_shared();
+            db.flush()
+        })
+        .await
+        .map_err(|join| {
+            Error::Sled(sled::Error::ReportableBug(format!(
+                "flush thread failed: {join}"
+            )))
+        })??;
         Ok(())
     }
 
@@ -354,6 +393,7 @@ impl Store {
         for key in keys {
             batch.remove(key);
         }
+        let _gate = gate_exclusive();
         self.outbox.apply_batch(batch)?;
         Ok(())
     }

@@ -227,3 +227,47 @@ async fn commits_are_atomic_under_sigkill() {
             .unwrap()
     );
 }
+
+/// Three databases in one process (as under `muster up`), many writers, a flush after every
+/// commit: sled 0.34's process-wide lock must not deadlock (it did, before the store's gate).
+#[test]
+fn concurrent_commits_and_flushes_across_databases_do_not_deadlock() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let paths: Vec<_> = dirs.iter().map(|d| d.path().to_path_buf()).collect();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let stores: Vec<Store> = paths.iter().map(|p| Store::open(p).unwrap()).collect();
+            let mut tasks = Vec::new();
+            for writer in 0..24u64 {
+                let store = stores[writer as usize % stores.len()].clone();
+                tasks.push(tokio::spawn(async move {
+                    for i in 0..60u64 {
+                        let n = writer * 1000 + i;
+                        store.commit(&commit_for(n)).unwrap();
+                        store.flush().await.unwrap();
+                        let _: Option<u64> = store.get(&format!("item/{n:08}")).unwrap();
+                        if i % 10 == 0 {
+                            let pending = store.outbox_pending(5).unwrap();
+                            let keys: Vec<_> = pending.iter().map(|e| e.key).collect();
+                            store.outbox_remove(&keys).unwrap();
+                        }
+                    }
+                }));
+            }
+            for task in tasks {
+                task.await.unwrap();
+            }
+        });
+        done.send(()).unwrap();
+    });
+    finished
+        .recv_timeout(Duration::from_secs(120))
+        .expect("commits and flushes deadlocked (no progress within 120 s)");
+    drop(dirs);
+}
