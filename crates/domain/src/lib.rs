@@ -8,12 +8,14 @@
 pub mod class;
 pub mod dispatch;
 pub mod error;
+pub mod escalation;
 pub mod event;
 pub mod geo;
 pub mod grade;
 pub mod jurisdiction;
 pub mod region;
 pub mod rulebook;
+pub mod unit;
 
 mod source;
 

@@ -107,6 +107,10 @@ pub struct Region {
     pub units: Vec<Unit>,
     pub plans: PlanBook,
     pub rulebook: Rulebook,
+    /// Average road speed per unit type (`[speed_kmh]` in units.toml), for dispatch ETAs; types
+    /// not listed use the built-in defaults of [`crate::dispatch::RecommendOptions`].
+    #[serde(default)]
+    pub speed_kmh_by_type: BTreeMap<String, f64>,
 }
 
 /// One data file: its name (for messages) and text.
@@ -140,6 +144,9 @@ struct JurisdictionEntry {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UnitsFile {
+    /// Unit type → average road speed in km/h.
+    #[serde(default)]
+    speed_kmh: BTreeMap<Spanned<String>, Spanned<f64>>,
     #[serde(default)]
     unit: Vec<Spanned<UnitEntry>>,
 }
@@ -228,11 +235,14 @@ fn parse_jurisdictions(source: SourceFile) -> Result<JurisdictionTree, Error> {
     JurisdictionTree::new(items)
 }
 
+/// The units and the per-type speeds of a units file.
+type UnitsAndSpeeds = (Vec<Unit>, BTreeMap<String, f64>);
+
 fn parse_units(
     source: SourceFile,
     tree: &JurisdictionTree,
     jurisdictions_file_name: &str,
-) -> Result<Vec<Unit>, Error> {
+) -> Result<UnitsAndSpeeds, Error> {
     let file: UnitsFile = parse_toml(source.name, source.text)?;
     let at = |offset: usize, problem: String| error_at(source.name, source.text, offset, problem);
     let mut units: Vec<Unit> = Vec::with_capacity(file.unit.len());
@@ -331,7 +341,27 @@ fn parse_units(
             crew_size: *entry.crew_size.get_ref(),
         });
     }
-    Ok(units)
+    let mut speed_kmh_by_type = BTreeMap::new();
+    for (unit_type, speed_kmh) in &file.speed_kmh {
+        let name = unit_type.get_ref();
+        if !units.iter().any(|unit| &unit.unit_type == name) {
+            return Err(at(
+                unit_type.span().start,
+                format!("speed_kmh: {name:?} is not the type of any unit in this file"),
+            ));
+        }
+        let value = *speed_kmh.get_ref();
+        if !(value.is_finite() && value > 0.0) {
+            return Err(at(
+                speed_kmh.span().start,
+                format!(
+                    "speed_kmh: the speed for {name:?} must be a positive number of km/h, not {value}"
+                ),
+            ));
+        }
+        speed_kmh_by_type.insert(name.clone(), value);
+    }
+    Ok((units, speed_kmh_by_type))
 }
 
 fn parse_plans(
@@ -472,7 +502,7 @@ impl Region {
         rulebook: SourceFile,
     ) -> Result<Region, Error> {
         let tree = parse_jurisdictions(jurisdictions)?;
-        let units_list = parse_units(units, &tree, jurisdictions.name)?;
+        let (units_list, speed_kmh_by_type) = parse_units(units, &tree, jurisdictions.name)?;
         let plans = parse_plans(plans, &units_list, units.name)?;
         let rulebook = Rulebook::from_toml(rulebook.name, rulebook.text)?;
         Ok(Region {
@@ -480,6 +510,7 @@ impl Region {
             units: units_list,
             plans,
             rulebook,
+            speed_kmh_by_type,
         })
     }
 

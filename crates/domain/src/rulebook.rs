@@ -729,29 +729,29 @@ fn hits(
     province_gdp_cny: Option<u64>,
 ) -> Vec<Hit> {
     let mut hits = Vec::new();
-    if let (Some(min), Some((deaths, text))) = (threshold.deaths_min, counted_deaths(rule, facts)) {
-        if deaths >= u64::from(min) {
-            hits.push(Hit {
-                text: format!("{text} ≥ {min}"),
-                from_magnitude: false,
-            });
-        }
+    if let (Some(min), Some((deaths, text))) = (threshold.deaths_min, counted_deaths(rule, facts))
+        && deaths >= u64::from(min)
+    {
+        hits.push(Hit {
+            text: format!("{text} ≥ {min}"),
+            from_magnitude: false,
+        });
     }
-    if let (Some(min), Some(injuries)) = (threshold.serious_injuries_min, facts.serious_injuries) {
-        if injuries >= min {
-            hits.push(Hit {
-                text: format!("serious injuries {injuries} ≥ {min}"),
-                from_magnitude: false,
-            });
-        }
+    if let (Some(min), Some(injuries)) = (threshold.serious_injuries_min, facts.serious_injuries)
+        && injuries >= min
+    {
+        hits.push(Hit {
+            text: format!("serious injuries {injuries} ≥ {min}"),
+            from_magnitude: false,
+        });
     }
-    if let (Some(min), Some(loss)) = (threshold.direct_loss_cny_min, facts.direct_loss_cny) {
-        if loss >= min {
-            hits.push(Hit {
-                text: format!("direct loss {} CNY ≥ {} CNY", grouped(loss), grouped(min)),
-                from_magnitude: false,
-            });
-        }
+    if let (Some(min), Some(loss)) = (threshold.direct_loss_cny_min, facts.direct_loss_cny)
+        && loss >= min
+    {
+        hits.push(Hit {
+            text: format!("direct loss {} CNY ≥ {} CNY", grouped(loss), grouped(min)),
+            from_magnitude: false,
+        });
     }
     if let (Some(basis_points), Some(loss), Some(gdp)) = (
         threshold.direct_loss_province_gdp_basis_points_min,
@@ -775,16 +775,15 @@ fn hits(
     if let (Some(min), Some(magnitude)) = (
         threshold.magnitude_min.for_density(density),
         facts.magnitude,
-    ) {
-        if magnitude >= min {
-            hits.push(Hit {
-                text: format!(
-                    "magnitude M{magnitude:.1} ≥ M{min:.1} in a {} area",
-                    density.as_str().replace('_', "-")
-                ),
-                from_magnitude: true,
-            });
-        }
+    ) && magnitude >= min
+    {
+        hits.push(Hit {
+            text: format!(
+                "magnitude M{magnitude:.1} ≥ M{min:.1} in a {} area",
+                density.as_str().replace('_', "-")
+            ),
+            from_magnitude: true,
+        });
     }
     hits
 }

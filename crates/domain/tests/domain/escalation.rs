@@ -1,0 +1,799 @@
+//! Integration tests for the escalation machine: the policy file, the acknowledgement chain and
+//! its races, reporting obligations, regrading and command, and a seeded simulation.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use domain::class::{SubType, sub_type};
+use domain::escalation::{
+    EscalationEvent, EscalationMachine, EscalationPolicy, GradedInput, Handled, Ignored,
+    LeadChangeReason, ObligationStatus, ReportKind, ReportTier, Rung, Step, TimerArm, TimerId,
+    TimerPurpose,
+};
+use domain::grade::Grade;
+use domain::jurisdiction::Level;
+
+const MINUTE_MS: i64 = 60_000;
+const DAY_MS: i64 = 24 * 60 * MINUTE_MS;
+const T0: i64 = 1_700_000_000_000;
+
+// ---- helpers ---------------------------------------------------------------------------------
+
+fn st(code: &str) -> SubType {
+    sub_type(code)
+        .unwrap_or_else(|| panic!("unknown sub-type {code}"))
+        .clone()
+}
+
+fn county() -> Rung {
+    Rung::new("420102", Level::County)
+}
+fn city() -> Rung {
+    Rung::new("420100", Level::City)
+}
+fn province() -> Rung {
+    Rung::new("420000", Level::Province)
+}
+fn national() -> Rung {
+    Rung::new("000000", Level::National)
+}
+fn ladder() -> Vec<Rung> {
+    vec![county(), city(), province(), national()]
+}
+
+fn graded(grade: Option<Grade>, code: &str, lead: Rung) -> GradedInput {
+    GradedInput {
+        grade,
+        sub_type: st(code),
+        lead,
+        ladder: ladder(),
+    }
+}
+
+fn machine_graded(grade: Grade, code: &str, lead: Rung) -> EscalationMachine {
+    let mut machine = EscalationMachine::new(EscalationPolicy::embedded_default());
+    let handled = machine
+        .handle_graded(graded(Some(grade), code, lead), T0)
+        .unwrap();
+    assert_eq!(handled, Handled::Applied);
+    machine
+}
+
+fn chain_timers(timers: &[TimerArm]) -> Vec<TimerArm> {
+    timers
+        .iter()
+        .filter(|arm| matches!(arm.purpose, TimerPurpose::ChainStep { .. }))
+        .copied()
+        .collect()
+}
+
+fn is_chain_event(event: &EscalationEvent) -> bool {
+    matches!(
+        event,
+        EscalationEvent::Notified { .. }
+            | EscalationEvent::Escalated { .. }
+            | EscalationEvent::EscalationAtTop { .. }
+            | EscalationEvent::ChainExhausted { .. }
+    )
+}
+
+fn notified_codes(events: &[EscalationEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            EscalationEvent::Notified { rung, .. } => Some(rung.code.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+// ---- policy ----------------------------------------------------------------------------------
+
+#[test]
+fn embedded_default_policy_parses_with_the_documented_numbers() {
+    let policy = EscalationPolicy::embedded_default();
+    for level in [Level::County, Level::City, Level::Province, Level::National] {
+        assert_eq!(policy.ack_deadline_ms(level, Some(Grade::I)), 5 * MINUTE_MS);
+        assert_eq!(
+            policy.ack_deadline_ms(level, Some(Grade::II)),
+            5 * MINUTE_MS
+        );
+        assert_eq!(
+            policy.ack_deadline_ms(level, Some(Grade::III)),
+            15 * MINUTE_MS
+        );
+        assert_eq!(
+            policy.ack_deadline_ms(level, Some(Grade::IV)),
+            30 * MINUTE_MS
+        );
+    }
+    assert_eq!(
+        policy.steps(),
+        &[
+            Step::Notify,
+            Step::WaitAckDeadline,
+            Step::Escalate,
+            Step::Repeat { from_step: 0 }
+        ]
+    );
+    let safety = policy.obligation_rule_for(&st("accident.mine")).unwrap();
+    assert_eq!(safety.id, "production_safety");
+    assert_eq!(safety.hops_for(Some(Grade::IV)).len(), 2);
+    assert_eq!(safety.hops_for(Some(Grade::III)).len(), 3);
+    assert_eq!(safety.hops_for(Some(Grade::I)).len(), 4);
+    assert_eq!(
+        safety.casualty_rereport_window_ms("accident.mine"),
+        Some(30 * DAY_MS)
+    );
+    assert_eq!(
+        safety.casualty_rereport_window_ms("accident.road_traffic"),
+        Some(7 * DAY_MS)
+    );
+    assert_eq!(
+        safety.casualty_rereport_window_ms("accident.fire"),
+        Some(7 * DAY_MS)
+    );
+    let health = policy
+        .obligation_rule_for(&st("public_health.epidemic"))
+        .unwrap();
+    let last = health.hops_for(Some(Grade::III)).last().unwrap();
+    assert_eq!(
+        (last.from, last.to, last.minutes),
+        (ReportTier::Province, ReportTier::National, 60)
+    );
+    assert!(
+        policy
+            .obligation_rule_for(&st("natural.earthquake"))
+            .is_none()
+    );
+}
+
+#[test]
+fn per_level_ack_override_applies_to_its_grades_only() {
+    let text = domain::escalation::EMBEDDED_DEFAULT_TOML
+        .replace("# province = { III = 10 }", "province = { III = 10 }");
+    let policy = EscalationPolicy::from_toml("escalation.toml", &text).unwrap();
+    assert_eq!(
+        policy.ack_deadline_ms(Level::Province, Some(Grade::III)),
+        10 * MINUTE_MS
+    );
+    assert_eq!(
+        policy.ack_deadline_ms(Level::Province, Some(Grade::IV)),
+        30 * MINUTE_MS
+    );
+    assert_eq!(
+        policy.ack_deadline_ms(Level::City, Some(Grade::III)),
+        15 * MINUTE_MS
+    );
+}
+
+fn policy_error(text: &str) -> String {
+    EscalationPolicy::from_toml("bad.toml", text)
+        .unwrap_err()
+        .to_string()
+}
+
+const MINIMAL: &str = "version = 1\n\
+[ack_deadline_minutes]\n\
+default = { I = 5, II = 5, III = 15, IV = 30, ungraded = 30 }\n\
+[escalation]\n\
+num_loops = 1\n\
+[[escalation.step]]\n\
+action = \"notify\"\n";
+
+#[test]
+fn policy_errors_name_file_line_and_column() {
+    assert!(EscalationPolicy::from_toml("ok.toml", MINIMAL).is_ok());
+
+    let unknown_action = format!("{MINIMAL}[[escalation.step]]\naction = \"shout\"\n");
+    let message = policy_error(&unknown_action);
+    assert!(
+        message.starts_with("bad.toml:9:10: unknown action \"shout\""),
+        "{message}"
+    );
+
+    let bad_repeat = format!("{MINIMAL}[[escalation.step]]\naction = \"repeat\"\nfrom_step = 7\n");
+    let message = policy_error(&bad_repeat);
+    assert!(
+        message.starts_with("bad.toml:10:13: from_step 7"),
+        "{message}"
+    );
+
+    let syntax = MINIMAL.replace("num_loops = 1", "num_loops = ");
+    let message = policy_error(&syntax);
+    assert!(message.starts_with("bad.toml:5:"), "{message}");
+
+    let missing_grade = MINIMAL.replace(", ungraded = 30", "");
+    let message = policy_error(&missing_grade);
+    assert!(message.starts_with("bad.toml:3:11:"), "{message}");
+    assert!(message.contains("ungraded"), "{message}");
+
+    let gap = format!(
+        "{MINIMAL}[[obligation]]\nid = \"x\"\nversion = 1\nsource = \"s\"\nclass = \"accident\"\n\
+         reach = {{ I = \"city\" }}\n\
+         [[obligation.hop]]\nfrom = \"unit\"\nto = \"county\"\nminutes = 60\n\
+         [[obligation.hop]]\nfrom = \"city\"\nto = \"province\"\nminutes = 120\n"
+    );
+    let message = policy_error(&gap);
+    assert!(message.starts_with("bad.toml:"), "{message}");
+    assert!(message.contains("contiguous"), "{message}");
+
+    let bad_tier = MINIMAL.to_string()
+        + "[[obligation]]\nid = \"x\"\nversion = 1\nsource = \"s\"\nclass = \"accident\"\n\
+           reach = { I = \"galaxy\" }\n";
+    let message = policy_error(&bad_tier);
+    assert!(message.starts_with("bad.toml:13:"), "{message}");
+}
+
+// ---- the acknowledgement chain ---------------------------------------------------------------
+
+#[test]
+fn unacknowledged_grade_iii_led_by_a_county_escalates_to_the_city_at_its_deadline() {
+    let mut machine = machine_graded(Grade::III, "accident.mine", county());
+    let events = machine.poll_events();
+    assert_eq!(notified_codes(&events), vec![county().code]);
+    let timers = chain_timers(&machine.poll_timers());
+    assert_eq!(timers.len(), 1);
+    assert_eq!(timers[0].due_at_unix_ms, T0 + 15 * MINUTE_MS);
+
+    let due = timers[0].due_at_unix_ms;
+    assert_eq!(machine.handle_timer(timers[0].id, due), Handled::Applied);
+    let events = machine.poll_events();
+    assert!(events.iter().any(|event| matches!(
+        event,
+        EscalationEvent::Escalated { from, to, .. } if *from == county() && *to == city()
+    )));
+    assert_eq!(notified_codes(&events), vec![city().code]);
+    assert_eq!(machine.escalation_rung(), Some(&city()));
+    // Escalation asks the city to acknowledge; it does not move command.
+    assert_eq!(machine.lead(), Some(&county()));
+    let next = chain_timers(&machine.poll_timers());
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].due_at_unix_ms, due + 15 * MINUTE_MS);
+}
+
+#[test]
+fn a_timer_firing_after_the_ack_produces_nothing() {
+    let mut machine = machine_graded(Grade::III, "accident.mine", county());
+    machine.poll_events();
+    let timer = chain_timers(&machine.poll_timers())[0];
+
+    // The ack lands a moment before the deadline; the timer is delivered after it anyway.
+    let ack_at = timer.due_at_unix_ms - 1;
+    assert_eq!(
+        machine.handle_acknowledge("duty officer Li", ack_at),
+        Handled::Applied
+    );
+    assert!(machine.poll_cancelled_timers().contains(&timer.id));
+    let events = machine.poll_events();
+    assert!(matches!(
+        events.as_slice(),
+        [EscalationEvent::Acknowledged { by, rung, .. }] if by == "duty officer Li" && *rung == county()
+    ));
+
+    let outcome = machine.handle_timer(timer.id, timer.due_at_unix_ms);
+    assert_eq!(outcome, Handled::Ignored(Ignored::StaleTimer));
+    assert!(machine.poll_events().is_empty());
+    assert!(chain_timers(&machine.poll_timers()).is_empty());
+    assert_eq!(
+        machine.handle_acknowledge("again", ack_at + 1),
+        Handled::Ignored(Ignored::AlreadyAcknowledged)
+    );
+}
+
+#[test]
+fn the_same_timer_firing_twice_has_one_effect() {
+    let mut machine = machine_graded(Grade::IV, "accident.mine", county());
+    machine.poll_events();
+    let timer = chain_timers(&machine.poll_timers())[0];
+    assert_eq!(timer.due_at_unix_ms, T0 + 30 * MINUTE_MS);
+    machine.handle_timer(timer.id, timer.due_at_unix_ms);
+    let first = machine.poll_events();
+    assert_eq!(
+        first
+            .iter()
+            .filter(|e| matches!(e, EscalationEvent::Escalated { .. }))
+            .count(),
+        1
+    );
+    assert_eq!(
+        machine.handle_timer(timer.id, timer.due_at_unix_ms + 5),
+        Handled::Ignored(Ignored::StaleTimer)
+    );
+    assert!(machine.poll_events().is_empty());
+    assert_eq!(machine.escalation_rung(), Some(&city()));
+}
+
+#[test]
+fn manual_escalation_and_take_command() {
+    let mut machine = machine_graded(Grade::IV, "accident.mine", county());
+    machine.poll_events();
+    machine.handle_escalate("beyond county capacity", T0 + MINUTE_MS);
+    let events = machine.poll_events();
+    assert!(events.iter().any(|event| matches!(
+        event,
+        EscalationEvent::Escalated { from, to, .. } if *from == county() && *to == city()
+    )));
+    assert_eq!(notified_codes(&events), vec![city().code]);
+
+    assert!(
+        machine
+            .handle_take_command("999999", T0 + 2 * MINUTE_MS)
+            .is_err()
+    );
+    assert!(
+        machine
+            .handle_take_command(&county().code, T0 + 2 * MINUTE_MS)
+            .is_err()
+    );
+    machine
+        .handle_take_command(&city().code, T0 + 2 * MINUTE_MS)
+        .unwrap();
+    let events = machine.poll_events();
+    assert!(events.iter().any(|event| matches!(
+        event,
+        EscalationEvent::LeadChanged { from, to, reason: LeadChangeReason::TakeCommand, .. }
+            if *from == county() && *to == city()
+    )));
+    assert!(machine.is_acknowledged());
+    assert_eq!(machine.lead(), Some(&city()));
+}
+
+// ---- reporting obligations -------------------------------------------------------------------
+
+#[test]
+fn grade_ii_production_safety_reports_climb_to_national_and_late_ones_are_marked() {
+    let mut machine = machine_graded(Grade::II, "accident.hazardous_chemicals", county());
+    let created: Vec<_> = machine
+        .poll_events()
+        .into_iter()
+        .filter_map(|event| match event {
+            EscalationEvent::ObligationCreated {
+                id,
+                kind,
+                from,
+                to,
+                to_code,
+                due_at_unix_ms,
+                ..
+            } => Some((id, kind, from, to, to_code, due_at_unix_ms)),
+            _ => None,
+        })
+        .collect();
+    let summary: Vec<_> = created
+        .iter()
+        .map(|(_, kind, from, to, to_code, due)| {
+            (*kind, *from, *to, to_code.clone(), (due - T0) / MINUTE_MS)
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (
+                ReportKind::First,
+                ReportTier::Unit,
+                ReportTier::County,
+                Some(county().code),
+                60
+            ),
+            (
+                ReportKind::First,
+                ReportTier::County,
+                ReportTier::City,
+                Some(city().code),
+                180
+            ),
+            (
+                ReportKind::First,
+                ReportTier::City,
+                ReportTier::Province,
+                Some(province().code),
+                300
+            ),
+            (
+                ReportKind::First,
+                ReportTier::Province,
+                ReportTier::National,
+                Some(national().code),
+                420
+            ),
+        ]
+    );
+    let obligation_timers: BTreeMap<_, _> = machine
+        .poll_timers()
+        .into_iter()
+        .filter_map(|arm| match arm.purpose {
+            TimerPurpose::ObligationDue { obligation_id } => Some((obligation_id, arm)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(obligation_timers.len(), 4);
+
+    // The unit reports on time.
+    let (first_id, ..) = created[0].clone();
+    machine.handle_report_submitted(first_id, T0 + 45 * MINUTE_MS);
+    assert!(
+        machine
+            .poll_events()
+            .contains(&EscalationEvent::ObligationMet {
+                id: first_id,
+                submitted_at_unix_ms: T0 + 45 * MINUTE_MS,
+                late_by_ms: 0,
+            })
+    );
+    assert!(
+        machine
+            .poll_cancelled_timers()
+            .contains(&obligation_timers[&first_id].id)
+    );
+
+    // The county misses its 2 hours: the timer marks it late, then a late report is recorded.
+    let (second_id, ..) = created[1].clone();
+    let timer = obligation_timers[&second_id];
+    machine.handle_timer(timer.id, timer.due_at_unix_ms);
+    let events = machine.poll_events();
+    assert!(matches!(
+        events.as_slice(),
+        [EscalationEvent::ObligationLate { id, to: ReportTier::City, .. }] if *id == second_id
+    ));
+    machine.handle_report_submitted(second_id, timer.due_at_unix_ms + 20 * MINUTE_MS);
+    assert!(
+        machine
+            .poll_events()
+            .contains(&EscalationEvent::ObligationMet {
+                id: second_id,
+                submitted_at_unix_ms: timer.due_at_unix_ms + 20 * MINUTE_MS,
+                late_by_ms: 20 * MINUTE_MS,
+            })
+    );
+    assert_eq!(
+        machine.handle_report_submitted(second_id, timer.due_at_unix_ms + 21 * MINUTE_MS),
+        Handled::Ignored(Ignored::AlreadySubmitted)
+    );
+
+    // Much later every obligation has ended met or late.
+    machine.handle_acknowledge("x", T0 + DAY_MS);
+    for obligation in machine.obligations() {
+        assert_ne!(obligation.status, ObligationStatus::Open, "{obligation:?}");
+    }
+}
+
+#[test]
+fn casualty_changes_are_re_reported_only_inside_the_window() {
+    let mut machine = machine_graded(Grade::IV, "accident.road_traffic", county());
+    machine.poll_events();
+    assert_eq!(
+        machine.handle_casualties_changed(T0 + 8 * DAY_MS),
+        Handled::Ignored(Ignored::OutsideRereportWindow)
+    );
+    let mut mine = machine_graded(Grade::IV, "accident.mine", county());
+    mine.poll_events();
+    assert_eq!(
+        mine.handle_casualties_changed(T0 + 8 * DAY_MS),
+        Handled::Applied
+    );
+    let follow_ups = mine
+        .poll_events()
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                e,
+                EscalationEvent::ObligationCreated {
+                    kind: ReportKind::FollowUp,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(follow_ups, 2);
+}
+
+// ---- regrading -------------------------------------------------------------------------------
+
+#[test]
+fn upgrade_applies_at_once_and_downgrade_waits_for_confirmation() {
+    let mut machine = machine_graded(Grade::IV, "accident.mine", county());
+    machine.poll_events();
+    machine.poll_timers();
+
+    machine.handle_regrade(Grade::II, T0 + 10 * MINUTE_MS);
+    let events = machine.poll_events();
+    assert_eq!(machine.grade(), Some(Grade::II));
+    assert!(events.iter().any(|event| matches!(
+        event,
+        EscalationEvent::LeadChanged { from, to, reason: LeadChangeReason::Regrade, .. }
+            if *from == county() && *to == province()
+    )));
+    // The new lead is asked to acknowledge, and the reports now reach national.
+    assert_eq!(notified_codes(&events), vec![province().code]);
+    assert!(events.iter().any(|event| matches!(
+        event,
+        EscalationEvent::ObligationCreated {
+            to: ReportTier::National,
+            kind: ReportKind::First,
+            ..
+        }
+    )));
+    assert!(!machine.poll_cancelled_timers().is_empty());
+
+    machine.handle_regrade(Grade::III, T0 + 20 * MINUTE_MS);
+    let events = machine.poll_events();
+    assert!(matches!(
+        events.as_slice(),
+        [EscalationEvent::DowngradeProposed { to: Grade::III, .. }]
+    ));
+    assert_eq!(machine.grade(), Some(Grade::II));
+    assert_eq!(machine.lead(), Some(&province()));
+    assert_eq!(machine.pending_downgrade(), Some(Grade::III));
+
+    machine.handle_confirm_downgrade("commander Wang", T0 + 30 * MINUTE_MS);
+    let events = machine.poll_events();
+    assert_eq!(machine.grade(), Some(Grade::III));
+    assert!(events.iter().any(|event| matches!(
+        event,
+        EscalationEvent::LeadChanged { from, to, .. } if *from == province() && *to == city()
+    )));
+    assert_eq!(
+        machine.handle_confirm_downgrade("again", T0 + 31 * MINUTE_MS),
+        Handled::Ignored(Ignored::NoPendingDowngrade)
+    );
+}
+
+// ---- seeded simulation -----------------------------------------------------------------------
+
+struct XorShift(u64);
+
+impl XorShift {
+    fn new(seed: u64) -> XorShift {
+        XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// What the simulated host knows, and the invariants it checks after every input.
+struct Host {
+    machine: EscalationMachine,
+    now: i64,
+    armed: BTreeMap<TimerId, TimerArm>,
+    fired_or_cancelled: BTreeSet<TimerId>,
+    lead: Rung,
+    acked_generations: BTreeSet<u64>,
+    met: BTreeSet<u32>,
+    late: BTreeSet<u32>,
+}
+
+impl Host {
+    fn drain(&mut self, context: &str) -> Vec<EscalationEvent> {
+        for arm in self.machine.poll_timers() {
+            assert!(
+                self.armed.insert(arm.id, arm).is_none(),
+                "{context}: timer id reused"
+            );
+        }
+        for id in self.machine.poll_cancelled_timers() {
+            assert!(
+                self.armed.contains_key(&id),
+                "{context}: cancelled an unknown timer"
+            );
+            self.fired_or_cancelled.insert(id);
+        }
+        let events = self.machine.poll_events();
+        for event in &events {
+            match event {
+                EscalationEvent::LeadChanged { from, to, .. } => {
+                    assert_eq!(*from, self.lead, "{context}: handover from a non-lead");
+                    assert_ne!(from, to, "{context}: handover to itself");
+                    self.lead = to.clone();
+                }
+                EscalationEvent::Acknowledged {
+                    chain_generation, ..
+                } => {
+                    self.acked_generations.insert(*chain_generation);
+                }
+                EscalationEvent::Notified {
+                    chain_generation, ..
+                }
+                | EscalationEvent::Escalated {
+                    chain_generation, ..
+                } => {
+                    assert!(
+                        !self.acked_generations.contains(chain_generation),
+                        "{context}: notification or escalation after the ack of its step: {event:?}"
+                    );
+                }
+                EscalationEvent::ObligationMet { id, .. } => {
+                    assert!(self.met.insert(id.0), "{context}: obligation met twice");
+                }
+                EscalationEvent::ObligationLate { id, .. } => {
+                    assert!(self.late.insert(id.0), "{context}: obligation late twice");
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(
+            self.machine.lead(),
+            Some(&self.lead),
+            "{context}: lead mismatch"
+        );
+        for obligation in self.machine.obligations() {
+            if obligation.due_at_unix_ms <= self.now {
+                assert_ne!(
+                    obligation.status,
+                    ObligationStatus::Open,
+                    "{context}: overdue obligation still open: {obligation:?}"
+                );
+            }
+            if let ObligationStatus::Met {
+                submitted_at_unix_ms,
+                late_by_ms,
+            } = obligation.status
+            {
+                assert_eq!(
+                    late_by_ms,
+                    (submitted_at_unix_ms - obligation.due_at_unix_ms).max(0),
+                    "{context}"
+                );
+            }
+        }
+        events
+    }
+}
+
+fn simulate(seed: u64) {
+    let mut rng = XorShift::new(seed);
+    let codes = [
+        "accident.mine",
+        "accident.road_traffic",
+        "public_health.epidemic",
+        "natural.flood",
+        "social_safety.mass_incident",
+    ];
+    let code = codes[rng.below(codes.len() as u64) as usize];
+    let grade = if code.starts_with("social_safety") {
+        None
+    } else {
+        Grade::from_number(1 + rng.below(4) as u8)
+    };
+    let lead = ladder()[rng.below(2) as usize].clone();
+    let mut host = Host {
+        machine: EscalationMachine::new(EscalationPolicy::embedded_default()),
+        now: T0,
+        armed: BTreeMap::new(),
+        fired_or_cancelled: BTreeSet::new(),
+        lead: lead.clone(),
+        acked_generations: BTreeSet::new(),
+        met: BTreeSet::new(),
+        late: BTreeSet::new(),
+    };
+    host.machine
+        .handle_graded(graded(grade, code, lead), T0)
+        .unwrap();
+    host.drain("graded");
+
+    for round in 0..200 {
+        let context = format!("round {round}");
+        host.now += rng.below(20) as i64 * MINUTE_MS / 2;
+        match rng.below(10) {
+            // Fire a timer: usually a pending one, sometimes a stale or duplicate one.
+            0..=3 => {
+                let ids: Vec<TimerId> = host.armed.keys().copied().collect();
+                if ids.is_empty() {
+                    continue;
+                }
+                let id = ids[rng.below(ids.len() as u64) as usize];
+                let arm = host.armed[&id];
+                host.now = host.now.max(arm.due_at_unix_ms);
+                let stale = host.fired_or_cancelled.contains(&id);
+                let acked_before = host.machine.is_acknowledged();
+                let outcome = host.machine.handle_timer(id, host.now);
+                host.fired_or_cancelled.insert(id);
+                let events = host.drain(&context);
+                if stale {
+                    assert_eq!(outcome, Handled::Ignored(Ignored::StaleTimer), "{context}");
+                    assert!(
+                        events
+                            .iter()
+                            .all(|e| matches!(e, EscalationEvent::ObligationLate { .. })),
+                        "{context}: a stale or duplicate timer had an effect: {events:?}"
+                    );
+                }
+                if acked_before {
+                    assert!(
+                        !events.iter().any(is_chain_event),
+                        "{context}: chain moved after an ack: {events:?}"
+                    );
+                }
+            }
+            4 => {
+                host.machine.handle_acknowledge("officer", host.now);
+                let events = host.drain(&context);
+                assert!(!events.iter().any(is_chain_event), "{context}");
+                assert!(host.machine.is_acknowledged(), "{context}");
+                assert!(
+                    !host
+                        .machine
+                        .pending_timers()
+                        .any(|arm| matches!(arm.purpose, TimerPurpose::ChainStep { .. })),
+                    "{context}: a chain timer survived the ack"
+                );
+            }
+            5 => {
+                host.machine.handle_escalate("sim", host.now);
+                host.drain(&context);
+            }
+            6 => {
+                let new_grade = Grade::from_number(1 + rng.below(4) as u8).unwrap();
+                host.machine.handle_regrade(new_grade, host.now);
+                host.drain(&context);
+                if rng.below(2) == 0 {
+                    host.machine.handle_confirm_downgrade("sim", host.now);
+                    host.drain(&context);
+                }
+            }
+            7 => {
+                let ids: Vec<_> = host.machine.obligations().map(|o| o.id).collect();
+                if !ids.is_empty() {
+                    let id = ids[rng.below(ids.len() as u64) as usize];
+                    host.machine.handle_report_submitted(id, host.now);
+                    host.drain(&context);
+                }
+            }
+            8 => {
+                let rung = &ladder()[rng.below(4) as usize];
+                let _ = host.machine.handle_take_command(&rung.code, host.now);
+                host.drain(&context);
+            }
+            _ => {
+                host.machine.handle_casualties_changed(host.now);
+                host.drain(&context);
+            }
+        }
+    }
+
+    // Deliver every remaining timer in due order: afterwards every obligation is met or late.
+    let mut pending: Vec<TimerArm> = host.machine.pending_timers().copied().collect();
+    let mut guard = 0;
+    while let Some(arm) = pending.iter().min_by_key(|arm| arm.due_at_unix_ms).copied() {
+        guard += 1;
+        assert!(guard < 10_000, "timers never run out");
+        host.now = host.now.max(arm.due_at_unix_ms);
+        host.machine.handle_timer(arm.id, host.now);
+        host.drain("final delivery");
+        pending = host.machine.pending_timers().copied().collect();
+    }
+    for obligation in host.machine.obligations() {
+        assert!(
+            matches!(
+                obligation.status,
+                ObligationStatus::Met { .. } | ObligationStatus::Late
+            ),
+            "obligation never ended: {obligation:?}"
+        );
+    }
+}
+
+#[test]
+fn seeded_simulation_keeps_the_invariants() {
+    let seeds: Vec<u64> = match std::env::var("MUSTER_SEED") {
+        Ok(seed) => vec![seed.parse().expect("MUSTER_SEED must be an integer")],
+        Err(_) => (1..=64).collect(),
+    };
+    for seed in seeds {
+        let result = std::panic::catch_unwind(|| simulate(seed));
+        if let Err(panic) = result {
+            eprintln!(
+                "escalation simulation failed with seed {seed}; rerun with MUSTER_SEED={seed}"
+            );
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
