@@ -705,3 +705,615 @@ async fn incident_numbers_stay_dense_across_an_intake_restart() {
     system.responding(&first).await;
     system.responding(&second).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Unit registry and lifecycle (dispatch, issue 5).
+// ---------------------------------------------------------------------------------------------
+
+mod unit_registry {
+    use std::time::Duration;
+
+    use muster_proto::v1 as pb;
+    use test_support::eventually;
+    use tonic::Code;
+
+    use super::system::{CHEMICAL_PARK, System, WAIT, report};
+
+    fn deaths(deaths: i64) -> pb::Facts {
+        pb::Facts {
+            deaths: Some(deaths),
+            ..Default::default()
+        }
+    }
+
+    fn status_request(
+        unit_id: &str,
+        event: pb::UnitStatusEvent,
+        incident_id: &str,
+        reason: &str,
+    ) -> pb::UpdateUnitStatusRequest {
+        pb::UpdateUnitStatusRequest {
+            namespace: String::new(),
+            unit_id: unit_id.into(),
+            event: event as i32,
+            incident_id: incident_id.into(),
+            reason: reason.into(),
+        }
+    }
+
+    async fn board(system: &System) -> Vec<pb::Unit> {
+        system
+            .dispatch()
+            .await
+            .list_units(pb::ListUnitsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .units
+    }
+
+    /// Of the five hazmat units, two are out of service and one is retired: a grade III chemical
+    /// accident (two hazmat) gets exactly the other two, and a dispatched unit cannot be retired.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn out_of_service_and_retired_units_are_never_recommended() {
+        let system = System::start().await;
+        let mut dispatch = system.dispatch().await;
+        for unit_id in ["DH-HAZ-1", "GB-HAZ-1"] {
+            let unit = dispatch
+                .update_unit_status(status_request(
+                    unit_id,
+                    pb::UnitStatusEvent::GoOutOfService,
+                    "",
+                    "suits at the cleaner's",
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+                .unit
+                .unwrap();
+            assert_eq!(unit.status(), pb::UnitStatus::OutOfService);
+            assert_eq!(unit.out_of_service_reason, "suits at the cleaner's");
+        }
+        dispatch
+            .retire_unit(pb::RetireUnitRequest {
+                namespace: String::new(),
+                unit_id: "GB-HAZ-2".into(),
+                reason: "decommissioned".into(),
+            })
+            .await
+            .unwrap();
+        assert!(
+            board(&system).await.iter().all(|u| u.id != "GB-HAZ-2"),
+            "a retired unit is still on the board"
+        );
+
+        let incident_id = system
+            .intake()
+            .await
+            .report_incident(report(
+                "accident.hazardous_chemicals",
+                CHEMICAL_PARK,
+                deaths(5),
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .incident_id;
+        let units = system.responding(&incident_id).await.units.unwrap();
+        let mut hazmat: Vec<&str> = units
+            .assignments
+            .iter()
+            .filter(|a| a.unit_type == "hazmat")
+            .map(|a| a.unit_id.as_str())
+            .collect();
+        hazmat.sort();
+        assert_eq!(hazmat, ["DH-HAZ-2", "GB-HAZ-3"], "{units:?}");
+
+        let on_board = board(&system).await;
+        let dispatched = on_board.iter().find(|u| u.id == "GB-HAZ-3").unwrap();
+        assert_eq!(dispatched.status(), pb::UnitStatus::Dispatched);
+        assert_eq!(dispatched.incident_id, incident_id);
+        let refused = dispatch
+            .retire_unit(pb::RetireUnitRequest {
+                namespace: String::new(),
+                unit_id: "GB-HAZ-3".into(),
+                reason: "decommissioned".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+        assert!(refused.message().contains("Dispatched"), "{refused:?}");
+
+        // The lifecycle goes on legally: acknowledge, arrive, release, clear.
+        for (event, expected) in [
+            (pb::UnitStatusEvent::Acknowledge, pb::UnitStatus::Enroute),
+            (pb::UnitStatusEvent::Arrive, pb::UnitStatus::OnScene),
+            (pb::UnitStatusEvent::Release, pb::UnitStatus::Returning),
+            (pb::UnitStatusEvent::Clear, pb::UnitStatus::Available),
+        ] {
+            let unit = dispatch
+                .update_unit_status(status_request("GB-HAZ-3", event, &incident_id, ""))
+                .await
+                .unwrap()
+                .into_inner()
+                .unit
+                .unwrap();
+            assert_eq!(unit.status(), expected, "after {event:?}");
+        }
+    }
+
+    /// An illegal move is FAILED_PRECONDITION naming both states; legal ones are unit events on
+    /// `muster.live.unit.<id>.status`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_illegal_transition_is_refused_naming_the_states() {
+        let system = System::start().await;
+        let mut dispatch = system.dispatch().await;
+        let refused = dispatch
+            .update_unit_status(status_request(
+                "DH-HAZ-1",
+                pb::UnitStatusEvent::Arrive,
+                "INC-20260101-000001",
+                "",
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+        assert!(
+            refused.message().contains("Available") && refused.message().contains("OnScene"),
+            "{refused:?}"
+        );
+        let missing_reason = dispatch
+            .update_unit_status(status_request(
+                "DH-HAZ-1",
+                pb::UnitStatusEvent::GoOutOfService,
+                "",
+                " ",
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(missing_reason.code(), Code::FailedPrecondition);
+        assert!(
+            missing_reason.message().contains("reason"),
+            "{missing_reason:?}"
+        );
+        let unknown = dispatch
+            .update_unit_status(status_request("NOPE", pb::UnitStatusEvent::Clear, "", ""))
+            .await
+            .unwrap_err();
+        assert_eq!(unknown.code(), Code::NotFound);
+
+        dispatch
+            .update_unit_status(status_request(
+                "DH-HAZ-1",
+                pb::UnitStatusEvent::GoOutOfService,
+                "",
+                "engine service",
+            ))
+            .await
+            .unwrap();
+        let bus = bus::Bus::connect(system.nats.url(), "check", Duration::from_secs(5))
+            .await
+            .unwrap();
+        let stream = bus
+            .jetstream()
+            .get_stream(bus::EVENTS_STREAM)
+            .await
+            .unwrap();
+        let message = eventually("the unit event on the bus", WAIT, || {
+            let stream = stream.clone();
+            async move {
+                stream
+                    .get_last_raw_message_by_subject("muster.live.unit.DH-HAZ-1.status")
+                    .await
+                    .ok()
+            }
+        })
+        .await;
+        let event = muster_proto::convert_unit::decode_unit_event(&message.payload).unwrap();
+        match event.change {
+            muster_proto::convert_unit::UnitChange::StatusChanged { change, cause } => {
+                assert_eq!(cause, "go_out_of_service");
+                assert_eq!(change.to, domain::unit::UnitStatus::OutOfService);
+                assert_eq!(change.reason.as_deref(), Some("engine service"));
+            }
+            other => panic!("unexpected unit event {other:?}"),
+        }
+    }
+
+    /// A position published on NATS reaches the unit board; a bad one over gRPC is
+    /// INVALID_ARGUMENT, and an older one is ignored.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_position_published_on_nats_shows_up_on_the_unit_board() {
+        let system = System::start().await;
+        let at_unix_ms = lifecycle_now() + 1_000;
+        let payload = muster_proto::convert_unit::encode_unit_position(
+            &muster_proto::convert_unit::PositionReport {
+                unit_id: "DH-HAZ-2".into(),
+                position: domain::geo::GeoPoint::new(30.3, 120.2),
+                at_unix_ms,
+            },
+        );
+        let bus = bus::Bus::connect(system.nats.url(), "avl", Duration::from_secs(5))
+            .await
+            .unwrap();
+        bus.publish_dedup(
+            "muster.live.unit.DH-HAZ-2.position".into(),
+            "avl-DH-HAZ-2-1",
+            payload.into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+        let unit = eventually("the position on the board", WAIT, || async {
+            let unit = board(&system)
+                .await
+                .into_iter()
+                .find(|u| u.id == "DH-HAZ-2")?;
+            (unit.position_at_unix_ms == at_unix_ms).then_some(unit)
+        })
+        .await;
+        let position = unit.position.unwrap();
+        assert_eq!((position.lat, position.lon), (30.3, 120.2));
+        assert!(!unit.position_stale);
+
+        let mut dispatch = system.dispatch().await;
+        let invalid = dispatch
+            .report_position(pb::ReportPositionRequest {
+                namespace: String::new(),
+                unit_id: "DH-HAZ-2".into(),
+                lat: 91.0,
+                lon: 120.0,
+                at_unix_ms: 0,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(invalid.code(), Code::InvalidArgument);
+        assert!(invalid.message().contains("latitude"), "{invalid:?}");
+        let older = dispatch
+            .report_position(pb::ReportPositionRequest {
+                namespace: String::new(),
+                unit_id: "DH-HAZ-2".into(),
+                lat: 30.0,
+                lon: 120.0,
+                at_unix_ms: at_unix_ms - 60_000,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!older.applied);
+        assert_eq!(older.unit.unwrap().position_at_unix_ms, at_unix_ms);
+    }
+
+    fn lifecycle_now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    }
+}
+
+// ---- Escalation chains and reporting clocks (issue 4) ---------------------------------------
+
+/// A system whose escalation runs the shipped policy on a compressed clock: one policy minute
+/// lasts `minute_ms` milliseconds.
+async fn system_with_minute_ms(minute_ms: i64) -> System {
+    let mut system = System::empty().await;
+    system.escalation_policy = Some(std::sync::Arc::new(
+        domain::escalation::EscalationPolicy::embedded_default().with_minute_ms(minute_ms),
+    ));
+    for service in [Service::Intake, Service::Escalation, Service::Dispatch] {
+        system.start_service(service).await;
+    }
+    system
+}
+
+fn unix_ms_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+async fn report_one(system: &System, kind: &str, deaths: i64) -> String {
+    system
+        .intake()
+        .await
+        .report_incident(report(kind, CHEMICAL_PARK, facts_deaths(deaths)))
+        .await
+        .unwrap()
+        .into_inner()
+        .incident_id
+}
+
+/// Escalation's command state, once the incident is graded.
+async fn command_when_graded(system: &System, incident_id: &str) -> pb::Command {
+    let escalation = system.escalation().await;
+    eventually(&format!("{incident_id} graded"), WAIT, || {
+        let mut escalation = escalation.clone();
+        let id = incident_id.to_string();
+        async move {
+            escalation
+                .get_command(pb::GetCommandRequest {
+                    namespace: String::new(),
+                    incident_id: id,
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .command
+        }
+    })
+    .await
+}
+
+async fn get_command(system: &System, incident_id: &str) -> pb::Command {
+    system
+        .escalation()
+        .await
+        .get_command(pb::GetCommandRequest {
+            namespace: String::new(),
+            incident_id: incident_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .command
+        .unwrap()
+}
+
+async fn timeline_types(system: &System, incident_id: &str) -> Vec<String> {
+    system
+        .intake()
+        .await
+        .get_incident(pb::GetIncidentRequest {
+            namespace: String::new(),
+            incident_id: incident_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .incident
+        .unwrap()
+        .timeline
+        .into_iter()
+        .map(|entry| entry.event_type)
+        .collect()
+}
+
+/// Grade IV is led by the county (grade III is led by the city already, so the county → city
+/// climb of the issue is grade IV's in this ladder).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unacknowledged_county_led_incident_climbs_to_the_city_when_its_deadline_passes() {
+    // Grade IV acks within 30 policy minutes: 1.5 s here.
+    let system = system_with_minute_ms(50).await;
+    let incident_id = report_one(&system, "accident.hazardous_chemicals", 1).await;
+    let command = command_when_graded(&system, &incident_id).await;
+    assert_eq!(command.grade(), pb::Grade::Iv);
+    assert_eq!(command.lead_level(), pb::JurisdictionLevel::County);
+    assert_eq!(command.escalation_jurisdiction_code, "390202");
+    assert!(!command.acknowledged);
+    assert!(command.ack_due_at_unix_ms > 0);
+
+    // The deadline passes: intake's timeline shows the escalation, escalation's state the city.
+    let mut intake = system.intake().await;
+    let entry = eventually("escalated in the timeline", WAIT, || {
+        let mut intake = intake.clone();
+        let id = incident_id.clone();
+        async move {
+            let incident = intake
+                .get_incident(pb::GetIncidentRequest {
+                    namespace: String::new(),
+                    incident_id: id,
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .incident?;
+            incident
+                .timeline
+                .into_iter()
+                .find(|entry| entry.event_type == "escalated")
+        }
+    })
+    .await;
+    assert!(
+        entry.description.contains("390202") && entry.description.contains("390200"),
+        "county → city: {}",
+        entry.description
+    );
+    assert!(
+        entry.description.contains("deadline"),
+        "{}",
+        entry.description
+    );
+    assert_eq!(entry.source_service, "escalation");
+    let command = get_command(&system, &incident_id).await;
+    assert!(command.escalation_count >= 1);
+    assert_ne!(command.escalation_level(), pb::JurisdictionLevel::County);
+    // Escalation asks the next level to acknowledge; command stays with the county.
+    assert_eq!(command.lead_jurisdiction_code, "390202");
+    let incident = intake
+        .get_incident(pb::GetIncidentRequest {
+            namespace: String::new(),
+            incident_id: incident_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .incident
+        .unwrap();
+    assert_eq!(incident.grading.unwrap().lead_jurisdiction_code, "390202");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_incident_never_escalates_afterwards() {
+    // Grade IV acks within 30 policy minutes: 2.4 s here.
+    let system = system_with_minute_ms(80).await;
+    let incident_id = report_one(&system, "accident.hazardous_chemicals", 1).await;
+    let before = command_when_graded(&system, &incident_id).await;
+    let mut escalation = system.escalation().await;
+    let acked = escalation
+        .acknowledge(pb::AcknowledgeRequest {
+            namespace: String::new(),
+            incident_id: incident_id.clone(),
+            officer: "duty officer Wang".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .command
+        .unwrap();
+    assert!(acked.acknowledged);
+    assert_eq!(acked.acknowledged_by, "duty officer Wang");
+    assert_eq!(acked.ack_due_at_unix_ms, 0, "no chain timer left");
+    assert_eq!(
+        acked.escalation_count, 0,
+        "acknowledged before the deadline"
+    );
+
+    let again = escalation
+        .acknowledge(pb::AcknowledgeRequest {
+            namespace: String::new(),
+            incident_id: incident_id.clone(),
+            officer: "someone else".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition);
+    assert!(again.message().contains("duty officer Wang"), "{again:?}");
+
+    // Let the old deadline pass (bounded: at most 3 s), then nothing has escalated.
+    let wait_ms = (before.ack_due_at_unix_ms + 500 - unix_ms_now()).clamp(0, 3_000) as u64;
+    tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+    let after = get_command(&system, &incident_id).await;
+    assert_eq!(after.escalation_count, 0);
+    assert_eq!(after.escalation_level(), pb::JurisdictionLevel::County);
+    let types = eventually("acknowledged in the timeline", WAIT, || {
+        let system = &system;
+        let id = incident_id.clone();
+        async move {
+            let types = timeline_types(system, &id).await;
+            types.iter().any(|t| t == "acknowledged").then_some(types)
+        }
+    })
+    .await;
+    assert!(!types.iter().any(|t| t == "escalated"), "{types:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grade_ii_production_safety_accident_owes_reports_up_to_national_and_one_can_be_filed() {
+    let system = System::start().await;
+    let incident_id = report_one(&system, "accident.hazardous_chemicals", 12).await;
+    let command = command_when_graded(&system, &incident_id).await;
+    assert_eq!(command.grade(), pb::Grade::Ii);
+    assert_eq!(command.lead_level(), pb::JurisdictionLevel::Province);
+    assert!(command.lead_since_unix_ms > 0);
+
+    let mut escalation = system.escalation().await;
+    let deadlines = escalation
+        .list_deadlines(pb::ListDeadlinesRequest {
+            namespace: String::new(),
+            incident_id: incident_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .deadlines;
+    // Decree 493: unit → county in 1 h, then 2 h per hop, grade II up to national.
+    let hops: Vec<(&str, &str)> = deadlines
+        .iter()
+        .map(|d| (d.from_tier.as_str(), d.to_tier.as_str()))
+        .collect();
+    assert_eq!(
+        hops,
+        [
+            ("unit", "county"),
+            ("county", "city"),
+            ("city", "province"),
+            ("province", "national")
+        ]
+    );
+    for deadline in &deadlines {
+        assert_eq!(deadline.rule_id, "production_safety");
+        assert_eq!(deadline.kind, "first");
+        assert_eq!(deadline.status(), pb::DeadlineStatus::Open);
+        assert_eq!(deadline.sent_at_unix_ms, 0);
+        assert_eq!(deadline.incident_id, incident_id);
+    }
+    let first = &deadlines[0];
+    assert_eq!(first.to_jurisdiction_code, "390202");
+    assert_eq!(first.due_at_unix_ms - first.created_at_unix_ms, 3_600_000);
+    assert_eq!(
+        deadlines[1].due_at_unix_ms - first.due_at_unix_ms,
+        2 * 3_600_000
+    );
+
+    // The unit files its report to the county: met, on time.
+    let met = escalation
+        .submit_report(pb::SubmitReportRequest {
+            namespace: String::new(),
+            incident_id: incident_id.clone(),
+            obligation_id: first.obligation_id,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .deadline
+        .unwrap();
+    assert_eq!(met.status(), pb::DeadlineStatus::Met);
+    assert!(met.sent_at_unix_ms > 0);
+    assert_eq!(met.late_by_ms, 0);
+    let all = escalation
+        .list_deadlines(pb::ListDeadlinesRequest {
+            namespace: String::new(),
+            incident_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .deadlines;
+    let statuses: Vec<pb::DeadlineStatus> = all
+        .iter()
+        .filter(|d| d.incident_id == incident_id)
+        .map(|d| d.status())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            pb::DeadlineStatus::Met,
+            pb::DeadlineStatus::Open,
+            pb::DeadlineStatus::Open,
+            pb::DeadlineStatus::Open
+        ]
+    );
+
+    // Readable refusals.
+    let twice = escalation
+        .submit_report(pb::SubmitReportRequest {
+            namespace: String::new(),
+            incident_id: incident_id.clone(),
+            obligation_id: first.obligation_id,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(twice.code(), tonic::Code::FailedPrecondition, "{twice:?}");
+    let unknown = escalation
+        .submit_report(pb::SubmitReportRequest {
+            namespace: String::new(),
+            incident_id: incident_id.clone(),
+            obligation_id: 999,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown:?}");
+    let nowhere = escalation
+        .get_command(pb::GetCommandRequest {
+            namespace: String::new(),
+            incident_id: "INC-19700101-000001".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(nowhere.code(), tonic::Code::NotFound, "{nowhere:?}");
+    assert!(nowhere.message().contains("not been graded"), "{nowhere:?}");
+}

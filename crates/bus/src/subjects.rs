@@ -84,6 +84,34 @@ pub fn parse_incident_event(subject: &str) -> Option<(&str, &str, &str)> {
     Some((namespace, incident_id, event_type))
 }
 
+/// Unit subjects' last token: every unit event (`UnitEvent`), and position reports (`UnitPosition`).
+pub const UNIT_STATUS: &str = "status";
+pub const UNIT_POSITION: &str = "position";
+
+/// `muster.<ns>.unit.<unit_id>.<kind>`, `kind` being [`UNIT_STATUS`] or [`UNIT_POSITION`].
+pub fn unit_event(namespace: &str, unit_id: &str, kind: &str) -> Result<String, Error> {
+    validate_namespace(namespace)?;
+    validate_token(unit_id)?;
+    validate_token(kind)?;
+    Ok(format!("muster.{namespace}.unit.{unit_id}.{kind}"))
+}
+
+/// The filter for one kind of unit subject of every unit in a namespace.
+pub fn unit_event_filter(namespace: &str, kind: &str) -> String {
+    format!("muster.{namespace}.unit.*.{kind}")
+}
+
+/// Splits a unit subject into (namespace, unit id, kind).
+pub fn parse_unit_event(subject: &str) -> Option<(&str, &str, &str)> {
+    let rest = subject.strip_prefix("muster.")?;
+    let (namespace, rest) = rest.split_once(".unit.")?;
+    let (unit_id, kind) = rest.split_once('.')?;
+    if kind.contains('.') {
+        return None;
+    }
+    Some((namespace, unit_id, kind))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,20 +1,20 @@
-//! The assigner: turns a `graded` event into unit bookings and a `units_assigned` event.
+//! The consumers: the assigner turns a `graded` event into unit bookings (status changes through
+//! the state machine) and a `units_assigned` event; the position tracker records the positions
+//! units publish on `muster.<ns>.unit.<id>.position`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bus::{Delivery, Handler, HandlerError, subjects};
+use domain::dispatch::{RecommendOptions, UnitView};
 use domain::event::{Assignment, EventBody, IncidentEvent, Shortfall, UnitsAssigned};
 use domain::region::{Region, ResourceRequirement};
+use domain::unit::UnitEvent;
+use muster_proto::convert_unit::UnitChange;
 use serde::{Deserialize, Serialize};
 use store::{Commit, Store};
 
-/// A unit's booking: which incident holds it, since when.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Booking {
-    pub incident_id: String,
-    pub since_unix_ms: i64,
-}
+use crate::registry::{self, UnitRecord};
 
 /// What dispatch has sent to one incident.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,36 +26,27 @@ pub struct AssignmentRecord {
     pub shortfalls: Vec<Shortfall>,
 }
 
-/// `booking/<ns>/<unit id>`.
-pub fn booking_key(namespace: &str, unit_id: &str) -> String {
-    format!("booking/{namespace}/{unit_id}")
-}
-
 /// `assignment/<ns>/<incident id>`.
 pub fn assignment_key(namespace: &str, incident_id: &str) -> String {
     format!("assignment/{namespace}/{incident_id}")
 }
 
+/// Books units for graded incidents.
 pub struct Assigner {
     store: Store,
     region: Arc<Region>,
+    options: RecommendOptions,
 }
 
 impl Assigner {
     pub fn new(store: Store, region: Arc<Region>) -> Assigner {
-        Assigner { store, region }
-    }
-
-    fn booked_units(&self, namespace: &str) -> Result<HashSet<String>, HandlerError> {
-        let prefix = booking_key(namespace, "");
-        let bookings: Vec<(String, Booking)> = self
-            .store
-            .scan_prefix(&prefix)
-            .map_err(|e| HandlerError::Retry(e.to_string()))?;
-        Ok(bookings
-            .into_iter()
-            .map(|(key, _)| key[prefix.len()..].to_string())
-            .collect())
+        let mut options = RecommendOptions::for_region(&region);
+        options.stale_after_ms = registry::STALE_POSITION_AFTER_MS_DEFAULT;
+        Assigner {
+            store,
+            region,
+            options,
+        }
     }
 }
 
@@ -78,50 +69,71 @@ impl Handler for Assigner {
         let report = &graded.report;
         let plan = self.region.plans.plan_for(&report.kind, graded.grade);
 
-        // Send only what the plan asks for beyond what the incident already has.
-        let mut already: HashMap<&str, u32> = HashMap::new();
+        // Send only what the plan asks for beyond what the incident already has (an upgrade
+        // sends the difference).
+        let mut already: HashMap<String, u32> = HashMap::new();
         for assignment in existing.iter().flat_map(|r| &r.assignments) {
-            *already.entry(assignment.unit_type.as_str()).or_default() += 1;
+            *already.entry(assignment.unit_type.clone()).or_default() += 1;
         }
         let requirements: Vec<ResourceRequirement> = plan
-            .map(|plan| {
-                plan.resources
-                    .iter()
-                    .map(|r| ResourceRequirement {
-                        unit_type: r.unit_type.clone(),
-                        count: r.count.saturating_sub(
-                            already.get(r.unit_type.as_str()).copied().unwrap_or(0),
-                        ),
-                    })
-                    .filter(|r| r.count > 0)
-                    .collect()
-            })
+            .map(|plan| domain::dispatch::plan_difference(&plan.resources, &already))
             .unwrap_or_default();
 
-        let booked = self.booked_units(namespace)?;
-        let recommendation = domain::dispatch::recommend(
+        let now = lifecycle::unix_ms_now();
+        let records: Vec<UnitRecord> = registry::load_all(&self.store, namespace)
+            .map_err(|e| HandlerError::Retry(e.to_string()))?;
+        let views: Vec<UnitView> = records
+            .iter()
+            .filter(|record| !record.is_retired())
+            .map(|record| {
+                UnitView::new(
+                    &record.unit,
+                    record.state.status,
+                    record.position_age_basis_unix_ms(now),
+                )
+            })
+            .collect();
+        let recommendation = domain::dispatch::recommend_by_eta(
             &requirements,
             report.location,
-            &self.region.units,
-            |unit_id| !booked.contains(unit_id),
+            &views,
+            &self.options,
+            now,
         );
 
-        let now = lifecycle::unix_ms_now();
         let mut commit = Commit::new();
         let mut assignments = Vec::with_capacity(recommendation.picks.len());
         for pick in recommendation.picks {
-            let key = booking_key(namespace, &pick.unit_id);
-            // The compare-and-swap: the booking applies only if the unit is still free.
-            commit.expect_raw(key.clone(), None);
-            commit
-                .put(
-                    key,
-                    &Booking {
+            // Read again with the raw bytes for the compare-and-swap.
+            let (raw, mut record) = registry::load(&self.store, namespace, &pick.unit_id)
+                .map_err(|e| HandlerError::Retry(e.to_string()))?
+                .ok_or_else(|| HandlerError::Retry(format!("unit {} vanished", pick.unit_id)))?;
+            let change = record
+                .apply(
+                    &UnitEvent::Assign {
                         incident_id: event.incident_id.clone(),
-                        since_unix_ms: now,
                     },
+                    now,
                 )
+                .map_err(|e| HandlerError::Retry(format!("unit {}: {e}", pick.unit_id)))?;
+            let key = registry::unit_key(namespace, &pick.unit_id);
+            // The compare-and-swap: the booking applies only if the unit record is unchanged since
+            // it was read (so still available), even with other writers.
+            commit.expect_raw(key.clone(), Some(raw));
+            commit
+                .put(key, &record)
                 .map_err(|e| HandlerError::Retry(e.to_string()))?;
+            registry::push_event(
+                &mut commit,
+                namespace,
+                &pick.unit_id,
+                UnitChange::StatusChanged {
+                    change,
+                    cause: "assign".into(),
+                },
+                now,
+            )
+            .map_err(|e| HandlerError::Poison(e.to_string()))?;
             assignments.push(Assignment {
                 unit_id: pick.unit_id,
                 call_sign: pick.call_sign,
@@ -192,6 +204,81 @@ impl Handler for Assigner {
             subjects::incident_event(namespace, &event.incident_id, subjects::UNITS_ASSIGNED)
                 .map_err(|e| HandlerError::Poison(e.to_string()))?;
         commit.event(subject, muster_proto::convert::encode_event(&out));
+        Ok(commit)
+    }
+}
+
+/// Records positions units publish on `muster.<ns>.unit.<id>.position`.
+pub struct PositionTracker {
+    store: Store,
+    namespace: String,
+}
+
+impl PositionTracker {
+    pub fn new(store: Store, namespace: String) -> PositionTracker {
+        PositionTracker { store, namespace }
+    }
+}
+
+impl Handler for PositionTracker {
+    fn handle(&mut self, delivery: &Delivery) -> Result<Commit, HandlerError> {
+        let Some((namespace, subject_unit_id, _)) = subjects::parse_unit_event(&delivery.subject)
+        else {
+            return Err(HandlerError::Poison(format!(
+                "subject {:?} is not muster.<ns>.unit.<id>.position",
+                delivery.subject
+            )));
+        };
+        if namespace != self.namespace {
+            return Err(HandlerError::Poison(format!(
+                "position for namespace {namespace:?} reached the consumer of {:?}",
+                self.namespace
+            )));
+        }
+        let report = muster_proto::convert_unit::decode_unit_position(&delivery.payload)
+            .map_err(HandlerError::Poison)?;
+        if report.unit_id != subject_unit_id {
+            return Err(HandlerError::Poison(format!(
+                "position names unit {:?} but was published for {subject_unit_id:?}",
+                report.unit_id
+            )));
+        }
+        let now = lifecycle::unix_ms_now();
+        registry::validate_position(report.position, report.at_unix_ms, now).map_err(
+            |problem| HandlerError::Poison(format!("unit {}: {problem}", report.unit_id)),
+        )?;
+        let (raw, mut record) = registry::load(&self.store, namespace, &report.unit_id)
+            .map_err(|e| HandlerError::Retry(e.to_string()))?
+            .ok_or_else(|| {
+                HandlerError::Poison(format!("unit {:?} is not registered", report.unit_id))
+            })?;
+        if record.is_retired() {
+            return Err(HandlerError::Poison(format!(
+                "unit {:?} is retired",
+                report.unit_id
+            )));
+        }
+        let mut commit = Commit::new();
+        if !record.report_position(report.position, report.at_unix_ms) {
+            tracing::debug!(unit_id = %report.unit_id, "older position ignored");
+            return Ok(commit);
+        }
+        let key = registry::unit_key(namespace, &report.unit_id);
+        commit.expect_raw(key.clone(), Some(raw));
+        commit
+            .put(key, &record)
+            .map_err(|e| HandlerError::Retry(e.to_string()))?;
+        registry::push_event(
+            &mut commit,
+            namespace,
+            &report.unit_id,
+            UnitChange::PositionReported {
+                position: report.position,
+                at_unix_ms: report.at_unix_ms,
+            },
+            now,
+        )
+        .map_err(|e| HandlerError::Poison(e.to_string()))?;
         Ok(commit)
     }
 }

@@ -1,14 +1,23 @@
 //! The gRPC face of dispatch: `muster.v1.DispatchService`. Wire types stop here.
+//!
+//! Every unit change is read-modify-written with a compare-and-swap on the unit record, together
+//! with its `UnitEvent` in the outbox, flushed before the answer; a conflict with the assigner or
+//! another request re-reads and tries again.
 
-use std::collections::HashMap;
-
+use domain::geo::GeoPoint;
+use domain::region::Unit;
 use muster_proto::convert;
+use muster_proto::convert_unit::{self, UnitChange};
 use muster_proto::v1 as pb;
-use store::Store;
+use store::{Commit, Store};
 use tonic::{Request, Response, Status};
 
 use crate::Config;
-use crate::driver::{AssignmentRecord, Booking, assignment_key, booking_key};
+use crate::driver::{AssignmentRecord, assignment_key};
+use crate::registry::{self, Retirement, UnitRecord};
+
+/// How often a unit change is retried after a compare-and-swap conflict.
+const CONFLICT_ATTEMPTS_MAX: usize = 5;
 
 pub struct DispatchGrpc {
     config: Config,
@@ -34,10 +43,110 @@ impl DispatchGrpc {
         }
         Ok(namespace)
     }
+
+    /// Reads the unit, lets `change` modify it and name its events, commits record + events with
+    /// a compare-and-swap (retrying on conflict), flushes, and returns the stored record.
+    async fn change_unit(
+        &self,
+        namespace: &str,
+        unit_id: &str,
+        mut change: impl FnMut(&mut UnitRecord, i64) -> Result<Vec<UnitChange>, Status>,
+    ) -> Result<UnitRecord, Status> {
+        validate_unit_id(unit_id)?;
+        for _attempt in 0..CONFLICT_ATTEMPTS_MAX {
+            let (raw, mut record) = registry::load(&self.store, namespace, unit_id)
+                .map_err(storage)?
+                .ok_or_else(|| unknown_unit(namespace, unit_id))?;
+            if let Some(retired) = &record.retired {
+                return Err(Status::failed_precondition(format!(
+                    "unit {unit_id:?} is retired ({})",
+                    retired.reason
+                )));
+            }
+            let now = lifecycle::unix_ms_now();
+            let changes = change(&mut record, now)?;
+            if changes.is_empty() {
+                return Ok(record);
+            }
+            let key = registry::unit_key(namespace, unit_id);
+            let mut commit = Commit::new();
+            commit.expect_raw(key.clone(), Some(raw));
+            commit.put(key, &record).map_err(storage)?;
+            for change in changes {
+                registry::push_event(&mut commit, namespace, unit_id, change, now)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            }
+            match self.store.commit(&commit) {
+                Ok(_) => {
+                    self.store.flush().await.map_err(storage)?;
+                    return Ok(record);
+                }
+                Err(store::Error::Conflict { .. }) => continue,
+                Err(error) => return Err(storage(error)),
+            }
+        }
+        Err(Status::aborted(format!(
+            "unit {unit_id:?} kept changing under this request; try again"
+        )))
+    }
+
+    fn unit_to_wire(&self, record: &UnitRecord, now_unix_ms: i64) -> pb::Unit {
+        let unit = &record.unit;
+        let position_age_ms = now_unix_ms
+            .saturating_sub(record.position_at_unix_ms)
+            .max(0);
+        pb::Unit {
+            id: unit.id.clone(),
+            call_sign: unit.call_sign.clone(),
+            unit_type: unit.unit_type.clone(),
+            home_township_code: unit.home_township.clone(),
+            jurisdiction_code: unit.jurisdiction.clone(),
+            position: Some(convert::point_to_wire(unit.position)),
+            status: convert_unit::status_to_wire(record.state.status) as i32,
+            incident_id: record.state.incident_id.clone().unwrap_or_default(),
+            capabilities: unit.capabilities.clone(),
+            crew_size: unit.crew_size,
+            position_at_unix_ms: record.position_at_unix_ms,
+            position_age_ms,
+            position_stale: now_unix_ms
+                .saturating_sub(record.position_age_basis_unix_ms(now_unix_ms))
+                > registry::STALE_POSITION_AFTER_MS_DEFAULT,
+            status_since_unix_ms: record.state.since_unix_ms,
+            out_of_service_reason: record
+                .state
+                .out_of_service_reason
+                .clone()
+                .unwrap_or_default(),
+        }
+    }
+
+    fn respond(&self, record: &UnitRecord) -> Response<pb::UnitResponse> {
+        Response::new(pb::UnitResponse {
+            unit: Some(self.unit_to_wire(record, lifecycle::unix_ms_now())),
+        })
+    }
 }
 
 fn storage(error: store::Error) -> Status {
     Status::internal(format!("dispatch storage error: {error}"))
+}
+
+fn unknown_unit(namespace: &str, unit_id: &str) -> Status {
+    Status::not_found(format!(
+        "no unit {unit_id:?} is registered in namespace {namespace}"
+    ))
+}
+
+fn validate_unit_id(unit_id: &str) -> Result<(), Status> {
+    bus::subjects::validate_token(unit_id).map_err(|_| {
+        Status::invalid_argument(format!(
+            "unit id {unit_id:?} must be 1-64 of A-Z, a-z, 0-9, `-` and `_`"
+        ))
+    })
+}
+
+fn invalid(problem: String) -> Status {
+    Status::invalid_argument(problem)
 }
 
 #[tonic::async_trait]
@@ -48,37 +157,21 @@ impl pb::dispatch_service_server::DispatchService for DispatchGrpc {
     ) -> Result<Response<pb::ListUnitsResponse>, Status> {
         let request = request.into_inner();
         let namespace = self.namespace(&request.namespace)?;
-        let prefix = booking_key(namespace, "");
-        let bookings: HashMap<String, Booking> = self
-            .store
-            .scan_prefix::<Booking>(&prefix)
+        if request.unit_type.len() > registry::NAME_BYTES_MAX {
+            return Err(invalid(format!(
+                "unit_type is longer than {} bytes",
+                registry::NAME_BYTES_MAX
+            )));
+        }
+        let now = lifecycle::unix_ms_now();
+        let units = registry::load_all(&self.store, namespace)
             .map_err(storage)?
-            .into_iter()
-            .map(|(key, booking)| (key[prefix.len()..].to_string(), booking))
-            .collect();
-        let units = self
-            .config
-            .region
-            .units
             .iter()
-            .filter(|unit| request.unit_type.is_empty() || unit.unit_type == request.unit_type)
-            .map(|unit| {
-                let booking = bookings.get(&unit.id);
-                pb::Unit {
-                    id: unit.id.clone(),
-                    call_sign: unit.call_sign.clone(),
-                    unit_type: unit.unit_type.clone(),
-                    home_township_code: unit.home_township.clone(),
-                    jurisdiction_code: unit.jurisdiction.clone(),
-                    position: Some(convert::point_to_wire(unit.position)),
-                    status: if booking.is_some() {
-                        pb::UnitStatus::Dispatched
-                    } else {
-                        pb::UnitStatus::Available
-                    } as i32,
-                    incident_id: booking.map(|b| b.incident_id.clone()).unwrap_or_default(),
-                }
+            .filter(|record| !record.is_retired())
+            .filter(|record| {
+                request.unit_type.is_empty() || record.unit.unit_type == request.unit_type
             })
+            .map(|record| self.unit_to_wire(record, now))
             .collect();
         Ok(Response::new(pb::ListUnitsResponse { units }))
     }
@@ -109,6 +202,242 @@ impl pb::dispatch_service_server::DispatchService for DispatchGrpc {
         };
         Ok(Response::new(pb::GetAssignmentsResponse {
             units: Some(convert::units_to_wire(&units)),
+        }))
+    }
+
+    async fn register_unit(
+        &self,
+        request: Request<pb::RegisterUnitRequest>,
+    ) -> Result<Response<pb::UnitResponse>, Status> {
+        let request = request.into_inner();
+        let namespace = self.namespace(&request.namespace)?;
+        validate_unit_id(&request.id)?;
+        registry::validate_call_sign(&request.call_sign).map_err(invalid)?;
+        registry::validate_name("unit_type", &request.unit_type).map_err(invalid)?;
+        registry::validate_capabilities(&request.capabilities).map_err(invalid)?;
+        registry::validate_crew_size(request.crew_size).map_err(invalid)?;
+        let jurisdiction =
+            registry::county_of_township(&self.config.region, &request.home_township_code)
+                .map_err(invalid)?;
+        let position = match &request.position {
+            Some(point) => {
+                let point = convert::point_from_wire(Some(point));
+                if let Some(problem) = point.range_problem() {
+                    return Err(invalid(format!("position: {problem}")));
+                }
+                point
+            }
+            None => self
+                .config
+                .region
+                .tree
+                .get(&request.home_township_code)
+                .and_then(|township| township.centroid)
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "township {:?} has no centroid; give a position",
+                        request.home_township_code
+                    ))
+                })?,
+        };
+        let now = lifecycle::unix_ms_now();
+        let unit = Unit {
+            id: request.id.clone(),
+            call_sign: request.call_sign.trim().to_string(),
+            unit_type: request.unit_type.clone(),
+            home_township: request.home_township_code.clone(),
+            jurisdiction,
+            position,
+            capabilities: request.capabilities.clone(),
+            crew_size: request.crew_size,
+        };
+        let record = UnitRecord::new(unit.clone(), now, now);
+        let key = registry::unit_key(namespace, &request.id);
+        let mut commit = Commit::new();
+        commit.expect_raw(key.clone(), None);
+        commit.put(key, &record).map_err(storage)?;
+        registry::push_event(
+            &mut commit,
+            namespace,
+            &request.id,
+            UnitChange::Registered {
+                unit,
+                position_at_unix_ms: now,
+            },
+            now,
+        )
+        .map_err(|e| invalid(e.to_string()))?;
+        match self.store.commit(&commit) {
+            Ok(_) => {}
+            Err(store::Error::Conflict { .. }) => {
+                return Err(Status::already_exists(format!(
+                    "unit id {:?} is taken in namespace {namespace} (retired ids are not reused)",
+                    request.id
+                )));
+            }
+            Err(error) => return Err(storage(error)),
+        }
+        self.store.flush().await.map_err(storage)?;
+        tracing::info!(unit_id = %request.id, "unit registered");
+        Ok(self.respond(&record))
+    }
+
+    async fn update_unit(
+        &self,
+        request: Request<pb::UpdateUnitRequest>,
+    ) -> Result<Response<pb::UnitResponse>, Status> {
+        let request = request.into_inner();
+        let namespace = self.namespace(&request.namespace)?;
+        if let Some(call_sign) = &request.call_sign {
+            registry::validate_call_sign(call_sign).map_err(invalid)?;
+        }
+        if let Some(capabilities) = &request.capabilities {
+            registry::validate_capabilities(&capabilities.values).map_err(invalid)?;
+        }
+        if let Some(crew_size) = request.crew_size {
+            registry::validate_crew_size(crew_size).map_err(invalid)?;
+        }
+        let jurisdiction = match &request.home_township_code {
+            Some(code) => {
+                Some(registry::county_of_township(&self.config.region, code).map_err(invalid)?)
+            }
+            None => None,
+        };
+        let record = self
+            .change_unit(namespace, &request.unit_id, |record, _now| {
+                let before = record.unit.clone();
+                let unit = &mut record.unit;
+                if let Some(call_sign) = &request.call_sign {
+                    unit.call_sign = call_sign.trim().to_string();
+                }
+                if let Some(capabilities) = &request.capabilities {
+                    unit.capabilities = capabilities.values.clone();
+                }
+                if let Some(crew_size) = request.crew_size {
+                    unit.crew_size = crew_size;
+                }
+                if let (Some(code), Some(county)) = (&request.home_township_code, &jurisdiction) {
+                    unit.home_township = code.clone();
+                    unit.jurisdiction = county.clone();
+                }
+                if record.unit == before {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![UnitChange::Updated {
+                    unit: record.unit.clone(),
+                    position_at_unix_ms: record.position_at_unix_ms,
+                }])
+            })
+            .await?;
+        Ok(self.respond(&record))
+    }
+
+    async fn retire_unit(
+        &self,
+        request: Request<pb::RetireUnitRequest>,
+    ) -> Result<Response<pb::UnitResponse>, Status> {
+        let request = request.into_inner();
+        let namespace = self.namespace(&request.namespace)?;
+        let reason = request.reason.trim().to_string();
+        if reason.is_empty() || reason.chars().count() > registry::REASON_CHARS_MAX {
+            return Err(invalid(format!(
+                "reason is required, at most {} characters",
+                registry::REASON_CHARS_MAX
+            )));
+        }
+        let record = self
+            .change_unit(namespace, &request.unit_id, |record, now| {
+                let status = record.state.status;
+                if status.is_committed() || status == domain::unit::UnitStatus::Returning {
+                    return Err(Status::failed_precondition(format!(
+                        "unit {:?} is {status}{}; release it and let it clear before retiring it",
+                        record.unit.id,
+                        record
+                            .state
+                            .incident_id
+                            .as_deref()
+                            .map(|id| format!(" on incident {id}"))
+                            .unwrap_or_default()
+                    )));
+                }
+                record.retired = Some(Retirement {
+                    reason: reason.clone(),
+                    at_unix_ms: now,
+                });
+                Ok(vec![UnitChange::Retired {
+                    reason: reason.clone(),
+                }])
+            })
+            .await?;
+        tracing::info!(unit_id = %request.unit_id, %reason, "unit retired");
+        Ok(self.respond(&record))
+    }
+
+    async fn update_unit_status(
+        &self,
+        request: Request<pb::UpdateUnitStatusRequest>,
+    ) -> Result<Response<pb::UnitResponse>, Status> {
+        let request = request.into_inner();
+        let namespace = self.namespace(&request.namespace)?;
+        let event = convert_unit::unit_event_from_wire(
+            request.event,
+            &request.incident_id,
+            &request.reason,
+        )
+        .map_err(invalid)?;
+        let record = self
+            .change_unit(namespace, &request.unit_id, |record, now| {
+                let change = record.apply(&event, now).map_err(|refused| {
+                    Status::failed_precondition(format!(
+                        "unit {:?}: {} refused: {refused}",
+                        record.unit.id,
+                        event.name()
+                    ))
+                })?;
+                Ok(vec![UnitChange::StatusChanged {
+                    change,
+                    cause: event.name().to_string(),
+                }])
+            })
+            .await?;
+        tracing::info!(unit_id = %request.unit_id, event = event.name(), status = %record.state.status, "unit status changed");
+        Ok(self.respond(&record))
+    }
+
+    async fn report_position(
+        &self,
+        request: Request<pb::ReportPositionRequest>,
+    ) -> Result<Response<pb::ReportPositionResponse>, Status> {
+        let request = request.into_inner();
+        let namespace = self.namespace(&request.namespace)?;
+        let now = lifecycle::unix_ms_now();
+        let at_unix_ms = if request.at_unix_ms == 0 {
+            now
+        } else {
+            request.at_unix_ms
+        };
+        let position = GeoPoint {
+            lat: request.lat,
+            lon: request.lon,
+        };
+        registry::validate_position(position, at_unix_ms, now).map_err(invalid)?;
+        let mut applied = false;
+        let record = self
+            .change_unit(namespace, &request.unit_id, |record, _now| {
+                applied = record.report_position(position, at_unix_ms);
+                Ok(if applied {
+                    vec![UnitChange::PositionReported {
+                        position,
+                        at_unix_ms,
+                    }]
+                } else {
+                    Vec::new()
+                })
+            })
+            .await?;
+        Ok(Response::new(pb::ReportPositionResponse {
+            applied,
+            unit: Some(self.unit_to_wire(&record, lifecycle::unix_ms_now())),
         }))
     }
 }

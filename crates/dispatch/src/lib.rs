@@ -1,12 +1,17 @@
 //! The dispatch service: responder units, plans (预案) and assignments.
 //!
-//! It consumes `graded` events, looks up the plan for the incident's sub-type and grade, books the
-//! nearest available units of the types the plan names and emits `units_assigned`. A booking is a
-//! compare-and-swap on the unit's key in sled, in the same commit as the assignment and the event,
-//! so no unit is ever booked to two incidents, even with several dispatchers.
+//! It keeps the unit registry (`unit/<ns>/<id>`: registry entry, last position, lifecycle state),
+//! seeded from the region's units on first start and managed over gRPC. It consumes `graded`
+//! events, looks up the plan for the incident's sub-type and grade, recommends the nearest
+//! available units by ETA (skipping out-of-service units and stale positions), moves them to
+//! Dispatched through the state machine and emits `units_assigned`. A booking is a
+//! compare-and-swap on the unit's record in sled, in the same commit as the assignment and the
+//! events, so no unit is ever booked to two incidents, even with several dispatchers. Positions
+//! arrive over gRPC and on `muster.<ns>.unit.<id>.position`; every unit change is a `UnitEvent`.
 
 mod driver;
 mod grpc;
+pub mod registry;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,7 +21,8 @@ use muster_proto::v1 as pb;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use driver::{AssignmentRecord, Booking};
+pub use driver::{Assigner, AssignmentRecord, PositionTracker};
+pub use registry::UnitRecord;
 
 /// The service's name in health checks, logs and event envelopes.
 pub const SERVICE_NAME: &str = "dispatch";
@@ -51,6 +57,16 @@ pub async fn run(
 ) -> Result<(), Error> {
     bus::subjects::validate_namespace(&config.namespace)?;
     let runtime = bus::Runtime::start(SERVICE_NAME, &config.nats_url, &config.data_dir).await?;
+    let seeded = registry::seed(
+        &runtime.store,
+        &config.region,
+        &config.namespace,
+        lifecycle::unix_ms_now(),
+    )?;
+    if seeded > 0 {
+        runtime.store.flush().await?;
+        tracing::info!(seeded, namespace = %config.namespace, "units seeded from the region");
+    }
     let assigner = driver::Assigner::new(runtime.store.clone(), config.region.clone());
     let filters = vec![bus::subjects::incident_event_filter(
         &config.namespace,
@@ -58,6 +74,14 @@ pub async fn run(
     )];
     runtime
         .consume("assigner", &config.namespace, filters, assigner)
+        .await?;
+    let tracker = driver::PositionTracker::new(runtime.store.clone(), config.namespace.clone());
+    let filters = vec![bus::subjects::unit_event_filter(
+        &config.namespace,
+        bus::subjects::UNIT_POSITION,
+    )];
+    runtime
+        .consume("positions", &config.namespace, filters, tracker)
         .await?;
 
     let service = grpc::DispatchGrpc::new(config.clone(), runtime.store.clone());

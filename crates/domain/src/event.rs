@@ -77,12 +77,49 @@ pub struct UnitsAssigned {
     pub shortfalls: Vec<Shortfall>,
 }
 
+/// A jurisdiction named in an event: code, name and level.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JurisdictionRef {
+    pub code: String,
+    pub name: String,
+    pub level: Level,
+}
+
+/// The level asked to acknowledge did so; its escalation chain stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acknowledged {
+    pub by: String,
+    pub jurisdiction: JurisdictionRef,
+}
+
+/// The next level up is now asked to acknowledge (command does not move).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Escalated {
+    pub from: JurisdictionRef,
+    pub to: JurisdictionRef,
+    pub reason: String,
+    /// True for an officer's `Escalate`, false when a deadline passed.
+    pub manual: bool,
+}
+
+/// Command moved: the handover names both parties.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeadChanged {
+    pub from: JurisdictionRef,
+    pub to: JurisdictionRef,
+    /// `regrade` or `take_command`.
+    pub reason: String,
+}
+
 /// The body of an incident event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum EventBody {
     Reported(IncidentReport),
     Graded(Graded),
     UnitsAssigned(UnitsAssigned),
+    Acknowledged(Acknowledged),
+    Escalated(Escalated),
+    LeadChanged(LeadChanged),
 }
 
 impl EventBody {
@@ -92,6 +129,9 @@ impl EventBody {
             EventBody::Reported(_) => "reported",
             EventBody::Graded(_) => "graded",
             EventBody::UnitsAssigned(_) => "units_assigned",
+            EventBody::Acknowledged(_) => "acknowledged",
+            EventBody::Escalated(_) => "escalated",
+            EventBody::LeadChanged(_) => "lead_changed",
         }
     }
 }
@@ -184,6 +224,26 @@ impl IncidentEvent {
                 }
                 text
             }
+            EventBody::Acknowledged(ack) => format!(
+                "acknowledged by {} for {} ({}, {})",
+                ack.by,
+                ack.jurisdiction.name,
+                ack.jurisdiction.code,
+                ack.jurisdiction.level.as_str()
+            ),
+            EventBody::Escalated(escalated) => format!(
+                "escalated from {} ({}) to {} ({}): {}{}",
+                escalated.from.name,
+                escalated.from.code,
+                escalated.to.name,
+                escalated.to.code,
+                escalated.reason,
+                if escalated.manual { " (by hand)" } else { "" }
+            ),
+            EventBody::LeadChanged(change) => format!(
+                "command handed from {} ({}) to {} ({}): {}",
+                change.from.name, change.from.code, change.to.name, change.to.code, change.reason
+            ),
         }
     }
 }

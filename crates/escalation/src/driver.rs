@@ -4,11 +4,14 @@
 use std::sync::Arc;
 
 use bus::{Delivery, Handler, HandlerError, subjects};
+use domain::escalation::EscalationPolicy;
 use domain::event::{EventBody, Graded, IncidentEvent, IncidentReport};
 use domain::grade::DensityClass;
 use domain::region::Region;
 use serde::{Deserialize, Serialize};
 use store::{Commit, Store};
+
+use crate::command;
 
 /// Escalation's record of one incident.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,11 +66,16 @@ pub fn grade_incident(region: &Region, report: &IncidentReport) -> Result<Graded
 pub struct Grader {
     store: Store,
     region: Arc<Region>,
+    policy: Arc<EscalationPolicy>,
 }
 
 impl Grader {
-    pub fn new(store: Store, region: Arc<Region>) -> Grader {
-        Grader { store, region }
+    pub fn new(store: Store, region: Arc<Region>, policy: Arc<EscalationPolicy>) -> Grader {
+        Grader {
+            store,
+            region,
+            policy,
+        }
     }
 }
 
@@ -113,6 +121,18 @@ impl Handler for Grader {
         let subject =
             subjects::incident_event(&event.namespace, &event.incident_id, subjects::GRADED)
                 .map_err(|e| HandlerError::Poison(e.to_string()))?;
+        // The incident's escalation machine starts with the grading: chain, obligations, timers.
+        let mut command = command::new_record(
+            &self.region,
+            &self.policy,
+            &event.namespace,
+            &event.incident_id,
+            &graded,
+            now,
+        )
+        .map_err(|reason| {
+            HandlerError::Poison(format!("incident {}: {reason}", event.incident_id))
+        })?;
         let record = GradingRecord {
             incident_id: event.incident_id.clone(),
             namespace: event.namespace.clone(),
@@ -124,6 +144,18 @@ impl Handler for Grader {
             .put(key, &record)
             .map_err(|e| HandlerError::Retry(e.to_string()))?;
         commit.event(subject, muster_proto::convert::encode_event(&out));
+        commit.expect_raw(
+            command::command_key(&event.namespace, &event.incident_id),
+            None,
+        );
+        command::stage(
+            &mut commit,
+            &self.region,
+            &Default::default(),
+            &mut command,
+            now,
+        )
+        .map_err(|e| HandlerError::Retry(e.to_string()))?;
         Ok(commit)
     }
 }

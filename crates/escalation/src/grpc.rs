@@ -1,11 +1,17 @@
 //! The gRPC face of escalation: `muster.v1.EscalationService`. Wire types stop here.
 
+use domain::escalation::{
+    Handled, Ignored, Obligation, ObligationId, ObligationStatus, ReportKind,
+};
 use muster_proto::convert;
 use muster_proto::v1 as pb;
 use store::Store;
 use tonic::{Request, Response, Status};
 
 use crate::Config;
+use crate::command::{
+    CommandRecord, TransitionError, command_key, command_prefix, jurisdiction_ref, transition,
+};
 use crate::driver::{GradingRecord, grading_key};
 
 pub struct EscalationGrpc {
@@ -16,6 +22,152 @@ pub struct EscalationGrpc {
 impl EscalationGrpc {
     pub fn new(config: Config, store: Store) -> EscalationGrpc {
         EscalationGrpc { config, store }
+    }
+
+    /// The request's namespace (`live` when empty), if this instance serves it.
+    fn served_namespace<'a>(&'a self, requested: &'a str) -> Result<&'a str, Status> {
+        let namespace = if requested.is_empty() {
+            bus::subjects::LIVE
+        } else {
+            requested
+        };
+        if namespace != self.config.namespace {
+            return Err(Status::failed_precondition(format!(
+                "this escalation serves namespace {:?}, not {namespace:?}",
+                self.config.namespace
+            )));
+        }
+        Ok(namespace)
+    }
+
+    fn load_command(&self, namespace: &str, incident_id: &str) -> Result<CommandRecord, Status> {
+        if incident_id.is_empty() {
+            return Err(Status::invalid_argument("incident_id is required"));
+        }
+        self.store
+            .get::<CommandRecord>(&command_key(namespace, incident_id))
+            .map_err(storage_error)?
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "incident {incident_id:?} has not been graded in namespace {namespace}"
+                ))
+            })
+    }
+
+    /// Runs a transition, makes it durable, and answers with the record after it.
+    async fn transition<T>(
+        &self,
+        namespace: &str,
+        incident_id: &str,
+        input: impl FnMut(&mut CommandRecord, i64) -> Result<T, String>,
+    ) -> Result<(T, CommandRecord), Status> {
+        if incident_id.is_empty() {
+            return Err(Status::invalid_argument("incident_id is required"));
+        }
+        let outcome = transition(
+            &self.store,
+            &self.config.region,
+            namespace,
+            incident_id,
+            |_| {},
+            input,
+        )
+        .map_err(|error| match error {
+            TransitionError::NotFound { .. } => Status::not_found(format!(
+                "incident {incident_id:?} has not been graded in namespace {namespace}"
+            )),
+            TransitionError::Refused(text) => Status::failed_precondition(text),
+            TransitionError::Store(error) => storage_error(error),
+            TransitionError::Contended { .. } => Status::aborted(error.to_string()),
+        })?;
+        // Answer only once the change is durable.
+        self.store.flush().await.map_err(storage_error)?;
+        Ok(outcome)
+    }
+
+    fn command_to_wire(&self, record: &CommandRecord) -> pb::Command {
+        let region = &self.config.region;
+        let lead = record
+            .machine
+            .lead()
+            .map(|rung| jurisdiction_ref(region, rung));
+        let asked = record
+            .machine
+            .escalation_rung()
+            .map(|rung| jurisdiction_ref(region, rung));
+        pb::Command {
+            incident_id: record.incident_id.clone(),
+            grade: convert::grade_to_wire(record.machine.grade()) as i32,
+            lead_jurisdiction_code: lead.as_ref().map(|j| j.code.clone()).unwrap_or_default(),
+            lead_jurisdiction_name: lead.as_ref().map(|j| j.name.clone()).unwrap_or_default(),
+            lead_level: lead
+                .as_ref()
+                .map_or(pb::JurisdictionLevel::Unspecified, |j| {
+                    convert::level_to_wire(j.level)
+                }) as i32,
+            lead_since_unix_ms: record.lead_since_unix_ms,
+            escalation_jurisdiction_code: asked
+                .as_ref()
+                .map(|j| j.code.clone())
+                .unwrap_or_default(),
+            escalation_jurisdiction_name: asked
+                .as_ref()
+                .map(|j| j.name.clone())
+                .unwrap_or_default(),
+            escalation_level: asked
+                .as_ref()
+                .map_or(pb::JurisdictionLevel::Unspecified, |j| {
+                    convert::level_to_wire(j.level)
+                }) as i32,
+            acknowledged: record.machine.is_acknowledged(),
+            acknowledged_by: record.acknowledged_by.clone().unwrap_or_default(),
+            acknowledged_at_unix_ms: record.acknowledged_at_unix_ms.unwrap_or_default(),
+            ack_due_at_unix_ms: record.ack_due_at_unix_ms().unwrap_or_default(),
+            escalation_count: record.escalation_count,
+        }
+    }
+}
+
+fn storage_error(error: store::Error) -> Status {
+    Status::internal(format!("escalation storage error: {error}"))
+}
+
+fn deadline_to_wire(incident_id: &str, obligation: &Obligation, now_unix_ms: i64) -> pb::Deadline {
+    let (status, sent_at_unix_ms, late_by_ms) = match obligation.status {
+        ObligationStatus::Open if obligation.due_at_unix_ms <= now_unix_ms => (
+            pb::DeadlineStatus::Late,
+            0,
+            now_unix_ms - obligation.due_at_unix_ms,
+        ),
+        ObligationStatus::Open => (pb::DeadlineStatus::Open, 0, 0),
+        ObligationStatus::Late => (
+            pb::DeadlineStatus::Late,
+            0,
+            (now_unix_ms - obligation.due_at_unix_ms).max(0),
+        ),
+        ObligationStatus::Met {
+            submitted_at_unix_ms,
+            late_by_ms,
+        } => (pb::DeadlineStatus::Met, submitted_at_unix_ms, late_by_ms),
+    };
+    pb::Deadline {
+        incident_id: incident_id.to_string(),
+        obligation_id: obligation.id.0,
+        rule_id: obligation.rule_id.clone(),
+        kind: match obligation.kind {
+            ReportKind::First => "first",
+            ReportKind::FollowUp => "follow_up",
+            ReportKind::Final => "final",
+        }
+        .to_string(),
+        from_tier: obligation.from.as_str().to_string(),
+        to_tier: obligation.to.as_str().to_string(),
+        to_jurisdiction_code: obligation.to_code.clone().unwrap_or_default(),
+        created_at_unix_ms: obligation.created_at_unix_ms,
+        due_at_unix_ms: obligation.due_at_unix_ms,
+        sent_at_unix_ms,
+        late_by_ms,
+        status: status as i32,
     }
 }
 
@@ -70,6 +222,153 @@ impl pb::escalation_service_server::EscalationService for EscalationGrpc {
             })?;
         Ok(Response::new(pb::GetGradingResponse {
             grading: Some(convert::graded_to_wire(&record.graded)),
+        }))
+    }
+
+    async fn acknowledge(
+        &self,
+        request: Request<pb::AcknowledgeRequest>,
+    ) -> Result<Response<pb::AcknowledgeResponse>, Status> {
+        let request = request.into_inner();
+        let namespace = self.served_namespace(&request.namespace)?;
+        let officer = request.officer.trim().to_string();
+        if officer.is_empty() {
+            return Err(Status::invalid_argument(
+                "officer is required: who acknowledges?",
+            ));
+        }
+        let (_, record) = self
+            .transition(namespace, &request.incident_id, |record, now| match record
+                .machine
+                .handle_acknowledge(&officer, now)
+            {
+                Handled::Applied => Ok(()),
+                Handled::Ignored(Ignored::AlreadyAcknowledged) => Err(format!(
+                    "incident {:?} is already acknowledged by {}",
+                    record.incident_id,
+                    record.acknowledged_by.as_deref().unwrap_or("someone")
+                )),
+                Handled::Ignored(other) => Err(format!(
+                    "incident {:?} cannot be acknowledged now ({other:?})",
+                    record.incident_id
+                )),
+            })
+            .await?;
+        Ok(Response::new(pb::AcknowledgeResponse {
+            command: Some(self.command_to_wire(&record)),
+        }))
+    }
+
+    async fn escalate(
+        &self,
+        request: Request<pb::EscalateRequest>,
+    ) -> Result<Response<pb::EscalateResponse>, Status> {
+        let request = request.into_inner();
+        let namespace = self.served_namespace(&request.namespace)?;
+        let reason = request.reason.trim().to_string();
+        if reason.is_empty() {
+            return Err(Status::invalid_argument(
+                "reason is required: say why the incident is escalated",
+            ));
+        }
+        let (_, record) = self
+            .transition(namespace, &request.incident_id, |record, now| match record
+                .machine
+                .handle_escalate(&reason, now)
+            {
+                Handled::Applied => Ok(()),
+                Handled::Ignored(Ignored::AlreadyAtTop) => Err(format!(
+                    "incident {:?} is already escalated to the top of its ladder",
+                    record.incident_id
+                )),
+                Handled::Ignored(other) => Err(format!(
+                    "incident {:?} cannot be escalated now ({other:?})",
+                    record.incident_id
+                )),
+            })
+            .await?;
+        Ok(Response::new(pb::EscalateResponse {
+            command: Some(self.command_to_wire(&record)),
+        }))
+    }
+
+    async fn list_deadlines(
+        &self,
+        request: Request<pb::ListDeadlinesRequest>,
+    ) -> Result<Response<pb::ListDeadlinesResponse>, Status> {
+        let request = request.into_inner();
+        let namespace = self.served_namespace(&request.namespace)?;
+        let records = if request.incident_id.is_empty() {
+            self.store
+                .scan_prefix::<CommandRecord>(&command_prefix(namespace))
+                .map_err(storage_error)?
+                .into_iter()
+                .map(|(_, record)| record)
+                .collect()
+        } else {
+            vec![self.load_command(namespace, &request.incident_id)?]
+        };
+        let now = lifecycle::unix_ms_now();
+        let deadlines = records
+            .iter()
+            .flat_map(|record| {
+                record
+                    .machine
+                    .obligations()
+                    .map(|obligation| deadline_to_wire(&record.incident_id, obligation, now))
+            })
+            .collect();
+        Ok(Response::new(pb::ListDeadlinesResponse { deadlines }))
+    }
+
+    async fn submit_report(
+        &self,
+        request: Request<pb::SubmitReportRequest>,
+    ) -> Result<Response<pb::SubmitReportResponse>, Status> {
+        let request = request.into_inner();
+        let namespace = self.served_namespace(&request.namespace)?;
+        let id = ObligationId(request.obligation_id);
+        // Unknown obligations are NOT_FOUND, not a refused transition.
+        let current = self.load_command(namespace, &request.incident_id)?;
+        if !current.machine.obligations().any(|o| o.id == id) {
+            return Err(Status::not_found(format!(
+                "incident {:?} has no reporting obligation {}",
+                request.incident_id, id.0
+            )));
+        }
+        let (now, record) = self
+            .transition(namespace, &request.incident_id, |record, now| match record
+                .machine
+                .handle_report_submitted(id, now)
+            {
+                Handled::Applied => Ok(now),
+                Handled::Ignored(Ignored::AlreadySubmitted) => Err(format!(
+                    "obligation {} of incident {:?} was already reported",
+                    id.0, record.incident_id
+                )),
+                Handled::Ignored(other) => Err(format!(
+                    "obligation {} of incident {:?} cannot be reported ({other:?})",
+                    id.0, record.incident_id
+                )),
+            })
+            .await?;
+        let deadline = record
+            .machine
+            .obligations()
+            .find(|o| o.id == id)
+            .map(|obligation| deadline_to_wire(&record.incident_id, obligation, now));
+        Ok(Response::new(pb::SubmitReportResponse { deadline }))
+    }
+
+    async fn get_command(
+        &self,
+        request: Request<pb::GetCommandRequest>,
+    ) -> Result<Response<pb::GetCommandResponse>, Status> {
+        let request = request.into_inner();
+        let namespace = self.served_namespace(&request.namespace)?;
+        let record = self.load_command(namespace, &request.incident_id)?;
+        Ok(Response::new(pb::GetCommandResponse {
+            command: Some(self.command_to_wire(&record)),
         }))
     }
 }

@@ -2,14 +2,19 @@
 //!
 //! It consumes `reported` events, grades each incident with the rulebook, names the single lead
 //! jurisdiction (territorial first, lifted to the level the grade requires), stores the decision
-//! and emits `graded` in the same commit.
+//! and emits `graded` in the same commit. The same commit starts the incident's escalation
+//! machine (acknowledgement chain, reporting obligations) and stores its timers; a timer task
+//! fires them, and gRPC acknowledges, escalates and records reports, each in one commit.
 
+pub mod command;
 mod driver;
 mod grpc;
+pub mod timers;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use domain::escalation::EscalationPolicy;
 use domain::region::Region;
 use muster_proto::v1 as pb;
 use tokio::net::TcpListener;
@@ -29,6 +34,9 @@ pub struct Config {
     /// `live`, or `drill.<id>`.
     pub namespace: String,
     pub region: Arc<Region>,
+    /// The escalation policy; `None` means the shipped default
+    /// ([`EscalationPolicy::embedded_default`]). Tests pass one on a compressed clock.
+    pub policy: Option<Arc<EscalationPolicy>>,
 }
 
 /// Everything that can stop escalation.
@@ -50,7 +58,11 @@ pub async fn run(
 ) -> Result<(), Error> {
     bus::subjects::validate_namespace(&config.namespace)?;
     let runtime = bus::Runtime::start(SERVICE_NAME, &config.nats_url, &config.data_dir).await?;
-    let grader = driver::Grader::new(runtime.store.clone(), config.region.clone());
+    let policy = config
+        .policy
+        .clone()
+        .unwrap_or_else(|| Arc::new(EscalationPolicy::embedded_default()));
+    let grader = driver::Grader::new(runtime.store.clone(), config.region.clone(), policy);
     let filters = vec![bus::subjects::incident_event_filter(
         &config.namespace,
         bus::subjects::REPORTED,
@@ -58,6 +70,15 @@ pub async fn run(
     runtime
         .consume("grader", &config.namespace, filters, grader)
         .await?;
+
+    // The timer task stops after the gRPC server, before the runtime drains the outbox.
+    let timers_shutdown = CancellationToken::new();
+    let timer_task = tokio::spawn(timers::run_timers(
+        runtime.store.clone(),
+        config.region.clone(),
+        config.namespace.clone(),
+        timers_shutdown.clone(),
+    ));
 
     let service = grpc::EscalationGrpc::new(config.clone(), runtime.store.clone());
     let routes = tonic::service::Routes::new(
@@ -74,6 +95,10 @@ pub async fn run(
         shutdown,
     )
     .await;
+    timers_shutdown.cancel();
+    if let Err(error) = timer_task.await {
+        tracing::error!(%error, "timer task panicked");
+    }
     runtime.drain().await?;
     Ok(served?)
 }

@@ -106,6 +106,16 @@ impl IncidentRecord {
                 }
                 self.status = IncidentStatus::Responding;
             }
+            // Acknowledgement and escalation change who is asked to act, not who leads: the
+            // timeline records them.
+            EventBody::Acknowledged(_) | EventBody::Escalated(_) => {}
+            EventBody::LeadChanged(change) => {
+                if let Some(grading) = &mut self.grading {
+                    grading.lead_code = change.to.code.clone();
+                    grading.lead_name = change.to.name.clone();
+                    grading.lead_level = change.to.level;
+                }
+            }
         }
         self.updated_at_unix_ms = self.updated_at_unix_ms.max(event.at_unix_ms);
         self.timeline.push(entry);

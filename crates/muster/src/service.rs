@@ -100,6 +100,7 @@ pub async fn run(
                 data_dir,
                 namespace,
                 region,
+                policy: None,
             };
             escalation::run(config, listener, shutdown)
                 .await

@@ -5,7 +5,8 @@
 
 use domain::class::IncidentClass;
 use domain::event::{
-    Assignment, EventBody, Graded, IncidentEvent, IncidentReport, Shortfall, UnitsAssigned,
+    Acknowledged, Assignment, Escalated, EventBody, Graded, IncidentEvent, IncidentReport,
+    JurisdictionRef, LeadChanged, Shortfall, UnitsAssigned,
 };
 use domain::geo::GeoPoint;
 use domain::grade::{DensityClass, Facts, Grade};
@@ -286,6 +287,106 @@ fn units_from_wire(units: &pb::UnitsAssigned) -> UnitsAssigned {
     }
 }
 
+fn jurisdiction_ref_from_wire(
+    field: &str,
+    code: &str,
+    name: &str,
+    level: i32,
+) -> Result<JurisdictionRef, String> {
+    let level = pb::JurisdictionLevel::try_from(level)
+        .ok()
+        .and_then(level_from_wire)
+        .ok_or_else(|| format!("{field}: the jurisdiction level is missing or unknown"))?;
+    Ok(JurisdictionRef {
+        code: code.to_string(),
+        name: name.to_string(),
+        level,
+    })
+}
+
+pub fn acknowledged_to_wire(ack: &Acknowledged) -> pb::Acknowledged {
+    pb::Acknowledged {
+        by: ack.by.clone(),
+        jurisdiction_code: ack.jurisdiction.code.clone(),
+        jurisdiction_name: ack.jurisdiction.name.clone(),
+        jurisdiction_level: level_to_wire(ack.jurisdiction.level) as i32,
+    }
+}
+
+fn acknowledged_from_wire(ack: &pb::Acknowledged) -> Result<Acknowledged, String> {
+    Ok(Acknowledged {
+        by: ack.by.clone(),
+        jurisdiction: jurisdiction_ref_from_wire(
+            "acknowledged",
+            &ack.jurisdiction_code,
+            &ack.jurisdiction_name,
+            ack.jurisdiction_level,
+        )?,
+    })
+}
+
+pub fn escalated_to_wire(escalated: &Escalated) -> pb::Escalated {
+    pb::Escalated {
+        from_jurisdiction_code: escalated.from.code.clone(),
+        from_jurisdiction_name: escalated.from.name.clone(),
+        from_level: level_to_wire(escalated.from.level) as i32,
+        to_jurisdiction_code: escalated.to.code.clone(),
+        to_jurisdiction_name: escalated.to.name.clone(),
+        to_level: level_to_wire(escalated.to.level) as i32,
+        reason: escalated.reason.clone(),
+        manual: escalated.manual,
+    }
+}
+
+fn escalated_from_wire(escalated: &pb::Escalated) -> Result<Escalated, String> {
+    Ok(Escalated {
+        from: jurisdiction_ref_from_wire(
+            "escalated.from",
+            &escalated.from_jurisdiction_code,
+            &escalated.from_jurisdiction_name,
+            escalated.from_level,
+        )?,
+        to: jurisdiction_ref_from_wire(
+            "escalated.to",
+            &escalated.to_jurisdiction_code,
+            &escalated.to_jurisdiction_name,
+            escalated.to_level,
+        )?,
+        reason: escalated.reason.clone(),
+        manual: escalated.manual,
+    })
+}
+
+pub fn lead_changed_to_wire(change: &LeadChanged) -> pb::LeadChanged {
+    pb::LeadChanged {
+        from_jurisdiction_code: change.from.code.clone(),
+        from_jurisdiction_name: change.from.name.clone(),
+        from_level: level_to_wire(change.from.level) as i32,
+        to_jurisdiction_code: change.to.code.clone(),
+        to_jurisdiction_name: change.to.name.clone(),
+        to_level: level_to_wire(change.to.level) as i32,
+        reason: change.reason.clone(),
+    }
+}
+
+fn lead_changed_from_wire(change: &pb::LeadChanged) -> Result<LeadChanged, String> {
+    Ok(LeadChanged {
+        from: jurisdiction_ref_from_wire(
+            "lead_changed.from",
+            &change.from_jurisdiction_code,
+            &change.from_jurisdiction_name,
+            change.from_level,
+        )?,
+        to: jurisdiction_ref_from_wire(
+            "lead_changed.to",
+            &change.to_jurisdiction_code,
+            &change.to_jurisdiction_name,
+            change.to_level,
+        )?,
+        reason: change.reason.clone(),
+    })
+}
+
 /// Encodes an event for the bus.
 pub fn encode_event(event: &IncidentEvent) -> Vec<u8> {
     let body = match &event.body {
@@ -293,6 +394,15 @@ pub fn encode_event(event: &IncidentEvent) -> Vec<u8> {
         EventBody::Graded(graded) => pb::incident_event::Body::Graded(graded_to_wire(graded)),
         EventBody::UnitsAssigned(units) => {
             pb::incident_event::Body::UnitsAssigned(units_to_wire(units))
+        }
+        EventBody::Acknowledged(ack) => {
+            pb::incident_event::Body::Acknowledged(acknowledged_to_wire(ack))
+        }
+        EventBody::Escalated(escalated) => {
+            pb::incident_event::Body::Escalated(escalated_to_wire(escalated))
+        }
+        EventBody::LeadChanged(change) => {
+            pb::incident_event::Body::LeadChanged(lead_changed_to_wire(change))
         }
     };
     pb::IncidentEvent {
@@ -317,6 +427,15 @@ pub fn decode_event(bytes: &[u8], msg_id: &str) -> Result<IncidentEvent, String>
         pb::incident_event::Body::Graded(graded) => EventBody::Graded(graded_from_wire(graded)?),
         pb::incident_event::Body::UnitsAssigned(units) => {
             EventBody::UnitsAssigned(units_from_wire(units))
+        }
+        pb::incident_event::Body::Acknowledged(ack) => {
+            EventBody::Acknowledged(acknowledged_from_wire(ack)?)
+        }
+        pb::incident_event::Body::Escalated(escalated) => {
+            EventBody::Escalated(escalated_from_wire(escalated)?)
+        }
+        pb::incident_event::Body::LeadChanged(change) => {
+            EventBody::LeadChanged(lead_changed_from_wire(change)?)
         }
     };
     Ok(IncidentEvent {
@@ -403,10 +522,35 @@ mod tests {
                 reason: "none".into(),
             }],
         };
+        let county = JurisdictionRef {
+            code: "390202".into(),
+            name: "County".into(),
+            level: Level::County,
+        };
+        let city = JurisdictionRef {
+            code: "390200".into(),
+            name: "City".into(),
+            level: Level::City,
+        };
         for body in [
             EventBody::Reported(report),
             EventBody::Graded(graded),
             EventBody::UnitsAssigned(units),
+            EventBody::Acknowledged(Acknowledged {
+                by: "officer Wang".into(),
+                jurisdiction: county.clone(),
+            }),
+            EventBody::Escalated(Escalated {
+                from: county.clone(),
+                to: city.clone(),
+                reason: "acknowledgement deadline passed".into(),
+                manual: false,
+            }),
+            EventBody::LeadChanged(LeadChanged {
+                from: county,
+                to: city,
+                reason: "take_command".into(),
+            }),
         ] {
             let event = IncidentEvent {
                 event_id: "id-1".into(),

@@ -63,6 +63,8 @@ pub struct System {
     pub intake: Option<Running>,
     pub escalation: Option<Running>,
     pub dispatch: Option<Running>,
+    /// The escalation policy the in-process escalation runs with (`None`: the shipped default).
+    pub escalation_policy: Option<Arc<domain::escalation::EscalationPolicy>>,
 }
 
 impl System {
@@ -84,6 +86,7 @@ impl System {
             intake: None,
             escalation: None,
             dispatch: None,
+            escalation_policy: None,
         }
     }
 
@@ -102,6 +105,7 @@ impl System {
             "live".to_string(),
         );
         let token = shutdown.clone();
+        let escalation_policy = self.escalation_policy.clone();
         let task = match service {
             Service::Intake => tokio::spawn(async move {
                 intake::run(
@@ -124,6 +128,7 @@ impl System {
                         data_dir,
                         namespace,
                         region,
+                        policy: escalation_policy,
                     },
                     listener,
                     token,

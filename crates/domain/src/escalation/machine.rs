@@ -10,8 +10,7 @@ use crate::escalation::policy::{EscalationPolicy, Hop, ReportTier, Step};
 use crate::grade::Grade;
 use crate::jurisdiction::{Level, lead_level_for};
 
-const MS_PER_MINUTE: i64 = 60_000;
-const MS_PER_DAY: i64 = 24 * 60 * MS_PER_MINUTE;
+const MINUTES_PER_DAY: i64 = 24 * 60;
 
 /// One jurisdiction on the ladder of an incident.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -356,7 +355,7 @@ impl EscalationMachine {
         });
         self.create_reports(ReportKind::First, now_unix_ms, false);
         if let Some(days) = self.rule().and_then(|rule| rule.final_report_within_days) {
-            let due = now_unix_ms + i64::from(days) * MS_PER_DAY;
+            let due = now_unix_ms + i64::from(days) * MINUTES_PER_DAY * self.policy.minute_ms();
             for hop in self.hops() {
                 self.create_obligation(ReportKind::Final, hop, now_unix_ms, due);
             }
@@ -733,7 +732,7 @@ impl EscalationMachine {
                 }
                 Step::Wait { .. } | Step::WaitAckDeadline => {
                     let wait_ms = match *step {
-                        Step::Wait { minutes } => i64::from(minutes) * MS_PER_MINUTE,
+                        Step::Wait { minutes } => i64::from(minutes) * self.policy.minute_ms(),
                         _ => self.policy.ack_deadline_ms(rung.level, incident.grade),
                     };
                     let id = TimerId(self.next_timer_id);
@@ -852,6 +851,7 @@ impl EscalationMachine {
     fn create_reports(&mut self, kind: ReportKind, now_unix_ms: i64, only_new_hops: bool) {
         // The clock of the hop being created: each hop is due its minutes after the hop below.
         let mut clock = now_unix_ms;
+        let minute_ms = self.policy.minute_ms();
         for hop in self.hops() {
             let first_due = self
                 .obligations
@@ -860,11 +860,11 @@ impl EscalationMachine {
                 .map(|o| o.due_at_unix_ms);
             match first_due {
                 None => {
-                    clock += i64::from(hop.minutes) * MS_PER_MINUTE;
+                    clock += i64::from(hop.minutes) * minute_ms;
                     self.create_obligation(ReportKind::First, hop, now_unix_ms, clock);
                 }
                 Some(_) if kind != ReportKind::First && !only_new_hops => {
-                    clock += i64::from(hop.minutes) * MS_PER_MINUTE;
+                    clock += i64::from(hop.minutes) * minute_ms;
                     self.create_obligation(kind, hop, now_unix_ms, clock);
                 }
                 // A hop already told: the next new hop's clock starts when this one was due,

@@ -28,6 +28,14 @@ pub struct EscalationPolicy {
     steps: Vec<Step>,
     num_loops: u32,
     obligation_rules: Vec<ObligationRule>,
+    /// How long one policy minute lasts, in milliseconds: 60 000, except where tests and
+    /// exercises compress time with [`EscalationPolicy::with_minute_ms`]. Never read from a file.
+    #[serde(default = "minute_ms_default")]
+    minute_ms: i64,
+}
+
+fn minute_ms_default() -> i64 {
+    MS_PER_MINUTE
 }
 
 /// Minutes for each grade, and for ungraded (social-safety) incidents.
@@ -605,6 +613,7 @@ impl EscalationPolicy {
             steps,
             num_loops: escalation.num_loops,
             obligation_rules,
+            minute_ms: MS_PER_MINUTE,
         })
     }
 
@@ -624,7 +633,19 @@ impl EscalationPolicy {
             .get(&level)
             .and_then(|partial| partial.get(grade))
             .unwrap_or_else(|| self.ack_default.get(grade));
-        i64::from(minutes) * MS_PER_MINUTE
+        i64::from(minutes) * self.minute_ms
+    }
+
+    /// How long one policy minute lasts, in milliseconds (60 000 unless compressed).
+    pub fn minute_ms(&self) -> i64 {
+        self.minute_ms
+    }
+
+    /// The same policy on a compressed clock: every deadline, wait and hop counts `minute_ms`
+    /// milliseconds per minute (at least 1). For tests and exercises; the data is unchanged.
+    pub fn with_minute_ms(mut self, minute_ms: i64) -> EscalationPolicy {
+        self.minute_ms = minute_ms.max(1);
+        self
     }
 
     pub fn steps(&self) -> &[Step] {

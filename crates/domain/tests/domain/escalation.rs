@@ -252,6 +252,41 @@ fn unacknowledged_grade_iii_led_by_a_county_escalates_to_the_city_at_its_deadlin
 }
 
 #[test]
+fn a_compressed_clock_scales_deadlines_waits_and_hops_and_survives_serde() {
+    let policy = EscalationPolicy::embedded_default().with_minute_ms(100);
+    assert_eq!(policy.minute_ms(), 100);
+    assert_eq!(EscalationPolicy::embedded_default().minute_ms(), MINUTE_MS);
+    assert_eq!(
+        policy.ack_deadline_ms(Level::County, Some(Grade::III)),
+        1_500
+    );
+    assert_eq!(
+        EscalationPolicy::embedded_default()
+            .with_minute_ms(0)
+            .minute_ms(),
+        1
+    );
+
+    let mut machine = EscalationMachine::new(policy);
+    machine
+        .handle_graded(graded(Some(Grade::II), "accident.mine", province()), T0)
+        .unwrap();
+    let timers = machine.poll_timers();
+    assert_eq!(chain_timers(&timers)[0].due_at_unix_ms, T0 + 5 * 100);
+    // Decree 493: unit → county within 60 minutes, here 60 × 100 ms.
+    let first_hop = machine
+        .obligations()
+        .find(|o| o.from == ReportTier::Unit)
+        .expect("unit → county obligation");
+    assert_eq!(first_hop.due_at_unix_ms, T0 + 60 * 100);
+
+    let json = serde_json::to_string(&machine).unwrap();
+    let back: EscalationMachine = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, machine);
+    assert_eq!(back.policy().minute_ms(), 100);
+}
+
+#[test]
 fn a_timer_firing_after_the_ack_produces_nothing() {
     let mut machine = machine_graded(Grade::III, "accident.mine", county());
     machine.poll_events();

@@ -1,0 +1,330 @@
+//! The host of each incident's escalation machine: its stored record, its durable timers and the
+//! one-commit transitions that move it (grading, acknowledgement, escalation, timers, reports).
+//!
+//! Keys:
+//! - `command/<ns>/<incident>`: the [`CommandRecord`] (the machine, serde JSON, plus who leads
+//!   since when);
+//! - `timer/<ns>/<due_at_unix_ms, 20 digits>/<incident>/<timer id, 20 digits>`: one
+//!   [`TimerRecord`] per armed timer, so that a prefix scan meets them in due order.
+//!
+//! Every transition loads the record, lets the machine handle the input, and commits the new
+//! record, the timer records that appeared or went away and the outbox events together, with a
+//! compare-and-swap on the record: a timer and an acknowledgement racing for one incident are
+//! serialised, and the loser runs again on fresh state.
+
+use std::collections::BTreeMap;
+
+use bus::subjects;
+use domain::escalation::{
+    EscalationEvent, EscalationMachine, EscalationReason, GradedInput, LeadChangeReason, Rung,
+    TimerArm, TimerId, TimerPurpose,
+};
+use domain::event::{
+    Acknowledged, Escalated, EventBody, Graded, IncidentEvent, JurisdictionRef, LeadChanged,
+};
+use domain::region::Region;
+use serde::{Deserialize, Serialize};
+use store::{Commit, Store};
+
+/// How many times a transition is retried after losing a compare-and-swap race.
+const TRANSITION_ATTEMPTS_MAX: usize = 8;
+
+/// Escalation's durable state of one incident's command and chains.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandRecord {
+    pub incident_id: String,
+    pub namespace: String,
+    pub machine: EscalationMachine,
+    pub lead_since_unix_ms: i64,
+    pub acknowledged_by: Option<String>,
+    pub acknowledged_at_unix_ms: Option<i64>,
+    pub escalation_count: u32,
+}
+
+impl CommandRecord {
+    /// When the level asked must acknowledge by: the pending chain timer, if any.
+    pub fn ack_due_at_unix_ms(&self) -> Option<i64> {
+        self.machine
+            .pending_timers()
+            .filter(|arm| matches!(arm.purpose, TimerPurpose::ChainStep { .. }))
+            .map(|arm| arm.due_at_unix_ms)
+            .min()
+    }
+}
+
+/// One armed timer, stored under [`timer_key`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimerRecord {
+    pub incident_id: String,
+    pub timer_id: u64,
+    pub due_at_unix_ms: i64,
+}
+
+/// `command/<ns>/<incident>`.
+pub fn command_key(namespace: &str, incident_id: &str) -> String {
+    format!("command/{namespace}/{incident_id}")
+}
+
+/// `command/<ns>/`: every incident's record.
+pub fn command_prefix(namespace: &str) -> String {
+    format!("command/{namespace}/")
+}
+
+/// `timer/<ns>/`: every armed timer, earliest due first.
+pub fn timer_prefix(namespace: &str) -> String {
+    format!("timer/{namespace}/")
+}
+
+/// `timer/<ns>/<due_at_unix_ms:020>/<incident>/<timer_id:020>`.
+pub fn timer_key(namespace: &str, incident_id: &str, arm: &TimerArm) -> String {
+    format!(
+        "timer/{namespace}/{:020}/{incident_id}/{:020}",
+        arm.due_at_unix_ms.max(0),
+        arm.id.0
+    )
+}
+
+/// Why a transition did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum TransitionError {
+    #[error(
+        "incident {incident_id:?} has no escalation record in namespace {namespace} (not graded yet?)"
+    )]
+    NotFound {
+        incident_id: String,
+        namespace: String,
+    },
+    /// The input is not allowed in the incident's current state; the text says why.
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error("incident {incident_id:?}: still conflicting after {TRANSITION_ATTEMPTS_MAX} attempts")]
+    Contended { incident_id: String },
+}
+
+/// The escalation ladder of a graded incident: the county of its primary township, then every
+/// ancestor up to national. A lead off that ladder (a cross-county lead above the county of the
+/// primary township is always on it) gets its own ancestors instead.
+pub fn ladder_for(region: &Region, graded: &Graded) -> Vec<Rung> {
+    let tree = &region.tree;
+    let start = tree
+        .county_of(&graded.report.township_code)
+        .map(|county| county.code.clone())
+        .unwrap_or_else(|| graded.lead_code.clone());
+    let mut ladder: Vec<Rung> = tree
+        .ancestors(&start)
+        .into_iter()
+        .map(|j| Rung::new(j.code.clone(), j.level))
+        .collect();
+    if !ladder.iter().any(|rung| rung.code == graded.lead_code) {
+        ladder = tree
+            .ancestors(&graded.lead_code)
+            .into_iter()
+            .map(|j| Rung::new(j.code.clone(), j.level))
+            .collect();
+    }
+    ladder
+}
+
+/// A new record for a freshly graded incident, its machine started at `now`.
+pub fn new_record(
+    region: &Region,
+    policy: &domain::escalation::EscalationPolicy,
+    namespace: &str,
+    incident_id: &str,
+    graded: &Graded,
+    now_unix_ms: i64,
+) -> Result<CommandRecord, String> {
+    let sub_type = domain::class::sub_type(&graded.report.kind)
+        .ok_or_else(|| format!("unknown kind {:?}", graded.report.kind))?
+        .clone();
+    let mut machine = EscalationMachine::new(policy.clone());
+    machine
+        .handle_graded(
+            GradedInput {
+                grade: graded.grade,
+                sub_type,
+                lead: Rung::new(graded.lead_code.clone(), graded.lead_level),
+                ladder: ladder_for(region, graded),
+            },
+            now_unix_ms,
+        )
+        .map_err(|e| e.to_string())?;
+    Ok(CommandRecord {
+        incident_id: incident_id.to_string(),
+        namespace: namespace.to_string(),
+        machine,
+        lead_since_unix_ms: now_unix_ms,
+        acknowledged_by: None,
+        acknowledged_at_unix_ms: None,
+        escalation_count: 0,
+    })
+}
+
+/// Adds to `commit` what the machine produced since its last poll: the record itself, the timer
+/// records armed (`timers_before` are the pending timers before the input) and removed, and the
+/// events officers see, in the outbox. Updates the record's host fields from the events.
+pub fn stage(
+    commit: &mut Commit,
+    region: &Region,
+    timers_before: &BTreeMap<TimerId, TimerArm>,
+    record: &mut CommandRecord,
+    now_unix_ms: i64,
+) -> Result<(), store::Error> {
+    // Drain the machine's outboxes; the diff of pending timers is what the store must mirror.
+    record.machine.poll_timers();
+    record.machine.poll_cancelled_timers();
+    let events = record.machine.poll_events();
+    let namespace = record.namespace.clone();
+    let incident_id = record.incident_id.clone();
+    let timers_after: BTreeMap<TimerId, TimerArm> = record
+        .machine
+        .pending_timers()
+        .map(|arm| (arm.id, *arm))
+        .collect();
+    for (id, arm) in timers_before {
+        if !timers_after.contains_key(id) {
+            commit.delete(timer_key(&namespace, &incident_id, arm));
+        }
+    }
+    for (id, arm) in &timers_after {
+        if !timers_before.contains_key(id) {
+            commit.put(
+                timer_key(&namespace, &incident_id, arm),
+                &TimerRecord {
+                    incident_id: incident_id.clone(),
+                    timer_id: id.0,
+                    due_at_unix_ms: arm.due_at_unix_ms,
+                },
+            )?;
+        }
+    }
+    for event in &events {
+        match event {
+            EscalationEvent::Acknowledged { by, at_unix_ms, .. } => {
+                record.acknowledged_by = Some(by.clone());
+                record.acknowledged_at_unix_ms = Some(*at_unix_ms);
+            }
+            EscalationEvent::Escalated { .. } => record.escalation_count += 1,
+            EscalationEvent::LeadChanged { at_unix_ms, .. } => {
+                record.lead_since_unix_ms = *at_unix_ms;
+            }
+            _ => {}
+        }
+        if let Some(body) = officer_event(region, event) {
+            let out = IncidentEvent {
+                event_id: String::new(),
+                incident_id: incident_id.clone(),
+                namespace: namespace.clone(),
+                at_unix_ms: now_unix_ms,
+                source_service: crate::SERVICE_NAME.into(),
+                body,
+            };
+            let subject = subjects::incident_event(&namespace, &incident_id, out.body.event_type())
+                .map_err(|e| store::Error::Corrupt {
+                    key: command_key(&namespace, &incident_id),
+                    problem: e.to_string(),
+                })?;
+            commit.event(subject, muster_proto::convert::encode_event(&out));
+        }
+    }
+    commit.put(command_key(&namespace, &incident_id), record)?;
+    Ok(())
+}
+
+/// The bus event officers see for a machine event, if any. Obligations, notifications and
+/// regrades stay inside escalation for now (`ListDeadlines` shows obligations).
+fn officer_event(region: &Region, event: &EscalationEvent) -> Option<EventBody> {
+    match event {
+        EscalationEvent::Acknowledged { by, rung, .. } => {
+            Some(EventBody::Acknowledged(Acknowledged {
+                by: by.clone(),
+                jurisdiction: jurisdiction_ref(region, rung),
+            }))
+        }
+        EscalationEvent::Escalated {
+            from, to, reason, ..
+        } => {
+            let (reason, manual) = match reason {
+                EscalationReason::AckTimeout => {
+                    ("acknowledgement deadline passed".to_string(), false)
+                }
+                EscalationReason::Manual(text) => (text.clone(), true),
+            };
+            Some(EventBody::Escalated(Escalated {
+                from: jurisdiction_ref(region, from),
+                to: jurisdiction_ref(region, to),
+                reason,
+                manual,
+            }))
+        }
+        EscalationEvent::LeadChanged {
+            from, to, reason, ..
+        } => Some(EventBody::LeadChanged(LeadChanged {
+            from: jurisdiction_ref(region, from),
+            to: jurisdiction_ref(region, to),
+            reason: match reason {
+                LeadChangeReason::Regrade => "regrade",
+                LeadChangeReason::TakeCommand => "take_command",
+            }
+            .to_string(),
+        })),
+        _ => None,
+    }
+}
+
+/// A rung with its name from the region (the code when the region does not know it).
+pub fn jurisdiction_ref(region: &Region, rung: &Rung) -> JurisdictionRef {
+    JurisdictionRef {
+        code: rung.code.clone(),
+        name: region
+            .tree
+            .get(&rung.code)
+            .map_or_else(|| rung.code.clone(), |j| j.name.clone()),
+        level: rung.level,
+    }
+}
+
+/// Runs one input against one incident's machine and commits its effect atomically.
+///
+/// `input` gets the record and `now`; it returns `Err(text)` to refuse (nothing is written) or a
+/// value to hand back. `also` adds writes to the same commit (the fired timer's removal).
+pub fn transition<T>(
+    store: &Store,
+    region: &Region,
+    namespace: &str,
+    incident_id: &str,
+    also: impl Fn(&mut Commit),
+    mut input: impl FnMut(&mut CommandRecord, i64) -> Result<T, String>,
+) -> Result<(T, CommandRecord), TransitionError> {
+    let key = command_key(namespace, incident_id);
+    for _attempt in 0..TRANSITION_ATTEMPTS_MAX {
+        let Some(raw) = store.get_raw(&key)? else {
+            return Err(TransitionError::NotFound {
+                incident_id: incident_id.to_string(),
+                namespace: namespace.to_string(),
+            });
+        };
+        let mut record: CommandRecord = store::decode_value(&key, &raw)?;
+        let timers_before: BTreeMap<TimerId, TimerArm> = record
+            .machine
+            .pending_timers()
+            .map(|arm| (arm.id, *arm))
+            .collect();
+        let now = lifecycle::unix_ms_now();
+        let value = input(&mut record, now).map_err(TransitionError::Refused)?;
+        let mut commit = Commit::new();
+        commit.expect_raw(key.clone(), Some(raw));
+        also(&mut commit);
+        stage(&mut commit, region, &timers_before, &mut record, now)?;
+        match store.commit(&commit) {
+            Ok(_) => return Ok((value, record)),
+            Err(store::Error::Conflict { .. }) => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(TransitionError::Contended {
+        incident_id: incident_id.to_string(),
+    })
+}

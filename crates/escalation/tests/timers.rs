@@ -1,0 +1,154 @@
+//! The escalation host over a real sled store: grading stores the machine and its timers in one
+//! commit, due timers fire once with their effect, an acknowledgement cancels the chain's timers,
+//! and a timer that lost the race to an acknowledgement does nothing.
+
+use std::collections::BTreeMap;
+
+use domain::escalation::EscalationPolicy;
+use domain::event::IncidentReport;
+use domain::geo::GeoPoint;
+use domain::grade::{Facts, Grade};
+use domain::jurisdiction::Level;
+use domain::region::Region;
+use escalation::command::{
+    CommandRecord, TimerRecord, command_key, new_record, stage, timer_prefix, transition,
+};
+use escalation::timers::fire_due;
+use store::{Commit, Store};
+
+const NS: &str = "live";
+const INCIDENT: &str = "INC-20260101-1";
+/// A policy minute lasts 10 ms: grade IV's 30-minute ack deadline is 300 ms.
+const MINUTE_MS: i64 = 10;
+
+fn report(deaths: u32) -> IncidentReport {
+    IncidentReport {
+        kind: "accident.hazardous_chemicals".into(),
+        class: domain::class::IncidentClass::Accident,
+        township_code: "390202400".into(),
+        other_township_codes: vec![],
+        location: GeoPoint {
+            lat: 30.0,
+            lon: 120.0,
+        },
+        location_reported: false,
+        facts: Facts {
+            deaths: Some(deaths),
+            ..Facts::default()
+        },
+        summary: "test".into(),
+        reported_by: "officer".into(),
+    }
+}
+
+/// A store holding a freshly graded grade IV incident, as the grader commits it.
+fn graded_store(dir: &std::path::Path, region: &Region) -> Store {
+    let store = Store::open(dir).unwrap();
+    let graded = escalation::grade_incident(region, &report(1)).unwrap();
+    assert_eq!(graded.grade, Some(Grade::IV));
+    assert_eq!(graded.lead_level, Level::County);
+    let policy = EscalationPolicy::embedded_default().with_minute_ms(MINUTE_MS);
+    let now = lifecycle::unix_ms_now();
+    let mut record = new_record(region, &policy, NS, INCIDENT, &graded, now).unwrap();
+    let mut commit = Commit::new();
+    commit.expect_raw(command_key(NS, INCIDENT), None);
+    stage(&mut commit, region, &BTreeMap::new(), &mut record, now).unwrap();
+    store.commit(&commit).unwrap();
+    store
+}
+
+fn load(store: &Store) -> CommandRecord {
+    store.get(&command_key(NS, INCIDENT)).unwrap().unwrap()
+}
+
+fn timers(store: &Store) -> Vec<(String, TimerRecord)> {
+    store.scan_prefix(&timer_prefix(NS)).unwrap()
+}
+
+fn outbox_types(store: &Store) -> Vec<String> {
+    store
+        .outbox_pending(1000)
+        .unwrap()
+        .into_iter()
+        .map(|event| event.subject.rsplit('.').next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_due_ack_timer_escalates_once_and_its_record_goes_in_the_same_commit() {
+    let dir = test_support::temp_dir("escalation-timers-");
+    let region = Region::embedded_default();
+    let store = graded_store(dir.path(), &region);
+    let record = load(&store);
+    let stored = timers(&store);
+    // One chain timer plus one per reporting obligation, all mirrored in the store.
+    assert_eq!(stored.len(), record.machine.pending_timers().count());
+    assert!(stored.windows(2).all(|w| w[0].0 < w[1].0), "due order");
+    let ack_due = record.ack_due_at_unix_ms().expect("chain timer armed");
+    assert_eq!(
+        record.machine.escalation_rung().unwrap().level,
+        Level::County
+    );
+
+    // Nothing is due before the deadline.
+    assert_eq!(fire_due(&store, &region, NS, ack_due - 1).unwrap(), 0);
+    assert_eq!(fire_due(&store, &region, NS, ack_due).unwrap(), 1);
+    let record = load(&store);
+    assert_eq!(record.machine.escalation_rung().unwrap().level, Level::City);
+    assert_eq!(record.escalation_count, 1);
+    assert!(outbox_types(&store).contains(&"escalated".to_string()));
+    // The fired record is gone; the next chain timer is stored; firing again does nothing.
+    assert_eq!(
+        timers(&store).len(),
+        record.machine.pending_timers().count()
+    );
+    assert_eq!(fire_due(&store, &region, NS, ack_due).unwrap(), 0);
+    assert_eq!(load(&store).escalation_count, 1);
+}
+
+#[test]
+fn an_ack_cancels_the_chain_timers_and_a_timer_that_lost_the_race_does_nothing() {
+    let dir = test_support::temp_dir("escalation-timers-");
+    let region = Region::embedded_default();
+    let store = graded_store(dir.path(), &region);
+    let record = load(&store);
+    let ack_due = record.ack_due_at_unix_ms().unwrap();
+    // The timer task scanned before the ack committed: it holds the chain timer's record.
+    let raced = timers(&store)
+        .into_iter()
+        .find(|(_, timer)| timer.due_at_unix_ms == ack_due)
+        .unwrap();
+
+    let (_, acked) = transition(
+        &store,
+        &region,
+        NS,
+        INCIDENT,
+        |_| {},
+        |record, now| Ok(record.machine.handle_acknowledge("officer Wang", now)),
+    )
+    .unwrap();
+    assert!(acked.machine.is_acknowledged());
+    assert_eq!(acked.acknowledged_by.as_deref(), Some("officer Wang"));
+    assert_eq!(acked.ack_due_at_unix_ms(), None);
+    assert!(!timers(&store).iter().any(|(key, _)| *key == raced.0));
+    assert!(outbox_types(&store).contains(&"acknowledged".to_string()));
+
+    // Put the raced record back, as if its deletion had not been seen, and fire everything.
+    let mut commit = Commit::new();
+    commit.put(raced.0.clone(), &raced.1).unwrap();
+    store.commit(&commit).unwrap();
+    let far = lifecycle::unix_ms_now() + 365 * 24 * 3_600_000;
+    fire_due(&store, &region, NS, far).unwrap();
+    let record = load(&store);
+    assert_eq!(record.escalation_count, 0, "no escalation after an ack");
+    assert!(!outbox_types(&store).contains(&"escalated".to_string()));
+    assert!(timers(&store).is_empty(), "every fired record is removed");
+    // Obligations whose timers fired are late; none is left open.
+    assert!(
+        record
+            .machine
+            .obligations()
+            .all(|o| o.status != domain::escalation::ObligationStatus::Open)
+    );
+}
