@@ -55,12 +55,11 @@ pub fn fire_due(
     namespace: &str,
     now_unix_ms: i64,
 ) -> Result<usize, TransitionError> {
-    let due: Vec<(String, TimerRecord)> = store
-        .scan_prefix::<TimerRecord>(&timer_prefix(namespace))?
-        .into_iter()
-        .take_while(|(_, timer)| timer.due_at_unix_ms <= now_unix_ms)
-        .take(TIMERS_PER_PASS_MAX)
-        .collect();
+    // Timer keys sort by due time, so the range up to `now` holds exactly the due ones.
+    let prefix = timer_prefix(namespace);
+    let until = format!("{prefix}{:020}", now_unix_ms.saturating_add(1).max(0));
+    let due: Vec<(String, TimerRecord)> =
+        store.scan_range::<TimerRecord>(&prefix, &until, TIMERS_PER_PASS_MAX)?;
     let mut fired = 0;
     for (key, timer) in due {
         let outcome = transition(

@@ -247,6 +247,28 @@ impl Store {
         self.scan(prefix, usize::MAX, false)
     }
 
+    /// Decodes the values with keys in `[from, until)`, in key order, at most `limit`: for keys that
+    /// sort by time (`timer/<ns>/<due ms, zero-padded>/...`) this reads only what is due.
+    pub fn scan_range<T: DeserializeOwned>(
+        &self,
+        from: &str,
+        until: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, T)>, Error> {
+        let mut out = Vec::new();
+        for item in self
+            .state
+            .range(from.as_bytes()..until.as_bytes())
+            .take(limit)
+        {
+            let (key, value) = item?;
+            let key = String::from_utf8_lossy(&key).into_owned();
+            let value = decode_value(&key, &value)?;
+            out.push((key, value));
+        }
+        Ok(out)
+    }
+
     /// Like [`Store::scan_prefix`], last key first, at most `limit` values.
     pub fn scan_prefix_rev<T: DeserializeOwned>(
         &self,

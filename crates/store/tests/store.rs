@@ -271,3 +271,25 @@ fn concurrent_commits_and_flushes_across_databases_do_not_deadlock() {
         .expect("commits and flushes deadlocked (no progress within 120 s)");
     drop(dirs);
 }
+
+#[tokio::test]
+async fn a_range_scan_reads_only_keys_below_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut commit = Commit::new();
+    for due in [5u64, 10, 15, 20] {
+        commit
+            .put(format!("timer/live/{due:020}/INC-1"), &due)
+            .unwrap();
+    }
+    commit
+        .put("timer/other/00000000000000000001/INC-2", &1u64)
+        .unwrap();
+    store.commit(&commit).unwrap();
+    let due: Vec<(String, u64)> = store
+        .scan_range("timer/live/", &format!("timer/live/{:020}", 16), 100)
+        .unwrap();
+    assert_eq!(due.iter().map(|(_, v)| *v).collect::<Vec<_>>(), [5, 10, 15]);
+    let limited: Vec<(String, u64)> = store.scan_range("timer/live/", "timer/live/~", 2).unwrap();
+    assert_eq!(limited.len(), 2);
+}
