@@ -19,12 +19,13 @@ use crate::connect::Target;
 use crate::table::Table;
 use crate::time::format_time_of_day_ms;
 use crate::view::{
-    IncidentView, JurisdictionView, ReportView, ServiceStatusView, StatusView, UnitView,
-    WatchEventView, or_dash,
+    CommandView, DeadlineView, IncidentView, JurisdictionView, PositionReportView, ReportView,
+    ServiceStatusView, StatusView, UnitView, WatchEventView, or_dash,
 };
 use crate::{
-    Cli, Command, EXIT_FAILURE, EXIT_OK, Error, IncidentsArgs, JurisdictionsArgs, LevelArg,
-    ReportArgs, ShowArgs, UnitsArgs, WatchArgs,
+    AckArgs, Cli, Command, CommandArgs, DeadlinesArgs, EXIT_FAILURE, EXIT_OK, Error, EscalateArgs,
+    IncidentsArgs, JurisdictionsArgs, LevelArg, ReportArgs, ReportFiledArgs, ShowArgs,
+    UnitEventArg, UnitPositionArgs, UnitStatusArgs, UnitsArgs, WatchArgs,
 };
 
 type Out<'a> = &'a mut (dyn Write + Send);
@@ -58,6 +59,13 @@ pub async fn execute(
         Command::Incidents(args) => incidents(&context, args, out).await?,
         Command::Show(args) => show(&context, args, out).await?,
         Command::Watch(args) => watch(&context, args, out, shutdown).await?,
+        Command::Ack(args) => ack(&context, args, out).await?,
+        Command::Escalate(args) => escalate(&context, args, out).await?,
+        Command::CommandState(args) => command_state(&context, args, out).await?,
+        Command::Deadlines(args) => deadlines(&context, args, out).await?,
+        Command::ReportFiled(args) => report_filed(&context, args, out).await?,
+        Command::UnitStatus(args) => unit_status(&context, args, out).await?,
+        Command::UnitPosition(args) => unit_position(&context, args, out).await?,
     };
     out.flush()?;
     Ok(exit_code)
@@ -210,7 +218,9 @@ async fn units(context: &Context, args: UnitsArgs, out: Out<'_>) -> Result<i32, 
         "HOME TOWNSHIP",
         "JURISDICTION",
         "STATUS",
+        "SINCE",
         "INCIDENT",
+        "POSITION AGE",
     ]);
     for view in &views {
         table.row([
@@ -219,8 +229,10 @@ async fn units(context: &Context, args: UnitsArgs, out: Out<'_>) -> Result<i32, 
             view.unit_type.clone(),
             or_dash(Some(&view.home_township_code)),
             or_dash(Some(&view.jurisdiction_code)),
-            or_dash(view.status.as_deref()),
+            view.status_label(),
+            or_dash(view.status_since.as_deref()),
             or_dash(view.incident_id.as_deref()),
+            view.position_age_label(),
         ]);
     }
     table.write_to(out)?;
@@ -239,13 +251,17 @@ fn generate_request_id() -> String {
     format!("musterctl-{nanos:x}-{:x}-{sequence:x}", std::process::id())
 }
 
+/// The officer's name: the flag, else $USER, else `musterctl`.
+fn officer_name(flag: Option<String>) -> String {
+    flag.or_else(|| std::env::var("USER").ok())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "musterctl".to_owned())
+}
+
 async fn report(context: &Context, args: ReportArgs, out: Out<'_>) -> Result<i32, Error> {
     let target = &context.intake;
     let request_id = args.request_id.unwrap_or_else(generate_request_id);
-    let reported_by = args
-        .reported_by
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "musterctl".to_owned());
+    let reported_by = officer_name(args.reported_by);
     let request = pb::ReportIncidentRequest {
         namespace: context.namespace.clone(),
         kind: args.kind,
@@ -535,4 +551,264 @@ async fn watch(
         // Each line is flushed so that a pipe or a test sees it as it happens.
         out.flush()?;
     }
+}
+
+/// Prints a command state as `key  value` lines, as `show` prints its header.
+fn write_command(out: Out<'_>, view: &CommandView) -> std::io::Result<()> {
+    let lead = match &view.lead_since {
+        Some(since) => format!("{} since {since}", view.lead_label()),
+        None => view.lead_label(),
+    };
+    let mut table = Table::new(["incident", view.incident_id.as_str()]);
+    table.row(["grade".to_owned(), or_dash(view.grade.as_deref())]);
+    table.row(["lead".to_owned(), lead]);
+    table.row(["asked".to_owned(), view.escalation_label()]);
+    table.row(["acknowledgement".to_owned(), view.acknowledgement_label()]);
+    table.row(["escalations".to_owned(), view.escalation_count.to_string()]);
+    table.write_to(out)
+}
+
+async fn ack(context: &Context, args: AckArgs, out: Out<'_>) -> Result<i32, Error> {
+    let target = &context.escalation;
+    let officer = officer_name(args.officer);
+    let request = pb::AcknowledgeRequest {
+        namespace: context.namespace.clone(),
+        incident_id: args.incident_id,
+        officer: officer.clone(),
+    };
+    let mut client = EscalationServiceClient::new(target.connect().await?);
+    let response = target
+        .call("refused the acknowledgement", client.acknowledge(request))
+        .await?;
+    let view = CommandView::from(response.command.unwrap_or_default());
+    if context.json {
+        write_json(out, &view)?;
+    } else {
+        writeln!(
+            out,
+            "acknowledged {} as {officer}; escalation chain stopped",
+            view.incident_id
+        )?;
+        write_command(out, &view)?;
+    }
+    Ok(EXIT_OK)
+}
+
+async fn escalate(context: &Context, args: EscalateArgs, out: Out<'_>) -> Result<i32, Error> {
+    let target = &context.escalation;
+    let request = pb::EscalateRequest {
+        namespace: context.namespace.clone(),
+        incident_id: args.incident_id,
+        reason: args.reason,
+    };
+    let mut client = EscalationServiceClient::new(target.connect().await?);
+    let response = target
+        .call("refused the escalation", client.escalate(request))
+        .await?;
+    let view = CommandView::from(response.command.unwrap_or_default());
+    if context.json {
+        write_json(out, &view)?;
+    } else {
+        writeln!(
+            out,
+            "escalated {} to {}",
+            view.incident_id,
+            view.escalation_label()
+        )?;
+        write_command(out, &view)?;
+    }
+    Ok(EXIT_OK)
+}
+
+async fn command_state(context: &Context, args: CommandArgs, out: Out<'_>) -> Result<i32, Error> {
+    let target = &context.escalation;
+    let request = pb::GetCommandRequest {
+        namespace: context.namespace.clone(),
+        incident_id: args.incident_id,
+    };
+    let mut client = EscalationServiceClient::new(target.connect().await?);
+    let response = target
+        .call("could not get the command", client.get_command(request))
+        .await?;
+    let view = CommandView::from(response.command.unwrap_or_default());
+    if context.json {
+        write_json(out, &view)?;
+    } else {
+        write_command(out, &view)?;
+    }
+    Ok(EXIT_OK)
+}
+
+async fn deadlines(context: &Context, args: DeadlinesArgs, out: Out<'_>) -> Result<i32, Error> {
+    let target = &context.escalation;
+    let request = pb::ListDeadlinesRequest {
+        namespace: context.namespace.clone(),
+        incident_id: args.incident_id.unwrap_or_default(),
+    };
+    let mut client = EscalationServiceClient::new(target.connect().await?);
+    let response = target
+        .call("could not list deadlines", client.list_deadlines(request))
+        .await?;
+    let views: Vec<DeadlineView> = response.deadlines.into_iter().map(Into::into).collect();
+    if context.json {
+        write_json(out, &views)?;
+        return Ok(EXIT_OK);
+    }
+    let mut table = Table::new([
+        "INCIDENT",
+        "OBLIGATION",
+        "KIND",
+        "FROM → TO",
+        "DUE AT",
+        "SENT AT",
+        "STATUS",
+        "LATE BY",
+    ]);
+    for view in &views {
+        table.row([
+            view.incident_id.clone(),
+            view.obligation_id.to_string(),
+            or_dash(Some(&view.kind)),
+            view.route_label(),
+            view.due_at.clone(),
+            or_dash(view.sent_at.as_deref()),
+            view.status_label(),
+            view.late_by_label(),
+        ]);
+    }
+    table.write_to(out)?;
+    Ok(EXIT_OK)
+}
+
+async fn report_filed(
+    context: &Context,
+    args: ReportFiledArgs,
+    out: Out<'_>,
+) -> Result<i32, Error> {
+    let target = &context.escalation;
+    let request = pb::SubmitReportRequest {
+        namespace: context.namespace.clone(),
+        incident_id: args.incident_id,
+        obligation_id: args.obligation_id,
+    };
+    let mut client = EscalationServiceClient::new(target.connect().await?);
+    let response = target
+        .call("refused the report", client.submit_report(request))
+        .await?;
+    let view = DeadlineView::from(response.deadline.unwrap_or_default());
+    if context.json {
+        write_json(out, &view)?;
+        return Ok(EXIT_OK);
+    }
+    let timeliness = if view.late_by_ms > 0 {
+        format!("LATE by {}", view.late_by_label())
+    } else {
+        "on time".to_owned()
+    };
+    writeln!(
+        out,
+        "obligation {} of {} ({} report, {}) met at {}: {timeliness}",
+        view.obligation_id,
+        view.incident_id,
+        or_dash(Some(&view.kind)),
+        view.route_label(),
+        or_dash(view.sent_at.as_deref()),
+    )?;
+    Ok(EXIT_OK)
+}
+
+fn unit_status_event(event: UnitEventArg) -> pb::UnitStatusEvent {
+    match event {
+        UnitEventArg::Acknowledge => pb::UnitStatusEvent::Acknowledge,
+        UnitEventArg::Decline => pb::UnitStatusEvent::Decline,
+        UnitEventArg::Stage => pb::UnitStatusEvent::Stage,
+        UnitEventArg::Arrive => pb::UnitStatusEvent::Arrive,
+        UnitEventArg::Release => pb::UnitStatusEvent::Release,
+        UnitEventArg::Clear => pb::UnitStatusEvent::Clear,
+        UnitEventArg::OutOfService => pb::UnitStatusEvent::GoOutOfService,
+        UnitEventArg::ReturnToService => pb::UnitStatusEvent::ReturnToService,
+    }
+}
+
+/// One line naming a unit and where it stands: `U-1 (Haz 1) is now enroute for INC-7`.
+fn write_unit_line(out: Out<'_>, prefix: &str, view: &UnitView) -> std::io::Result<()> {
+    let name = if view.call_sign.is_empty() {
+        view.id.clone()
+    } else {
+        format!("{} ({})", view.id, view.call_sign)
+    };
+    write!(out, "{prefix}{name} is {}", view.status_label())?;
+    if let Some(incident) = &view.incident_id {
+        write!(out, " for {incident}")?;
+    }
+    writeln!(out)
+}
+
+async fn unit_status(context: &Context, args: UnitStatusArgs, out: Out<'_>) -> Result<i32, Error> {
+    let target = &context.dispatch;
+    let request = pb::UpdateUnitStatusRequest {
+        namespace: context.namespace.clone(),
+        unit_id: args.unit_id,
+        event: unit_status_event(args.event) as i32,
+        incident_id: args.incident_id.unwrap_or_default(),
+        reason: args.reason.unwrap_or_default(),
+    };
+    let mut client = DispatchServiceClient::new(target.connect().await?);
+    let response = target
+        .call(
+            "refused the status change",
+            client.update_unit_status(request),
+        )
+        .await?;
+    let view = UnitView::from(response.unit.unwrap_or_default());
+    if context.json {
+        write_json(out, &view)?;
+    } else {
+        write_unit_line(out, "unit ", &view)?;
+    }
+    Ok(EXIT_OK)
+}
+
+async fn unit_position(
+    context: &Context,
+    args: UnitPositionArgs,
+    out: Out<'_>,
+) -> Result<i32, Error> {
+    let target = &context.dispatch;
+    let request = pb::ReportPositionRequest {
+        namespace: context.namespace.clone(),
+        unit_id: args.unit_id,
+        lat: args.lat,
+        lon: args.lon,
+        at_unix_ms: args.at_ms.unwrap_or(0),
+    };
+    let mut client = DispatchServiceClient::new(target.connect().await?);
+    let response = target
+        .call("refused the position", client.report_position(request))
+        .await?;
+    let view = PositionReportView::from(response);
+    if context.json {
+        write_json(out, &view)?;
+        return Ok(EXIT_OK);
+    }
+    let unit = &view.unit;
+    let position = unit
+        .position
+        .map(|point| point.describe())
+        .unwrap_or_else(|| "-".to_owned());
+    let taken = or_dash(unit.position_at.as_deref());
+    if view.applied {
+        writeln!(
+            out,
+            "position of {} recorded: {position} at {taken}",
+            unit.id
+        )?;
+    } else {
+        writeln!(
+            out,
+            "position of {} ignored: the stored fix is newer ({position} at {taken})",
+            unit.id
+        )?;
+    }
+    Ok(EXIT_OK)
 }

@@ -106,6 +106,23 @@ pub enum Command {
     Show(ShowArgs),
     /// Follow incident changes live until Ctrl-C (IntakeService.WatchIncidents).
     Watch(WatchArgs),
+    /// Acknowledge an incident for the level asked, stopping its escalation chain
+    /// (EscalationService.Acknowledge).
+    Ack(AckArgs),
+    /// Escalate an incident by hand to the next level up (EscalationService.Escalate).
+    Escalate(EscalateArgs),
+    /// Who leads an incident and where its acknowledgement chain stands
+    /// (EscalationService.GetCommand).
+    #[command(name = "command")]
+    CommandState(CommandArgs),
+    /// Statutory reporting obligations: due at, sent at, late by (EscalationService.ListDeadlines).
+    Deadlines(DeadlinesArgs),
+    /// Mark a reporting obligation met: the report was filed (EscalationService.SubmitReport).
+    ReportFiled(ReportFiledArgs),
+    /// Apply a lifecycle event to a unit (DispatchService.UpdateUnitStatus).
+    UnitStatus(UnitStatusArgs),
+    /// Record a unit's position (DispatchService.ReportPosition).
+    UnitPosition(UnitPositionArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -194,6 +211,97 @@ pub struct WatchArgs {
     /// Stop after this many messages.
     #[arg(long, value_name = "N")]
     pub max_events: Option<u64>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AckArgs {
+    /// The incident id.
+    pub incident_id: String,
+    /// The acknowledging officer (default: $USER).
+    #[arg(long, value_name = "NAME")]
+    pub officer: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EscalateArgs {
+    /// The incident id.
+    pub incident_id: String,
+    /// Why the incident is escalated; it goes into the timeline.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CommandArgs {
+    /// The incident id.
+    pub incident_id: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DeadlinesArgs {
+    /// Only this incident's obligations (default: every graded incident of the namespace).
+    pub incident_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReportFiledArgs {
+    /// The incident id.
+    pub incident_id: String,
+    /// The obligation the report fulfils, as `deadlines` lists it.
+    pub obligation_id: u32,
+}
+
+/// A unit lifecycle event, as `unit-status` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UnitEventArg {
+    /// Dispatched → enroute; needs --incident.
+    Acknowledge,
+    /// Dispatched → available; needs --incident and --reason.
+    Decline,
+    /// Enroute → staging; needs --incident.
+    Stage,
+    /// Enroute or staging → on scene; needs --incident.
+    Arrive,
+    /// Dispatched → available, or enroute/staging/on scene → returning; needs --incident.
+    Release,
+    /// Returning → available.
+    Clear,
+    /// Any in-service status → out of service; needs --reason.
+    #[value(alias = "go-out-of-service")]
+    OutOfService,
+    /// Out of service → available.
+    ReturnToService,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UnitStatusArgs {
+    /// The unit id.
+    pub unit_id: String,
+    /// The lifecycle event.
+    #[arg(value_enum)]
+    pub event: UnitEventArg,
+    /// The incident the unit is on (required for incident-scoped events).
+    #[arg(long = "incident", value_name = "ID")]
+    pub incident_id: Option<String>,
+    /// Why (required for decline and out-of-service).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+}
+
+/// Coordinates are unchecked here: the server owns validation and its message is what is shown.
+#[derive(Debug, Clone, Args)]
+pub struct UnitPositionArgs {
+    /// The unit id.
+    pub unit_id: String,
+    /// Latitude in WGS84 degrees.
+    #[arg(long, allow_negative_numbers = true, value_name = "F")]
+    pub lat: f64,
+    /// Longitude in WGS84 degrees.
+    #[arg(long, allow_negative_numbers = true, value_name = "F")]
+    pub lon: f64,
+    /// When the fix was taken, Unix milliseconds (default: now, as the server receives it).
+    #[arg(long = "at-ms", allow_negative_numbers = true, value_name = "N")]
+    pub at_ms: Option<i64>,
 }
 
 /// Runs one command, writing its output to `out`, and returns the process exit code:

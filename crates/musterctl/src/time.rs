@@ -42,3 +42,24 @@ pub fn format_time_of_day_ms(unix_ms: i64) -> String {
     let millis = ms_of_day % 1_000;
     format!("{hours:02}:{minutes:02}:{seconds:02}.{millis:03}")
 }
+
+/// Formats a duration in milliseconds compactly, largest two units: `850ms`, `45s`, `12m05s`,
+/// `1h05m`, `2d03h`. Negative durations print with a leading `-`.
+pub fn format_duration_ms(ms: i64) -> String {
+    if ms < 0 {
+        return format!("-{}", format_duration_ms(ms.saturating_neg()));
+    }
+    let seconds = ms / 1_000;
+    let (days, hours, minutes) = (seconds / 86_400, seconds / 3_600 % 24, seconds / 60 % 60);
+    if ms < 1_000 {
+        format!("{ms}ms")
+    } else if seconds < 60 {
+        format!("{seconds}s")
+    } else if seconds < 3_600 {
+        format!("{minutes}m{:02}s", seconds % 60)
+    } else if seconds < 86_400 {
+        format!("{}h{minutes:02}m", seconds / 3_600)
+    } else {
+        format!("{days}d{hours:02}h")
+    }
+}

@@ -7,7 +7,7 @@
 use muster_proto::v1 as pb;
 use serde::Serialize;
 
-use crate::time::format_rfc3339_ms;
+use crate::time::{format_duration_ms, format_rfc3339_ms};
 
 /// Names an enum value by its proto name without the type prefix, e.g. `JURISDICTION_LEVEL_CITY`
 /// becomes `city`. A value this build does not know prints as `unknown(<n>)`.
@@ -59,6 +59,13 @@ enum_namer!(
     pb::UnitStatus::Unspecified
 );
 
+enum_namer!(
+    deadline_status_name,
+    pb::DeadlineStatus,
+    "DEADLINE_STATUS_",
+    pb::DeadlineStatus::Unspecified
+);
+
 /// The grade in Roman numerals, `I` most severe; `None` when not graded.
 pub fn grade_name(value: i32) -> Option<String> {
     match pb::Grade::try_from(value) {
@@ -78,6 +85,26 @@ pub fn or_dash(value: Option<&str>) -> String {
 
 fn non_empty(text: String) -> Option<String> {
     if text.is_empty() { None } else { Some(text) }
+}
+
+/// RFC 3339 for a timestamp, `None` for 0 ("not set" in the protos).
+fn time_if_set(unix_ms: i64) -> Option<String> {
+    (unix_ms != 0).then(|| format_rfc3339_ms(unix_ms))
+}
+
+/// A jurisdiction for a table cell: `name (code, level)`, or what of it is known.
+fn jurisdiction_label(name: &str, code: &str, level: Option<&str>) -> String {
+    let label = if name.is_empty() {
+        or_dash(Some(code))
+    } else {
+        name.to_owned()
+    };
+    match (code.is_empty() || name.is_empty(), level) {
+        (false, Some(level)) => format!("{label} ({code}, {level})"),
+        (false, None) => format!("{label} ({code})"),
+        (true, Some(level)) => format!("{label} ({level})"),
+        (true, None) => label,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -405,10 +432,46 @@ pub struct UnitView {
     pub home_township_code: String,
     pub jurisdiction_code: String,
     pub position: Option<PointView>,
-    /// `available`, `dispatched` or `out_of_service`.
+    /// `available`, `dispatched`, `enroute`, `staging`, `on_scene`, `returning` or
+    /// `out_of_service`.
     pub status: Option<String>,
-    /// The incident the unit is booked to, when dispatched.
+    /// When the current status began, RFC 3339; `None` when unknown.
+    pub status_since: Option<String>,
+    /// Why the unit is out of service, while it is.
+    pub out_of_service_reason: Option<String>,
+    /// The incident the unit is committed to (dispatched, en route, staging or on scene).
     pub incident_id: Option<String>,
+    pub capabilities: Vec<String>,
+    pub crew_size: u32,
+    /// When `position` was taken, RFC 3339; `None` when unknown.
+    pub position_at: Option<String>,
+    /// How old `position` was when dispatch answered; `None` when its time is unknown.
+    pub position_age_ms: Option<i64>,
+    /// True when the position is too old for recommendations.
+    pub position_stale: bool,
+}
+
+impl UnitView {
+    /// The status for a table cell, with the out-of-service reason: `out_of_service (pump)`.
+    pub fn status_label(&self) -> String {
+        match (&self.status, &self.out_of_service_reason) {
+            (Some(status), Some(reason)) => format!("{status} ({reason})"),
+            (status, _) => or_dash(status.as_deref()),
+        }
+    }
+
+    /// The position age for a table cell: `3m12s`, `2h05m STALE`, or `-`.
+    pub fn position_age_label(&self) -> String {
+        let age = self
+            .position_age_ms
+            .map(format_duration_ms)
+            .unwrap_or_else(|| "-".to_owned());
+        if self.position_stale {
+            format!("{age} STALE")
+        } else {
+            age
+        }
+    }
 }
 
 impl From<pb::Unit> for UnitView {
@@ -421,7 +484,193 @@ impl From<pb::Unit> for UnitView {
             jurisdiction_code: unit.jurisdiction_code,
             position: unit.position.map(Into::into),
             status: unit_status_name(unit.status),
+            status_since: time_if_set(unit.status_since_unix_ms),
+            out_of_service_reason: non_empty(unit.out_of_service_reason),
             incident_id: non_empty(unit.incident_id),
+            capabilities: unit.capabilities,
+            crew_size: unit.crew_size,
+            position_at: time_if_set(unit.position_at_unix_ms),
+            position_age_ms: (unit.position_at_unix_ms != 0).then_some(unit.position_age_ms),
+            position_stale: unit.position_stale,
+        }
+    }
+}
+
+/// The answer to `unit-position`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PositionReportView {
+    /// False when the stored position was newer and the report was ignored.
+    pub applied: bool,
+    pub unit: UnitView,
+}
+
+impl From<pb::ReportPositionResponse> for PositionReportView {
+    fn from(response: pb::ReportPositionResponse) -> Self {
+        Self {
+            applied: response.applied,
+            unit: response.unit.unwrap_or_default().into(),
+        }
+    }
+}
+
+/// Where an incident's command and acknowledgement chain stand.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CommandView {
+    pub incident_id: String,
+    /// `I` to `IV`; `None` when not graded (or not gradable).
+    pub grade: Option<String>,
+    pub lead_jurisdiction_code: String,
+    pub lead_jurisdiction_name: String,
+    pub lead_level: Option<String>,
+    /// RFC 3339: grading, or the last handover.
+    pub lead_since: Option<String>,
+    /// The level currently asked to acknowledge.
+    pub escalation_jurisdiction_code: String,
+    pub escalation_jurisdiction_name: String,
+    pub escalation_level: Option<String>,
+    pub acknowledged: bool,
+    pub acknowledged_by: Option<String>,
+    pub acknowledged_at: Option<String>,
+    /// When the level asked must acknowledge by; `None` when no chain timer is pending.
+    pub ack_due_at: Option<String>,
+    pub escalation_count: u32,
+}
+
+impl CommandView {
+    pub fn lead_label(&self) -> String {
+        jurisdiction_label(
+            &self.lead_jurisdiction_name,
+            &self.lead_jurisdiction_code,
+            self.lead_level.as_deref(),
+        )
+    }
+
+    pub fn escalation_label(&self) -> String {
+        jurisdiction_label(
+            &self.escalation_jurisdiction_name,
+            &self.escalation_jurisdiction_code,
+            self.escalation_level.as_deref(),
+        )
+    }
+
+    /// One phrase for where acknowledgement stands.
+    pub fn acknowledgement_label(&self) -> String {
+        if self.acknowledged {
+            format!(
+                "acknowledged by {} at {}",
+                or_dash(self.acknowledged_by.as_deref()),
+                or_dash(self.acknowledged_at.as_deref())
+            )
+        } else {
+            match &self.ack_due_at {
+                Some(due) => format!("{} must acknowledge by {due}", self.escalation_label()),
+                None => format!(
+                    "{} asked; no deadline pending (chain ran out)",
+                    self.escalation_label()
+                ),
+            }
+        }
+    }
+}
+
+impl From<pb::Command> for CommandView {
+    fn from(command: pb::Command) -> Self {
+        Self {
+            incident_id: command.incident_id,
+            grade: grade_name(command.grade),
+            lead_jurisdiction_code: command.lead_jurisdiction_code,
+            lead_jurisdiction_name: command.lead_jurisdiction_name,
+            lead_level: level_name(command.lead_level),
+            lead_since: time_if_set(command.lead_since_unix_ms),
+            escalation_jurisdiction_code: command.escalation_jurisdiction_code,
+            escalation_jurisdiction_name: command.escalation_jurisdiction_name,
+            escalation_level: level_name(command.escalation_level),
+            acknowledged: command.acknowledged,
+            acknowledged_by: non_empty(command.acknowledged_by),
+            acknowledged_at: time_if_set(command.acknowledged_at_unix_ms),
+            ack_due_at: time_if_set(command.ack_due_at_unix_ms),
+            escalation_count: command.escalation_count,
+        }
+    }
+}
+
+/// One statutory reporting obligation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeadlineView {
+    pub incident_id: String,
+    pub obligation_id: u32,
+    pub rule_id: String,
+    /// `first`, `follow_up` or `final`.
+    pub kind: String,
+    pub from_tier: String,
+    pub to_tier: String,
+    pub to_jurisdiction_code: Option<String>,
+    pub created_at: String,
+    pub due_at: String,
+    /// `None` while not sent.
+    pub sent_at: Option<String>,
+    /// Met: sent minus due (0 if on time); late: now minus due; open: 0.
+    pub late_by_ms: i64,
+    /// `open`, `late` or `met`.
+    pub status: Option<String>,
+}
+
+impl DeadlineView {
+    pub fn is_met(&self) -> bool {
+        self.status.as_deref() == Some("met")
+    }
+
+    /// Past due and still not sent.
+    pub fn is_late(&self) -> bool {
+        self.status.as_deref() == Some("late")
+    }
+
+    /// `from → to`, with the receiving jurisdiction when known.
+    pub fn route_label(&self) -> String {
+        match &self.to_jurisdiction_code {
+            Some(code) => format!("{} → {} ({code})", self.from_tier, self.to_tier),
+            None => format!("{} → {}", self.from_tier, self.to_tier),
+        }
+    }
+
+    /// The status for a table cell, with lateness in capitals: `open`, `LATE`, `met`, `met LATE`.
+    pub fn status_label(&self) -> String {
+        if self.is_late() {
+            "LATE".to_owned()
+        } else if self.is_met() && self.late_by_ms > 0 {
+            "met LATE".to_owned()
+        } else {
+            or_dash(self.status.as_deref())
+        }
+    }
+
+    /// How late, for a table cell: `1h05m so far` while unsent, `12m00s` once sent late, `-`.
+    pub fn late_by_label(&self) -> String {
+        if self.late_by_ms <= 0 {
+            "-".to_owned()
+        } else if self.is_late() {
+            format!("{} so far", format_duration_ms(self.late_by_ms))
+        } else {
+            format_duration_ms(self.late_by_ms)
+        }
+    }
+}
+
+impl From<pb::Deadline> for DeadlineView {
+    fn from(deadline: pb::Deadline) -> Self {
+        Self {
+            incident_id: deadline.incident_id,
+            obligation_id: deadline.obligation_id,
+            rule_id: deadline.rule_id,
+            kind: deadline.kind,
+            from_tier: deadline.from_tier,
+            to_tier: deadline.to_tier,
+            to_jurisdiction_code: non_empty(deadline.to_jurisdiction_code),
+            created_at: format_rfc3339_ms(deadline.created_at_unix_ms),
+            due_at: format_rfc3339_ms(deadline.due_at_unix_ms),
+            sent_at: time_if_set(deadline.sent_at_unix_ms),
+            late_by_ms: deadline.late_by_ms,
+            status: deadline_status_name(deadline.status),
         }
     }
 }

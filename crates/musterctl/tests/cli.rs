@@ -7,10 +7,14 @@ use std::sync::{Arc, Mutex};
 
 use clap::Parser;
 use muster_proto::v1 as pb;
+use muster_proto::v1::dispatch_service_server::{DispatchService, DispatchServiceServer};
+use muster_proto::v1::escalation_service_server::{EscalationService, EscalationServiceServer};
 use muster_proto::v1::intake_service_server::{IntakeService, IntakeServiceServer};
 use musterctl::table::{Table, display_width};
-use musterctl::time::{civil_from_days, format_rfc3339_ms, format_time_of_day_ms};
-use musterctl::{Cli, Command, Error, LevelArg, code_name};
+use musterctl::time::{
+    civil_from_days, format_duration_ms, format_rfc3339_ms, format_time_of_day_ms,
+};
+use musterctl::{Cli, Command, Error, LevelArg, UnitEventArg, code_name};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Request, Response, Status};
@@ -633,4 +637,600 @@ async fn watch_stops_on_shutdown() {
         .expect("watch stopped within 10 s")
         .unwrap();
     assert_eq!(result.unwrap(), 0);
+}
+
+// ---- escalation and dispatch commands ---------------------------------------------------------
+
+#[test]
+fn durations_are_compact() {
+    assert_eq!(format_duration_ms(850), "850ms");
+    assert_eq!(format_duration_ms(45_000), "45s");
+    assert_eq!(format_duration_ms(725_000), "12m05s");
+    assert_eq!(format_duration_ms(3_900_000), "1h05m");
+    assert_eq!(format_duration_ms(183_600_000), "2d03h");
+    assert_eq!(format_duration_ms(-45_000), "-45s");
+}
+
+#[test]
+fn unit_status_events_parse_by_name() {
+    for (name, expected) in [
+        ("acknowledge", UnitEventArg::Acknowledge),
+        ("decline", UnitEventArg::Decline),
+        ("arrive", UnitEventArg::Arrive),
+        ("stage", UnitEventArg::Stage),
+        ("release", UnitEventArg::Release),
+        ("clear", UnitEventArg::Clear),
+        ("out-of-service", UnitEventArg::OutOfService),
+        ("go-out-of-service", UnitEventArg::OutOfService),
+        ("return-to-service", UnitEventArg::ReturnToService),
+    ] {
+        let cli = parse(&["unit-status", "U-1", name]);
+        let Command::UnitStatus(args) = cli.command else {
+            panic!("not unit-status");
+        };
+        assert_eq!(args.event, expected, "{name}");
+    }
+    assert!(Cli::try_parse_from(["musterctl", "unit-status", "U-1", "teleport"]).is_err());
+    assert!(Cli::try_parse_from(["musterctl", "escalate", "INC-7"]).is_err());
+    assert!(Cli::try_parse_from(["musterctl", "unit-position", "U-1", "--lat", "1"]).is_err());
+    let cli = parse(&["unit-position", "U-1", "--lat", "-33.5", "--lon", "-70.6"]);
+    let Command::UnitPosition(args) = cli.command else {
+        panic!("not unit-position");
+    };
+    assert_eq!((args.lat, args.lon, args.at_ms), (-33.5, -70.6, None));
+}
+
+const NOW: i64 = 1_795_847_244_123;
+
+fn sample_command(incident_id: &str) -> pb::Command {
+    pb::Command {
+        incident_id: incident_id.to_owned(),
+        grade: pb::Grade::Iii as i32,
+        lead_jurisdiction_code: "3201".to_owned(),
+        lead_jurisdiction_name: "南京市".to_owned(),
+        lead_level: pb::JurisdictionLevel::City as i32,
+        lead_since_unix_ms: NOW,
+        escalation_jurisdiction_code: "32".to_owned(),
+        escalation_jurisdiction_name: "江苏省".to_owned(),
+        escalation_level: pb::JurisdictionLevel::Province as i32,
+        acknowledged: false,
+        acknowledged_by: String::new(),
+        acknowledged_at_unix_ms: 0,
+        ack_due_at_unix_ms: NOW + 900_000,
+        escalation_count: 1,
+    }
+}
+
+fn deadline(obligation_id: u32, status: pb::DeadlineStatus, late_by_ms: i64) -> pb::Deadline {
+    pb::Deadline {
+        incident_id: "INC-7".to_owned(),
+        obligation_id,
+        rule_id: "production_safety".to_owned(),
+        kind: "first".to_owned(),
+        from_tier: "county".to_owned(),
+        to_tier: "city".to_owned(),
+        to_jurisdiction_code: "3201".to_owned(),
+        created_at_unix_ms: NOW - 7_200_000,
+        due_at_unix_ms: NOW - 3_600_000,
+        sent_at_unix_ms: if status == pb::DeadlineStatus::Met {
+            NOW - 3_600_000 + late_by_ms
+        } else {
+            0
+        },
+        late_by_ms,
+        status: status as i32,
+    }
+}
+
+#[derive(Default)]
+struct FakeEscalation {
+    last_ack: Arc<Mutex<Option<pb::AcknowledgeRequest>>>,
+}
+
+#[tonic::codegen::async_trait]
+impl EscalationService for FakeEscalation {
+    async fn list_jurisdictions(
+        &self,
+        _request: Request<pb::ListJurisdictionsRequest>,
+    ) -> Result<Response<pb::ListJurisdictionsResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn get_grading(
+        &self,
+        _request: Request<pb::GetGradingRequest>,
+    ) -> Result<Response<pb::GetGradingResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn acknowledge(
+        &self,
+        request: Request<pb::AcknowledgeRequest>,
+    ) -> Result<Response<pb::AcknowledgeResponse>, Status> {
+        let request = request.into_inner();
+        *self.last_ack.lock().unwrap() = Some(request.clone());
+        if request.incident_id == "INC-ACKED" {
+            return Err(Status::failed_precondition(
+                "INC-ACKED is already acknowledged",
+            ));
+        }
+        let mut command = sample_command(&request.incident_id);
+        command.acknowledged = true;
+        command.acknowledged_by = request.officer;
+        command.acknowledged_at_unix_ms = NOW;
+        command.ack_due_at_unix_ms = 0;
+        Ok(Response::new(pb::AcknowledgeResponse {
+            command: Some(command),
+        }))
+    }
+
+    async fn escalate(
+        &self,
+        request: Request<pb::EscalateRequest>,
+    ) -> Result<Response<pb::EscalateResponse>, Status> {
+        let request = request.into_inner();
+        if request.reason.is_empty() {
+            return Err(Status::invalid_argument("reason is required"));
+        }
+        Ok(Response::new(pb::EscalateResponse {
+            command: Some(sample_command(&request.incident_id)),
+        }))
+    }
+
+    async fn list_deadlines(
+        &self,
+        _request: Request<pb::ListDeadlinesRequest>,
+    ) -> Result<Response<pb::ListDeadlinesResponse>, Status> {
+        Ok(Response::new(pb::ListDeadlinesResponse {
+            deadlines: vec![
+                deadline(1, pb::DeadlineStatus::Met, 0),
+                deadline(2, pb::DeadlineStatus::Late, 3_900_000),
+                deadline(3, pb::DeadlineStatus::Met, 725_000),
+                deadline(4, pb::DeadlineStatus::Open, 0),
+            ],
+        }))
+    }
+
+    async fn submit_report(
+        &self,
+        request: Request<pb::SubmitReportRequest>,
+    ) -> Result<Response<pb::SubmitReportResponse>, Status> {
+        let request = request.into_inner();
+        let mut met = deadline(request.obligation_id, pb::DeadlineStatus::Met, 725_000);
+        met.incident_id = request.incident_id;
+        Ok(Response::new(pb::SubmitReportResponse {
+            deadline: Some(met),
+        }))
+    }
+
+    async fn get_command(
+        &self,
+        request: Request<pb::GetCommandRequest>,
+    ) -> Result<Response<pb::GetCommandResponse>, Status> {
+        Ok(Response::new(pb::GetCommandResponse {
+            command: Some(sample_command(&request.into_inner().incident_id)),
+        }))
+    }
+}
+
+async fn spawn_escalation() -> (String, Arc<Mutex<Option<pb::AcknowledgeRequest>>>) {
+    let escalation = FakeEscalation::default();
+    let last_ack = escalation.last_ack.clone();
+    let url = spawn_server(
+        tonic::transport::Server::builder().add_service(EscalationServiceServer::new(escalation)),
+    )
+    .await;
+    (url, last_ack)
+}
+
+fn sample_unit(id: &str, status: pb::UnitStatus) -> pb::Unit {
+    pb::Unit {
+        id: id.to_owned(),
+        call_sign: "Haz 1".to_owned(),
+        unit_type: "hazmat".to_owned(),
+        home_township_code: "320102001".to_owned(),
+        jurisdiction_code: "320102".to_owned(),
+        position: Some(pb::GeoPoint {
+            lat: 32.06,
+            lon: 118.79,
+        }),
+        status: status as i32,
+        incident_id: "INC-7".to_owned(),
+        capabilities: vec!["hazmat_level_a".to_owned()],
+        crew_size: 4,
+        position_at_unix_ms: NOW,
+        position_age_ms: 192_000,
+        position_stale: false,
+        status_since_unix_ms: NOW,
+        out_of_service_reason: String::new(),
+    }
+}
+
+#[derive(Default)]
+struct FakeDispatch {
+    last_status: Arc<Mutex<Option<pb::UpdateUnitStatusRequest>>>,
+    last_position: Arc<Mutex<Option<pb::ReportPositionRequest>>>,
+}
+
+#[tonic::codegen::async_trait]
+impl DispatchService for FakeDispatch {
+    async fn list_units(
+        &self,
+        _request: Request<pb::ListUnitsRequest>,
+    ) -> Result<Response<pb::ListUnitsResponse>, Status> {
+        let mut stale = sample_unit("U-2", pb::UnitStatus::OutOfService);
+        stale.incident_id = String::new();
+        stale.out_of_service_reason = "pump repair".to_owned();
+        stale.position_age_ms = 7_500_000;
+        stale.position_stale = true;
+        Ok(Response::new(pb::ListUnitsResponse {
+            units: vec![sample_unit("U-1", pb::UnitStatus::OnScene), stale],
+        }))
+    }
+
+    async fn get_assignments(
+        &self,
+        _request: Request<pb::GetAssignmentsRequest>,
+    ) -> Result<Response<pb::GetAssignmentsResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn register_unit(
+        &self,
+        _request: Request<pb::RegisterUnitRequest>,
+    ) -> Result<Response<pb::UnitResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn update_unit(
+        &self,
+        _request: Request<pb::UpdateUnitRequest>,
+    ) -> Result<Response<pb::UnitResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn retire_unit(
+        &self,
+        _request: Request<pb::RetireUnitRequest>,
+    ) -> Result<Response<pb::UnitResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn update_unit_status(
+        &self,
+        request: Request<pb::UpdateUnitStatusRequest>,
+    ) -> Result<Response<pb::UnitResponse>, Status> {
+        let request = request.into_inner();
+        *self.last_status.lock().unwrap() = Some(request.clone());
+        if request.event == pb::UnitStatusEvent::Clear as i32 {
+            return Err(Status::failed_precondition(
+                "cannot clear U-1: on_scene → available is not a transition (release first)",
+            ));
+        }
+        Ok(Response::new(pb::UnitResponse {
+            unit: Some(sample_unit(&request.unit_id, pb::UnitStatus::Enroute)),
+        }))
+    }
+
+    async fn report_position(
+        &self,
+        request: Request<pb::ReportPositionRequest>,
+    ) -> Result<Response<pb::ReportPositionResponse>, Status> {
+        let request = request.into_inner();
+        *self.last_position.lock().unwrap() = Some(request.clone());
+        let mut unit = sample_unit(&request.unit_id, pb::UnitStatus::Enroute);
+        let applied = request.at_unix_ms >= NOW;
+        if applied {
+            unit.position = Some(pb::GeoPoint {
+                lat: request.lat,
+                lon: request.lon,
+            });
+            unit.position_at_unix_ms = request.at_unix_ms;
+        }
+        Ok(Response::new(pb::ReportPositionResponse {
+            applied,
+            unit: Some(unit),
+        }))
+    }
+}
+
+type Captured<T> = Arc<Mutex<Option<T>>>;
+
+async fn spawn_dispatch() -> (
+    String,
+    Captured<pb::UpdateUnitStatusRequest>,
+    Captured<pb::ReportPositionRequest>,
+) {
+    let dispatch = FakeDispatch::default();
+    let (last_status, last_position) =
+        (dispatch.last_status.clone(), dispatch.last_position.clone());
+    let url = spawn_server(
+        tonic::transport::Server::builder().add_service(DispatchServiceServer::new(dispatch)),
+    )
+    .await;
+    (url, last_status, last_position)
+}
+
+#[tokio::test]
+async fn ack_sends_the_officer_and_prints_the_command_state() {
+    let (url, last_ack) = spawn_escalation().await;
+    let cli = parse(&[
+        "ack",
+        "INC-7",
+        "--officer",
+        "Wang",
+        "--escalation",
+        &url,
+        "--namespace",
+        "drill.3",
+    ]);
+    let (result, output) = run_to_string(cli).await;
+    assert_eq!(result.unwrap(), 0, "{output}");
+    let sent = last_ack.lock().unwrap().clone().unwrap();
+    assert_eq!(sent.namespace, "drill.3");
+    assert_eq!(sent.incident_id, "INC-7");
+    assert_eq!(sent.officer, "Wang");
+    for expected in [
+        "acknowledged INC-7 as Wang; escalation chain stopped",
+        "grade            III",
+        "lead             南京市 (3201, city) since 2026-11-28T06:27:24.123Z",
+        "asked            江苏省 (32, province)",
+        "acknowledgement  acknowledged by Wang at 2026-11-28T06:27:24.123Z",
+        "escalations      1",
+    ] {
+        assert!(
+            output.contains(expected),
+            "missing {expected:?} in\n{output}"
+        );
+    }
+
+    // Without --officer the name is not empty (it is $USER, or a fallback).
+    let (result, _) = run_to_string(parse(&["ack", "INC-7", "--escalation", &url])).await;
+    assert_eq!(result.unwrap(), 0);
+    assert!(!last_ack.lock().unwrap().clone().unwrap().officer.is_empty());
+
+    let cli = parse(&[
+        "ack",
+        "INC-ACKED",
+        "--officer",
+        "Wang",
+        "--escalation",
+        &url,
+    ]);
+    let (result, output) = run_to_string(cli).await;
+    assert_eq!(
+        result.unwrap_err().to_string(),
+        "escalation refused the acknowledgement: INC-ACKED is already acknowledged \
+         (FAILED_PRECONDITION)"
+    );
+    assert_eq!(output, "");
+}
+
+#[tokio::test]
+async fn command_and_escalate_show_who_must_acknowledge_by_when() {
+    let (url, _) = spawn_escalation().await;
+    let (result, output) = run_to_string(parse(&["command", "INC-7", "--escalation", &url])).await;
+    assert_eq!(result.unwrap(), 0);
+    assert!(
+        output.contains("江苏省 (32, province) must acknowledge by 2026-11-28T06:42:24.123Z"),
+        "{output}"
+    );
+
+    let cli = parse(&[
+        "escalate",
+        "INC-7",
+        "--reason",
+        "fire spreading",
+        "--escalation",
+        &url,
+    ]);
+    let (result, output) = run_to_string(cli).await;
+    assert_eq!(result.unwrap(), 0);
+    assert!(
+        output.starts_with("escalated INC-7 to 江苏省 (32, province)\n"),
+        "{output}"
+    );
+
+    let cli = parse(&["command", "INC-7", "--escalation", &url, "--json"]);
+    let (result, output) = run_to_string(cli).await;
+    assert_eq!(result.unwrap(), 0);
+    let json: serde_json::Value = serde_json::from_str(&output).unwrap();
+    assert_eq!(json["incident_id"], "INC-7");
+    assert_eq!(json["grade"], "III");
+    assert_eq!(json["lead_level"], "city");
+    assert_eq!(json["escalation_jurisdiction_code"], "32");
+    assert_eq!(json["acknowledged"], false);
+    assert_eq!(json["acknowledged_by"], serde_json::Value::Null);
+    assert_eq!(json["ack_due_at"], "2026-11-28T06:42:24.123Z");
+    assert_eq!(json["escalation_count"], 1);
+}
+
+#[tokio::test]
+async fn deadlines_table_shows_late_obligations_clearly() {
+    let (url, _) = spawn_escalation().await;
+    let (result, output) = run_to_string(parse(&["deadlines", "--escalation", &url])).await;
+    assert_eq!(result.unwrap(), 0);
+    let lines: Vec<&str> = output.lines().collect();
+    assert_eq!(lines.len(), 5, "{output}");
+    assert!(
+        lines[0].starts_with("INCIDENT  OBLIGATION  KIND"),
+        "{output}"
+    );
+    assert!(lines[0].contains("FROM → TO"), "{output}");
+    assert!(lines[0].ends_with("LATE BY"), "{output}");
+    let cells = |line: &str| {
+        line.split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let on_time = cells(lines[1]);
+    assert_eq!(
+        on_time,
+        [
+            "INC-7",
+            "1",
+            "first",
+            "county",
+            "→",
+            "city",
+            "(3201)",
+            "2026-11-28T05:27:24.123Z",
+            "2026-11-28T05:27:24.123Z",
+            "met",
+            "-"
+        ]
+    );
+    let late = cells(lines[2]);
+    assert_eq!(late[8..], ["-", "LATE", "1h05m", "so", "far"], "{output}");
+    let met_late = cells(lines[3]);
+    assert_eq!(met_late[9..], ["met", "LATE", "12m05s"], "{output}");
+    let open = cells(lines[4]);
+    assert_eq!(open[8..], ["-", "open", "-"], "{output}");
+
+    let cli = parse(&["deadlines", "INC-7", "--escalation", &url, "--json"]);
+    let (result, output) = run_to_string(cli).await;
+    assert_eq!(result.unwrap(), 0);
+    let json: serde_json::Value = serde_json::from_str(&output).unwrap();
+    assert_eq!(json[1]["status"], "late");
+    assert_eq!(json[1]["late_by_ms"], 3_900_000);
+    assert_eq!(json[1]["sent_at"], serde_json::Value::Null);
+    assert_eq!(json[0]["to_jurisdiction_code"], "3201");
+}
+
+#[tokio::test]
+async fn report_filed_says_how_late_the_report_was() {
+    let (url, _) = spawn_escalation().await;
+    let cli = parse(&["report-filed", "INC-7", "3", "--escalation", &url]);
+    let (result, output) = run_to_string(cli).await;
+    assert_eq!(result.unwrap(), 0);
+    assert_eq!(
+        output,
+        "obligation 3 of INC-7 (first report, county → city (3201)) met at \
+         2026-11-28T05:39:29.123Z: LATE by 12m05s\n"
+    );
+}
+
+#[tokio::test]
+async fn unit_status_sends_the_event_and_a_refusal_is_one_line_with_the_code() {
+    let (url, last_status, _) = spawn_dispatch().await;
+    let cli = parse(&[
+        "unit-status",
+        "U-1",
+        "acknowledge",
+        "--incident",
+        "INC-7",
+        "--dispatch",
+        &url,
+    ]);
+    let (result, output) = run_to_string(cli).await;
+    assert_eq!(result.unwrap(), 0);
+    assert_eq!(output, "unit U-1 (Haz 1) is enroute for INC-7\n");
+    let sent = last_status.lock().unwrap().clone().unwrap();
+    assert_eq!(sent.unit_id, "U-1");
+    assert_eq!(sent.event, pb::UnitStatusEvent::Acknowledge as i32);
+    assert_eq!(sent.incident_id, "INC-7");
+    assert_eq!(sent.namespace, "live");
+
+    let cli = parse(&[
+        "unit-status",
+        "U-1",
+        "out-of-service",
+        "--reason",
+        "pump repair",
+        "--dispatch",
+        &url,
+    ]);
+    let (result, _) = run_to_string(cli).await;
+    assert_eq!(result.unwrap(), 0);
+    let sent = last_status.lock().unwrap().clone().unwrap();
+    assert_eq!(sent.event, pb::UnitStatusEvent::GoOutOfService as i32);
+    assert_eq!(sent.reason, "pump repair");
+    assert_eq!(sent.incident_id, "");
+
+    let (result, output) =
+        run_to_string(parse(&["unit-status", "U-1", "clear", "--dispatch", &url])).await;
+    let error = result.unwrap_err();
+    assert_eq!(error.grpc_code(), Some(Code::FailedPrecondition));
+    let line = error.to_string();
+    assert_eq!(
+        line,
+        "dispatch refused the status change: cannot clear U-1: on_scene → available is not a \
+         transition (release first) (FAILED_PRECONDITION)"
+    );
+    assert!(!line.contains('\n'));
+    assert_eq!(output, "");
+}
+
+#[tokio::test]
+async fn unit_position_sends_the_fix_and_reports_whether_it_was_applied() {
+    let (url, _, last_position) = spawn_dispatch().await;
+    let at = (NOW + 1_000).to_string();
+    let cli = parse(&[
+        "unit-position",
+        "U-1",
+        "--lat",
+        "32.1",
+        "--lon",
+        "118.8",
+        "--at-ms",
+        &at,
+        "--dispatch",
+        &url,
+    ]);
+    let (result, output) = run_to_string(cli).await;
+    assert_eq!(result.unwrap(), 0);
+    assert_eq!(
+        output,
+        "position of U-1 recorded: 32.1000,118.8000 at 2026-11-28T06:27:25.123Z\n"
+    );
+    let sent = last_position.lock().unwrap().clone().unwrap();
+    assert_eq!(
+        (sent.lat, sent.lon, sent.at_unix_ms),
+        (32.1, 118.8, NOW + 1_000)
+    );
+
+    let cli = parse(&[
+        "unit-position",
+        "U-1",
+        "--lat",
+        "32.1",
+        "--lon",
+        "118.8",
+        "--at-ms",
+        "5",
+        "--dispatch",
+        &url,
+        "--json",
+    ]);
+    let (result, output) = run_to_string(cli).await;
+    assert_eq!(result.unwrap(), 0);
+    let json: serde_json::Value = serde_json::from_str(&output).unwrap();
+    assert_eq!(json["applied"], false);
+    assert_eq!(json["unit"]["position"]["lat"], 32.06);
+}
+
+#[tokio::test]
+async fn units_shows_all_states_position_age_and_stale_flag() {
+    let (url, _, _) = spawn_dispatch().await;
+    let (result, output) = run_to_string(parse(&["units", "--dispatch", &url])).await;
+    assert_eq!(result.unwrap(), 0);
+    let lines: Vec<&str> = output.lines().collect();
+    assert_eq!(lines.len(), 3, "{output}");
+    assert!(lines[0].ends_with("POSITION AGE"), "{output}");
+    assert!(lines[1].contains("on_scene"), "{output}");
+    assert!(lines[1].ends_with("INC-7     3m12s"), "{output}");
+    assert!(
+        lines[2].contains("out_of_service (pump repair)"),
+        "{output}"
+    );
+    assert!(lines[2].ends_with("2h05m STALE"), "{output}");
+
+    let (result, output) = run_to_string(parse(&["units", "--dispatch", &url, "--json"])).await;
+    assert_eq!(result.unwrap(), 0);
+    let json: serde_json::Value = serde_json::from_str(&output).unwrap();
+    assert_eq!(json[0]["status"], "on_scene");
+    assert_eq!(json[0]["position_age_ms"], 192_000);
+    assert_eq!(json[1]["position_stale"], true);
+    assert_eq!(json[1]["incident_id"], serde_json::Value::Null);
+    assert_eq!(json[1]["out_of_service_reason"], "pump repair");
 }
