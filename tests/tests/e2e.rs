@@ -1317,3 +1317,53 @@ async fn a_grade_ii_production_safety_accident_owes_reports_up_to_national_and_o
     assert_eq!(nowhere.code(), tonic::Code::NotFound, "{nowhere:?}");
     assert!(nowhere.message().contains("not been graded"), "{nowhere:?}");
 }
+
+/// The duty officer's escalation commands through musterctl against the real services: the
+/// deadline list of a grade II accident, an acknowledgement, and the command state after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn musterctl_acknowledges_and_shows_command_and_deadlines() {
+    let system = System::start().await;
+    let incident_id = report_one(&system, "accident.hazardous_chemicals", 12).await;
+    system.responding(&incident_id).await;
+    command_when_graded(&system, &incident_id).await;
+
+    let (code, out) = system.musterctl(&["deadlines", &incident_id]).await;
+    assert_eq!(code, Ok(0), "{out}");
+    assert!(
+        out.contains(&incident_id) && out.contains("000000"),
+        "deadlines reach the national level:\n{out}"
+    );
+
+    let (code, out) = system
+        .musterctl(&["ack", &incident_id, "--officer", "duty officer Wang"])
+        .await;
+    assert_eq!(code, Ok(0), "{out}");
+    let (code, out) = system.musterctl(&["--json", "command", &incident_id]).await;
+    assert_eq!(code, Ok(0), "{out}");
+    assert!(
+        out.contains("duty officer Wang"),
+        "the acknowledgement is recorded:\n{out}"
+    );
+
+    // A second acknowledgement is refused as one readable line with the code.
+    let (result, _) = system.musterctl(&["ack", &incident_id]).await;
+    let line = result.expect_err("a second ack was accepted");
+    assert!(
+        line.contains("FAILED_PRECONDITION") && !line.contains('\n'),
+        "{line}"
+    );
+
+    // A unit status the lifecycle forbids is refused the same way: an available water-rescue
+    // unit (not in this plan) cannot arrive on scene without being dispatched.
+    let (result, _) = system
+        .musterctl(&[
+            "unit-status",
+            "DH-WR-1",
+            "arrive",
+            "--incident",
+            &incident_id,
+        ])
+        .await;
+    let line = result.expect_err("an illegal transition was accepted");
+    assert!(line.contains("FAILED_PRECONDITION"), "{line}");
+}
