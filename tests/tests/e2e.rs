@@ -1367,3 +1367,583 @@ async fn musterctl_acknowledges_and_shows_command_and_deadlines() {
     let line = result.expect_err("an illegal transition was accepted");
     assert!(line.contains("FAILED_PRECONDITION"), "{line}");
 }
+
+// ---- Acknowledged assignments (issue 5) ------------------------------------------------------
+
+async fn assignments_of(system: &System, incident_id: &str) -> pb::GetAssignmentsResponse {
+    system
+        .dispatch()
+        .await
+        .get_assignments(pb::GetAssignmentsRequest {
+            namespace: String::new(),
+            incident_id: incident_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn acknowledge_unit(system: &System, unit_id: &str, incident_id: &str) -> pb::Unit {
+    system
+        .dispatch()
+        .await
+        .update_unit_status(pb::UpdateUnitStatusRequest {
+            namespace: String::new(),
+            unit_id: unit_id.into(),
+            event: pb::UnitStatusEvent::Acknowledge as i32,
+            incident_id: incident_id.into(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .unit
+        .unwrap()
+}
+
+/// With a 4 s acknowledgement timeout, a dispatched hazmat unit that stays silent goes back to
+/// available and the next nearest hazmat unit replaces it (in dispatch's assignments and in
+/// intake's timeline), while the units that acknowledged in time stay en route on the incident.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_that_does_not_acknowledge_is_replaced_and_one_that_does_stays() {
+    let mut system = System::empty().await;
+    system.dispatch_ack_timeout_ms = Some(4_000);
+    for service in [Service::Intake, Service::Escalation, Service::Dispatch] {
+        system.start_service(service).await;
+    }
+    // 5 deaths: grade III, two hazmat units among the plan's.
+    let incident_id = report_one(&system, "accident.hazardous_chemicals", 5).await;
+    system.responding(&incident_id).await;
+    let booked = assignments_of(&system, &incident_id)
+        .await
+        .units
+        .unwrap()
+        .assignments;
+    let silent = booked
+        .iter()
+        .find(|a| a.unit_type == "hazmat")
+        .expect("a hazmat unit")
+        .unit_id
+        .clone();
+    let acknowledged: Vec<String> = booked
+        .iter()
+        .map(|a| a.unit_id.clone())
+        .filter(|id| *id != silent)
+        .collect();
+    for unit_id in &acknowledged {
+        let unit = acknowledge_unit(&system, unit_id, &incident_id).await;
+        assert_eq!(unit.status(), pb::UnitStatus::Enroute, "{unit_id}");
+    }
+
+    let replacement = eventually("the silent unit replaced", WAIT, || {
+        let (system, incident_id, silent) = (&system, &incident_id, &silent);
+        async move {
+            let answer = assignments_of(system, incident_id).await;
+            let current = answer.units?.assignments;
+            if current.iter().any(|a| a.unit_id == *silent) {
+                return None;
+            }
+            let ended = answer.ended.iter().find(|e| e.unit_id == *silent)?;
+            assert_eq!(ended.outcome, "acknowledgement_timed_out");
+            current
+                .into_iter()
+                .find(|a| a.unit_type == "hazmat" && a.reason.contains("replaces"))
+        }
+    })
+    .await;
+    assert!(booked.iter().all(|a| a.unit_id != replacement.unit_id));
+    acknowledge_unit(&system, &replacement.unit_id, &incident_id).await;
+
+    // The acknowledged units' deadlines have passed too: they stayed.
+    let current: HashSet<String> = assignments_of(&system, &incident_id)
+        .await
+        .units
+        .unwrap()
+        .assignments
+        .into_iter()
+        .map(|a| a.unit_id)
+        .collect();
+    for unit_id in acknowledged.iter().chain([&replacement.unit_id]) {
+        assert!(current.contains(unit_id), "{unit_id} left the incident");
+    }
+    let board: HashMap<String, pb::Unit> = system
+        .dispatch()
+        .await
+        .list_units(pb::ListUnitsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .units
+        .into_iter()
+        .map(|unit| (unit.id.clone(), unit))
+        .collect();
+    assert_eq!(board[&silent].status(), pb::UnitStatus::Available);
+    assert_eq!(board[&silent].incident_id, "");
+    for unit_id in acknowledged.iter().chain([&replacement.unit_id]) {
+        assert_eq!(
+            board[unit_id].status(),
+            pb::UnitStatus::Enroute,
+            "{unit_id}"
+        );
+        assert_eq!(board[unit_id].incident_id, incident_id);
+    }
+
+    // Intake's read model hears of the replacement as a second units_assigned.
+    let replacement_id = replacement.unit_id.clone();
+    eventually("intake shows the replacement", WAIT, || {
+        let (system, incident_id, replacement_id) = (&system, &incident_id, &replacement_id);
+        async move {
+            let incident = system.responding(incident_id).await;
+            let units = incident.units?;
+            let shown = units
+                .assignments
+                .iter()
+                .any(|a| a.unit_id == *replacement_id);
+            let types = timeline_types(system, incident_id).await;
+            let assigned = types.iter().filter(|t| *t == "units_assigned").count();
+            (shown && assigned == 2).then_some(())
+        }
+    })
+    .await;
+}
+
+// ---- Regrading on new facts and unified command (issue 4) ----------------------------------
+
+fn update_request(incident_id: &str, facts: pb::Facts) -> pb::UpdateIncidentRequest {
+    pb::UpdateIncidentRequest {
+        namespace: String::new(),
+        incident_id: incident_id.into(),
+        facts: Some(facts),
+        summary: Some("more casualties found".into()),
+        updated_by: "duty officer Zhao".into(),
+        request_id: String::new(),
+    }
+}
+
+async fn get_incident(system: &System, incident_id: &str) -> pb::Incident {
+    system
+        .intake()
+        .await
+        .get_incident(pb::GetIncidentRequest {
+            namespace: String::new(),
+            incident_id: incident_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .incident
+        .unwrap()
+}
+
+/// Waits until intake's read model satisfies `done`.
+async fn incident_when(
+    system: &System,
+    what: &str,
+    incident_id: &str,
+    done: impl Fn(&pb::Incident) -> bool,
+) -> pb::Incident {
+    let intake = system.intake().await;
+    let done = &done;
+    eventually(what, WAIT, || {
+        let mut intake = intake.clone();
+        let id = incident_id.to_string();
+        async move {
+            let incident = intake
+                .get_incident(pb::GetIncidentRequest {
+                    namespace: String::new(),
+                    incident_id: id,
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .incident?;
+            done(&incident).then_some(incident)
+        }
+    })
+    .await
+}
+
+/// Waits until escalation's command state satisfies `done`.
+async fn command_when(
+    system: &System,
+    what: &str,
+    incident_id: &str,
+    done: impl Fn(&pb::Command) -> bool,
+) -> pb::Command {
+    let escalation = system.escalation().await;
+    let done = &done;
+    eventually(what, WAIT, || {
+        let mut escalation = escalation.clone();
+        let id = incident_id.to_string();
+        async move {
+            let command = escalation
+                .get_command(pb::GetCommandRequest {
+                    namespace: String::new(),
+                    incident_id: id,
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .command?;
+            done(&command).then_some(command)
+        }
+    })
+    .await
+}
+
+fn units_by_type(incident: &pb::Incident) -> HashMap<String, u32> {
+    let mut by_type = HashMap::new();
+    for assignment in incident.units.iter().flat_map(|u| &u.assignments) {
+        *by_type.entry(assignment.unit_type.clone()).or_default() += 1;
+    }
+    by_type
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twelve_deaths_reported_later_upgrade_a_grade_iii_accident_to_ii_led_by_the_province_with_more_units()
+ {
+    let system = System::start().await;
+    let incident_id = report_one(&system, "accident.hazardous_chemicals", 3).await;
+    let before = system.responding(&incident_id).await;
+    let grading = before.grading.as_ref().expect("graded");
+    assert_eq!(grading.grade(), pb::Grade::Iii);
+    assert_eq!(grading.lead_level(), pb::JurisdictionLevel::City);
+    let units_before = before.units.as_ref().unwrap().assignments.len();
+
+    let mut request = update_request(&incident_id, facts_deaths(12));
+    request.request_id = "update-12".into();
+    let answer = system
+        .intake()
+        .await
+        .update_incident(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!answer.duplicate);
+    assert_eq!(answer.facts.unwrap().deaths, Some(12));
+    // A retry changes nothing more.
+    let again = system
+        .intake()
+        .await
+        .update_incident(request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.duplicate);
+    assert_eq!(again.incident_id, incident_id);
+
+    // The upgrade applies at once: grade II, the province leads.
+    let command = command_when(&system, "grade II", &incident_id, |c| {
+        c.grade() == pb::Grade::Ii
+    })
+    .await;
+    assert_eq!(command.lead_level(), pb::JurisdictionLevel::Province);
+    assert_eq!(command.lead_jurisdiction_code, "390000");
+    assert_eq!(command.pending_downgrade(), pb::Grade::Unspecified);
+
+    // Dispatch sends the plan difference: the incident ends with the grade II plan's units.
+    let plan = system
+        .region
+        .plans
+        .plan_for(
+            "accident.hazardous_chemicals",
+            Some(domain::grade::Grade::II),
+        )
+        .expect("a plan");
+    let incident = incident_when(&system, "grade II plan units", &incident_id, |incident| {
+        let by_type = units_by_type(incident);
+        incident
+            .grading
+            .as_ref()
+            .is_some_and(|g| g.grade() == pb::Grade::Ii)
+            && plan
+                .resources
+                .iter()
+                .all(|r| by_type.get(&r.unit_type).copied() == Some(r.count))
+    })
+    .await;
+    assert!(
+        incident.units.as_ref().unwrap().assignments.len() > units_before,
+        "more units after the upgrade"
+    );
+    let ids: HashSet<&str> = incident
+        .units
+        .as_ref()
+        .unwrap()
+        .assignments
+        .iter()
+        .map(|a| a.unit_id.as_str())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        incident.units.as_ref().unwrap().assignments.len(),
+        "no unit booked twice"
+    );
+    let grading = incident.grading.as_ref().unwrap();
+    assert_eq!(grading.lead_jurisdiction_code, "390000");
+    assert_eq!(
+        incident.report.as_ref().unwrap().facts.unwrap().deaths,
+        Some(12)
+    );
+
+    // The timeline: the update, the handover naming both parties, the new grading.
+    let incident = incident_when(&system, "lead_changed in the timeline", &incident_id, |i| {
+        i.timeline.iter().any(|e| e.event_type == "lead_changed")
+    })
+    .await;
+    let types: Vec<&str> = incident
+        .timeline
+        .iter()
+        .map(|e| e.event_type.as_str())
+        .collect();
+    assert_eq!(
+        types.iter().filter(|t| **t == "updated").count(),
+        1,
+        "{types:?}"
+    );
+    assert_eq!(
+        types.iter().filter(|t| **t == "graded").count(),
+        2,
+        "{types:?}"
+    );
+    let updated = incident
+        .timeline
+        .iter()
+        .find(|e| e.event_type == "updated")
+        .unwrap();
+    assert!(
+        updated.description.contains("12 dead"),
+        "{}",
+        updated.description
+    );
+    assert!(!updated.event_id.is_empty(), "the outbox id is filled in");
+    let handover = incident
+        .timeline
+        .iter()
+        .find(|e| e.event_type == "lead_changed")
+        .unwrap();
+    assert!(
+        handover.description.contains("390200") && handover.description.contains("390000"),
+        "city → province: {}",
+        handover.description
+    );
+    assert!(
+        handover.description.contains("regrade"),
+        "{}",
+        handover.description
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fewer_deaths_only_propose_a_downgrade_until_an_officer_confirms_it() {
+    let system = System::start().await;
+    let incident_id = report_one(&system, "accident.hazardous_chemicals", 12).await;
+    let command = command_when_graded(&system, &incident_id).await;
+    assert_eq!(command.grade(), pb::Grade::Ii);
+    let mut escalation = system.escalation().await;
+
+    // Nothing to confirm yet.
+    let refused = escalation
+        .confirm_downgrade(pb::ConfirmDowngradeRequest {
+            namespace: String::new(),
+            incident_id: incident_id.clone(),
+            officer: "duty officer Zhao".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("no pending downgrade"),
+        "{}",
+        refused.message()
+    );
+
+    system
+        .intake()
+        .await
+        .update_incident(update_request(&incident_id, facts_deaths(3)))
+        .await
+        .unwrap();
+    let command = command_when(&system, "downgrade proposed", &incident_id, |c| {
+        c.pending_downgrade() == pb::Grade::Iii
+    })
+    .await;
+    // Proposed only: the grade and the lead stand.
+    assert_eq!(command.grade(), pb::Grade::Ii);
+    assert_eq!(command.lead_jurisdiction_code, "390000");
+    let incident = incident_when(
+        &system,
+        "downgrade_proposed in the timeline",
+        &incident_id,
+        |i| {
+            i.timeline
+                .iter()
+                .any(|e| e.event_type == "downgrade_proposed")
+        },
+    )
+    .await;
+    assert_eq!(incident.grading.as_ref().unwrap().grade(), pb::Grade::Ii);
+    assert_eq!(
+        incident.report.as_ref().unwrap().facts.unwrap().deaths,
+        Some(3)
+    );
+
+    let confirmed = escalation
+        .confirm_downgrade(pb::ConfirmDowngradeRequest {
+            namespace: String::new(),
+            incident_id: incident_id.clone(),
+            officer: "duty officer Zhao".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .command
+        .unwrap();
+    assert_eq!(confirmed.grade(), pb::Grade::Iii);
+    assert_eq!(confirmed.pending_downgrade(), pb::Grade::Unspecified);
+    let incident = incident_when(&system, "grade III in intake", &incident_id, |i| {
+        i.grading
+            .as_ref()
+            .is_some_and(|g| g.grade() == pb::Grade::Iii)
+    })
+    .await;
+    let grading = incident.grading.unwrap();
+    assert!(
+        grading.reason.contains("confirmed by duty officer Zhao"),
+        "{}",
+        grading.reason
+    );
+    // Confirming twice is refused.
+    let again = escalation
+        .confirm_downgrade(pb::ConfirmDowngradeRequest {
+            namespace: String::new(),
+            incident_id: incident_id.clone(),
+            officer: "duty officer Zhao".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_province_takes_command_of_a_county_led_incident_and_sideways_or_lower_levels_cannot() {
+    let system = System::start().await;
+    // Grade IV: the county leads.
+    let incident_id = report_one(&system, "accident.hazardous_chemicals", 1).await;
+    let command = command_when_graded(&system, &incident_id).await;
+    assert_eq!(command.lead_jurisdiction_code, "390202");
+    let mut escalation = system.escalation().await;
+    let take = |code: &str| pb::TakeCommandRequest {
+        namespace: String::new(),
+        incident_id: incident_id.clone(),
+        jurisdiction_code: code.into(),
+        commander_name: "Commander Sun".into(),
+    };
+
+    // A neighbouring county is not above the lead.
+    let sideways = escalation.take_command(take("390223")).await.unwrap_err();
+    assert_eq!(sideways.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        sideways.message().contains("ancestor") && sideways.message().contains("390202"),
+        "{}",
+        sideways.message()
+    );
+    // Nor is a township under it.
+    let lower = escalation
+        .take_command(take(CHEMICAL_PARK))
+        .await
+        .unwrap_err();
+    assert_eq!(lower.code(), tonic::Code::FailedPrecondition);
+    // Nor a code the region does not know.
+    let unknown = escalation.take_command(take("123")).await.unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::InvalidArgument);
+
+    let before = unix_ms_now();
+    let command = escalation
+        .take_command(take("390000"))
+        .await
+        .unwrap()
+        .into_inner()
+        .command
+        .unwrap();
+    assert_eq!(command.lead_jurisdiction_code, "390000");
+    assert_eq!(command.lead_level(), pb::JurisdictionLevel::Province);
+    assert_eq!(command.commander_name, "Commander Sun");
+    assert!(command.lead_since_unix_ms >= before, "since the handover");
+    let shown = get_command(&system, &incident_id).await;
+    assert_eq!(shown.commander_name, "Commander Sun");
+    assert_eq!(shown.lead_since_unix_ms, command.lead_since_unix_ms);
+
+    // Now the county is below the lead: it cannot take command back.
+    let back = escalation.take_command(take("390202")).await.unwrap_err();
+    assert_eq!(back.code(), tonic::Code::FailedPrecondition);
+
+    let incident = incident_when(&system, "lead_changed in the timeline", &incident_id, |i| {
+        i.timeline.iter().any(|e| e.event_type == "lead_changed")
+    })
+    .await;
+    assert_eq!(incident.grading.unwrap().lead_jurisdiction_code, "390000");
+    let handover = incident
+        .timeline
+        .iter()
+        .find(|e| e.event_type == "lead_changed")
+        .unwrap();
+    assert!(
+        handover.description.contains("390202")
+            && handover.description.contains("390000")
+            && handover.description.contains("take_command"),
+        "{}",
+        handover.description
+    );
+    let types = timeline_types(&system, &incident_id).await;
+    assert_eq!(
+        types.iter().filter(|t| *t == "lead_changed").count(),
+        1,
+        "{types:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_updates_get_invalid_argument_and_unknown_incidents_not_found() {
+    let system = System::start().await;
+    let incident_id = report_one(&system, "accident.hazardous_chemicals", 3).await;
+    let mut intake = system.intake().await;
+
+    let negative = intake
+        .update_incident(update_request(&incident_id, facts_deaths(-2)))
+        .await
+        .unwrap_err();
+    assert_eq!(negative.code(), tonic::Code::InvalidArgument);
+    assert!(
+        negative.message().contains("facts.deaths"),
+        "{}",
+        negative.message()
+    );
+
+    let empty = intake
+        .update_incident(update_request(&incident_id, pb::Facts::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(empty.code(), tonic::Code::InvalidArgument);
+    assert!(empty.message().contains("facts"), "{}", empty.message());
+
+    let unknown = intake
+        .update_incident(update_request("INC-19700101-999999", facts_deaths(4)))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+    assert!(
+        unknown.message().contains("INC-19700101-999999"),
+        "{}",
+        unknown.message()
+    );
+
+    // Nothing was stored: the facts stand and the timeline has no update.
+    let incident = get_incident(&system, &incident_id).await;
+    assert_eq!(incident.report.unwrap().facts.unwrap().deaths, Some(3));
+    assert!(
+        !incident.timeline.iter().any(|e| e.event_type == "updated"),
+        "{:?}",
+        incident.timeline
+    );
+}

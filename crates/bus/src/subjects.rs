@@ -12,6 +12,7 @@ pub const TOKEN_BYTES_MAX: usize = 64;
 pub const REPORTED: &str = "reported";
 pub const GRADED: &str = "graded";
 pub const UNITS_ASSIGNED: &str = "units_assigned";
+pub const UPDATED: &str = "updated";
 
 /// Checks a namespace: `live` or `drill.<id>` with `<id>` of `[a-z0-9_-]`.
 pub fn validate_namespace(namespace: &str) -> Result<(), Error> {

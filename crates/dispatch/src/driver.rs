@@ -1,19 +1,22 @@
 //! The consumers: the assigner turns a `graded` event into unit bookings (status changes through
 //! the state machine) and a `units_assigned` event; the position tracker records the positions
-//! units publish on `muster.<ns>.unit.<id>.position`.
+//! units publish on `muster.<ns>.unit.<id>.position`. Every booking arms the unit's
+//! acknowledgement timer in the same commit (see [`crate::assignment`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bus::{Delivery, Handler, HandlerError, subjects};
 use domain::dispatch::{RecommendOptions, UnitView};
 use domain::event::{Assignment, EventBody, IncidentEvent, Shortfall, UnitsAssigned};
+use domain::geo::GeoPoint;
 use domain::region::{Region, ResourceRequirement};
 use domain::unit::UnitEvent;
 use muster_proto::convert_unit::UnitChange;
 use serde::{Deserialize, Serialize};
 use store::{Commit, Store};
 
+use crate::assignment::{self, EndedAssignment};
 use crate::registry::{self, UnitRecord};
 
 /// What dispatch has sent to one incident.
@@ -22,8 +25,36 @@ pub struct AssignmentRecord {
     pub incident_id: String,
     pub namespace: String,
     pub plan_id: String,
+    /// The units currently assigned; a unit that declines, times out or is released leaves this
+    /// list for `ended`.
     pub assignments: Vec<Assignment>,
     pub shortfalls: Vec<Shortfall>,
+    /// Where the incident is, for replacements. `None` in records stored before it was kept.
+    #[serde(default)]
+    pub location: Option<GeoPoint>,
+    /// Units that left the incident, oldest first, at most
+    /// [`assignment::ENDED_ASSIGNMENTS_MAX`].
+    #[serde(default)]
+    pub ended: Vec<EndedAssignment>,
+}
+
+impl AssignmentRecord {
+    /// Units that must not be assigned to this incident again: they declined it or let their
+    /// acknowledgement time out.
+    pub fn excluded_unit_ids(&self) -> HashSet<&str> {
+        self.ended
+            .iter()
+            .filter(|ended| ended.outcome.excludes_the_unit())
+            .map(|ended| ended.unit_id.as_str())
+            .collect()
+    }
+}
+
+/// The recommendation options dispatch uses: the region's speeds, the default stale limit.
+pub fn recommend_options(region: &Region) -> RecommendOptions {
+    let mut options = RecommendOptions::for_region(region);
+    options.stale_after_ms = registry::STALE_POSITION_AFTER_MS_DEFAULT;
+    options
 }
 
 /// `assignment/<ns>/<incident id>`.
@@ -36,17 +67,25 @@ pub struct Assigner {
     store: Store,
     region: Arc<Region>,
     options: RecommendOptions,
+    assignment_ack_timeout_ms: i64,
 }
 
 impl Assigner {
+    /// An assigner whose bookings must be acknowledged within
+    /// [`assignment::ASSIGNMENT_ACK_TIMEOUT_MS_DEFAULT`].
     pub fn new(store: Store, region: Arc<Region>) -> Assigner {
-        let mut options = RecommendOptions::for_region(&region);
-        options.stale_after_ms = registry::STALE_POSITION_AFTER_MS_DEFAULT;
         Assigner {
+            options: recommend_options(&region),
             store,
             region,
-            options,
+            assignment_ack_timeout_ms: assignment::ASSIGNMENT_ACK_TIMEOUT_MS_DEFAULT,
         }
+    }
+
+    /// The same, with another acknowledgement timeout (milliseconds, positive).
+    pub fn with_ack_timeout_ms(mut self, assignment_ack_timeout_ms: i64) -> Assigner {
+        self.assignment_ack_timeout_ms = assignment_ack_timeout_ms.max(1);
+        self
     }
 }
 
@@ -62,10 +101,20 @@ impl Handler for Assigner {
         };
         let namespace = &event.namespace;
         let record_key = assignment_key(namespace, &event.incident_id);
-        let existing: Option<AssignmentRecord> = self
+        let existing_raw = self
             .store
-            .get(&record_key)
+            .get_raw(&record_key)
             .map_err(|e| HandlerError::Retry(e.to_string()))?;
+        let existing: Option<AssignmentRecord> = existing_raw
+            .as_deref()
+            .map(|raw| store::decode_value(&record_key, raw))
+            .transpose()
+            .map_err(|e| HandlerError::Retry(e.to_string()))?;
+        let excluded: HashSet<String> = existing
+            .iter()
+            .flat_map(|record| record.excluded_unit_ids())
+            .map(str::to_string)
+            .collect();
         let report = &graded.report;
         let plan = self.region.plans.plan_for(&report.kind, graded.grade);
 
@@ -85,6 +134,7 @@ impl Handler for Assigner {
         let views: Vec<UnitView> = records
             .iter()
             .filter(|record| !record.is_retired())
+            .filter(|record| !excluded.contains(&record.unit.id))
             .map(|record| {
                 UnitView::new(
                     &record.unit,
@@ -102,6 +152,9 @@ impl Handler for Assigner {
         );
 
         let mut commit = Commit::new();
+        // The assignment record is read-modify-written with a compare-and-swap too: a decline or
+        // a timer firing for the same incident must not be overwritten.
+        commit.expect_raw(record_key.clone(), existing_raw);
         let mut assignments = Vec::with_capacity(recommendation.picks.len());
         for pick in recommendation.picks {
             // Read again with the raw bytes for the compare-and-swap.
@@ -116,6 +169,14 @@ impl Handler for Assigner {
                     now,
                 )
                 .map_err(|e| HandlerError::Retry(format!("unit {}: {e}", pick.unit_id)))?;
+            assignment::arm_ack_timer(
+                &mut commit,
+                namespace,
+                &event.incident_id,
+                &mut record,
+                now.saturating_add(self.assignment_ack_timeout_ms),
+            )
+            .map_err(|e| HandlerError::Retry(e.to_string()))?;
             let key = registry::unit_key(namespace, &pick.unit_id);
             // The compare-and-swap: the booking applies only if the unit record is unchanged since
             // it was read (so still available), even with other writers.
@@ -173,8 +234,11 @@ impl Handler for Assigner {
             plan_id: plan_id.clone(),
             assignments: Vec::new(),
             shortfalls: Vec::new(),
+            location: None,
+            ended: Vec::new(),
         });
         record.plan_id = plan_id.clone();
+        record.location = Some(report.location);
         record.assignments.extend(assignments.iter().cloned());
         record.shortfalls = shortfalls.clone();
         commit

@@ -2,7 +2,9 @@
 //!
 //! Every unit change is read-modify-written with a compare-and-swap on the unit record, together
 //! with its `UnitEvent` in the outbox, flushed before the answer; a conflict with the assigner or
-//! another request re-reads and tries again.
+//! another request re-reads and tries again. Lifecycle events go through
+//! [`AssignmentDesk`]: acknowledging cancels the acknowledgement timer, declining books a
+//! replacement, releasing takes the unit off the incident's assignments, each in one commit.
 
 use domain::geo::GeoPoint;
 use domain::region::Unit;
@@ -13,6 +15,7 @@ use store::{Commit, Store};
 use tonic::{Request, Response, Status};
 
 use crate::Config;
+use crate::assignment::{AssignmentDesk, StatusChangeError};
 use crate::driver::{AssignmentRecord, assignment_key};
 use crate::registry::{self, Retirement, UnitRecord};
 
@@ -22,11 +25,16 @@ const CONFLICT_ATTEMPTS_MAX: usize = 5;
 pub struct DispatchGrpc {
     config: Config,
     store: Store,
+    desk: AssignmentDesk,
 }
 
 impl DispatchGrpc {
-    pub fn new(config: Config, store: Store) -> DispatchGrpc {
-        DispatchGrpc { config, store }
+    pub fn new(config: Config, store: Store, desk: AssignmentDesk) -> DispatchGrpc {
+        DispatchGrpc {
+            config,
+            store,
+            desk,
+        }
     }
 
     fn namespace<'a>(&'a self, requested: &'a str) -> Result<&'a str, Status> {
@@ -195,6 +203,18 @@ impl pb::dispatch_service_server::DispatchService for DispatchGrpc {
                     request.incident_id
                 ))
             })?;
+        let ended = record
+            .ended
+            .iter()
+            .map(|ended| pb::EndedAssignment {
+                unit_id: ended.unit_id.clone(),
+                call_sign: ended.call_sign.clone(),
+                unit_type: ended.unit_type.clone(),
+                outcome: ended.outcome.as_str().to_string(),
+                reason: ended.reason.clone(),
+                at_unix_ms: ended.at_unix_ms,
+            })
+            .collect();
         let units = domain::event::UnitsAssigned {
             plan_id: record.plan_id,
             assignments: record.assignments,
@@ -202,6 +222,7 @@ impl pb::dispatch_service_server::DispatchService for DispatchGrpc {
         };
         Ok(Response::new(pb::GetAssignmentsResponse {
             units: Some(convert::units_to_wire(&units)),
+            ended,
         }))
     }
 
@@ -385,23 +406,35 @@ impl pb::dispatch_service_server::DispatchService for DispatchGrpc {
             &request.reason,
         )
         .map_err(invalid)?;
-        let record = self
-            .change_unit(namespace, &request.unit_id, |record, now| {
-                let change = record.apply(&event, now).map_err(|refused| {
-                    Status::failed_precondition(format!(
-                        "unit {:?}: {} refused: {refused}",
-                        record.unit.id,
-                        event.name()
-                    ))
-                })?;
-                Ok(vec![UnitChange::StatusChanged {
-                    change,
-                    cause: event.name().to_string(),
-                }])
-            })
-            .await?;
-        tracing::info!(unit_id = %request.unit_id, event = event.name(), status = %record.state.status, "unit status changed");
-        Ok(self.respond(&record))
+        validate_unit_id(&request.unit_id)?;
+        let staged = self
+            .desk
+            .change_status(
+                &self.store,
+                namespace,
+                &request.unit_id,
+                &event,
+                lifecycle::unix_ms_now(),
+            )
+            .map_err(|error| match error {
+                StatusChangeError::UnknownUnit { .. } => Status::not_found(error.to_string()),
+                StatusChangeError::Retired { .. } | StatusChangeError::Refused { .. } => {
+                    Status::failed_precondition(error.to_string())
+                }
+                StatusChangeError::Contended { .. } => Status::aborted(error.to_string()),
+                StatusChangeError::Subject(problem) => invalid(problem),
+                StatusChangeError::Store(error) => storage(error),
+            })?;
+        self.store.flush().await.map_err(storage)?;
+        tracing::info!(
+            unit_id = %request.unit_id,
+            event = event.name(),
+            status = %staged.unit.state.status,
+            left = ?staged.ended.as_ref().map(|ended| ended.outcome),
+            replacement = ?staged.replacement.as_ref().map(|r| r.unit_id.as_str()),
+            "unit status changed"
+        );
+        Ok(self.respond(&staged.unit))
     }
 
     async fn report_position(

@@ -8,7 +8,10 @@
 //! compare-and-swap on the unit's record in sled, in the same commit as the assignment and the
 //! events, so no unit is ever booked to two incidents, even with several dispatchers. Positions
 //! arrive over gRPC and on `muster.<ns>.unit.<id>.position`; every unit change is a `UnitEvent`.
+//! A dispatched unit must acknowledge within the configured time; a decline or a timeout frees it
+//! and books a replacement in the same commit ([`assignment`]).
 
+pub mod assignment;
 mod driver;
 mod grpc;
 pub mod registry;
@@ -21,7 +24,8 @@ use muster_proto::v1 as pb;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use driver::{Assigner, AssignmentRecord, PositionTracker};
+pub use assignment::{AssignmentDesk, AssignmentOutcome, EndedAssignment};
+pub use driver::{Assigner, AssignmentRecord, PositionTracker, assignment_key};
 pub use registry::UnitRecord;
 
 /// The service's name in health checks, logs and event envelopes.
@@ -36,6 +40,25 @@ pub struct Config {
     /// `live`, or `drill.<id>`.
     pub namespace: String,
     pub region: Arc<Region>,
+    /// How long a dispatched unit has to acknowledge, in milliseconds; `None` for
+    /// [`assignment::ASSIGNMENT_ACK_TIMEOUT_MS_DEFAULT`].
+    pub assignment_ack_timeout_ms: Option<i64>,
+}
+
+impl Config {
+    /// The acknowledgement timeout in effect, or why the configured one is unusable.
+    pub fn assignment_ack_timeout_ms(&self) -> Result<i64, Error> {
+        let timeout_ms = self
+            .assignment_ack_timeout_ms
+            .unwrap_or(assignment::ASSIGNMENT_ACK_TIMEOUT_MS_DEFAULT);
+        if timeout_ms <= 0 || timeout_ms > assignment::ASSIGNMENT_ACK_TIMEOUT_MS_MAX {
+            return Err(Error::Config(format!(
+                "assignment_ack_timeout_ms must be 1-{} (one day), got {timeout_ms}",
+                assignment::ASSIGNMENT_ACK_TIMEOUT_MS_MAX
+            )));
+        }
+        Ok(timeout_ms)
+    }
 }
 
 /// Everything that can stop dispatch.
@@ -47,6 +70,8 @@ pub enum Error {
     Bus(#[from] bus::Error),
     #[error(transparent)]
     Lifecycle(#[from] lifecycle::Error),
+    #[error("dispatch configuration: {0}")]
+    Config(String),
 }
 
 /// Runs dispatch until `shutdown`, then drains.
@@ -56,6 +81,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     bus::subjects::validate_namespace(&config.namespace)?;
+    let ack_timeout_ms = config.assignment_ack_timeout_ms()?;
     let runtime = bus::Runtime::start(SERVICE_NAME, &config.nats_url, &config.data_dir).await?;
     let seeded = registry::seed(
         &runtime.store,
@@ -67,7 +93,8 @@ pub async fn run(
         runtime.store.flush().await?;
         tracing::info!(seeded, namespace = %config.namespace, "units seeded from the region");
     }
-    let assigner = driver::Assigner::new(runtime.store.clone(), config.region.clone());
+    let assigner = driver::Assigner::new(runtime.store.clone(), config.region.clone())
+        .with_ack_timeout_ms(ack_timeout_ms);
     let filters = vec![bus::subjects::incident_event_filter(
         &config.namespace,
         bus::subjects::GRADED,
@@ -84,7 +111,17 @@ pub async fn run(
         .consume("positions", &config.namespace, filters, tracker)
         .await?;
 
-    let service = grpc::DispatchGrpc::new(config.clone(), runtime.store.clone());
+    // The timer task stops after the gRPC server, before the runtime drains the outbox.
+    let desk = assignment::AssignmentDesk::new(config.region.clone(), ack_timeout_ms);
+    let timers_shutdown = CancellationToken::new();
+    let timer_task = tokio::spawn(assignment::run_ack_timers(
+        runtime.store.clone(),
+        desk.clone(),
+        config.namespace.clone(),
+        timers_shutdown.clone(),
+    ));
+
+    let service = grpc::DispatchGrpc::new(config.clone(), runtime.store.clone(), desk);
     let routes = tonic::service::Routes::new(
         pb::dispatch_service_server::DispatchServiceServer::new(service)
             .max_decoding_message_size(lifecycle::grpc::REQUEST_BYTES_MAX),
@@ -99,6 +136,10 @@ pub async fn run(
         shutdown,
     )
     .await;
+    timers_shutdown.cancel();
+    if let Err(error) = timer_task.await {
+        tracing::error!(%error, "acknowledgement timer task panicked");
+    }
     runtime.drain().await?;
     Ok(served?)
 }

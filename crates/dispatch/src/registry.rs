@@ -45,6 +45,10 @@ pub struct UnitRecord {
     /// Set once retired; the record stays so that the id is not seeded or registered again.
     #[serde(default)]
     pub retired: Option<Retirement>,
+    /// While dispatched: when the unit must acknowledge by. Its timer record is
+    /// [`crate::assignment::ack_timer_key`] of this time, the incident and the unit.
+    #[serde(default)]
+    pub ack_due_at_unix_ms: Option<i64>,
 }
 
 /// `unit/<ns>/<unit id>`.
@@ -61,6 +65,7 @@ impl UnitRecord {
             position_at_unix_ms,
             position_reported: false,
             retired: None,
+            ack_due_at_unix_ms: None,
         }
     }
 

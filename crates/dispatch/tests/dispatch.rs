@@ -1,12 +1,14 @@
 //! Dispatch's consumers and registry against a real sled store (no NATS): seeding, the assigner
-//! with stored statuses and position ages, regrade differences and the position tracker.
+//! with stored statuses and position ages, regrade differences and the position tracker; the
+//! acknowledgement flow: timeouts, declines and releases with their replacements.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use bus::{Delivery, Handler, HandlerError};
+use dispatch::assignment::{self, AckTimerRecord};
 use dispatch::registry::{self, UnitRecord};
-use dispatch::{Assigner, AssignmentRecord, PositionTracker};
+use dispatch::{Assigner, AssignmentDesk, AssignmentOutcome, AssignmentRecord, PositionTracker};
 use domain::class::IncidentClass;
 use domain::event::{EventBody, Graded, IncidentEvent, IncidentReport};
 use domain::geo::GeoPoint;
@@ -340,4 +342,318 @@ fn a_station_position_never_goes_stale_but_a_quiet_tracker_does() {
         tracked.position_age_basis_unix_ms(f.now),
         f.now - 2 * 60 * 60 * 1000 + 1
     );
+}
+
+// Acknowledged assignments: timers, declines, replacements and releases.
+
+const ACK_TIMEOUT_MS: i64 = 1_000;
+
+fn desk(f: &Fixture) -> AssignmentDesk {
+    AssignmentDesk::new(f.region.clone(), ACK_TIMEOUT_MS)
+}
+
+fn assignments(store: &Store, incident_id: &str) -> AssignmentRecord {
+    store
+        .get(&dispatch::assignment_key(NS, incident_id))
+        .unwrap()
+        .unwrap()
+}
+
+fn ack_timers(store: &Store) -> Vec<AckTimerRecord> {
+    store
+        .scan_prefix::<AckTimerRecord>(&assignment::ack_timer_prefix(NS))
+        .unwrap()
+        .into_iter()
+        .map(|(_, timer)| timer)
+        .collect()
+}
+
+/// Books INC-1 at grade III (2 hazmat among 9 units) with a short acknowledgement timeout.
+fn book_grade_iii(f: &Fixture, incident_id: &str) -> AssignmentRecord {
+    let mut assigner =
+        Assigner::new(f.store.clone(), f.region.clone()).with_ack_timeout_ms(ACK_TIMEOUT_MS);
+    let msg_id = format!("graded-{incident_id}");
+    let result = assigner
+        .handle(&graded_delivery(
+            &f.region,
+            incident_id,
+            Grade::III,
+            &msg_id,
+        ))
+        .unwrap();
+    commit(&f.store, result, &msg_id);
+    assignments(&f.store, incident_id)
+}
+
+fn acknowledge(f: &Fixture, unit_id: &str, incident_id: &str) {
+    desk(f)
+        .change_status(
+            &f.store,
+            NS,
+            unit_id,
+            &UnitEvent::Acknowledge {
+                incident_id: incident_id.into(),
+            },
+            lifecycle::unix_ms_now(),
+        )
+        .unwrap();
+}
+
+fn units_assigned_events(store: &Store, incident_id: &str) -> Vec<IncidentEvent> {
+    let subject = format!("muster.{NS}.incident.{incident_id}.units_assigned");
+    store
+        .outbox_pending(10_000)
+        .unwrap()
+        .into_iter()
+        .filter(|event| event.subject == subject)
+        .map(|event| muster_proto::convert::decode_event(&event.payload, "test").unwrap())
+        .collect()
+}
+
+fn first_hazmat(record: &AssignmentRecord) -> String {
+    record
+        .assignments
+        .iter()
+        .find(|a| a.unit_type == "hazmat")
+        .unwrap()
+        .unit_id
+        .clone()
+}
+
+#[test]
+fn an_unacknowledged_unit_times_out_once_and_the_next_nearest_replaces_it() {
+    let f = fixture();
+    let booked = book_grade_iii(&f, "INC-1");
+    assert_eq!(ack_timers(&f.store).len(), booked.assignments.len());
+    let silent = first_hazmat(&booked);
+    for assignment in &booked.assignments {
+        assert!(
+            unit(&f.store, &assignment.unit_id)
+                .ack_due_at_unix_ms
+                .is_some()
+        );
+        if assignment.unit_id != silent {
+            acknowledge(&f, &assignment.unit_id, "INC-1");
+        }
+    }
+    // Only the silent unit still waits; nothing is due before its deadline.
+    let timers = ack_timers(&f.store);
+    assert_eq!(timers.len(), 1);
+    assert_eq!(timers[0].unit_id, silent);
+    let due = timers[0].due_at_unix_ms;
+    assert_eq!(desk(&f).fire_due(&f.store, NS, due - 1).unwrap(), 0);
+
+    assert_eq!(desk(&f).fire_due(&f.store, NS, due).unwrap(), 1);
+    let after = assignments(&f.store, "INC-1");
+    let timed_out = unit(&f.store, &silent);
+    assert_eq!(timed_out.state.status, UnitStatus::Available);
+    assert_eq!(timed_out.ack_due_at_unix_ms, None);
+    assert!(after.assignments.iter().all(|a| a.unit_id != silent));
+    assert_eq!(after.assignments.len(), booked.assignments.len());
+    assert_eq!(after.ended.len(), 1);
+    assert_eq!(after.ended[0].unit_id, silent);
+    assert_eq!(
+        after.ended[0].outcome,
+        AssignmentOutcome::AcknowledgementTimedOut
+    );
+    let replacement = after.assignments.last().unwrap();
+    assert_eq!(replacement.unit_type, "hazmat");
+    assert!(
+        booked
+            .assignments
+            .iter()
+            .all(|a| a.unit_id != replacement.unit_id)
+    );
+    assert!(
+        replacement.reason.contains("replaces"),
+        "{}",
+        replacement.reason
+    );
+    let replaced_by = unit(&f.store, &replacement.unit_id);
+    assert_eq!(replaced_by.state.status, UnitStatus::Dispatched);
+    assert_eq!(replaced_by.state.incident_id.as_deref(), Some("INC-1"));
+    assert_eq!(replaced_by.ack_due_at_unix_ms, Some(due + ACK_TIMEOUT_MS));
+    // The replacement's timer is the only one left, and intake hears of it.
+    let timers = ack_timers(&f.store);
+    assert_eq!(timers.len(), 1);
+    assert_eq!(timers[0].unit_id, replacement.unit_id);
+    let events = units_assigned_events(&f.store, "INC-1");
+    assert_eq!(events.len(), 2);
+    let EventBody::UnitsAssigned(units) = &events[1].body else {
+        panic!("expected units_assigned");
+    };
+    assert_eq!(units.assignments, vec![replacement.clone()]);
+}
+
+#[test]
+fn an_acknowledgement_cancels_the_timer_so_nothing_fires() {
+    let f = fixture();
+    let booked = book_grade_iii(&f, "INC-1");
+    for assignment in &booked.assignments {
+        acknowledge(&f, &assignment.unit_id, "INC-1");
+    }
+    assert!(ack_timers(&f.store).is_empty());
+    let far_future = f.now + 24 * 60 * 60 * 1000;
+    assert_eq!(desk(&f).fire_due(&f.store, NS, far_future).unwrap(), 0);
+    for assignment in &booked.assignments {
+        let record = unit(&f.store, &assignment.unit_id);
+        assert_eq!(record.state.status, UnitStatus::Enroute);
+        assert_eq!(record.ack_due_at_unix_ms, None);
+    }
+    assert_eq!(assignments(&f.store, "INC-1"), booked);
+}
+
+#[test]
+fn a_timer_that_fires_twice_has_one_effect() {
+    let f = fixture();
+    book_grade_iii(&f, "INC-1");
+    let timers: Vec<(String, AckTimerRecord)> = f
+        .store
+        .scan_prefix(&assignment::ack_timer_prefix(NS))
+        .unwrap();
+    let (key, timer) = timers[0].clone();
+    let at = timer.due_at_unix_ms;
+    // Only this timer is due at its own due time... plus any due at the same millisecond.
+    let fired = desk(&f).fire_due(&f.store, NS, at).unwrap();
+    assert!(fired >= 1);
+    let once = assignments(&f.store, "INC-1");
+    let outbox_once = f.store.outbox_len();
+    // A second pass at the same time finds nothing; a resurrected copy of the timer (a crash
+    // replaying an old write, say) is only removed.
+    assert_eq!(desk(&f).fire_due(&f.store, NS, at).unwrap(), 0);
+    let mut again = Commit::new();
+    again.put(key.clone(), &timer).unwrap();
+    f.store.commit(&again).unwrap();
+    assert_eq!(desk(&f).fire_due(&f.store, NS, at).unwrap(), 0);
+    assert_eq!(f.store.get::<AckTimerRecord>(&key).unwrap(), None);
+    assert_eq!(assignments(&f.store, "INC-1"), once);
+    assert_eq!(f.store.outbox_len(), outbox_once);
+    assert_eq!(
+        unit(&f.store, &timer.unit_id).state.status,
+        UnitStatus::Available
+    );
+}
+
+#[test]
+fn a_decline_frees_the_unit_and_the_replacement_never_is_a_unit_that_declined() {
+    let f = fixture();
+    let hazmat = hazmat_ids(&f.region);
+    let booked = book_grade_iii(&f, "INC-1");
+    let desk = desk(&f);
+    let mut decliners: Vec<String> = Vec::new();
+    let mut declining = first_hazmat(&booked);
+    // Without a reason the decline is refused and nothing changes.
+    let refused = desk
+        .change_status(
+            &f.store,
+            NS,
+            &declining,
+            &UnitEvent::Decline {
+                incident_id: "INC-1".into(),
+                reason: "  ".into(),
+            },
+            f.now,
+        )
+        .unwrap_err();
+    assert!(refused.to_string().contains("reason"), "{refused}");
+    // Five hazmat units, two booked: three replacements, then a shortfall.
+    for round in 0..4 {
+        let outbox_before = f.store.outbox_len();
+        let staged = desk
+            .change_status(
+                &f.store,
+                NS,
+                &declining,
+                &UnitEvent::Decline {
+                    incident_id: "INC-1".into(),
+                    reason: "pump failure".into(),
+                },
+                lifecycle::unix_ms_now(),
+            )
+            .unwrap();
+        decliners.push(declining.clone());
+        let declined = unit(&f.store, &declining);
+        assert_eq!(declined.state.status, UnitStatus::Available);
+        assert_eq!(declined.ack_due_at_unix_ms, None);
+        let record = assignments(&f.store, "INC-1");
+        assert!(record.assignments.iter().all(|a| a.unit_id != declining));
+        let ended = record.ended.last().unwrap();
+        assert_eq!(ended.outcome, AssignmentOutcome::Declined);
+        assert_eq!(ended.reason, "pump failure");
+        if round < 3 {
+            let replacement = staged.replacement.expect("a replacement");
+            assert!(!decliners.contains(&replacement.unit_id), "round {round}");
+            assert!(hazmat.contains(&replacement.unit_id));
+            // One commit: the decliner's and the replacement's unit events and units_assigned.
+            assert_eq!(f.store.outbox_len(), outbox_before + 3);
+            declining = replacement.unit_id;
+        } else {
+            assert!(staged.replacement.is_none());
+            let shortfall = record
+                .shortfalls
+                .iter()
+                .find(|s| s.unit_type == "hazmat")
+                .expect("a hazmat shortfall");
+            assert!(
+                shortfall.reason.contains("no replacement"),
+                "{}",
+                shortfall.reason
+            );
+            assert_eq!(shortfall.assigned, 1);
+            assert_eq!(f.store.outbox_len(), outbox_before + 2);
+        }
+    }
+    // A regrade does not send a unit that declined back to the incident either.
+    let mut assigner = Assigner::new(f.store.clone(), f.region.clone());
+    let result = assigner
+        .handle(&graded_delivery(&f.region, "INC-1", Grade::II, "regrade"))
+        .unwrap();
+    commit(&f.store, result, "regrade");
+    for assignment in &assignments(&f.store, "INC-1").assignments {
+        assert!(!decliners.contains(&assignment.unit_id));
+    }
+}
+
+#[test]
+fn a_released_unit_leaves_the_active_assignments() {
+    let f = fixture();
+    let booked = book_grade_iii(&f, "INC-1");
+    let desk = desk(&f);
+    let (on_the_way, never_left) = (&booked.assignments[0], &booked.assignments[1]);
+    acknowledge(&f, &on_the_way.unit_id, "INC-1");
+    for unit_id in [&on_the_way.unit_id, &never_left.unit_id] {
+        desk.change_status(
+            &f.store,
+            NS,
+            unit_id,
+            &UnitEvent::Release {
+                incident_id: "INC-1".into(),
+            },
+            lifecycle::unix_ms_now(),
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        unit(&f.store, &on_the_way.unit_id).state.status,
+        UnitStatus::Returning
+    );
+    let released = unit(&f.store, &never_left.unit_id);
+    assert_eq!(released.state.status, UnitStatus::Available);
+    assert_eq!(released.ack_due_at_unix_ms, None);
+    let record = assignments(&f.store, "INC-1");
+    assert_eq!(record.assignments.len(), booked.assignments.len() - 2);
+    assert_eq!(record.ended.len(), 2);
+    assert!(
+        record
+            .ended
+            .iter()
+            .all(|e| e.outcome == AssignmentOutcome::Released)
+    );
+    // No replacement for a release, and the released unit's timer is gone.
+    assert!(
+        ack_timers(&f.store)
+            .iter()
+            .all(|t| t.unit_id != never_left.unit_id)
+    );
+    assert_eq!(units_assigned_events(&f.store, "INC-1").len(), 1);
 }

@@ -111,15 +111,36 @@ pub struct LeadChanged {
     pub reason: String,
 }
 
+/// New facts about an incident, accepted by intake.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncidentUpdated {
+    /// The incident's facts after the update (the stored ones with the given fields replaced).
+    pub facts: Facts,
+    pub updated_by: String,
+    /// What changed, in the reporter's words; may be empty.
+    pub summary: String,
+}
+
+/// New facts call for a lower grade; it applies only once an officer confirms it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DowngradeProposed {
+    pub from: Option<Grade>,
+    pub to: Option<Grade>,
+    /// The rule's reason for the proposed grade.
+    pub reason: String,
+}
+
 /// The body of an incident event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum EventBody {
     Reported(IncidentReport),
     Graded(Graded),
     UnitsAssigned(UnitsAssigned),
+    Updated(IncidentUpdated),
     Acknowledged(Acknowledged),
     Escalated(Escalated),
     LeadChanged(LeadChanged),
+    DowngradeProposed(DowngradeProposed),
 }
 
 impl EventBody {
@@ -129,9 +150,11 @@ impl EventBody {
             EventBody::Reported(_) => "reported",
             EventBody::Graded(_) => "graded",
             EventBody::UnitsAssigned(_) => "units_assigned",
+            EventBody::Updated(_) => "updated",
             EventBody::Acknowledged(_) => "acknowledged",
             EventBody::Escalated(_) => "escalated",
             EventBody::LeadChanged(_) => "lead_changed",
+            EventBody::DowngradeProposed(_) => "downgrade_proposed",
         }
     }
 }
@@ -153,32 +176,32 @@ impl IncidentEvent {
     pub fn describe(&self) -> String {
         match &self.body {
             EventBody::Reported(report) => {
-                let mut facts = Vec::new();
-                let f = &report.facts;
-                if let Some(n) = f.deaths {
-                    facts.push(format!("{n} dead"));
-                }
-                if let Some(n) = f.missing {
-                    facts.push(format!("{n} missing"));
-                }
-                if let Some(n) = f.serious_injuries {
-                    facts.push(format!("{n} seriously injured"));
-                }
-                if let Some(n) = f.direct_loss_cny {
-                    facts.push(format!("loss {n} CNY"));
-                }
-                if let Some(m) = f.magnitude {
-                    facts.push(format!("M{m:.1}"));
-                }
+                let facts = describe_facts(&report.facts);
                 let facts = if facts.is_empty() {
                     String::new()
                 } else {
-                    format!(" ({})", facts.join(", "))
+                    format!(" ({facts})")
                 };
                 format!(
                     "{} reported in {} by {}{facts}",
                     report.kind, report.township_code, report.reported_by
                 )
+            }
+            EventBody::Updated(update) => {
+                let facts = describe_facts(&update.facts);
+                let mut text = format!(
+                    "facts updated by {}: {}",
+                    update.updated_by,
+                    if facts.is_empty() {
+                        "none known"
+                    } else {
+                        &facts
+                    }
+                );
+                if !update.summary.is_empty() {
+                    text.push_str(&format!(" ({})", update.summary));
+                }
+                text
             }
             EventBody::Graded(graded) => {
                 let grade = graded
@@ -244,6 +267,37 @@ impl IncidentEvent {
                 "command handed from {} ({}) to {} ({}): {}",
                 change.from.name, change.from.code, change.to.name, change.to.code, change.reason
             ),
+            EventBody::DowngradeProposed(proposal) => format!(
+                "downgrade from {} to {} proposed, awaiting an officer's confirmation: {}",
+                grade_text(proposal.from),
+                grade_text(proposal.to),
+                proposal.reason
+            ),
         }
     }
+}
+
+/// `3 dead, 1 missing` (empty when nothing is known).
+fn describe_facts(f: &Facts) -> String {
+    let mut facts = Vec::new();
+    if let Some(n) = f.deaths {
+        facts.push(format!("{n} dead"));
+    }
+    if let Some(n) = f.missing {
+        facts.push(format!("{n} missing"));
+    }
+    if let Some(n) = f.serious_injuries {
+        facts.push(format!("{n} seriously injured"));
+    }
+    if let Some(n) = f.direct_loss_cny {
+        facts.push(format!("loss {n} CNY"));
+    }
+    if let Some(m) = f.magnitude {
+        facts.push(format!("M{m:.1}"));
+    }
+    facts.join(", ")
+}
+
+fn grade_text(grade: Option<Grade>) -> String {
+    grade.map_or("ungraded".to_string(), |g| format!("grade {}", g.roman()))
 }

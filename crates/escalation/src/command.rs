@@ -39,6 +39,9 @@ pub struct CommandRecord {
     pub acknowledged_by: Option<String>,
     pub acknowledged_at_unix_ms: Option<i64>,
     pub escalation_count: u32,
+    /// The commander named by `TakeCommand`; cleared when a regrade moves the lead.
+    #[serde(default)]
+    pub commander_name: Option<String>,
 }
 
 impl CommandRecord {
@@ -159,6 +162,7 @@ pub fn new_record(
         acknowledged_by: None,
         acknowledged_at_unix_ms: None,
         escalation_count: 0,
+        commander_name: None,
     })
 }
 
@@ -207,8 +211,14 @@ pub fn stage(
                 record.acknowledged_at_unix_ms = Some(*at_unix_ms);
             }
             EscalationEvent::Escalated { .. } => record.escalation_count += 1,
-            EscalationEvent::LeadChanged { at_unix_ms, .. } => {
+            EscalationEvent::LeadChanged {
+                at_unix_ms, reason, ..
+            } => {
                 record.lead_since_unix_ms = *at_unix_ms;
+                if *reason == LeadChangeReason::Regrade {
+                    // The new lead names its own commander.
+                    record.commander_name = None;
+                }
             }
             _ => {}
         }
@@ -286,6 +296,55 @@ pub fn jurisdiction_ref(region: &Region, rung: &Rung) -> JurisdictionRef {
     }
 }
 
+/// One input run against one incident's machine, not yet committed: the commit holds the
+/// compare-and-swap on the record, the record, its timers and its events.
+pub struct Prepared<T> {
+    pub value: T,
+    pub record: CommandRecord,
+    pub commit: Commit,
+}
+
+/// Runs one input against the stored machine and stages its effect in a commit the caller makes
+/// (a bus handler returns it, so that the processed message id joins the same transaction).
+/// A compare-and-swap conflict on commit means: prepare again on fresh state.
+pub fn prepare_transition<T>(
+    store: &Store,
+    region: &Region,
+    namespace: &str,
+    incident_id: &str,
+    now_unix_ms: i64,
+    input: impl FnOnce(&mut CommandRecord, i64) -> Result<T, String>,
+) -> Result<Prepared<T>, TransitionError> {
+    let key = command_key(namespace, incident_id);
+    let Some(raw) = store.get_raw(&key)? else {
+        return Err(TransitionError::NotFound {
+            incident_id: incident_id.to_string(),
+            namespace: namespace.to_string(),
+        });
+    };
+    let mut record: CommandRecord = store::decode_value(&key, &raw)?;
+    let timers_before: BTreeMap<TimerId, TimerArm> = record
+        .machine
+        .pending_timers()
+        .map(|arm| (arm.id, *arm))
+        .collect();
+    let value = input(&mut record, now_unix_ms).map_err(TransitionError::Refused)?;
+    let mut commit = Commit::new();
+    commit.expect_raw(key, Some(raw));
+    stage(
+        &mut commit,
+        region,
+        &timers_before,
+        &mut record,
+        now_unix_ms,
+    )?;
+    Ok(Prepared {
+        value,
+        record,
+        commit,
+    })
+}
+
 /// Runs one input against one incident's machine and commits its effect atomically.
 ///
 /// `input` gets the record and `now`; it returns `Err(text)` to refuse (nothing is written) or a
@@ -298,26 +357,14 @@ pub fn transition<T>(
     also: impl Fn(&mut Commit),
     mut input: impl FnMut(&mut CommandRecord, i64) -> Result<T, String>,
 ) -> Result<(T, CommandRecord), TransitionError> {
-    let key = command_key(namespace, incident_id);
     for _attempt in 0..TRANSITION_ATTEMPTS_MAX {
-        let Some(raw) = store.get_raw(&key)? else {
-            return Err(TransitionError::NotFound {
-                incident_id: incident_id.to_string(),
-                namespace: namespace.to_string(),
-            });
-        };
-        let mut record: CommandRecord = store::decode_value(&key, &raw)?;
-        let timers_before: BTreeMap<TimerId, TimerArm> = record
-            .machine
-            .pending_timers()
-            .map(|arm| (arm.id, *arm))
-            .collect();
         let now = lifecycle::unix_ms_now();
-        let value = input(&mut record, now).map_err(TransitionError::Refused)?;
-        let mut commit = Commit::new();
-        commit.expect_raw(key.clone(), Some(raw));
+        let Prepared {
+            value,
+            record,
+            mut commit,
+        } = prepare_transition(store, region, namespace, incident_id, now, &mut input)?;
         also(&mut commit);
-        stage(&mut commit, region, &timers_before, &mut record, now)?;
         match store.commit(&commit) {
             Ok(_) => return Ok((value, record)),
             Err(store::Error::Conflict { .. }) => continue,

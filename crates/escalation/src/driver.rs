@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use bus::{Delivery, Handler, HandlerError, subjects};
 use domain::escalation::EscalationPolicy;
-use domain::event::{EventBody, Graded, IncidentEvent, IncidentReport};
+use domain::event::{
+    DowngradeProposed, EventBody, Graded, IncidentEvent, IncidentReport, IncidentUpdated,
+};
 use domain::grade::DensityClass;
 use domain::region::Region;
 use serde::{Deserialize, Serialize};
@@ -18,8 +20,51 @@ use crate::command;
 pub struct GradingRecord {
     pub incident_id: String,
     pub namespace: String,
+    /// The grading in force (its lead follows regrades and take-overs).
     pub graded: Graded,
     pub graded_at_unix_ms: i64,
+    /// The lower grading new facts proposed, until an officer confirms it.
+    #[serde(default)]
+    pub proposed: Option<Graded>,
+}
+
+/// `graded` with its lead set to the machine's lead `rung`.
+pub fn with_lead(region: &Region, mut graded: Graded, rung: &domain::escalation::Rung) -> Graded {
+    let lead = command::jurisdiction_ref(region, rung);
+    graded.lead_code = lead.code;
+    graded.lead_name = lead.name;
+    graded.lead_level = lead.level;
+    graded
+}
+
+/// An escalation event for the outbox: its subject and bytes.
+pub fn outgoing(
+    namespace: &str,
+    incident_id: &str,
+    now_unix_ms: i64,
+    body: EventBody,
+) -> Result<(String, Vec<u8>), String> {
+    let out = IncidentEvent {
+        event_id: String::new(),
+        incident_id: incident_id.to_string(),
+        namespace: namespace.to_string(),
+        at_unix_ms: now_unix_ms,
+        source_service: crate::SERVICE_NAME.into(),
+        body,
+    };
+    let subject = subjects::incident_event(namespace, incident_id, out.body.event_type())
+        .map_err(|e| e.to_string())?;
+    Ok((subject, muster_proto::convert::encode_event(&out)))
+}
+
+/// What new facts did to an incident's grade.
+enum Regrade {
+    /// A more severe grade applied at once.
+    Upgraded,
+    /// A lower grade was proposed (newly: a repeat proposal changes nothing).
+    DowngradeProposed,
+    /// The grade stands (perhaps a pending downgrade was withdrawn).
+    Unchanged,
 }
 
 /// `grading/<ns>/<id>`.
@@ -79,15 +124,131 @@ impl Grader {
     }
 }
 
+impl Grader {
+    /// New facts: re-grade with the rulebook and hand the grade to the incident's machine. An
+    /// upgrade applies at once (`graded`, and `lead_changed` when the lead moves); a downgrade
+    /// is only proposed (`downgrade_proposed`). One commit with the machine's compare-and-swap.
+    fn handle_updated(
+        &self,
+        event: &IncidentEvent,
+        update: &IncidentUpdated,
+    ) -> Result<Commit, HandlerError> {
+        let (namespace, incident_id) = (&event.namespace, &event.incident_id);
+        let key = grading_key(namespace, incident_id);
+        let Some(mut grading) = self
+            .store
+            .get::<GradingRecord>(&key)
+            .map_err(|e| HandlerError::Retry(e.to_string()))?
+        else {
+            // `reported` comes first on this consumer: an ungraded incident had a refused report.
+            return Err(HandlerError::Poison(format!(
+                "update for incident {incident_id}, which escalation never graded"
+            )));
+        };
+        let old = &grading.graded.report.facts;
+        let casualties_changed = old.deaths != update.facts.deaths
+            || old.missing != update.facts.missing
+            || old.serious_injuries != update.facts.serious_injuries;
+        let mut report = grading.graded.report.clone();
+        report.facts = update.facts.clone();
+        let regraded = grade_incident(&self.region, &report)
+            .map_err(|reason| HandlerError::Poison(format!("incident {incident_id}: {reason}")))?;
+        let now = lifecycle::unix_ms_now();
+        let prepared = command::prepare_transition(
+            &self.store,
+            &self.region,
+            namespace,
+            incident_id,
+            now,
+            |record, now| {
+                let machine = &mut record.machine;
+                let before = machine.grade();
+                let pending_before = machine.pending_downgrade();
+                let outcome = match regraded.grade {
+                    Some(new) if before != Some(new) && pending_before != Some(new) => {
+                        machine.handle_regrade(new, now);
+                        if machine.grade() != before {
+                            Regrade::Upgraded
+                        } else if machine.pending_downgrade() == Some(new) {
+                            Regrade::DowngradeProposed
+                        } else {
+                            Regrade::Unchanged
+                        }
+                    }
+                    // The grade in force again: a pending downgrade is withdrawn.
+                    Some(new) if before == Some(new) && pending_before.is_some() => {
+                        machine.handle_regrade(new, now);
+                        Regrade::Unchanged
+                    }
+                    _ => Regrade::Unchanged,
+                };
+                if casualties_changed && !matches!(outcome, Regrade::Upgraded) {
+                    // Inside the re-report window new casualty figures owe a follow-up report.
+                    machine.handle_casualties_changed(now);
+                }
+                Ok((outcome, machine.lead().cloned()))
+            },
+        )
+        .map_err(|error| match error {
+            command::TransitionError::Store(e) => HandlerError::Retry(e.to_string()),
+            other => HandlerError::Poison(format!("incident {incident_id}: {other}")),
+        })?;
+        let mut commit = prepared.commit;
+        let (outcome, lead) = prepared.value;
+        let lead = lead.ok_or_else(|| {
+            HandlerError::Poison(format!("incident {incident_id}: machine has no lead"))
+        })?;
+        let body = match outcome {
+            Regrade::Upgraded => {
+                let graded = with_lead(&self.region, regraded, &lead);
+                tracing::info!(%incident_id, grade = ?graded.grade, lead = %graded.lead_code, "incident upgraded on new facts");
+                grading.graded = graded.clone();
+                grading.graded_at_unix_ms = now;
+                grading.proposed = None;
+                Some(EventBody::Graded(graded))
+            }
+            Regrade::DowngradeProposed => {
+                tracing::info!(%incident_id, proposed = ?regraded.grade, "downgrade proposed on new facts");
+                let body = EventBody::DowngradeProposed(DowngradeProposed {
+                    from: grading.graded.grade,
+                    to: regraded.grade,
+                    reason: regraded.reason.clone(),
+                });
+                grading.proposed = Some(regraded);
+                Some(body)
+            }
+            Regrade::Unchanged => {
+                if prepared.record.machine.pending_downgrade().is_none() {
+                    grading.proposed = None;
+                }
+                None
+            }
+        };
+        if let Some(body) = body {
+            let (subject, bytes) = outgoing(namespace, incident_id, now, body)
+                .map_err(|e| HandlerError::Poison(format!("incident {incident_id}: {e}")))?;
+            commit.event(subject, bytes);
+        }
+        commit
+            .put(key, &grading)
+            .map_err(|e| HandlerError::Retry(e.to_string()))?;
+        Ok(commit)
+    }
+}
+
 impl Handler for Grader {
     fn handle(&mut self, delivery: &Delivery) -> Result<Commit, HandlerError> {
         let event = muster_proto::convert::decode_event(&delivery.payload, &delivery.msg_id)
             .map_err(HandlerError::Poison)?;
-        let EventBody::Reported(report) = &event.body else {
-            return Err(HandlerError::Poison(format!(
-                "expected a reported event, got {}",
-                event.body.event_type()
-            )));
+        let report = match &event.body {
+            EventBody::Reported(report) => report,
+            EventBody::Updated(update) => return self.handle_updated(&event, update),
+            other => {
+                return Err(HandlerError::Poison(format!(
+                    "expected a reported or updated event, got {}",
+                    other.event_type()
+                )));
+            }
         };
         let key = grading_key(&event.namespace, &event.incident_id);
         if self
@@ -138,6 +299,7 @@ impl Handler for Grader {
             namespace: event.namespace.clone(),
             graded,
             graded_at_unix_ms: now,
+            proposed: None,
         };
         let mut commit = Commit::new();
         commit

@@ -9,10 +9,18 @@ use store::Store;
 use tonic::{Request, Response, Status};
 
 use crate::Config;
+use domain::event::EventBody;
+
 use crate::command::{
-    CommandRecord, TransitionError, command_key, command_prefix, jurisdiction_ref, transition,
+    CommandRecord, Prepared, TransitionError, command_key, command_prefix, jurisdiction_ref,
+    prepare_transition, transition,
 };
-use crate::driver::{GradingRecord, grading_key};
+use crate::driver::{GradingRecord, grading_key, outgoing, with_lead};
+
+/// How many times a transition that also rewrites the grading is retried after a conflict.
+const GRADED_TRANSITION_ATTEMPTS_MAX: usize = 8;
+/// Longest officer or commander name accepted, in bytes.
+const NAME_BYTES_MAX: usize = 128;
 
 pub struct EscalationGrpc {
     config: Config,
@@ -72,17 +80,61 @@ impl EscalationGrpc {
             |_| {},
             input,
         )
-        .map_err(|error| match error {
-            TransitionError::NotFound { .. } => Status::not_found(format!(
-                "incident {incident_id:?} has not been graded in namespace {namespace}"
-            )),
-            TransitionError::Refused(text) => Status::failed_precondition(text),
-            TransitionError::Store(error) => storage_error(error),
-            TransitionError::Contended { .. } => Status::aborted(error.to_string()),
-        })?;
+        .map_err(|error| transition_status(namespace, incident_id, error))?;
         // Answer only once the change is durable.
         self.store.flush().await.map_err(storage_error)?;
         Ok(outcome)
+    }
+
+    /// Like [`Self::transition`], and in the same commit rewrites the incident's grading record
+    /// with `finish`, which may also return one more event for the outbox.
+    async fn transition_graded<T>(
+        &self,
+        namespace: &str,
+        incident_id: &str,
+        mut input: impl FnMut(&mut CommandRecord, i64) -> Result<T, String>,
+        finish: impl Fn(&T, &CommandRecord, &mut GradingRecord) -> Option<EventBody>,
+    ) -> Result<(T, CommandRecord), Status> {
+        if incident_id.is_empty() {
+            return Err(Status::invalid_argument("incident_id is required"));
+        }
+        let region = &self.config.region;
+        let key = grading_key(namespace, incident_id);
+        for _attempt in 0..GRADED_TRANSITION_ATTEMPTS_MAX {
+            let now = lifecycle::unix_ms_now();
+            let Prepared {
+                value,
+                record,
+                mut commit,
+            } = prepare_transition(&self.store, region, namespace, incident_id, now, &mut input)
+                .map_err(|error| transition_status(namespace, incident_id, error))?;
+            let mut grading: GradingRecord = self
+                .store
+                .get(&key)
+                .map_err(storage_error)?
+                .ok_or_else(|| {
+                    Status::not_found(format!(
+                        "incident {incident_id:?} has not been graded in namespace {namespace}"
+                    ))
+                })?;
+            if let Some(body) = finish(&value, &record, &mut grading) {
+                let (subject, bytes) = outgoing(namespace, incident_id, now, body)
+                    .map_err(|e| Status::invalid_argument(format!("incident_id: {e}")))?;
+                commit.event(subject, bytes);
+            }
+            commit.put(key.clone(), &grading).map_err(storage_error)?;
+            match self.store.commit(&commit) {
+                Ok(_) => {
+                    self.store.flush().await.map_err(storage_error)?;
+                    return Ok((value, record));
+                }
+                Err(store::Error::Conflict { .. }) => continue,
+                Err(error) => return Err(storage_error(error)),
+            }
+        }
+        Err(Status::aborted(format!(
+            "incident {incident_id:?} kept changing; retry"
+        )))
     }
 
     fn command_to_wire(&self, record: &CommandRecord) -> pb::Command {
@@ -124,8 +176,26 @@ impl EscalationGrpc {
             acknowledged_at_unix_ms: record.acknowledged_at_unix_ms.unwrap_or_default(),
             ack_due_at_unix_ms: record.ack_due_at_unix_ms().unwrap_or_default(),
             escalation_count: record.escalation_count,
+            pending_downgrade: convert::grade_to_wire(record.machine.pending_downgrade()) as i32,
+            commander_name: record.commander_name.clone().unwrap_or_default(),
         }
     }
+}
+
+fn transition_status(namespace: &str, incident_id: &str, error: TransitionError) -> Status {
+    match error {
+        TransitionError::NotFound { .. } => Status::not_found(format!(
+            "incident {incident_id:?} has not been graded in namespace {namespace}"
+        )),
+        TransitionError::Refused(text) => Status::failed_precondition(text),
+        TransitionError::Store(error) => storage_error(error),
+        TransitionError::Contended { .. } => Status::aborted(error.to_string()),
+    }
+}
+
+/// `Langang County (390202, county)`.
+fn describe_jurisdiction(j: &domain::event::JurisdictionRef) -> String {
+    format!("{} ({}, {})", j.name, j.code, j.level.as_str())
 }
 
 fn storage_error(error: store::Error) -> Status {
@@ -358,6 +428,137 @@ impl pb::escalation_service_server::EscalationService for EscalationGrpc {
             .find(|o| o.id == id)
             .map(|obligation| deadline_to_wire(&record.incident_id, obligation, now));
         Ok(Response::new(pb::SubmitReportResponse { deadline }))
+    }
+
+    async fn confirm_downgrade(
+        &self,
+        request: Request<pb::ConfirmDowngradeRequest>,
+    ) -> Result<Response<pb::ConfirmDowngradeResponse>, Status> {
+        let request = request.into_inner();
+        let namespace = self.served_namespace(&request.namespace)?;
+        let officer = request.officer.trim().to_string();
+        if officer.is_empty() {
+            return Err(Status::invalid_argument(
+                "officer is required: who confirms the downgrade?",
+            ));
+        }
+        if officer.len() > NAME_BYTES_MAX {
+            return Err(Status::invalid_argument(format!(
+                "officer is {} bytes; at most {NAME_BYTES_MAX}",
+                officer.len()
+            )));
+        }
+        let region = self.config.region.clone();
+        let (_, record) = self
+            .transition_graded(
+                namespace,
+                &request.incident_id,
+                |record, now| match record.machine.handle_confirm_downgrade(&officer, now) {
+                    Handled::Applied => Ok(()),
+                    Handled::Ignored(Ignored::NoPendingDowngrade) => Err(format!(
+                        "incident {:?} has no pending downgrade to confirm (a downgrade is proposed only when new facts call for a lower grade)",
+                        record.incident_id
+                    )),
+                    Handled::Ignored(other) => Err(format!(
+                        "incident {:?} cannot be downgraded now ({other:?})",
+                        record.incident_id
+                    )),
+                },
+                |_, record, grading| {
+                    let lead = record.machine.lead()?;
+                    let mut graded = grading.proposed.take().unwrap_or_else(|| {
+                        let mut graded = grading.graded.clone();
+                        graded.grade = record.machine.grade();
+                        graded
+                    });
+                    graded.grade = record.machine.grade();
+                    graded.reason = format!("{}; downgrade confirmed by {officer}", graded.reason);
+                    let graded = with_lead(&region, graded, lead);
+                    grading.graded = graded.clone();
+                    grading.graded_at_unix_ms = record.lead_since_unix_ms.max(grading.graded_at_unix_ms);
+                    Some(EventBody::Graded(graded))
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::ConfirmDowngradeResponse {
+            command: Some(self.command_to_wire(&record)),
+        }))
+    }
+
+    async fn take_command(
+        &self,
+        request: Request<pb::TakeCommandRequest>,
+    ) -> Result<Response<pb::TakeCommandResponse>, Status> {
+        let request = request.into_inner();
+        let namespace = self.served_namespace(&request.namespace)?;
+        let code = request.jurisdiction_code.trim().to_string();
+        if code.is_empty() {
+            return Err(Status::invalid_argument(
+                "jurisdiction_code is required: the jurisdiction taking command (musterctl jurisdictions)",
+            ));
+        }
+        let region = self.config.region.clone();
+        let Some(taker) = region.tree.get(&code) else {
+            return Err(Status::invalid_argument(format!(
+                "jurisdiction_code {code:?} is not a jurisdiction of this region (list them with: musterctl jurisdictions)"
+            )));
+        };
+        let taker = jurisdiction_ref(
+            &region,
+            &domain::escalation::Rung::new(taker.code.clone(), taker.level),
+        );
+        let commander = request.commander_name.trim().to_string();
+        if commander.len() > NAME_BYTES_MAX {
+            return Err(Status::invalid_argument(format!(
+                "commander_name is {} bytes; at most {NAME_BYTES_MAX}",
+                commander.len()
+            )));
+        }
+        let (_, record) = self
+            .transition_graded(
+                namespace,
+                &request.incident_id,
+                |record, now| {
+                    let lead = record
+                        .machine
+                        .lead()
+                        .map(|rung| describe_jurisdiction(&jurisdiction_ref(&region, rung)))
+                        .unwrap_or_else(|| "none".into());
+                    if record.machine.lead().is_some_and(|rung| rung.code == code) {
+                        return Err(format!(
+                            "{} already leads incident {:?}",
+                            describe_jurisdiction(&taker),
+                            record.incident_id
+                        ));
+                    }
+                    match record.machine.handle_take_command(&code, now) {
+                        Ok(Handled::Applied) => {
+                            record.commander_name =
+                                (!commander.is_empty()).then(|| commander.clone());
+                            Ok(())
+                        }
+                        Ok(Handled::Ignored(other)) => Err(format!(
+                            "incident {:?} cannot change command now ({other:?})",
+                            record.incident_id
+                        )),
+                        Err(_) => Err(format!(
+                            "{} cannot take command of incident {:?}: only an ancestor of the current lead {lead} can take over (a sideways or lower level cannot)",
+                            describe_jurisdiction(&taker),
+                            record.incident_id
+                        )),
+                    }
+                },
+                |_, record, grading| {
+                    if let Some(lead) = record.machine.lead() {
+                        grading.graded = with_lead(&region, grading.graded.clone(), lead);
+                    }
+                    None
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::TakeCommandResponse {
+            command: Some(self.command_to_wire(&record)),
+        }))
     }
 
     async fn get_command(

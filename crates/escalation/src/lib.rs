@@ -1,10 +1,12 @@
 //! The escalation service: graded responsibility (分级负责) under unified command (统一领导).
 //!
-//! It consumes `reported` events, grades each incident with the rulebook, names the single lead
+//! It consumes `reported` and `updated` events, grades each incident with the rulebook, names the single lead
 //! jurisdiction (territorial first, lifted to the level the grade requires), stores the decision
 //! and emits `graded` in the same commit. The same commit starts the incident's escalation
 //! machine (acknowledgement chain, reporting obligations) and stores its timers; a timer task
-//! fires them, and gRPC acknowledges, escalates and records reports, each in one commit.
+//! fires them, and gRPC acknowledges, escalates, records reports, confirms downgrades and hands
+//! command over, each in one commit. New facts (`updated`) re-grade: an upgrade applies at once,
+//! a downgrade waits for an officer's confirmation.
 
 pub mod command;
 mod driver;
@@ -63,10 +65,11 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| Arc::new(EscalationPolicy::embedded_default()));
     let grader = driver::Grader::new(runtime.store.clone(), config.region.clone(), policy);
-    let filters = vec![bus::subjects::incident_event_filter(
-        &config.namespace,
-        bus::subjects::REPORTED,
-    )];
+    // Reports and updates on one consumer, so an incident's update never overtakes its report.
+    let filters = vec![
+        bus::subjects::incident_event_filter(&config.namespace, bus::subjects::REPORTED),
+        bus::subjects::incident_event_filter(&config.namespace, bus::subjects::UPDATED),
+    ];
     runtime
         .consume("grader", &config.namespace, filters, grader)
         .await?;

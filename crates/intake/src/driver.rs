@@ -35,9 +35,16 @@ impl Handler for Projection {
         let event = muster_proto::convert::decode_event(&delivery.payload, &delivery.msg_id)
             .map_err(HandlerError::Poison)?;
         let key = incident_key(&event.namespace, &event.incident_id);
-        let existing: Option<IncidentRecord> = self
+        // Read with the raw bytes: `UpdateIncident` writes the record too, and the commit below
+        // must not overwrite an update it did not see (a conflict re-runs this on fresh state).
+        let raw = self
             .store
-            .get(&key)
+            .get_raw(&key)
+            .map_err(|e| HandlerError::Retry(e.to_string()))?;
+        let existing: Option<IncidentRecord> = raw
+            .as_ref()
+            .map(|raw| store::decode_value(&key, raw))
+            .transpose()
             .map_err(|e| HandlerError::Retry(e.to_string()))?;
         let mut record = match (existing, &event.body) {
             (Some(record), _) => record,
@@ -66,6 +73,7 @@ impl Handler for Projection {
         let mut commit = Commit::new();
         let applied = record.apply(&event);
         if applied != Applied::AlreadyThere {
+            commit.expect_raw(key.clone(), raw);
             commit
                 .put(key, &record)
                 .map_err(|e| HandlerError::Retry(e.to_string()))?;

@@ -14,8 +14,10 @@ use tonic::{Request, Response, Status};
 
 use crate::Config;
 use crate::driver::Change;
-use crate::record::{IncidentRecord, IncidentStatus, TimelineEntry, incident_key, request_key};
-use crate::validate::{ValidReport, validate_report};
+use crate::record::{
+    IncidentRecord, IncidentStatus, TimelineEntry, incident_key, request_key, update_request_key,
+};
+use crate::validate::{ValidReport, ValidUpdate, merge_facts, validate_report, validate_update};
 
 /// Default and largest page of `ListIncidents`.
 const LIST_LIMIT_DEFAULT: usize = 100;
@@ -148,6 +150,103 @@ impl IntakeGrpc {
     }
 }
 
+/// How many times an update is retried after losing a compare-and-swap race with the projection.
+const UPDATE_ATTEMPTS_MAX: usize = 8;
+
+impl IntakeGrpc {
+    /// Merges the update into the stored incident and commits it with its `updated` event and
+    /// its request id, with a compare-and-swap on the record (the projection writes it too).
+    fn record_update(&self, namespace: &str, valid: &ValidUpdate) -> Result<Updated, Status> {
+        let key = incident_key(namespace, &valid.incident_id);
+        for _attempt in 0..UPDATE_ATTEMPTS_MAX {
+            let raw = self.store.get_raw(&key).map_err(internal)?.ok_or_else(|| {
+                Status::not_found(format!(
+                    "no incident {:?} in namespace {namespace}",
+                    valid.incident_id
+                ))
+            })?;
+            let mut record: IncidentRecord = store::decode_value(&key, &raw).map_err(internal)?;
+            let now = lifecycle::unix_ms_now();
+            let facts = merge_facts(&record.report.facts, &valid.facts);
+            let event = IncidentEvent {
+                event_id: String::new(),
+                incident_id: valid.incident_id.clone(),
+                namespace: namespace.to_string(),
+                at_unix_ms: now,
+                source_service: crate::SERVICE_NAME.into(),
+                body: EventBody::Updated(domain::event::IncidentUpdated {
+                    facts: facts.clone(),
+                    updated_by: valid.updated_by.clone(),
+                    summary: valid.summary.clone(),
+                }),
+            };
+            record.report.facts = facts;
+            record.updated_at_unix_ms = record.updated_at_unix_ms.max(now);
+            record.timeline.push(TimelineEntry {
+                at_unix_ms: now,
+                event_type: subjects::UPDATED.into(),
+                source_service: crate::SERVICE_NAME.into(),
+                description: event.describe(),
+                event_id: String::new(),
+            });
+            let subject =
+                subjects::incident_event(namespace, &valid.incident_id, subjects::UPDATED)
+                    .map_err(|e| Status::invalid_argument(format!("incident_id: {e}")))?;
+            let mut commit = Commit::new();
+            commit.expect_raw(key.clone(), Some(raw));
+            commit.put(key.clone(), &record).map_err(internal)?;
+            if !valid.request_id.is_empty() {
+                let request_key = update_request_key(namespace, &valid.request_id);
+                commit.expect_raw(request_key.clone(), None);
+                commit
+                    .put(request_key, &valid.incident_id)
+                    .map_err(internal)?;
+            }
+            commit.event(subject, convert::encode_event(&event));
+            match self.store.commit(&commit) {
+                Ok(_) => return Ok(Updated::New(Box::new(record))),
+                Err(store::Error::Conflict { .. }) => {
+                    // The same request id raced us, or the projection wrote the record.
+                    if let Some(existing) = self.existing_update(namespace, &valid.request_id)? {
+                        return Ok(Updated::Duplicate(existing));
+                    }
+                }
+                Err(error) => return Err(internal(error)),
+            }
+        }
+        Err(Status::aborted(format!(
+            "incident {:?} kept changing while it was updated; retry",
+            valid.incident_id
+        )))
+    }
+
+    /// The incident an update with this request id already changed, if any.
+    fn existing_update(&self, namespace: &str, request_id: &str) -> Result<Option<String>, Status> {
+        if request_id.is_empty() {
+            return Ok(None);
+        }
+        self.store
+            .get::<String>(&update_request_key(namespace, request_id))
+            .map_err(internal)
+    }
+
+    fn load_incident(&self, namespace: &str, incident_id: &str) -> Result<IncidentRecord, Status> {
+        self.store
+            .get(&incident_key(namespace, incident_id))
+            .map_err(internal)?
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no incident {incident_id:?} in namespace {namespace}"
+                ))
+            })
+    }
+}
+
+enum Updated {
+    New(Box<IncidentRecord>),
+    Duplicate(String),
+}
+
 enum Recorded {
     New(String, Box<IncidentRecord>),
     Duplicate(String),
@@ -198,6 +297,48 @@ impl pb::intake_service_server::IntakeService for IntakeGrpc {
         Ok(Response::new(pb::ReportIncidentResponse {
             incident_id,
             duplicate: false,
+        }))
+    }
+
+    async fn update_incident(
+        &self,
+        request: Request<pb::UpdateIncidentRequest>,
+    ) -> Result<Response<pb::UpdateIncidentResponse>, Status> {
+        let request = request.into_inner();
+        let namespace = self.namespace(&request.namespace)?.to_string();
+        let valid = validate_update(&request).map_err(|problems| {
+            let prefix = if problems.len() == 1 {
+                String::new()
+            } else {
+                format!("{} problems: ", problems.len())
+            };
+            Status::invalid_argument(format!("{prefix}{}", problems.join("; ")))
+        })?;
+        let duplicate =
+            |incident_id: String| -> Result<Response<pb::UpdateIncidentResponse>, Status> {
+                let record = self.load_incident(&namespace, &incident_id)?;
+                Ok(Response::new(pb::UpdateIncidentResponse {
+                    incident_id,
+                    duplicate: true,
+                    facts: Some(convert::facts_to_wire(&record.report.facts)),
+                }))
+            };
+        if let Some(incident_id) = self.existing_update(&namespace, &valid.request_id)? {
+            return duplicate(incident_id);
+        }
+        let record = match self.record_update(&namespace, &valid)? {
+            Updated::New(record) => record,
+            Updated::Duplicate(incident_id) => return duplicate(incident_id),
+        };
+        // Answer only when the update is on disk.
+        self.store.flush().await.map_err(internal)?;
+        let facts = convert::facts_to_wire(&record.report.facts);
+        let _ = self.changes.send((*record, subjects::UPDATED.into()));
+        tracing::info!(incident_id = %valid.incident_id, namespace, "incident updated");
+        Ok(Response::new(pb::UpdateIncidentResponse {
+            incident_id: valid.incident_id,
+            duplicate: false,
+            facts: Some(facts),
         }))
     }
 

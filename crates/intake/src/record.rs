@@ -57,6 +57,11 @@ pub fn request_key(namespace: &str, request_id: &str) -> String {
     format!("request/{namespace}/{request_id}")
 }
 
+/// `update-request/<ns>/<request id>`: the idempotency key of an update (holds the incident id).
+pub fn update_request_key(namespace: &str, request_id: &str) -> String {
+    format!("update-request/{namespace}/{request_id}")
+}
+
 impl IncidentRecord {
     /// Folds an event into the record.
     pub fn apply(&mut self, event: &IncidentEvent) -> Applied {
@@ -87,6 +92,20 @@ impl IncidentRecord {
                     return Applied::Quietly;
                 }
             }
+            EventBody::Updated(update) => {
+                // Intake wrote the entry and the facts with the update; fill the id in, oldest
+                // first (the outbox publishes in commit order).
+                if let Some(existing) = self
+                    .timeline
+                    .iter_mut()
+                    .find(|e| e.event_type == "updated" && e.event_id.is_empty())
+                {
+                    existing.event_id = event.event_id.clone();
+                    return Applied::Quietly;
+                }
+                // Updated through another intake instance: the event carries the merged facts.
+                self.report.facts = update.facts.clone();
+            }
             EventBody::Graded(graded) => {
                 self.grading = Some(graded.clone());
                 if self.status == IncidentStatus::Reported {
@@ -109,6 +128,8 @@ impl IncidentRecord {
             // Acknowledgement and escalation change who is asked to act, not who leads: the
             // timeline records them.
             EventBody::Acknowledged(_) | EventBody::Escalated(_) => {}
+            // A proposal changes nothing until an officer confirms it (then `graded` follows).
+            EventBody::DowngradeProposed(_) => {}
             EventBody::LeadChanged(change) => {
                 if let Some(grading) = &mut self.grading {
                     grading.lead_code = change.to.code.clone();

@@ -3,10 +3,11 @@
 
 use domain::event::IncidentReport;
 use domain::geo::GeoPoint;
+use domain::grade::Facts;
 use domain::jurisdiction::Level;
 use domain::region::Region;
 use muster_proto::convert;
-use muster_proto::v1::ReportIncidentRequest;
+use muster_proto::v1::{ReportIncidentRequest, UpdateIncidentRequest};
 
 /// Longest summary accepted, in bytes.
 pub const SUMMARY_BYTES_MAX: usize = 4096;
@@ -164,6 +165,91 @@ pub fn validate_report(
         },
         request_id: request_id.to_string(),
     })
+}
+
+/// A valid update, ready to merge into the stored facts.
+pub struct ValidUpdate {
+    pub incident_id: String,
+    /// Only the fields the update gave; the rest are `None` and keep their stored value.
+    pub facts: Facts,
+    pub summary: String,
+    pub updated_by: String,
+    pub request_id: String,
+}
+
+/// Checks an update; returns all problems when there are any.
+pub fn validate_update(request: &UpdateIncidentRequest) -> Result<ValidUpdate, Vec<String>> {
+    let mut problems = Vec::new();
+    let incident_id = request.incident_id.trim();
+    if incident_id.is_empty() {
+        problems.push("incident_id is required: the id ReportIncident answered with".into());
+    } else if incident_id.len() > NAME_BYTES_MAX || incident_id.chars().any(|c| c.is_control()) {
+        problems.push(format!(
+            "incident_id must be at most {NAME_BYTES_MAX} bytes without control characters"
+        ));
+    }
+    let facts = match request.facts.as_ref() {
+        None => {
+            problems.push("facts is required: give at least one new fact".into());
+            Facts::default()
+        }
+        Some(wire) => match convert::facts_from_wire(Some(wire)) {
+            Ok(facts) if facts == Facts::default() => {
+                problems.push("facts has no field set: give at least one new fact".into());
+                facts
+            }
+            Ok(facts) => facts,
+            Err(fact_problems) => {
+                problems.extend(fact_problems);
+                Facts::default()
+            }
+        },
+    };
+    let summary = request.summary.clone().unwrap_or_default();
+    if summary.len() > SUMMARY_BYTES_MAX {
+        problems.push(format!(
+            "summary is {} bytes; at most {SUMMARY_BYTES_MAX}",
+            summary.len()
+        ));
+    }
+    if request.updated_by.len() > NAME_BYTES_MAX {
+        problems.push(format!(
+            "updated_by is {} bytes; at most {NAME_BYTES_MAX}",
+            request.updated_by.len()
+        ));
+    }
+    let request_id = request.request_id.trim();
+    if request_id.len() > NAME_BYTES_MAX || request_id.chars().any(|c| c.is_control()) {
+        problems.push(format!(
+            "request_id must be at most {NAME_BYTES_MAX} bytes without control characters"
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let updated_by = request.updated_by.trim();
+    Ok(ValidUpdate {
+        incident_id: incident_id.to_string(),
+        facts,
+        summary,
+        updated_by: if updated_by.is_empty() {
+            "unknown officer".into()
+        } else {
+            updated_by.to_string()
+        },
+        request_id: request_id.to_string(),
+    })
+}
+
+/// The stored facts with every field `update` gives replaced.
+pub fn merge_facts(stored: &Facts, update: &Facts) -> Facts {
+    Facts {
+        deaths: update.deaths.or(stored.deaths),
+        missing: update.missing.or(stored.missing),
+        serious_injuries: update.serious_injuries.or(stored.serious_injuries),
+        direct_loss_cny: update.direct_loss_cny.or(stored.direct_loss_cny),
+        magnitude: update.magnitude.or(stored.magnitude),
+    }
 }
 
 fn check_township(field: &str, code: &str, region: &Region, problems: &mut Vec<String>) {

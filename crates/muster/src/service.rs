@@ -112,6 +112,7 @@ pub async fn run(
                 data_dir,
                 namespace,
                 region,
+                assignment_ack_timeout_ms: None,
             };
             dispatch::run(config, listener, shutdown)
                 .await

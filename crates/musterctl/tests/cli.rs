@@ -346,6 +346,13 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchIncidentsResponse, 
 
 #[tonic::codegen::async_trait]
 impl IntakeService for FakeIntake {
+    async fn update_incident(
+        &self,
+        _request: Request<pb::UpdateIncidentRequest>,
+    ) -> Result<Response<pb::UpdateIncidentResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
     async fn report_incident(
         &self,
         request: Request<pb::ReportIncidentRequest>,
@@ -698,6 +705,8 @@ fn sample_command(incident_id: &str) -> pb::Command {
         acknowledged_at_unix_ms: 0,
         ack_due_at_unix_ms: NOW + 900_000,
         escalation_count: 1,
+        pending_downgrade: pb::Grade::Unspecified as i32,
+        commander_name: String::new(),
     }
 }
 
@@ -729,6 +738,20 @@ struct FakeEscalation {
 
 #[tonic::codegen::async_trait]
 impl EscalationService for FakeEscalation {
+    async fn confirm_downgrade(
+        &self,
+        _request: Request<pb::ConfirmDowngradeRequest>,
+    ) -> Result<Response<pb::ConfirmDowngradeResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn take_command(
+        &self,
+        _request: Request<pb::TakeCommandRequest>,
+    ) -> Result<Response<pb::TakeCommandResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
     async fn list_jurisdictions(
         &self,
         _request: Request<pb::ListJurisdictionsRequest>,

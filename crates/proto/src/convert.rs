@@ -5,8 +5,8 @@
 
 use domain::class::IncidentClass;
 use domain::event::{
-    Acknowledged, Assignment, Escalated, EventBody, Graded, IncidentEvent, IncidentReport,
-    JurisdictionRef, LeadChanged, Shortfall, UnitsAssigned,
+    Acknowledged, Assignment, DowngradeProposed, Escalated, EventBody, Graded, IncidentEvent,
+    IncidentReport, IncidentUpdated, JurisdictionRef, LeadChanged, Shortfall, UnitsAssigned,
 };
 use domain::geo::GeoPoint;
 use domain::grade::{DensityClass, Facts, Grade};
@@ -387,6 +387,39 @@ fn lead_changed_from_wire(change: &pb::LeadChanged) -> Result<LeadChanged, Strin
     })
 }
 
+pub fn updated_to_wire(update: &IncidentUpdated) -> pb::IncidentUpdated {
+    pb::IncidentUpdated {
+        facts: Some(facts_to_wire(&update.facts)),
+        updated_by: update.updated_by.clone(),
+        summary: update.summary.clone(),
+    }
+}
+
+fn updated_from_wire(update: &pb::IncidentUpdated) -> Result<IncidentUpdated, String> {
+    Ok(IncidentUpdated {
+        facts: facts_from_wire(update.facts.as_ref())
+            .map_err(|problems| format!("updated: {}", problems.join("; ")))?,
+        updated_by: update.updated_by.clone(),
+        summary: update.summary.clone(),
+    })
+}
+
+pub fn downgrade_proposed_to_wire(proposal: &DowngradeProposed) -> pb::DowngradeProposed {
+    pb::DowngradeProposed {
+        from: grade_to_wire(proposal.from) as i32,
+        to: grade_to_wire(proposal.to) as i32,
+        reason: proposal.reason.clone(),
+    }
+}
+
+fn downgrade_proposed_from_wire(proposal: &pb::DowngradeProposed) -> DowngradeProposed {
+    DowngradeProposed {
+        from: grade_from_wire(proposal.from()),
+        to: grade_from_wire(proposal.to()),
+        reason: proposal.reason.clone(),
+    }
+}
+
 /// Encodes an event for the bus.
 pub fn encode_event(event: &IncidentEvent) -> Vec<u8> {
     let body = match &event.body {
@@ -395,6 +428,7 @@ pub fn encode_event(event: &IncidentEvent) -> Vec<u8> {
         EventBody::UnitsAssigned(units) => {
             pb::incident_event::Body::UnitsAssigned(units_to_wire(units))
         }
+        EventBody::Updated(update) => pb::incident_event::Body::Updated(updated_to_wire(update)),
         EventBody::Acknowledged(ack) => {
             pb::incident_event::Body::Acknowledged(acknowledged_to_wire(ack))
         }
@@ -403,6 +437,9 @@ pub fn encode_event(event: &IncidentEvent) -> Vec<u8> {
         }
         EventBody::LeadChanged(change) => {
             pb::incident_event::Body::LeadChanged(lead_changed_to_wire(change))
+        }
+        EventBody::DowngradeProposed(proposal) => {
+            pb::incident_event::Body::DowngradeProposed(downgrade_proposed_to_wire(proposal))
         }
     };
     pb::IncidentEvent {
@@ -428,6 +465,7 @@ pub fn decode_event(bytes: &[u8], msg_id: &str) -> Result<IncidentEvent, String>
         pb::incident_event::Body::UnitsAssigned(units) => {
             EventBody::UnitsAssigned(units_from_wire(units))
         }
+        pb::incident_event::Body::Updated(update) => EventBody::Updated(updated_from_wire(update)?),
         pb::incident_event::Body::Acknowledged(ack) => {
             EventBody::Acknowledged(acknowledged_from_wire(ack)?)
         }
@@ -436,6 +474,9 @@ pub fn decode_event(bytes: &[u8], msg_id: &str) -> Result<IncidentEvent, String>
         }
         pb::incident_event::Body::LeadChanged(change) => {
             EventBody::LeadChanged(lead_changed_from_wire(change)?)
+        }
+        pb::incident_event::Body::DowngradeProposed(proposal) => {
+            EventBody::DowngradeProposed(downgrade_proposed_from_wire(proposal))
         }
     };
     Ok(IncidentEvent {
@@ -550,6 +591,19 @@ mod tests {
                 from: county,
                 to: city,
                 reason: "take_command".into(),
+            }),
+            EventBody::Updated(IncidentUpdated {
+                facts: Facts {
+                    deaths: Some(12),
+                    ..Default::default()
+                },
+                updated_by: "officer Li".into(),
+                summary: "more found".into(),
+            }),
+            EventBody::DowngradeProposed(DowngradeProposed {
+                from: Some(Grade::II),
+                to: Some(Grade::III),
+                reason: "deaths 3 ≥ 3".into(),
             }),
         ] {
             let event = IncidentEvent {

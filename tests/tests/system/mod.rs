@@ -65,6 +65,8 @@ pub struct System {
     pub dispatch: Option<Running>,
     /// The escalation policy the in-process escalation runs with (`None`: the shipped default).
     pub escalation_policy: Option<Arc<domain::escalation::EscalationPolicy>>,
+    /// The acknowledgement timeout the in-process dispatch runs with (`None`: the default).
+    pub dispatch_ack_timeout_ms: Option<i64>,
 }
 
 impl System {
@@ -87,6 +89,7 @@ impl System {
             escalation: None,
             dispatch: None,
             escalation_policy: None,
+            dispatch_ack_timeout_ms: None,
         }
     }
 
@@ -106,6 +109,7 @@ impl System {
         );
         let token = shutdown.clone();
         let escalation_policy = self.escalation_policy.clone();
+        let dispatch_ack_timeout_ms = self.dispatch_ack_timeout_ms;
         let task = match service {
             Service::Intake => tokio::spawn(async move {
                 intake::run(
@@ -143,6 +147,7 @@ impl System {
                         data_dir,
                         namespace,
                         region,
+                        assignment_ack_timeout_ms: dispatch_ack_timeout_ms,
                     },
                     listener,
                     token,
