@@ -1488,17 +1488,20 @@ async fn a_unit_that_does_not_acknowledge_is_replaced_and_one_that_does_stays() 
         assert_eq!(board[unit_id].incident_id, incident_id);
     }
 
-    // Intake's read model hears of the replacement as a second units_assigned.
+    // Intake's read model hears of the replacement as a second units_assigned, and drops the
+    // unit that never acknowledged.
     let replacement_id = replacement.unit_id.clone();
     eventually("intake shows the replacement", WAIT, || {
-        let (system, incident_id, replacement_id) = (&system, &incident_id, &replacement_id);
+        let (system, incident_id, replacement_id, silent) =
+            (&system, &incident_id, &replacement_id, &silent);
         async move {
             let incident = system.responding(incident_id).await;
             let units = incident.units?;
             let shown = units
                 .assignments
                 .iter()
-                .any(|a| a.unit_id == *replacement_id);
+                .any(|a| a.unit_id == *replacement_id)
+                && units.assignments.iter().all(|a| a.unit_id != *silent);
             let types = timeline_types(system, incident_id).await;
             let assigned = types.iter().filter(|t| *t == "units_assigned").count();
             (shown && assigned == 2).then_some(())

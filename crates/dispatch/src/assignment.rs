@@ -321,35 +321,39 @@ impl AssignmentDesk {
             let excess = record.ended.len() - ENDED_ASSIGNMENTS_MAX;
             record.ended.drain(..excess);
         }
-        if outcome.excludes_the_unit() {
-            let replacement = self.book_replacement(
+        // Every unit that leaves is announced, so intake's incident drops it; a unit that declined
+        // or did not acknowledge is replaced in the same commit.
+        let replacement = if outcome.excludes_the_unit() {
+            self.book_replacement(
                 store,
                 &mut staged.commit,
                 &mut record,
                 &left,
                 outcome,
                 now_unix_ms,
-            )?;
-            let out = IncidentEvent {
-                event_id: String::new(),
-                incident_id: incident_id.to_string(),
-                namespace: namespace.to_string(),
-                at_unix_ms: now_unix_ms,
-                source_service: crate::SERVICE_NAME.into(),
-                body: EventBody::UnitsAssigned(UnitsAssigned {
-                    plan_id: record.plan_id.clone(),
-                    assignments: replacement.iter().cloned().collect(),
-                    shortfalls: record.shortfalls.clone(),
-                }),
-            };
-            let subject =
-                subjects::incident_event(namespace, incident_id, subjects::UNITS_ASSIGNED)
-                    .map_err(|e| StatusChangeError::Subject(e.to_string()))?;
-            staged
-                .commit
-                .event(subject, muster_proto::convert::encode_event(&out));
-            staged.replacement = replacement;
-        }
+            )?
+        } else {
+            None
+        };
+        let out = IncidentEvent {
+            event_id: String::new(),
+            incident_id: incident_id.to_string(),
+            namespace: namespace.to_string(),
+            at_unix_ms: now_unix_ms,
+            source_service: crate::SERVICE_NAME.into(),
+            body: EventBody::UnitsAssigned(UnitsAssigned {
+                plan_id: record.plan_id.clone(),
+                assignments: replacement.iter().cloned().collect(),
+                shortfalls: record.shortfalls.clone(),
+                released_unit_ids: vec![unit_id.to_string()],
+            }),
+        };
+        let subject = subjects::incident_event(namespace, incident_id, subjects::UNITS_ASSIGNED)
+            .map_err(|e| StatusChangeError::Subject(e.to_string()))?;
+        staged
+            .commit
+            .event(subject, muster_proto::convert::encode_event(&out));
+        staged.replacement = replacement;
         staged.commit.put(record_key, &record)?;
         staged.ended = Some(ended);
         Ok(staged)

@@ -262,6 +262,7 @@ impl Handler for Assigner {
                 plan_id,
                 assignments,
                 shortfalls,
+                released_unit_ids: Vec::new(),
             }),
         };
         let subject =

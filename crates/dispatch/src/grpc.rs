@@ -219,6 +219,7 @@ impl pb::dispatch_service_server::DispatchService for DispatchGrpc {
             plan_id: record.plan_id,
             assignments: record.assignments,
             shortfalls: record.shortfalls,
+            released_unit_ids: Vec::new(),
         };
         Ok(Response::new(pb::GetAssignmentsResponse {
             units: Some(convert::units_to_wire(&units)),

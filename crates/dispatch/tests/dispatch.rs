@@ -655,5 +655,24 @@ fn a_released_unit_leaves_the_active_assignments() {
             .iter()
             .all(|t| t.unit_id != never_left.unit_id)
     );
-    assert_eq!(units_assigned_events(&f.store, "INC-1").len(), 1);
+    // Each release is announced (so intake drops the unit) with no replacement.
+    let events = units_assigned_events(&f.store, "INC-1");
+    assert_eq!(events.len(), 3);
+    let released_ids: Vec<String> = events[1..]
+        .iter()
+        .map(|event| match &event.body {
+            EventBody::UnitsAssigned(units) => {
+                assert!(
+                    units.assignments.is_empty(),
+                    "a release brought a replacement"
+                );
+                units.released_unit_ids.join(",")
+            }
+            other => panic!("expected units_assigned, got {other:?}"),
+        })
+        .collect();
+    assert!(
+        released_ids.contains(&never_left.unit_id),
+        "{released_ids:?}"
+    );
 }

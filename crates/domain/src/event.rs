@@ -75,6 +75,9 @@ pub struct UnitsAssigned {
     pub plan_id: String,
     pub assignments: Vec<Assignment>,
     pub shortfalls: Vec<Shortfall>,
+    /// Units that left the incident with this event (declined, timed out, released).
+    #[serde(default)]
+    pub released_unit_ids: Vec<String>,
 }
 
 /// A jurisdiction named in an event: code, name and level.
@@ -236,6 +239,13 @@ impl IncidentEvent {
                     units.plan_id,
                     ids.join(", ")
                 );
+                if !units.released_unit_ids.is_empty() {
+                    text = format!(
+                        "{} left ({}); {text}",
+                        units.released_unit_ids.len(),
+                        units.released_unit_ids.join(", ")
+                    );
+                }
                 for gap in &units.shortfalls {
                     text.push_str(&format!(
                         "; short {} of {} {} ({})",

@@ -118,6 +118,9 @@ impl IncidentRecord {
                         existing.plan_id = units.plan_id.clone();
                         existing
                             .assignments
+                            .retain(|a| !units.released_unit_ids.contains(&a.unit_id));
+                        existing
+                            .assignments
                             .extend(units.assignments.iter().cloned());
                         existing.shortfalls = units.shortfalls.clone();
                     }

@@ -324,6 +324,7 @@ fn sample_incident() -> pb::Incident {
                 assigned: 0,
                 reason: "none available".to_owned(),
             }],
+            released_unit_ids: vec![],
         }),
         timeline: vec![pb::TimelineEntry {
             at_unix_ms: at,

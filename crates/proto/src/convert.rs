@@ -257,6 +257,7 @@ pub fn units_to_wire(units: &UnitsAssigned) -> pb::UnitsAssigned {
                 reason: s.reason.clone(),
             })
             .collect(),
+        released_unit_ids: units.released_unit_ids.clone(),
     }
 }
 
@@ -284,6 +285,7 @@ fn units_from_wire(units: &pb::UnitsAssigned) -> UnitsAssigned {
                 reason: s.reason.clone(),
             })
             .collect(),
+        released_unit_ids: units.released_unit_ids.clone(),
     }
 }
 
@@ -562,6 +564,7 @@ mod tests {
                 assigned: 1,
                 reason: "none".into(),
             }],
+            released_unit_ids: vec!["U0".into()],
         };
         let county = JurisdictionRef {
             code: "390202".into(),
