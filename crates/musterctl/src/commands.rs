@@ -20,12 +20,13 @@ use crate::table::Table;
 use crate::time::format_time_of_day_ms;
 use crate::view::{
     CommandView, DeadlineView, IncidentView, JurisdictionView, PositionReportView, ReportView,
-    ServiceStatusView, StatusView, UnitView, WatchEventView, or_dash,
+    ServiceStatusView, StatusView, UnitView, UpdateView, WatchEventView, or_dash,
 };
 use crate::{
-    AckArgs, Cli, Command, CommandArgs, DeadlinesArgs, EXIT_FAILURE, EXIT_OK, Error, EscalateArgs,
-    IncidentsArgs, JurisdictionsArgs, LevelArg, ReportArgs, ReportFiledArgs, ShowArgs,
-    UnitEventArg, UnitPositionArgs, UnitStatusArgs, UnitsArgs, WatchArgs,
+    AckArgs, Cli, Command, CommandArgs, ConfirmDowngradeArgs, DeadlinesArgs, EXIT_FAILURE, EXIT_OK,
+    Error, EscalateArgs, IncidentsArgs, JurisdictionsArgs, LevelArg, ReportArgs, ReportFiledArgs,
+    ShowArgs, TakeCommandArgs, UnitEventArg, UnitPositionArgs, UnitStatusArgs, UnitsArgs,
+    UpdateArgs, WatchArgs,
 };
 
 type Out<'a> = &'a mut (dyn Write + Send);
@@ -56,11 +57,14 @@ pub async fn execute(
         Command::Jurisdictions(args) => jurisdictions(&context, args, out).await?,
         Command::Units(args) => units(&context, args, out).await?,
         Command::Report(args) => report(&context, args, out).await?,
+        Command::Update(args) => update(&context, args, out).await?,
         Command::Incidents(args) => incidents(&context, args, out).await?,
         Command::Show(args) => show(&context, args, out).await?,
         Command::Watch(args) => watch(&context, args, out, shutdown).await?,
         Command::Ack(args) => ack(&context, args, out).await?,
         Command::Escalate(args) => escalate(&context, args, out).await?,
+        Command::ConfirmDowngrade(args) => confirm_downgrade(&context, args, out).await?,
+        Command::TakeCommand(args) => take_command(&context, args, out).await?,
         Command::CommandState(args) => command_state(&context, args, out).await?,
         Command::Deadlines(args) => deadlines(&context, args, out).await?,
         Command::ReportFiled(args) => report_filed(&context, args, out).await?,
@@ -299,6 +303,55 @@ async fn report(context: &Context, args: ReportArgs, out: Out<'_>) -> Result<i32
         )?;
     } else {
         writeln!(out, "reported {}", view.incident_id)?;
+    }
+    Ok(EXIT_OK)
+}
+
+async fn update(context: &Context, args: UpdateArgs, out: Out<'_>) -> Result<i32, Error> {
+    let target = &context.intake;
+    let request_id = args.request_id.unwrap_or_else(generate_request_id);
+    let updated_by = officer_name(args.updated_by);
+    let request = pb::UpdateIncidentRequest {
+        namespace: context.namespace.clone(),
+        incident_id: args.incident_id,
+        facts: Some(pb::Facts {
+            deaths: args.deaths,
+            missing: args.missing,
+            serious_injuries: args.injured,
+            direct_loss_cny: args.loss_cny,
+            magnitude: args.magnitude,
+        }),
+        summary: args.summary,
+        updated_by,
+        request_id: request_id.clone(),
+    };
+    let mut client = IntakeServiceClient::new(target.connect().await?);
+    let response = target
+        .call("rejected the update", client.update_incident(request))
+        .await?;
+    let view = UpdateView {
+        incident_id: response.incident_id,
+        duplicate: response.duplicate,
+        request_id,
+        facts: response.facts.unwrap_or_default().into(),
+    };
+    if context.json {
+        write_json(out, &view)?;
+    } else if view.duplicate {
+        writeln!(
+            out,
+            "updated {} (already updated with request id {}): {}",
+            view.incident_id,
+            view.request_id,
+            view.facts.describe()
+        )?;
+    } else {
+        writeln!(
+            out,
+            "updated {}: {}",
+            view.incident_id,
+            view.facts.describe()
+        )?;
     }
     Ok(EXIT_OK)
 }
@@ -565,6 +618,12 @@ fn write_command(out: Out<'_>, view: &CommandView) -> std::io::Result<()> {
     table.row(["asked".to_owned(), view.escalation_label()]);
     table.row(["acknowledgement".to_owned(), view.acknowledgement_label()]);
     table.row(["escalations".to_owned(), view.escalation_count.to_string()]);
+    if let Some(grade) = &view.pending_downgrade {
+        table.row(["pending downgrade".to_owned(), format!("to {grade}")]);
+    }
+    if let Some(commander) = &view.commander_name {
+        table.row(["commander", commander.as_str()]);
+    }
     table.write_to(out)
 }
 
@@ -615,6 +674,63 @@ async fn escalate(context: &Context, args: EscalateArgs, out: Out<'_>) -> Result
             view.incident_id,
             view.escalation_label()
         )?;
+        write_command(out, &view)?;
+    }
+    Ok(EXIT_OK)
+}
+
+async fn confirm_downgrade(
+    context: &Context,
+    args: ConfirmDowngradeArgs,
+    out: Out<'_>,
+) -> Result<i32, Error> {
+    let target = &context.escalation;
+    let officer = officer_name(args.officer);
+    let request = pb::ConfirmDowngradeRequest {
+        namespace: context.namespace.clone(),
+        incident_id: args.incident_id,
+        officer: officer.clone(),
+    };
+    let mut client = EscalationServiceClient::new(target.connect().await?);
+    let response = target
+        .call("refused the downgrade", client.confirm_downgrade(request))
+        .await?;
+    let view = CommandView::from(response.command.unwrap_or_default());
+    if context.json {
+        write_json(out, &view)?;
+    } else {
+        writeln!(
+            out,
+            "downgraded {} to grade {} as {officer}",
+            view.incident_id,
+            or_dash(view.grade.as_deref())
+        )?;
+        write_command(out, &view)?;
+    }
+    Ok(EXIT_OK)
+}
+
+async fn take_command(
+    context: &Context,
+    args: TakeCommandArgs,
+    out: Out<'_>,
+) -> Result<i32, Error> {
+    let target = &context.escalation;
+    let request = pb::TakeCommandRequest {
+        namespace: context.namespace.clone(),
+        incident_id: args.incident_id,
+        jurisdiction_code: args.jurisdiction,
+        commander_name: args.commander.unwrap_or_default(),
+    };
+    let mut client = EscalationServiceClient::new(target.connect().await?);
+    let response = target
+        .call("refused the handover", client.take_command(request))
+        .await?;
+    let view = CommandView::from(response.command.unwrap_or_default());
+    if context.json {
+        write_json(out, &view)?;
+    } else {
+        writeln!(out, "{} now leads {}", view.lead_label(), view.incident_id)?;
         write_command(out, &view)?;
     }
     Ok(EXIT_OK)

@@ -100,6 +100,9 @@ pub enum Command {
     Units(UnitsArgs),
     /// Report an incident (IntakeService.ReportIncident).
     Report(ReportArgs),
+    /// Give an incident new facts; absent flags keep their stored value
+    /// (IntakeService.UpdateIncident).
+    Update(UpdateArgs),
     /// Incidents, newest first (IntakeService.ListIncidents).
     Incidents(IncidentsArgs),
     /// One incident: report, grading, assignments and timeline (IntakeService.GetIncident).
@@ -111,6 +114,11 @@ pub enum Command {
     Ack(AckArgs),
     /// Escalate an incident by hand to the next level up (EscalationService.Escalate).
     Escalate(EscalateArgs),
+    /// Confirm the downgrade new facts proposed for an incident
+    /// (EscalationService.ConfirmDowngrade).
+    ConfirmDowngrade(ConfirmDowngradeArgs),
+    /// Hand an incident's command to a higher jurisdiction (EscalationService.TakeCommand).
+    TakeCommand(TakeCommandArgs),
     /// Who leads an incident and where its acknowledgement chain stands
     /// (EscalationService.GetCommand).
     #[command(name = "command")]
@@ -193,6 +201,37 @@ pub struct ReportArgs {
     pub request_id: Option<String>,
 }
 
+/// Numbers are signed and unchecked here on purpose, as for `report`: the server owns validation.
+#[derive(Debug, Clone, Args)]
+pub struct UpdateArgs {
+    /// The incident id.
+    pub incident_id: String,
+    /// Confirmed deaths.
+    #[arg(long, allow_negative_numbers = true, value_name = "N")]
+    pub deaths: Option<i64>,
+    /// Missing persons.
+    #[arg(long, allow_negative_numbers = true, value_name = "N")]
+    pub missing: Option<i64>,
+    /// Serious injuries, acute industrial poisoning included.
+    #[arg(long, allow_negative_numbers = true, value_name = "N")]
+    pub injured: Option<i64>,
+    /// Direct economic loss in CNY.
+    #[arg(long = "loss", allow_negative_numbers = true, value_name = "CNY")]
+    pub loss_cny: Option<i64>,
+    /// Earthquake magnitude.
+    #[arg(long, allow_negative_numbers = true, value_name = "F")]
+    pub magnitude: Option<f64>,
+    /// What changed, free text (default: the stored summary is kept).
+    #[arg(long, value_name = "TEXT")]
+    pub summary: Option<String>,
+    /// Who gives the new facts (default: $USER).
+    #[arg(long, value_name = "NAME")]
+    pub updated_by: Option<String>,
+    /// Idempotency key; a retry with the same id changes nothing again (default: generated).
+    #[arg(long, value_name = "ID")]
+    pub request_id: Option<String>,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct IncidentsArgs {
     /// At most this many (server default 100, max 1000).
@@ -229,6 +268,27 @@ pub struct EscalateArgs {
     /// Why the incident is escalated; it goes into the timeline.
     #[arg(long, value_name = "TEXT")]
     pub reason: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ConfirmDowngradeArgs {
+    /// The incident id.
+    pub incident_id: String,
+    /// The confirming officer (default: $USER).
+    #[arg(long, value_name = "NAME")]
+    pub officer: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TakeCommandArgs {
+    /// The incident id.
+    pub incident_id: String,
+    /// The jurisdiction taking over: an ancestor of the current lead.
+    #[arg(long, value_name = "CODE")]
+    pub jurisdiction: String,
+    /// The commander's name.
+    #[arg(long, value_name = "NAME")]
+    pub commander: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -534,6 +534,10 @@ pub struct CommandView {
     /// When the level asked must acknowledge by; `None` when no chain timer is pending.
     pub ack_due_at: Option<String>,
     pub escalation_count: u32,
+    /// A downgrade new facts proposed and no officer confirmed yet.
+    pub pending_downgrade: Option<String>,
+    /// The commander named when the lead took command.
+    pub commander_name: Option<String>,
 }
 
 impl CommandView {
@@ -590,6 +594,8 @@ impl From<pb::Command> for CommandView {
             acknowledged_at: time_if_set(command.acknowledged_at_unix_ms),
             ack_due_at: time_if_set(command.ack_due_at_unix_ms),
             escalation_count: command.escalation_count,
+            pending_downgrade: grade_name(command.pending_downgrade),
+            commander_name: non_empty(command.commander_name),
         }
     }
 }
@@ -705,6 +711,18 @@ pub struct ReportView {
     pub duplicate: bool,
     /// The idempotency key sent, so a script can retry with it.
     pub request_id: String,
+}
+
+/// The answer to `update`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UpdateView {
+    pub incident_id: String,
+    /// True when intake had seen this request id: nothing was changed again.
+    pub duplicate: bool,
+    /// The idempotency key sent, so a script can retry with it.
+    pub request_id: String,
+    /// The incident's facts after the update.
+    pub facts: FactsView,
 }
 
 /// One `watch` message.

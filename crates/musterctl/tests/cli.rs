@@ -338,9 +338,10 @@ fn sample_incident() -> pb::Incident {
     }
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct FakeIntake {
     last_report: Arc<Mutex<Option<pb::ReportIncidentRequest>>>,
+    last_update: Arc<Mutex<Option<pb::UpdateIncidentRequest>>>,
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchIncidentsResponse, Status>> + Send>>;
@@ -349,9 +350,24 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchIncidentsResponse, 
 impl IntakeService for FakeIntake {
     async fn update_incident(
         &self,
-        _request: Request<pb::UpdateIncidentRequest>,
+        request: Request<pb::UpdateIncidentRequest>,
     ) -> Result<Response<pb::UpdateIncidentResponse>, Status> {
-        Err(Status::unimplemented("not in this fake"))
+        let request = request.into_inner();
+        *self.last_update.lock().unwrap() = Some(request.clone());
+        let facts = request.facts.unwrap_or_default();
+        if facts.deaths.is_some_and(|deaths| deaths < 0) {
+            return Err(Status::invalid_argument("deaths must not be negative"));
+        }
+        // The stored facts: 4 serious injuries, merged with the new ones.
+        let merged = pb::Facts {
+            serious_injuries: facts.serious_injuries.or(Some(4)),
+            ..facts
+        };
+        Ok(Response::new(pb::UpdateIncidentResponse {
+            incident_id: request.incident_id,
+            duplicate: request.request_id == "seen-before",
+            facts: Some(merged),
+        }))
     }
 
     async fn report_incident(
@@ -418,13 +434,18 @@ impl IntakeService for FakeIntake {
 }
 
 async fn spawn_intake() -> (String, Arc<Mutex<Option<pb::ReportIncidentRequest>>>) {
+    let (url, intake) = spawn_fake_intake().await;
+    (url, intake.last_report)
+}
+
+/// The fake intake, with every request it captures.
+async fn spawn_fake_intake() -> (String, FakeIntake) {
     let intake = FakeIntake::default();
-    let last_report = intake.last_report.clone();
     let url = spawn_server(
-        tonic::transport::Server::builder().add_service(IntakeServiceServer::new(intake)),
+        tonic::transport::Server::builder().add_service(IntakeServiceServer::new(intake.clone())),
     )
     .await;
-    (url, last_report)
+    (url, intake)
 }
 
 #[tokio::test]
@@ -732,25 +753,53 @@ fn deadline(obligation_id: u32, status: pb::DeadlineStatus, late_by_ms: i64) -> 
     }
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct FakeEscalation {
     last_ack: Arc<Mutex<Option<pb::AcknowledgeRequest>>>,
+    last_downgrade: Captured<pb::ConfirmDowngradeRequest>,
+    last_take_command: Captured<pb::TakeCommandRequest>,
 }
 
 #[tonic::codegen::async_trait]
 impl EscalationService for FakeEscalation {
     async fn confirm_downgrade(
         &self,
-        _request: Request<pb::ConfirmDowngradeRequest>,
+        request: Request<pb::ConfirmDowngradeRequest>,
     ) -> Result<Response<pb::ConfirmDowngradeResponse>, Status> {
-        Err(Status::unimplemented("not in this fake"))
+        let request = request.into_inner();
+        *self.last_downgrade.lock().unwrap() = Some(request.clone());
+        if request.incident_id == "INC-NONE" {
+            return Err(Status::failed_precondition(
+                "INC-NONE has no pending downgrade",
+            ));
+        }
+        let mut command = sample_command(&request.incident_id);
+        command.grade = pb::Grade::Iv as i32;
+        Ok(Response::new(pb::ConfirmDowngradeResponse {
+            command: Some(command),
+        }))
     }
 
     async fn take_command(
         &self,
-        _request: Request<pb::TakeCommandRequest>,
+        request: Request<pb::TakeCommandRequest>,
     ) -> Result<Response<pb::TakeCommandResponse>, Status> {
-        Err(Status::unimplemented("not in this fake"))
+        let request = request.into_inner();
+        *self.last_take_command.lock().unwrap() = Some(request.clone());
+        if request.jurisdiction_code != "32" {
+            return Err(Status::failed_precondition(format!(
+                "{} is not above the current lead 3201",
+                request.jurisdiction_code
+            )));
+        }
+        let mut command = sample_command(&request.incident_id);
+        command.lead_jurisdiction_code = "32".to_owned();
+        command.lead_jurisdiction_name = "江苏省".to_owned();
+        command.lead_level = pb::JurisdictionLevel::Province as i32;
+        command.commander_name = request.commander_name;
+        Ok(Response::new(pb::TakeCommandResponse {
+            command: Some(command),
+        }))
     }
 
     async fn list_jurisdictions(
@@ -838,13 +887,19 @@ impl EscalationService for FakeEscalation {
 }
 
 async fn spawn_escalation() -> (String, Arc<Mutex<Option<pb::AcknowledgeRequest>>>) {
+    let (url, escalation) = spawn_fake_escalation().await;
+    (url, escalation.last_ack)
+}
+
+/// The fake escalation service, with every request it captures.
+async fn spawn_fake_escalation() -> (String, FakeEscalation) {
     let escalation = FakeEscalation::default();
-    let last_ack = escalation.last_ack.clone();
     let url = spawn_server(
-        tonic::transport::Server::builder().add_service(EscalationServiceServer::new(escalation)),
+        tonic::transport::Server::builder()
+            .add_service(EscalationServiceServer::new(escalation.clone())),
     )
     .await;
-    (url, last_ack)
+    (url, escalation)
 }
 
 fn sample_unit(id: &str, status: pb::UnitStatus) -> pb::Unit {
@@ -1257,4 +1312,210 @@ async fn units_shows_all_states_position_age_and_stale_flag() {
     assert_eq!(json[1]["position_stale"], true);
     assert_eq!(json[1]["incident_id"], serde_json::Value::Null);
     assert_eq!(json[1]["out_of_service_reason"], "pump repair");
+}
+
+#[tokio::test]
+async fn update_sends_the_new_facts_and_prints_them() {
+    let (url, intake) = spawn_fake_intake().await;
+    let cli = parse(&[
+        "update",
+        "INC-7",
+        "--intake",
+        &url,
+        "--namespace",
+        "drill.2",
+        "--deaths",
+        "2",
+        "--loss",
+        "1500000",
+        "--summary",
+        "roof collapsed",
+        "--updated-by",
+        "Li",
+    ]);
+    let (result, output) = run_to_string(cli).await;
+    assert_eq!(result.unwrap(), 0, "{output}");
+    assert_eq!(
+        output,
+        "updated INC-7: deaths 2, serious injuries 4, direct loss 1500000 CNY\n"
+    );
+    let sent = intake.last_update.lock().unwrap().clone().unwrap();
+    assert_eq!(sent.namespace, "drill.2");
+    assert_eq!(sent.incident_id, "INC-7");
+    assert_eq!(sent.updated_by, "Li");
+    assert_eq!(sent.summary.as_deref(), Some("roof collapsed"));
+    assert!(!sent.request_id.is_empty() && sent.request_id.len() <= 128);
+    let facts = sent.facts.unwrap();
+    assert_eq!(facts.deaths, Some(2));
+    assert_eq!(facts.direct_loss_cny, Some(1_500_000));
+    assert_eq!((facts.missing, facts.serious_injuries), (None, None));
+    assert_eq!(facts.magnitude, None);
+
+    // Defaults: no summary sent, an updater name, a generated id; --json with a retry id.
+    let cli = parse(&[
+        "update",
+        "INC-7",
+        "--intake",
+        &url,
+        "--magnitude",
+        "5.2",
+        "--request-id",
+        "seen-before",
+        "--json",
+    ]);
+    let (result, output) = run_to_string(cli).await;
+    assert_eq!(result.unwrap(), 0, "{output}");
+    let sent = intake.last_update.lock().unwrap().clone().unwrap();
+    assert_eq!(sent.summary, None);
+    assert!(!sent.updated_by.is_empty());
+    assert_eq!(sent.request_id, "seen-before");
+    let json: serde_json::Value = serde_json::from_str(&output).unwrap();
+    assert_eq!(json["incident_id"], "INC-7");
+    assert_eq!(json["duplicate"], true);
+    assert_eq!(json["request_id"], "seen-before");
+    assert_eq!(json["facts"]["magnitude"], 5.2);
+    assert_eq!(json["facts"]["serious_injuries"], 4);
+
+    // A negative number parses, so the server's validation message is what shows.
+    let cli = parse(&["update", "INC-7", "--intake", &url, "--deaths", "-1"]);
+    let (result, output) = run_to_string(cli).await;
+    assert_eq!(
+        result.unwrap_err().to_string(),
+        "intake rejected the update: deaths must not be negative (INVALID_ARGUMENT)"
+    );
+    assert_eq!(output, "");
+}
+
+#[tokio::test]
+async fn confirm_downgrade_sends_the_officer_and_prints_the_new_grade() {
+    let (url, escalation) = spawn_fake_escalation().await;
+    let cli = parse(&[
+        "confirm-downgrade",
+        "INC-7",
+        "--officer",
+        "Zhao",
+        "--escalation",
+        &url,
+        "--namespace",
+        "drill.4",
+    ]);
+    let (result, output) = run_to_string(cli).await;
+    assert_eq!(result.unwrap(), 0, "{output}");
+    let sent = escalation.last_downgrade.lock().unwrap().clone().unwrap();
+    assert_eq!(sent.namespace, "drill.4");
+    assert_eq!(sent.incident_id, "INC-7");
+    assert_eq!(sent.officer, "Zhao");
+    assert!(
+        output.starts_with("downgraded INC-7 to grade IV as Zhao\n"),
+        "{output}"
+    );
+    assert!(output.contains("grade            IV"), "{output}");
+
+    let cli = parse(&["confirm-downgrade", "INC-7", "--escalation", &url, "--json"]);
+    let (result, output) = run_to_string(cli).await;
+    assert_eq!(result.unwrap(), 0);
+    assert!(
+        !escalation
+            .last_downgrade
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap()
+            .officer
+            .is_empty()
+    );
+    let json: serde_json::Value = serde_json::from_str(&output).unwrap();
+    assert_eq!(json["grade"], "IV");
+    assert_eq!(json["pending_downgrade"], serde_json::Value::Null);
+
+    let cli = parse(&["confirm-downgrade", "INC-NONE", "--escalation", &url]);
+    let (result, _) = run_to_string(cli).await;
+    assert_eq!(
+        result.unwrap_err().to_string(),
+        "escalation refused the downgrade: INC-NONE has no pending downgrade \
+         (FAILED_PRECONDITION)"
+    );
+}
+
+#[tokio::test]
+async fn take_command_sends_the_jurisdiction_and_commander_and_prints_the_new_lead() {
+    let (url, escalation) = spawn_fake_escalation().await;
+    let cli = parse(&[
+        "take-command",
+        "INC-7",
+        "--jurisdiction",
+        "32",
+        "--commander",
+        "Chen",
+        "--escalation",
+        &url,
+        "--namespace",
+        "drill.5",
+    ]);
+    let (result, output) = run_to_string(cli).await;
+    assert_eq!(result.unwrap(), 0, "{output}");
+    let sent = escalation
+        .last_take_command
+        .lock()
+        .unwrap()
+        .clone()
+        .unwrap();
+    assert_eq!(sent.namespace, "drill.5");
+    assert_eq!(sent.incident_id, "INC-7");
+    assert_eq!(sent.jurisdiction_code, "32");
+    assert_eq!(sent.commander_name, "Chen");
+    assert!(
+        output.starts_with("江苏省 (32, province) now leads INC-7\n"),
+        "{output}"
+    );
+    assert!(output.contains("commander        Chen"), "{output}");
+
+    let cli = parse(&[
+        "take-command",
+        "INC-7",
+        "--jurisdiction",
+        "32",
+        "--escalation",
+        &url,
+        "--json",
+    ]);
+    let (result, output) = run_to_string(cli).await;
+    assert_eq!(result.unwrap(), 0);
+    let sent = escalation
+        .last_take_command
+        .lock()
+        .unwrap()
+        .clone()
+        .unwrap();
+    assert_eq!(sent.commander_name, "");
+    let json: serde_json::Value = serde_json::from_str(&output).unwrap();
+    assert_eq!(json["lead_jurisdiction_code"], "32");
+    assert_eq!(json["lead_level"], "province");
+    assert_eq!(json["commander_name"], serde_json::Value::Null);
+}
+
+#[tokio::test]
+async fn a_refused_take_command_is_one_line_with_the_code() {
+    let (url, _) = spawn_fake_escalation().await;
+    let cli = parse(&[
+        "take-command",
+        "INC-7",
+        "--jurisdiction",
+        "320102",
+        "--escalation",
+        &url,
+    ]);
+    let (result, output) = run_to_string(cli).await;
+    let error = result.unwrap_err();
+    assert_eq!(error.grpc_code(), Some(Code::FailedPrecondition));
+    assert_eq!(
+        error.to_string(),
+        "escalation refused the handover: 320102 is not above the current lead 3201 \
+         (FAILED_PRECONDITION)"
+    );
+    assert!(!error.to_string().contains('\n'));
+    assert_eq!(output, "");
+
+    // --jurisdiction is required.
+    assert!(Cli::try_parse_from(["musterctl", "take-command", "INC-7"]).is_err());
 }
