@@ -106,27 +106,13 @@ async fn a_chemical_plant_explosion_with_12_deaths_is_grade_ii_led_by_the_provin
         .map(|e| e.event_type.as_str())
         .collect();
     assert_eq!(steps, ["reported", "graded", "units_assigned"]);
-    eventually("reported entry has its event id", WAIT, || {
-        let mut intake = intake.clone();
-        let id = incident_id.clone();
-        async move {
-            let incident = intake
-                .get_incident(pb::GetIncidentRequest {
-                    namespace: String::new(),
-                    incident_id: id,
-                })
-                .await
-                .ok()?
-                .into_inner()
-                .incident?;
-            incident
-                .timeline
-                .iter()
-                .all(|e| !e.event_id.is_empty())
-                .then_some(())
-        }
-    })
-    .await;
+    system
+        .incident_when(
+            "every timeline entry has its event id",
+            &incident_id,
+            |incident| incident.timeline.iter().all(|e| !e.event_id.is_empty()),
+        )
+        .await;
 
     // Escalation and dispatch answer for the same incident over their own gRPC.
     let grading_there = system
@@ -1538,34 +1524,6 @@ async fn get_incident(system: &System, incident_id: &str) -> pb::Incident {
         .unwrap()
 }
 
-/// Waits until intake's read model satisfies `done`.
-async fn incident_when(
-    system: &System,
-    what: &str,
-    incident_id: &str,
-    done: impl Fn(&pb::Incident) -> bool,
-) -> pb::Incident {
-    let intake = system.intake().await;
-    let done = &done;
-    eventually(what, WAIT, || {
-        let mut intake = intake.clone();
-        let id = incident_id.to_string();
-        async move {
-            let incident = intake
-                .get_incident(pb::GetIncidentRequest {
-                    namespace: String::new(),
-                    incident_id: id,
-                })
-                .await
-                .ok()?
-                .into_inner()
-                .incident?;
-            done(&incident).then_some(incident)
-        }
-    })
-    .await
-}
-
 /// Waits until escalation's command state satisfies `done`.
 async fn command_when(
     system: &System,
@@ -1653,18 +1611,19 @@ async fn twelve_deaths_reported_later_upgrade_a_grade_iii_accident_to_ii_led_by_
             Some(domain::grade::Grade::II),
         )
         .expect("a plan");
-    let incident = incident_when(&system, "grade II plan units", &incident_id, |incident| {
-        let by_type = units_by_type(incident);
-        incident
-            .grading
-            .as_ref()
-            .is_some_and(|g| g.grade() == pb::Grade::Ii)
-            && plan
-                .resources
-                .iter()
-                .all(|r| by_type.get(&r.unit_type).copied() == Some(r.count))
-    })
-    .await;
+    let incident = system
+        .incident_when("grade II plan units", &incident_id, |incident| {
+            let by_type = units_by_type(incident);
+            incident
+                .grading
+                .as_ref()
+                .is_some_and(|g| g.grade() == pb::Grade::Ii)
+                && plan
+                    .resources
+                    .iter()
+                    .all(|r| by_type.get(&r.unit_type).copied() == Some(r.count))
+        })
+        .await;
     assert!(
         incident.units.as_ref().unwrap().assignments.len() > units_before,
         "more units after the upgrade"
@@ -1690,10 +1649,11 @@ async fn twelve_deaths_reported_later_upgrade_a_grade_iii_accident_to_ii_led_by_
     );
 
     // The timeline: the update, the handover naming both parties, the new grading.
-    let incident = incident_when(&system, "lead_changed in the timeline", &incident_id, |i| {
-        i.timeline.iter().any(|e| e.event_type == "lead_changed")
-    })
-    .await;
+    let incident = system
+        .incident_when("lead_changed in the timeline", &incident_id, |i| {
+            i.timeline.iter().any(|e| e.event_type == "lead_changed")
+        })
+        .await;
     let types: Vec<&str> = incident
         .timeline
         .iter()
@@ -1774,17 +1734,13 @@ async fn fewer_deaths_only_propose_a_downgrade_until_an_officer_confirms_it() {
     // Proposed only: the grade and the lead stand.
     assert_eq!(command.grade(), pb::Grade::Ii);
     assert_eq!(command.lead_jurisdiction_code, "390000");
-    let incident = incident_when(
-        &system,
-        "downgrade_proposed in the timeline",
-        &incident_id,
-        |i| {
+    let incident = system
+        .incident_when("downgrade_proposed in the timeline", &incident_id, |i| {
             i.timeline
                 .iter()
                 .any(|e| e.event_type == "downgrade_proposed")
-        },
-    )
-    .await;
+        })
+        .await;
     assert_eq!(incident.grading.as_ref().unwrap().grade(), pb::Grade::Ii);
     assert_eq!(
         incident.report.as_ref().unwrap().facts.unwrap().deaths,
@@ -1804,12 +1760,13 @@ async fn fewer_deaths_only_propose_a_downgrade_until_an_officer_confirms_it() {
         .unwrap();
     assert_eq!(confirmed.grade(), pb::Grade::Iii);
     assert_eq!(confirmed.pending_downgrade(), pb::Grade::Unspecified);
-    let incident = incident_when(&system, "grade III in intake", &incident_id, |i| {
-        i.grading
-            .as_ref()
-            .is_some_and(|g| g.grade() == pb::Grade::Iii)
-    })
-    .await;
+    let incident = system
+        .incident_when("grade III in intake", &incident_id, |i| {
+            i.grading
+                .as_ref()
+                .is_some_and(|g| g.grade() == pb::Grade::Iii)
+        })
+        .await;
     let grading = incident.grading.unwrap();
     assert!(
         grading.reason.contains("confirmed by duty officer Zhao"),
@@ -1881,10 +1838,11 @@ async fn the_province_takes_command_of_a_county_led_incident_and_sideways_or_low
     let back = escalation.take_command(take("390202")).await.unwrap_err();
     assert_eq!(back.code(), tonic::Code::FailedPrecondition);
 
-    let incident = incident_when(&system, "lead_changed in the timeline", &incident_id, |i| {
-        i.timeline.iter().any(|e| e.event_type == "lead_changed")
-    })
-    .await;
+    let incident = system
+        .incident_when("lead_changed in the timeline", &incident_id, |i| {
+            i.timeline.iter().any(|e| e.event_type == "lead_changed")
+        })
+        .await;
     assert_eq!(incident.grading.unwrap().lead_jurisdiction_code, "390000");
     let handover = incident
         .timeline

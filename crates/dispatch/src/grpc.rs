@@ -37,19 +37,8 @@ impl DispatchGrpc {
         }
     }
 
-    fn namespace<'a>(&'a self, requested: &'a str) -> Result<&'a str, Status> {
-        let namespace = if requested.is_empty() {
-            bus::subjects::LIVE
-        } else {
-            requested
-        };
-        if namespace != self.config.namespace {
-            return Err(Status::failed_precondition(format!(
-                "this dispatch serves namespace {:?}, not {namespace:?}",
-                self.config.namespace
-            )));
-        }
-        Ok(namespace)
+    fn namespace<'a>(&'a self, requested: &str) -> Result<&'a str, Status> {
+        lifecycle::grpc::served_namespace(crate::SERVICE_NAME, &self.config.namespace, requested)
     }
 
     /// Reads the unit, lets `change` modify it and name its events, commits record + events with

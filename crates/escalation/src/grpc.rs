@@ -33,19 +33,8 @@ impl EscalationGrpc {
     }
 
     /// The request's namespace (`live` when empty), if this instance serves it.
-    fn served_namespace<'a>(&'a self, requested: &'a str) -> Result<&'a str, Status> {
-        let namespace = if requested.is_empty() {
-            bus::subjects::LIVE
-        } else {
-            requested
-        };
-        if namespace != self.config.namespace {
-            return Err(Status::failed_precondition(format!(
-                "this escalation serves namespace {:?}, not {namespace:?}",
-                self.config.namespace
-            )));
-        }
-        Ok(namespace)
+    fn served_namespace<'a>(&'a self, requested: &str) -> Result<&'a str, Status> {
+        lifecycle::grpc::served_namespace(crate::SERVICE_NAME, &self.config.namespace, requested)
     }
 
     fn load_command(&self, namespace: &str, incident_id: &str) -> Result<CommandRecord, Status> {
@@ -266,17 +255,7 @@ impl pb::escalation_service_server::EscalationService for EscalationGrpc {
         request: Request<pb::GetGradingRequest>,
     ) -> Result<Response<pb::GetGradingResponse>, Status> {
         let request = request.into_inner();
-        let namespace = if request.namespace.is_empty() {
-            bus::subjects::LIVE
-        } else {
-            &request.namespace
-        };
-        if namespace != self.config.namespace {
-            return Err(Status::failed_precondition(format!(
-                "this escalation serves namespace {:?}, not {namespace:?}",
-                self.config.namespace
-            )));
-        }
+        let namespace = self.served_namespace(&request.namespace)?;
         if request.incident_id.is_empty() {
             return Err(Status::invalid_argument("incident_id is required"));
         }

@@ -48,22 +48,14 @@ impl IntakeGrpc {
         }
     }
 
-    /// The namespace a request names; empty means `live`. Only the configured one is served here.
-    fn namespace<'a>(&'a self, requested: &'a str) -> Result<&'a str, Status> {
-        let namespace = if requested.is_empty() {
-            subjects::LIVE
-        } else {
-            requested
-        };
-        subjects::validate_namespace(namespace)
-            .map_err(|e| Status::invalid_argument(format!("namespace: {e}")))?;
-        if namespace != self.config.namespace {
-            return Err(Status::failed_precondition(format!(
-                "this intake serves namespace {:?}, not {namespace:?}",
-                self.config.namespace
-            )));
+    /// The namespace a request names; empty means `live`. A malformed one is an invalid
+    /// argument; only the configured one is served here.
+    fn namespace<'a>(&'a self, requested: &str) -> Result<&'a str, Status> {
+        if !requested.is_empty() {
+            subjects::validate_namespace(requested)
+                .map_err(|e| Status::invalid_argument(format!("namespace: {e}")))?;
         }
-        Ok(namespace)
+        lifecycle::grpc::served_namespace(crate::SERVICE_NAME, &self.config.namespace, requested)
     }
 
     fn existing_for_request(

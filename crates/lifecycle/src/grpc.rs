@@ -80,6 +80,27 @@ pub async fn serve(
         })
 }
 
+/// The namespace a request names (empty means `live`), if this instance serves it; otherwise
+/// `FAILED_PRECONDITION` naming both. Every service instance serves exactly one namespace.
+pub fn served_namespace<'a>(
+    service: &str,
+    served: &'a str,
+    requested: &str,
+) -> Result<&'a str, tonic::Status> {
+    let requested = if requested.is_empty() {
+        "live"
+    } else {
+        requested
+    };
+    if requested == served {
+        Ok(served)
+    } else {
+        Err(tonic::Status::failed_precondition(format!(
+            "this {service} serves namespace {served:?}, not {requested:?}"
+        )))
+    }
+}
+
 /// Binds a TCP listener, naming the address in the error.
 pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, Error> {
     TcpListener::bind(addr).await.map_err(|source| Error::Io {

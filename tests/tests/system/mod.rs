@@ -237,12 +237,28 @@ impl System {
 
     /// Waits until the incident has units assigned (or any shortfall answer) and returns it.
     pub async fn responding(&self, incident_id: &str) -> pb::Incident {
-        let mut client = self.intake().await;
-        eventually(&format!("{incident_id} responding"), WAIT, || {
-            let mut client = client.clone();
+        self.incident_when(
+            &format!("{incident_id} responding"),
+            incident_id,
+            |incident| incident.status() == pb::IncidentStatus::Responding,
+        )
+        .await
+    }
+
+    /// Waits until intake's read model of the incident satisfies `done` and returns it.
+    pub async fn incident_when(
+        &self,
+        what: &str,
+        incident_id: &str,
+        done: impl Fn(&pb::Incident) -> bool,
+    ) -> pb::Incident {
+        let intake = self.intake().await;
+        let done = &done;
+        eventually(what, WAIT, || {
+            let mut intake = intake.clone();
             let id = incident_id.to_string();
             async move {
-                let incident = client
+                let incident = intake
                     .get_incident(pb::GetIncidentRequest {
                         namespace: String::new(),
                         incident_id: id,
@@ -251,20 +267,10 @@ impl System {
                     .ok()?
                     .into_inner()
                     .incident?;
-                (incident.status() == pb::IncidentStatus::Responding).then_some(incident)
+                done(&incident).then_some(incident)
             }
         })
-        .await;
-        client
-            .get_incident(pb::GetIncidentRequest {
-                namespace: String::new(),
-                incident_id: incident_id.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .incident
-            .unwrap()
+        .await
     }
 }
 
