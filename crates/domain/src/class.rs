@@ -21,14 +21,19 @@ pub enum IncidentClass {
     /// 社会安全事件
     #[serde(rename = "social_safety")]
     SocialSafety,
+    /// Not one of the statutory classes (yet): an automated alert no mapping rule recognised, or
+    /// an operational alarm such as a silent feed. A visible triage state, never a silent drop.
+    #[serde(rename = "unclassified")]
+    Unclassified,
 }
 
 impl IncidentClass {
-    pub const ALL: [IncidentClass; 4] = [
+    pub const ALL: [IncidentClass; 5] = [
         IncidentClass::NaturalDisaster,
         IncidentClass::Accident,
         IncidentClass::PublicHealth,
         IncidentClass::SocialSafety,
+        IncidentClass::Unclassified,
     ];
 
     /// The prefix of this class's sub-type codes, and its spelling in data files.
@@ -38,6 +43,7 @@ impl IncidentClass {
             IncidentClass::Accident => "accident",
             IncidentClass::PublicHealth => "public_health",
             IncidentClass::SocialSafety => "social_safety",
+            IncidentClass::Unclassified => "unclassified",
         }
     }
 
@@ -53,6 +59,7 @@ impl IncidentClass {
             IncidentClass::Accident => "accident",
             IncidentClass::PublicHealth => "public health event",
             IncidentClass::SocialSafety => "social safety event",
+            IncidentClass::Unclassified => "unclassified (triage)",
         }
     }
 
@@ -62,13 +69,18 @@ impl IncidentClass {
             IncidentClass::Accident => "事故灾难",
             IncidentClass::PublicHealth => "公共卫生事件",
             IncidentClass::SocialSafety => "社会安全事件",
+            IncidentClass::Unclassified => "待分类",
         }
     }
 
     /// Whether the law grades events of this class (I..IV). It does not grade social-safety
-    /// events (2024 law Art. 3); those only get a response level.
+    /// events (2024 law Art. 3); those only get a response level. Unclassified incidents are
+    /// not graded until an officer classifies them.
     pub fn is_graded(&self) -> bool {
-        !matches!(self, IncidentClass::SocialSafety)
+        !matches!(
+            self,
+            IncidentClass::SocialSafety | IncidentClass::Unclassified
+        )
     }
 }
 
@@ -112,9 +124,9 @@ const fn entry(
     }
 }
 
-use IncidentClass::{Accident, NaturalDisaster, PublicHealth, SocialSafety};
+use IncidentClass::{Accident, NaturalDisaster, PublicHealth, SocialSafety, Unclassified};
 
-static SUB_TYPES: [SubType; 32] = [
+static SUB_TYPES: [SubType; 34] = [
     entry("natural.flood", NaturalDisaster, "flood", "洪涝灾害"),
     entry("natural.drought", NaturalDisaster, "drought", "干旱灾害"),
     entry(
@@ -281,6 +293,18 @@ static SUB_TYPES: [SubType; 32] = [
         SocialSafety,
         "foreign-related incident",
         "涉外突发事件",
+    ),
+    entry(
+        "unclassified.unmapped",
+        Unclassified,
+        "automated alert no mapping rule recognised",
+        "待分类预警",
+    ),
+    entry(
+        "unclassified.feed_silent",
+        Unclassified,
+        "monitoring feed went silent",
+        "监测数据中断",
     ),
 ];
 

@@ -42,6 +42,45 @@ pub fn great_circle_km(a: GeoPoint, b: GeoPoint) -> f64 {
     2.0 * EARTH_RADIUS_KM * h.sqrt().min(1.0).asin()
 }
 
+/// Whether `point` lies inside `ring` (a polygon's outer ring, first point repeated or not), by
+/// ray casting on the lat/lon plane (fine at township scale, away from the poles and the
+/// antimeridian). Points exactly on an edge may fall either way. Fewer than three distinct
+/// vertices enclose nothing.
+pub fn point_in_polygon(point: GeoPoint, ring: &[GeoPoint]) -> bool {
+    if ring.len() < 3 {
+        return false;
+    }
+    let mut inside = false;
+    let mut previous = ring[ring.len() - 1];
+    for &current in ring {
+        let crosses = (current.lat > point.lat) != (previous.lat > point.lat);
+        if crosses {
+            let lon_at = previous.lon
+                + (point.lat - previous.lat) * (current.lon - previous.lon)
+                    / (current.lat - previous.lat);
+            if point.lon < lon_at {
+                inside = !inside;
+            }
+        }
+        previous = current;
+    }
+    inside
+}
+
+/// The mean of a ring's vertices (the closing repeat of the first point not counted twice): a
+/// representative point for an area, good enough to find the nearest township.
+pub fn ring_center(ring: &[GeoPoint]) -> Option<GeoPoint> {
+    let points = match ring {
+        [] => return None,
+        [first, .., last] if first == last && ring.len() > 1 => &ring[..ring.len() - 1],
+        _ => ring,
+    };
+    let count = points.len() as f64;
+    let lat = points.iter().map(|p| p.lat).sum::<f64>() / count;
+    let lon = points.iter().map(|p| p.lon).sum::<f64>() / count;
+    Some(GeoPoint::new(lat, lon))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,6 +102,24 @@ mod tests {
         let a = GeoPoint::new(30.25, 120.16);
         let b = GeoPoint::new(29.45, 121.42);
         assert!((great_circle_km(a, b) - great_circle_km(b, a)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn point_in_polygon_by_ray_casting() {
+        let square = [
+            GeoPoint::new(30.0, 120.0),
+            GeoPoint::new(30.0, 121.0),
+            GeoPoint::new(31.0, 121.0),
+            GeoPoint::new(31.0, 120.0),
+            GeoPoint::new(30.0, 120.0),
+        ];
+        assert!(point_in_polygon(GeoPoint::new(30.5, 120.5), &square));
+        assert!(!point_in_polygon(GeoPoint::new(31.5, 120.5), &square));
+        assert!(!point_in_polygon(GeoPoint::new(30.5, 119.5), &square));
+        assert!(!point_in_polygon(GeoPoint::new(30.5, 120.5), &square[..2]));
+        let center = ring_center(&square).unwrap();
+        assert!((center.lat - 30.5).abs() < 1e-9 && (center.lon - 120.5).abs() < 1e-9);
+        assert_eq!(ring_center(&[]), None);
     }
 
     #[test]

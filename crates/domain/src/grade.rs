@@ -111,6 +111,65 @@ pub struct Facts {
     pub magnitude: Option<f64>,
 }
 
+/// Warning level 预警级别 (2024 law Art. 63): a scale of its own, beside grade and response level.
+/// Red is the highest. CAP severity maps onto it (Extreme↔red, Severe↔orange, Moderate↔yellow,
+/// Minor↔blue).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WarningLevel {
+    Red,
+    Orange,
+    Yellow,
+    Blue,
+}
+
+impl WarningLevel {
+    pub const ALL: [WarningLevel; 4] = [
+        WarningLevel::Red,
+        WarningLevel::Orange,
+        WarningLevel::Yellow,
+        WarningLevel::Blue,
+    ];
+
+    /// 1 (red) to 4 (blue).
+    pub fn number(&self) -> u8 {
+        match self {
+            WarningLevel::Red => 1,
+            WarningLevel::Orange => 2,
+            WarningLevel::Yellow => 3,
+            WarningLevel::Blue => 4,
+        }
+    }
+
+    pub fn from_number(number: u8) -> Option<WarningLevel> {
+        WarningLevel::ALL.into_iter().find(|w| w.number() == number)
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            WarningLevel::Red => "red",
+            WarningLevel::Orange => "orange",
+            WarningLevel::Yellow => "yellow",
+            WarningLevel::Blue => "blue",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<WarningLevel> {
+        WarningLevel::ALL
+            .into_iter()
+            .find(|w| w.as_str().eq_ignore_ascii_case(text.trim()))
+    }
+
+    pub fn zh(&self) -> &'static str {
+        match self {
+            WarningLevel::Red => "红色",
+            WarningLevel::Orange => "橙色",
+            WarningLevel::Yellow => "黄色",
+            WarningLevel::Blue => "蓝色",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

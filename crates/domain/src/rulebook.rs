@@ -269,7 +269,7 @@ impl Rulebook {
                         return Err(at(
                             offset,
                             format!(
-                                "rule {id:?}: unknown class {:?} (expected natural, accident, public_health or social_safety)",
+                                "rule {id:?}: unknown class {:?} (expected natural, accident, public_health, social_safety or unclassified)",
                                 spanned.get_ref()
                             ),
                         ));

@@ -1064,7 +1064,10 @@ fn plan_lookup_exact_then_class_wildcard() {
     assert!(plans.plan_for("accident.fire", None).is_none());
     // Every sub-type has a plan at each level it can be graded to.
     for entry in sub_types() {
-        if entry.class == IncidentClass::SocialSafety {
+        if entry.class == IncidentClass::Unclassified {
+            // No units go out on an unclassified alert: an officer classifies it first.
+            assert!(plans.plan_for(entry.code, None).is_none(), "{}", entry.code);
+        } else if entry.class == IncidentClass::SocialSafety {
             assert!(plans.plan_for(entry.code, None).is_some(), "{}", entry.code);
         } else {
             for grade in Grade::ALL {
