@@ -11,6 +11,7 @@
 pub mod alertmanager;
 pub mod cap;
 pub mod geojson;
+mod json;
 pub mod locate;
 pub mod mapping;
 pub mod pagerduty;
