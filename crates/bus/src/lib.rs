@@ -6,6 +6,7 @@
 //! - [`consumer`]: runs a durable pull consumer whose effects commit before the ack.
 
 pub mod consumer;
+pub mod feed;
 pub mod relay;
 pub mod runtime;
 pub mod subjects;
@@ -17,6 +18,7 @@ use bytes::Bytes;
 
 pub use async_nats;
 pub use consumer::{Delivery, Handler, HandlerError, run_consumer, run_consumer_owned};
+pub use feed::{FeedHandler, FeedMessage, FeedOutcome};
 pub use relay::run_relay;
 pub use runtime::Runtime;
 

@@ -66,6 +66,29 @@ impl Runtime {
         Ok(())
     }
 
+    /// Starts the durable feed consumer `<service>-feeds` on the feeds stream (created if needed).
+    pub async fn consume_feeds<H: crate::FeedHandler>(&self, handler: H) -> Result<(), Error> {
+        self.bus.ensure_feed_stream().await?;
+        let name = format!("{}-feeds", self.service);
+        let consumer = self.bus.feed_consumer(&name).await?;
+        self.tasks.spawn(crate::feed::run_feed_consumer(
+            name,
+            self.bus.clone(),
+            consumer,
+            handler,
+            self.background.clone(),
+        ));
+        Ok(())
+    }
+
+    /// A task that stops with the background work (before the final drain of the outbox).
+    pub fn spawn_background<F>(&self, task: impl FnOnce(CancellationToken) -> F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(task(self.background.clone()));
+    }
+
     /// Stops the consumers after their current group, drains the outbox, flushes the store.
     pub async fn drain(self) -> Result<(), Error> {
         self.background.cancel();

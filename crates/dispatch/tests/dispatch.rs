@@ -72,6 +72,7 @@ fn graded_delivery(region: &Region, incident_id: &str, grade: Grade, msg_id: &st
                 facts: Facts::default(),
                 summary: "test".into(),
                 reported_by: "test".into(),
+                warning: None,
             },
         }),
     };

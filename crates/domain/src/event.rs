@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::class::IncidentClass;
 use crate::geo::GeoPoint;
-use crate::grade::{Facts, Grade};
+use crate::grade::{Facts, Grade, WarningLevel};
 use crate::jurisdiction::Level;
 
 /// What was reported, as accepted by intake.
@@ -22,6 +22,9 @@ pub struct IncidentReport {
     pub facts: Facts,
     pub summary: String,
     pub reported_by: String,
+    /// Warning level 预警级别, where the source gave one (CAP severity, a feed's severity label).
+    #[serde(default)]
+    pub warning: Option<WarningLevel>,
 }
 
 impl IncidentReport {
@@ -122,6 +125,17 @@ pub struct IncidentUpdated {
     pub updated_by: String,
     /// What changed, in the reporter's words; may be empty.
     pub summary: String,
+    /// The incident's warning level after the update (unchanged ones repeat the stored level).
+    #[serde(default)]
+    pub warning: Option<WarningLevel>,
+}
+
+/// The incident is over for Muster: its source withdrew or cleared it (a feed that resumed, a
+/// cancelled alert). Escalation stops its clocks; dispatch releases its units.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncidentClosed {
+    pub by: String,
+    pub reason: String,
 }
 
 /// New facts call for a lower grade; it applies only once an officer confirms it.
@@ -144,6 +158,7 @@ pub enum EventBody {
     Escalated(Escalated),
     LeadChanged(LeadChanged),
     DowngradeProposed(DowngradeProposed),
+    Closed(IncidentClosed),
 }
 
 impl EventBody {
@@ -158,6 +173,7 @@ impl EventBody {
             EventBody::Escalated(_) => "escalated",
             EventBody::LeadChanged(_) => "lead_changed",
             EventBody::DowngradeProposed(_) => "downgrade_proposed",
+            EventBody::Closed(_) => "closed",
         }
     }
 }
@@ -185,9 +201,17 @@ impl IncidentEvent {
                 } else {
                     format!(" ({facts})")
                 };
+                let place = if report.township_code.is_empty() {
+                    "an unknown location"
+                } else {
+                    &report.township_code
+                };
+                let warning = report
+                    .warning
+                    .map_or(String::new(), |w| format!(", {} warning", w.as_str()));
                 format!(
-                    "{} reported in {} by {}{facts}",
-                    report.kind, report.township_code, report.reported_by
+                    "{} reported in {place} by {}{facts}{warning}",
+                    report.kind, report.reported_by
                 )
             }
             EventBody::Updated(update) => {
@@ -277,6 +301,7 @@ impl IncidentEvent {
                 "command handed from {} ({}) to {} ({}): {}",
                 change.from.name, change.from.code, change.to.name, change.to.code, change.reason
             ),
+            EventBody::Closed(closed) => format!("closed by {}: {}", closed.by, closed.reason),
             EventBody::DowngradeProposed(proposal) => format!(
                 "downgrade from {} to {} proposed, awaiting an officer's confirmation: {}",
                 grade_text(proposal.from),

@@ -17,6 +17,6 @@ pub mod region;
 pub mod rulebook;
 pub mod unit;
 
-mod source;
+pub mod source;
 
 pub use error::Error;

@@ -38,6 +38,7 @@ fn report(deaths: u32) -> IncidentReport {
         },
         summary: "test".into(),
         reported_by: "officer".into(),
+        warning: None,
     }
 }
 

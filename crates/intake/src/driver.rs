@@ -60,6 +60,9 @@ impl Handler for Projection {
                 reported_at_unix_ms: event.at_unix_ms,
                 updated_at_unix_ms: event.at_unix_ms,
                 request_id: String::new(),
+                alert_count: 0,
+                open_alert_count: 0,
+                recent_alerts: Vec::new(),
             },
             (None, _) => {
                 return Err(HandlerError::Poison(format!(

@@ -15,7 +15,8 @@ use tonic::{Request, Response, Status};
 use crate::Config;
 use crate::driver::Change;
 use crate::record::{
-    IncidentRecord, IncidentStatus, TimelineEntry, incident_key, request_key, update_request_key,
+    IncidentRecord, IncidentStatus, Numbering, TimelineEntry, incident_key, request_key,
+    sequence_key, update_request_key,
 };
 use crate::validate::{ValidReport, ValidUpdate, merge_facts, validate_report, validate_update};
 
@@ -28,8 +29,9 @@ pub struct IntakeGrpc {
     store: Store,
     changes: broadcast::Sender<Change>,
     shutdown: CancellationToken,
-    /// Serialises incident numbering (held for an in-memory commit, never across an await).
-    numbering: std::sync::Mutex<()>,
+    /// Serialises incident numbering with the feed writer (held for an in-memory commit, never
+    /// across an await).
+    numbering: Numbering,
 }
 
 impl IntakeGrpc {
@@ -38,13 +40,14 @@ impl IntakeGrpc {
         store: Store,
         changes: broadcast::Sender<Change>,
         shutdown: CancellationToken,
+        numbering: Numbering,
     ) -> IntakeGrpc {
         IntakeGrpc {
             config,
             store,
             changes,
             shutdown,
-            numbering: std::sync::Mutex::new(()),
+            numbering,
         }
     }
 
@@ -87,7 +90,7 @@ impl IntakeGrpc {
             None => 0,
         };
         let sequence = current + 1;
-        let incident_id = format!("INC-{}-{sequence:06}", yyyymmdd(now));
+        let incident_id = crate::record::incident_id_for(now, sequence);
         let event = IncidentEvent {
             event_id: String::new(),
             incident_id: incident_id.clone(),
@@ -113,6 +116,9 @@ impl IntakeGrpc {
             reported_at_unix_ms: now,
             updated_at_unix_ms: now,
             request_id: valid.request_id.clone(),
+            alert_count: 0,
+            open_alert_count: 0,
+            recent_alerts: Vec::new(),
         };
         let subject = subjects::incident_event(namespace, &incident_id, subjects::REPORTED)
             .map_err(internal)?;
@@ -170,6 +176,7 @@ impl IntakeGrpc {
                     facts: facts.clone(),
                     updated_by: valid.updated_by.clone(),
                     summary: valid.summary.clone(),
+                    warning: record.report.warning,
                 }),
             };
             record.report.facts = facts;
@@ -245,9 +252,6 @@ enum Recorded {
 }
 
 /// `sequence/<ns>/incident`: the last incident number handed out.
-fn sequence_key(namespace: &str) -> String {
-    format!("sequence/{namespace}/incident")
-}
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchIncidentsResponse, Status>> + Send>>;
 
@@ -430,6 +434,7 @@ fn incident_to_wire(record: &IncidentRecord) -> pb::Incident {
             IncidentStatus::Reported => pb::IncidentStatus::Reported,
             IncidentStatus::Graded => pb::IncidentStatus::Graded,
             IncidentStatus::Responding => pb::IncidentStatus::Responding,
+            IncidentStatus::Closed => pb::IncidentStatus::Closed,
         } as i32,
         grading: record.grading.as_ref().map(convert::graded_to_wire),
         units: record.units.as_ref().map(convert::units_to_wire),
@@ -446,30 +451,19 @@ fn incident_to_wire(record: &IncidentRecord) -> pb::Incident {
             .collect(),
         reported_at_unix_ms: record.reported_at_unix_ms,
         updated_at_unix_ms: record.updated_at_unix_ms,
-    }
-}
-
-/// `20261128` for a Unix time in milliseconds (UTC), by Howard Hinnant's civil-from-days.
-fn yyyymmdd(unix_ms: i64) -> String {
-    let days = unix_ms.div_euclid(86_400_000);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}{month:02}{day:02}")
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn dates_for_incident_ids() {
-        assert_eq!(super::yyyymmdd(0), "19700101");
-        assert_eq!(super::yyyymmdd(1_795_847_244_000), "20261128");
-        assert_eq!(super::yyyymmdd(951_782_400_000), "20000229");
+        alert_count: record.alert_count,
+        open_alert_count: record.open_alert_count,
+        recent_alerts: record
+            .recent_alerts
+            .iter()
+            .map(|link| pb::LinkedAlert {
+                alert_id: link.alert_id.clone(),
+                format: link.format.clone(),
+                identity: link.identity.clone(),
+                headline: link.headline.clone(),
+                state: link.state.clone(),
+                received_at_unix_ms: link.received_at_unix_ms,
+            })
+            .collect(),
     }
 }

@@ -6,6 +6,7 @@
 //! so `GetIncident`, `ListIncidents` and `WatchIncidents` show the whole story in one place.
 
 mod driver;
+pub mod feed;
 mod grpc;
 mod record;
 mod validate;
@@ -33,6 +34,12 @@ pub struct Config {
     /// `live`, or `drill.<id>`.
     pub namespace: String,
     pub region: Arc<Region>,
+    /// Feed mapping rules; `None` uses the shipped defaults.
+    pub mapping: Option<Arc<feeds::mapping::Mapping>>,
+    /// How often feed heartbeats and parked updates are checked (default 1 s).
+    pub feed_tick: Option<std::time::Duration>,
+    /// How long an update for an unknown alert waits before it is surfaced (default 10 min).
+    pub park_timeout_ms: Option<i64>,
 }
 
 /// Everything that can stop intake.
@@ -46,11 +53,22 @@ pub enum Error {
     Lifecycle(#[from] lifecycle::Error),
 }
 
-/// Runs intake until `shutdown`, then drains: the projection finishes its group, the relay
-/// publishes what is committed, in-flight gRPC calls complete.
+/// Runs intake (gRPC only, feeds over NATS) until `shutdown`; see [`run_with_feeds`].
 pub async fn run(
     config: Config,
     listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    run_with_feeds(config, listener, None, shutdown).await
+}
+
+/// Runs intake until `shutdown`, then drains: the feed listener and the gRPC server stop taking
+/// requests and finish those in flight, the consumers finish their group, the feed writer
+/// commits what is queued, the relay publishes what is committed.
+pub async fn run_with_feeds(
+    config: Config,
+    listener: TcpListener,
+    feeds_listener: Option<TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     bus::subjects::validate_namespace(&config.namespace)?;
@@ -62,11 +80,49 @@ pub async fn run(
         .consume("projection", &config.namespace, filters, projection)
         .await?;
 
+    let numbering = record::Numbering::default();
+
+    // Feeds: one writer, fed by the HTTP listener and the NATS feed consumer.
+    let mapping = config
+        .mapping
+        .clone()
+        .unwrap_or_else(|| Arc::new(feeds::mapping::Mapping::embedded_default()));
+    let writer = feed::FeedWriter::open(
+        runtime.store.clone(),
+        feed::WriterConfig {
+            namespace: config.namespace.clone(),
+            region: config.region.clone(),
+            mapping: mapping.clone(),
+            park_timeout_ms: config.park_timeout_ms.unwrap_or(10 * 60 * 1000),
+            tick: config
+                .feed_tick
+                .unwrap_or(std::time::Duration::from_secs(1)),
+        },
+        numbering.clone(),
+        changes.clone(),
+        lifecycle::unix_ms_now(),
+    )?;
+    let (queue, queued) = tokio::sync::mpsc::channel(feed::QUEUE_LEN);
+    // The writer ends when every sender is gone (listener and consumer stopped), so what they
+    // queued is still committed and answered.
+    runtime.spawn_background(move |_| writer.run(queued));
+    let feed_intake = feed::FeedIntake::new(
+        queue,
+        runtime.store.clone(),
+        mapping,
+        feeds::Limits::default(),
+    );
+    runtime
+        .consume_feeds(feed::nats::NatsFeeds::new(feed_intake.clone()))
+        .await?;
+    let http = feeds_listener
+        .map(|listener| tokio::spawn(feed::http::serve(feed_intake, listener, shutdown.clone())));
     let service = grpc::IntakeGrpc::new(
         config.clone(),
         runtime.store.clone(),
         changes,
         shutdown.clone(),
+        numbering,
     );
     let routes = tonic::service::Routes::new(
         pb::intake_service_server::IntakeServiceServer::new(service)
@@ -82,6 +138,13 @@ pub async fn run(
         shutdown,
     )
     .await;
+    if let Some(http) = http {
+        match http.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "feed listener failed"),
+            Err(error) => tracing::error!(%error, "feed listener panicked"),
+        }
+    }
     runtime.drain().await?;
     Ok(served?)
 }

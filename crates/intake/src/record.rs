@@ -1,6 +1,10 @@
 //! The incident record intake keeps: the report plus everything later events added.
 
 use domain::event::{EventBody, Graded, IncidentEvent, IncidentReport, UnitsAssigned};
+
+/// How many linked alerts an incident record keeps inline; the rest are only counted (each
+/// alert has its own record under `feed-alert/`).
+pub const RECENT_ALERTS_MAX: usize = 20;
 use serde::{Deserialize, Serialize};
 
 /// Where an incident stands.
@@ -9,6 +13,20 @@ pub enum IncidentStatus {
     Reported,
     Graded,
     Responding,
+    /// Its source withdrew or cleared it.
+    Closed,
+}
+
+/// A monitoring-feed alert linked to an incident, as shown with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertLink {
+    pub alert_id: String,
+    pub format: String,
+    pub identity: String,
+    pub headline: String,
+    /// `open`, `resolved`, `cancelled` or `updated`.
+    pub state: String,
+    pub received_at_unix_ms: i64,
 }
 
 /// One line of the incident's history.
@@ -45,6 +63,43 @@ pub struct IncidentRecord {
     pub reported_at_unix_ms: i64,
     pub updated_at_unix_ms: i64,
     pub request_id: String,
+    /// Feed alerts linked to the incident (0 for an officer's report).
+    #[serde(default)]
+    pub alert_count: u64,
+    /// Of those, the ones still open at their source.
+    #[serde(default)]
+    pub open_alert_count: u64,
+    /// The newest linked alerts, at most [`RECENT_ALERTS_MAX`], oldest first.
+    #[serde(default)]
+    pub recent_alerts: Vec<AlertLink>,
+}
+
+/// Serialises incident numbering between the gRPC front door and the feed writer.
+pub type Numbering = std::sync::Arc<std::sync::Mutex<()>>;
+
+/// `sequence/<ns>/incident`: the last incident number handed out.
+pub fn sequence_key(namespace: &str) -> String {
+    format!("sequence/{namespace}/incident")
+}
+
+/// `INC-<yyyymmdd>-<n>`.
+pub fn incident_id_for(now_unix_ms: i64, sequence: u64) -> String {
+    format!("INC-{}-{sequence:06}", yyyymmdd(now_unix_ms))
+}
+
+/// `20261128` for a Unix time in milliseconds (UTC), by Howard Hinnant's civil-from-days.
+pub fn yyyymmdd(unix_ms: i64) -> String {
+    let days = unix_ms.div_euclid(86_400_000);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}{month:02}{day:02}")
 }
 
 /// `incident/<ns>/<id>`.
@@ -63,6 +118,31 @@ pub fn update_request_key(namespace: &str, request_id: &str) -> String {
 }
 
 impl IncidentRecord {
+    /// Links a feed alert: counts it and keeps it among the recent ones.
+    pub fn link_alert(&mut self, link: AlertLink, open: bool) {
+        self.alert_count += 1;
+        if open {
+            self.open_alert_count += 1;
+        }
+        self.recent_alerts.push(link);
+        if self.recent_alerts.len() > RECENT_ALERTS_MAX {
+            let excess = self.recent_alerts.len() - RECENT_ALERTS_MAX;
+            self.recent_alerts.drain(..excess);
+        }
+    }
+
+    /// Marks a linked alert no longer open (resolved or cancelled at its source).
+    pub fn settle_alert(&mut self, alert_id: &str, state: &str) {
+        self.open_alert_count = self.open_alert_count.saturating_sub(1);
+        if let Some(link) = self
+            .recent_alerts
+            .iter_mut()
+            .find(|l| l.alert_id == alert_id)
+        {
+            link.state = state.to_string();
+        }
+    }
+
     /// Folds an event into the record.
     pub fn apply(&mut self, event: &IncidentEvent) -> Applied {
         if self
@@ -92,6 +172,17 @@ impl IncidentRecord {
                     return Applied::Quietly;
                 }
             }
+            EventBody::Closed(_) => {
+                if let Some(existing) = self
+                    .timeline
+                    .iter_mut()
+                    .find(|e| e.event_type == "closed" && e.event_id.is_empty())
+                {
+                    existing.event_id = event.event_id.clone();
+                    return Applied::Quietly;
+                }
+                self.status = IncidentStatus::Closed;
+            }
             EventBody::Updated(update) => {
                 // Intake wrote the entry and the facts with the update; fill the id in, oldest
                 // first (the outbox publishes in commit order).
@@ -105,10 +196,12 @@ impl IncidentRecord {
                 }
                 // Updated through another intake instance: the event carries the merged facts.
                 self.report.facts = update.facts.clone();
+                self.report.warning = update.warning;
             }
             EventBody::Graded(graded) => {
                 self.grading = Some(graded.clone());
                 if self.status == IncidentStatus::Reported {
+                    // (a closed incident stays closed)
                     self.status = IncidentStatus::Graded;
                 }
             }
@@ -126,7 +219,9 @@ impl IncidentRecord {
                     }
                     None => self.units = Some(units.clone()),
                 }
-                self.status = IncidentStatus::Responding;
+                if self.status != IncidentStatus::Closed {
+                    self.status = IncidentStatus::Responding;
+                }
             }
             // Acknowledgement and escalation change who is asked to act, not who leads: the
             // timeline records them.
@@ -144,5 +239,15 @@ impl IncidentRecord {
         self.updated_at_unix_ms = self.updated_at_unix_ms.max(event.at_unix_ms);
         self.timeline.push(entry);
         Applied::Changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dates_for_incident_ids() {
+        assert_eq!(super::yyyymmdd(0), "19700101");
+        assert_eq!(super::yyyymmdd(1_795_847_244_000), "20261128");
+        assert_eq!(super::yyyymmdd(951_782_400_000), "20000229");
     }
 }

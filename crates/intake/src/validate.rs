@@ -162,6 +162,7 @@ pub fn validate_report(
             } else {
                 reported_by.to_string()
             },
+            warning: None,
         },
         request_id: request_id.to_string(),
     })

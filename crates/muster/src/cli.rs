@@ -33,6 +33,10 @@ pub struct CommonArgs {
     #[arg(long, env = "MUSTER_REGION_DIR", value_name = "DIR")]
     pub region_dir: Option<PathBuf>,
 
+    /// Feed mapping rules (TOML; default: the rules built into the binary, data/feeds/mapping.toml).
+    #[arg(long, env = "MUSTER_FEED_MAPPING", value_name = "FILE")]
+    pub feed_mapping: Option<PathBuf>,
+
     /// `live`, or `drill.<id>` for an exercise.
     #[arg(
         long,
@@ -78,6 +82,10 @@ pub struct UpArgs {
     #[arg(long, default_value_t = Service::Dispatch.default_addr(), value_name = "ADDR")]
     pub dispatch_addr: SocketAddr,
 
+    /// HTTP address of intake's feed listener (POST /v1/feeds/<format>).
+    #[arg(long, default_value_t = crate::service::FEEDS_DEFAULT_ADDR, value_name = "ADDR")]
+    pub feeds_addr: SocketAddr,
+
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -99,6 +107,10 @@ pub struct ServeArgs {
     /// gRPC address (default: 127.0.0.1:50051 intake, :50052 escalation, :50053 dispatch).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+
+    /// Intake only: HTTP address of the feed listener (default 127.0.0.1:50080).
+    #[arg(long, value_name = "ADDR")]
+    pub feeds_listen: Option<SocketAddr>,
 
     #[command(flatten)]
     pub common: CommonArgs,

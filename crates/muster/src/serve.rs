@@ -29,13 +29,26 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
         namespace = %args.common.namespace,
         "starting"
     );
+    let mapping = service::load_mapping(args.common.feed_mapping.as_deref(), &region)?;
+    let feeds_listener = if service == service::Service::Intake {
+        let addr = args.feeds_listen.unwrap_or(service::FEEDS_DEFAULT_ADDR);
+        let listener = service::bind_feeds(addr, "--feeds-listen").await?;
+        let bound = listener
+            .local_addr()
+            .context("reading the bound feed address")?;
+        tracing::info!(feeds = %format!("http://{bound}/v1/feeds/<format>"), "feed listener bound");
+        Some(listener)
+    } else {
+        None
+    };
     let settings = Settings {
         nats_url: args.nats_url,
         data_dir,
         namespace: args.common.namespace,
         region,
+        mapping,
     };
-    service::run(service, settings, listener, shutdown).await?;
+    service::run(service, settings, listener, feeds_listener, shutdown).await?;
     tracing::info!(service = service.name(), "stopped");
     Ok(())
 }

@@ -59,6 +59,10 @@ impl Service {
     }
 }
 
+/// Where intake's feed listener listens unless told otherwise.
+pub const FEEDS_DEFAULT_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 50080);
+
 /// What every service's `Config` holds; [`run`] turns it into the right one.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -66,6 +70,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub namespace: String,
     pub region: Arc<Region>,
+    /// Intake's feed mapping rules (`None`: the shipped defaults).
+    pub mapping: Option<Arc<feeds::mapping::Mapping>>,
 }
 
 /// Runs `service` on `listener` until `shutdown` is cancelled and it has drained.
@@ -73,6 +79,7 @@ pub async fn run(
     service: Service,
     settings: Settings,
     listener: TcpListener,
+    feeds_listener: Option<TcpListener>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let Settings {
@@ -80,6 +87,7 @@ pub async fn run(
         data_dir,
         namespace,
         region,
+        mapping,
     } = settings;
     // The services' error types differ; their Display is all we need, prefixed with the service.
     match service {
@@ -89,8 +97,11 @@ pub async fn run(
                 data_dir,
                 namespace,
                 region,
+                mapping,
+                feed_tick: None,
+                park_timeout_ms: None,
             };
-            intake::run(config, listener, shutdown)
+            intake::run_with_feeds(config, listener, feeds_listener, shutdown)
                 .await
                 .map_err(|e| anyhow!("{}: {e}", service.name()))
         }
@@ -129,6 +140,33 @@ pub async fn bind(service: Service, addr: SocketAddr, flag: &str) -> anyhow::Res
             service.name()
         )
     })
+}
+
+/// Binds intake's feed listener; the error names the address and the flag that changes it.
+pub async fn bind_feeds(addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|error| {
+        anyhow!(
+            "intake feed listener on {addr}: {error} (is another Muster running? choose another address with {flag})"
+        )
+    })
+}
+
+/// Loads feed mapping rules from `path` and checks them against the region; `None` without a path.
+pub fn load_mapping(
+    path: Option<&std::path::Path>,
+    region: &Region,
+) -> anyhow::Result<Option<Arc<feeds::mapping::Mapping>>> {
+    let mapping = match path {
+        None => feeds::mapping::Mapping::embedded_default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow!("cannot read {}: {e}", path.display()))?;
+            feeds::mapping::Mapping::from_toml(&path.display().to_string(), &text)
+                .map_err(|e| anyhow!("{e}"))?
+        }
+    };
+    mapping.check_against(region).map_err(|e| anyhow!("{e}"))?;
+    Ok(path.map(|_| Arc::new(mapping)))
 }
 
 /// The URL a client on this machine uses for `addr`: a wildcard bind is reached over loopback.

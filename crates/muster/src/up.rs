@@ -36,6 +36,9 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         ));
     }
 
+    let feeds_listener = service::bind_feeds(args.feeds_addr, "--feeds-addr").await?;
+    let mapping = service::load_mapping(args.common.feed_mapping.as_deref(), &region)?;
+
     let nats = match &args.nats_url {
         Some(_) => None,
         None => Some(start_nats_server(&data_dir, args.nats_port).await?),
@@ -52,7 +55,9 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         &nats_url,
         nats.as_ref(),
         region,
+        mapping,
         listeners,
+        feeds_listener,
         shutdown,
     )
     .await;
@@ -122,7 +127,9 @@ async fn run_services(
     nats_url: &str,
     nats: Option<&NatsServerProcess>,
     region: std::sync::Arc<domain::region::Region>,
+    mapping: Option<std::sync::Arc<feeds::mapping::Mapping>>,
     listeners: Vec<(Service, TcpListener)>,
+    feeds_listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let bound: Vec<(Service, SocketAddr)> = listeners
@@ -130,7 +137,11 @@ async fn run_services(
         .map(|(service, listener)| Ok((*service, listener.local_addr()?)))
         .collect::<std::io::Result<_>>()
         .context("reading the bound gRPC addresses")?;
-    print_endpoints(data_dir, nats_url, nats, &bound);
+    let feeds_addr = feeds_listener
+        .local_addr()
+        .context("reading the bound feed address")?;
+    print_endpoints(data_dir, nats_url, nats, &bound, feeds_addr);
+    let mut feeds_listener = Some(feeds_listener);
 
     let mut tasks = JoinSet::new();
     let mut names = HashMap::new();
@@ -140,8 +151,20 @@ async fn run_services(
             data_dir: data_dir.join(service.name()),
             namespace: args.common.namespace.clone(),
             region: region.clone(),
+            mapping: mapping.clone(),
         };
-        let handle = tasks.spawn(service::run(service, settings, listener, shutdown.clone()));
+        let feeds = if service == Service::Intake {
+            feeds_listener.take()
+        } else {
+            None
+        };
+        let handle = tasks.spawn(service::run(
+            service,
+            settings,
+            listener,
+            feeds,
+            shutdown.clone(),
+        ));
         names.insert(handle.id(), service.name());
     }
 
@@ -204,6 +227,7 @@ fn print_endpoints(
     nats_url: &str,
     nats: Option<&NatsServerProcess>,
     bound: &[(Service, SocketAddr)],
+    feeds_addr: SocketAddr,
 ) {
     let mut text = String::from("Muster is up.\n");
     match nats {
@@ -229,6 +253,10 @@ fn print_endpoints(
             service::client_url(*addr)
         ));
     }
+    text.push_str(&format!(
+        "  feeds       {}/v1/feeds/{{cap,alertmanager,pagerduty,geojson}}  (HTTP; NATS: muster.feed.<format>)\n",
+        service::client_url(feeds_addr)
+    ));
     text.push_str(&format!("  data dir    {}\n", data_dir.display()));
     text.push_str(&format!("Check it with:  {}\n", musterctl_hint(bound)));
     text.push_str("Stop with Ctrl-C (or SIGTERM); the services drain before exiting.\n");

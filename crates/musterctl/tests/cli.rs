@@ -294,6 +294,7 @@ fn sample_incident() -> pb::Incident {
             }),
             summary: "tank fire at 化工厂".to_owned(),
             reported_by: "Officer Li".to_owned(),
+            warning_level: pb::WarningLevel::Orange as i32,
         }),
         status: pb::IncidentStatus::Responding as i32,
         grading: Some(pb::Graded {
@@ -335,6 +336,7 @@ fn sample_incident() -> pb::Incident {
         }],
         reported_at_unix_ms: at,
         updated_at_unix_ms: at,
+        ..Default::default()
     }
 }
 

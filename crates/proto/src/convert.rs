@@ -5,11 +5,12 @@
 
 use domain::class::IncidentClass;
 use domain::event::{
-    Acknowledged, Assignment, DowngradeProposed, Escalated, EventBody, Graded, IncidentEvent,
-    IncidentReport, IncidentUpdated, JurisdictionRef, LeadChanged, Shortfall, UnitsAssigned,
+    Acknowledged, Assignment, DowngradeProposed, Escalated, EventBody, Graded, IncidentClosed,
+    IncidentEvent, IncidentReport, IncidentUpdated, JurisdictionRef, LeadChanged, Shortfall,
+    UnitsAssigned,
 };
 use domain::geo::GeoPoint;
-use domain::grade::{DensityClass, Facts, Grade};
+use domain::grade::{DensityClass, Facts, Grade, WarningLevel};
 use domain::jurisdiction::{Jurisdiction, Level};
 use prost::Message;
 
@@ -26,6 +27,27 @@ pub fn class_to_wire(class: IncidentClass) -> pb::IncidentClass {
         IncidentClass::Accident => pb::IncidentClass::Accident,
         IncidentClass::PublicHealth => pb::IncidentClass::PublicHealth,
         IncidentClass::SocialSafety => pb::IncidentClass::SocialSafety,
+        IncidentClass::Unclassified => pb::IncidentClass::Unclassified,
+    }
+}
+
+pub fn warning_to_wire(warning: Option<WarningLevel>) -> pb::WarningLevel {
+    match warning {
+        None => pb::WarningLevel::Unspecified,
+        Some(WarningLevel::Red) => pb::WarningLevel::Red,
+        Some(WarningLevel::Orange) => pb::WarningLevel::Orange,
+        Some(WarningLevel::Yellow) => pb::WarningLevel::Yellow,
+        Some(WarningLevel::Blue) => pb::WarningLevel::Blue,
+    }
+}
+
+pub fn warning_from_wire(warning: pb::WarningLevel) -> Option<WarningLevel> {
+    match warning {
+        pb::WarningLevel::Unspecified => None,
+        pb::WarningLevel::Red => Some(WarningLevel::Red),
+        pb::WarningLevel::Orange => Some(WarningLevel::Orange),
+        pb::WarningLevel::Yellow => Some(WarningLevel::Yellow),
+        pb::WarningLevel::Blue => Some(WarningLevel::Blue),
     }
 }
 
@@ -36,6 +58,7 @@ pub fn class_from_wire(class: pb::IncidentClass) -> Option<IncidentClass> {
         pb::IncidentClass::Accident => Some(IncidentClass::Accident),
         pb::IncidentClass::PublicHealth => Some(IncidentClass::PublicHealth),
         pb::IncidentClass::SocialSafety => Some(IncidentClass::SocialSafety),
+        pb::IncidentClass::Unclassified => Some(IncidentClass::Unclassified),
     }
 }
 
@@ -174,6 +197,7 @@ pub fn report_to_wire(report: &IncidentReport) -> pb::IncidentReport {
         facts: Some(facts_to_wire(&report.facts)),
         summary: report.summary.clone(),
         reported_by: report.reported_by.clone(),
+        warning_level: warning_to_wire(report.warning) as i32,
     }
 }
 
@@ -191,6 +215,7 @@ fn report_from_wire(report: &pb::IncidentReport) -> Result<IncidentReport, Strin
         facts: facts_from_wire(report.facts.as_ref()).map_err(|p| p.join("; "))?,
         summary: report.summary.clone(),
         reported_by: report.reported_by.clone(),
+        warning: warning_from_wire(report.warning_level()),
     })
 }
 
@@ -394,6 +419,7 @@ pub fn updated_to_wire(update: &IncidentUpdated) -> pb::IncidentUpdated {
         facts: Some(facts_to_wire(&update.facts)),
         updated_by: update.updated_by.clone(),
         summary: update.summary.clone(),
+        warning_level: warning_to_wire(update.warning) as i32,
     }
 }
 
@@ -403,6 +429,7 @@ fn updated_from_wire(update: &pb::IncidentUpdated) -> Result<IncidentUpdated, St
             .map_err(|problems| format!("updated: {}", problems.join("; ")))?,
         updated_by: update.updated_by.clone(),
         summary: update.summary.clone(),
+        warning: warning_from_wire(update.warning_level()),
     })
 }
 
@@ -443,6 +470,10 @@ pub fn encode_event(event: &IncidentEvent) -> Vec<u8> {
         EventBody::DowngradeProposed(proposal) => {
             pb::incident_event::Body::DowngradeProposed(downgrade_proposed_to_wire(proposal))
         }
+        EventBody::Closed(closed) => pb::incident_event::Body::Closed(pb::IncidentClosed {
+            by: closed.by.clone(),
+            reason: closed.reason.clone(),
+        }),
     };
     pb::IncidentEvent {
         event_id: event.event_id.clone(),
@@ -477,6 +508,10 @@ pub fn decode_event(bytes: &[u8], msg_id: &str) -> Result<IncidentEvent, String>
         pb::incident_event::Body::LeadChanged(change) => {
             EventBody::LeadChanged(lead_changed_from_wire(change)?)
         }
+        pb::incident_event::Body::Closed(closed) => EventBody::Closed(IncidentClosed {
+            by: closed.by.clone(),
+            reason: closed.reason.clone(),
+        }),
         pb::incident_event::Body::DowngradeProposed(proposal) => {
             EventBody::DowngradeProposed(downgrade_proposed_from_wire(proposal))
         }
@@ -530,6 +565,7 @@ mod tests {
             },
             summary: "explosion".into(),
             reported_by: "officer".into(),
+            warning: None,
         }
     }
 
@@ -602,6 +638,11 @@ mod tests {
                 },
                 updated_by: "officer Li".into(),
                 summary: "more found".into(),
+                warning: Some(domain::grade::WarningLevel::Red),
+            }),
+            EventBody::Closed(IncidentClosed {
+                by: "feed usgs".into(),
+                reason: "feed resumed".into(),
             }),
             EventBody::DowngradeProposed(DowngradeProposed {
                 from: Some(Grade::II),

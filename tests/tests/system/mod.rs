@@ -40,6 +40,8 @@ impl Service {
 /// One service running in this process.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Intake's feed listener.
+    pub feeds_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), String>>,
 }
@@ -67,6 +69,10 @@ pub struct System {
     pub escalation_policy: Option<Arc<domain::escalation::EscalationPolicy>>,
     /// The acknowledgement timeout the in-process dispatch runs with (`None`: the default).
     pub dispatch_ack_timeout_ms: Option<i64>,
+    /// Feed mapping for the in-process intake (`None`: the shipped default).
+    pub feed_mapping: Option<Arc<feeds::mapping::Mapping>>,
+    /// How long intake parks an update for an unknown alert (`None`: the default).
+    pub park_timeout_ms: Option<i64>,
 }
 
 impl System {
@@ -90,6 +96,8 @@ impl System {
             dispatch: None,
             escalation_policy: None,
             dispatch_ack_timeout_ms: None,
+            feed_mapping: None,
+            park_timeout_ms: None,
         }
     }
 
@@ -110,16 +118,26 @@ impl System {
         let token = shutdown.clone();
         let escalation_policy = self.escalation_policy.clone();
         let dispatch_ack_timeout_ms = self.dispatch_ack_timeout_ms;
+        let (mapping, park_timeout_ms) = (self.feed_mapping.clone(), self.park_timeout_ms);
+        let feeds_listener = match service {
+            Service::Intake => Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
+            _ => None,
+        };
+        let feeds_addr = feeds_listener.as_ref().map(|l| l.local_addr().unwrap());
         let task = match service {
             Service::Intake => tokio::spawn(async move {
-                intake::run(
+                intake::run_with_feeds(
                     intake::Config {
                         nats_url,
                         data_dir,
                         namespace,
                         region,
+                        mapping,
+                        feed_tick: Some(Duration::from_millis(200)),
+                        park_timeout_ms,
                     },
                     listener,
+                    feeds_listener,
                     token,
                 )
                 .await
@@ -158,6 +176,7 @@ impl System {
         };
         let running = Running {
             addr,
+            feeds_addr,
             shutdown,
             task,
         };
@@ -189,6 +208,29 @@ impl System {
             "http://{}",
             running.as_ref().expect("service not running").addr
         )
+    }
+
+    /// POSTs a feed body to intake's feed listener; returns the status and the JSON answer.
+    pub async fn post_feed(
+        &self,
+        format: &str,
+        body: &[u8],
+        feed: Option<&str>,
+    ) -> (u16, serde_json::Value, test_support::HttpResponse) {
+        let addr = self
+            .intake
+            .as_ref()
+            .and_then(|r| r.feeds_addr)
+            .expect("intake running with a feed listener");
+        let path = match feed {
+            Some(feed) => format!("/v1/feeds/{format}?feed={feed}"),
+            None => format!("/v1/feeds/{format}"),
+        };
+        let response = test_support::http_post(addr, &path, &[], body)
+            .await
+            .expect("feed listener answers");
+        let json = serde_json::from_slice(&response.body).unwrap_or(serde_json::Value::Null);
+        (response.status, json, response)
     }
 
     pub async fn intake(&self) -> IntakeServiceClient<Channel> {
@@ -348,6 +390,11 @@ impl ServiceProcess {
                 "--data-dir",
             ])
             .arg(data_dir)
+            .args(if service == Service::Intake {
+                &["--feeds-listen", "127.0.0.1:0"][..]
+            } else {
+                &[][..]
+            })
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()

@@ -1,0 +1,172 @@
+//! Monitoring feeds: the HTTP listener (`POST /v1/feeds/<format>`), the NATS feed consumer
+//! (`muster.feed.<format>`), and the writer both hand their alerts to.
+//!
+//! Every message gets an answer: accepted (with what became of each alert), rejected (with a
+//! reason a person can act on), or unavailable (retry later: intake is saturated or its storage
+//! failed). Nothing is acknowledged before it is durable.
+
+pub mod http;
+pub mod nats;
+pub mod writer;
+
+use std::sync::Arc;
+
+use feeds::mapping::Mapping;
+use feeds::{Format, Limits, RejectCode, Rejection};
+use serde_json::json;
+use store::Store;
+use tokio::sync::{mpsc, oneshot};
+
+pub use writer::{AlertResult, FeedWriter, Outcome, Submission, WriterConfig};
+
+/// Submissions waiting for the writer before new ones are refused with 503.
+pub const QUEUE_LEN: usize = 1024;
+/// Outbox events waiting for the bus before feeds are refused with 503.
+pub const OUTBOX_LEN_MAX: usize = 50_000;
+/// What a refused submitter is told to wait, in seconds.
+pub const RETRY_AFTER_SECONDS: u64 = 1;
+
+/// The answer to one feed message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    Accepted(Vec<AlertResult>),
+    Rejected(Rejection),
+    /// Not taken: retry after a while. Nothing of it was stored.
+    Unavailable(String),
+}
+
+impl Answer {
+    /// The HTTP status for this answer.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Answer::Accepted(_) => 200,
+            Answer::Rejected(rejection) if rejection.code == RejectCode::TooLarge => 413,
+            Answer::Rejected(_) => 400,
+            Answer::Unavailable(_) => 503,
+        }
+    }
+
+    /// The JSON body: a CAP-style Ack or Error.
+    pub fn to_json(&self) -> Vec<u8> {
+        let value = match self {
+            Answer::Accepted(results) => json!({
+                "status": "accepted",
+                "cap_msg_type": "Ack",
+                "results": results,
+            }),
+            Answer::Rejected(rejection) => json!({
+                "status": "rejected",
+                "cap_msg_type": "Error",
+                "code": rejection.code.as_str(),
+                "reason": rejection.reason,
+            }),
+            Answer::Unavailable(reason) => json!({
+                "status": "unavailable",
+                "cap_msg_type": "Error",
+                "reason": reason,
+                "retry_after_seconds": RETRY_AFTER_SECONDS,
+            }),
+        };
+        serde_json::to_vec(&value).unwrap_or_default()
+    }
+}
+
+/// The front half of feed intake, shared by the HTTP handlers and the NATS consumer: parses,
+/// checks backpressure, queues for the writer, waits for the durable answer.
+#[derive(Clone)]
+pub struct FeedIntake {
+    queue: mpsc::Sender<Submission>,
+    store: Store,
+    mapping: Arc<Mapping>,
+    limits: Limits,
+    outbox_len_max: usize,
+}
+
+impl FeedIntake {
+    pub fn new(
+        queue: mpsc::Sender<Submission>,
+        store: Store,
+        mapping: Arc<Mapping>,
+        limits: Limits,
+    ) -> FeedIntake {
+        FeedIntake {
+            queue,
+            store,
+            mapping,
+            limits,
+            outbox_len_max: OUTBOX_LEN_MAX,
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Parses `body` as `format` and, if it holds anything, waits for the writer's durable answer.
+    /// `feed` names a configured feed (from `?feed=` or the `Muster-Feed` header).
+    pub async fn submit(&self, format: Format, feed: Option<&str>, body: &[u8]) -> Answer {
+        if let Some(name) = feed
+            && !self.mapping.feeds().iter().any(|spec| spec.name == name)
+        {
+            let known: Vec<&str> = self
+                .mapping
+                .feeds()
+                .iter()
+                .map(|f| f.name.as_str())
+                .collect();
+            return Answer::Rejected(Rejection::new(
+                RejectCode::InvalidValue,
+                format!(
+                    "feed: {name:?} is not a configured feed (configured: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+        }
+        let alerts = match feeds::parse(format, body, &self.limits) {
+            Ok(alerts) => alerts,
+            Err(rejection) => return Answer::Rejected(rejection),
+        };
+        if alerts.is_empty() {
+            return Answer::Accepted(Vec::new());
+        }
+        let waiting = self.store.outbox_len();
+        if waiting > self.outbox_len_max {
+            return Answer::Unavailable(format!(
+                "the bus is behind: {waiting} events are waiting to be published; retry in {RETRY_AFTER_SECONDS} s"
+            ));
+        }
+        let feed = feed.map(str::to_string).or_else(|| {
+            alerts
+                .first()
+                .and_then(|alert| self.mapping.feed_for(alert))
+                .map(|spec| spec.name.clone())
+        });
+        let (reply, answer) = oneshot::channel();
+        let submission = Submission {
+            format,
+            feed,
+            alerts,
+            reply,
+        };
+        match self.queue.try_send(submission) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return Answer::Unavailable(format!(
+                    "intake is saturated ({QUEUE_LEN} submissions queued); retry in {RETRY_AFTER_SECONDS} s"
+                ));
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Answer::Unavailable("intake is shutting down; retry shortly".into());
+            }
+        }
+        match answer.await {
+            Ok(Ok(results)) => Answer::Accepted(results),
+            Ok(Err(reason)) => Answer::Unavailable(format!("{reason}; nothing was stored, retry")),
+            Err(_) => Answer::Unavailable("intake is shutting down; retry shortly".into()),
+        }
+    }
+}

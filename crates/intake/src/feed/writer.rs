@@ -1,0 +1,1660 @@
+//! The feed writer: the one task that turns parsed feed alerts into incidents.
+//!
+//! HTTP handlers and the NATS feed consumer hand it [`Submission`]s over a bounded queue. It takes
+//! whatever is queued (up to [`BATCH_ALERTS_MAX`] alerts), decides every alert against the stored
+//! state plus what the batch itself already staged (dedup, correlation, references, heartbeats),
+//! writes the whole batch in one sled transaction with its outbox events, flushes once, and only
+//! then answers every submitter. Being the only writer of feed state keeps correlation consistent
+//! without locks; the compare-and-swap on incident records keeps it consistent with the gRPC
+//! front door and the projection, which write those records too.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bus::subjects;
+use domain::class::{IncidentClass, SubType};
+use domain::event::{EventBody, IncidentClosed, IncidentEvent, IncidentReport, IncidentUpdated};
+use domain::geo::{GeoPoint, great_circle_km};
+use domain::grade::{Facts, WarningLevel};
+use domain::region::Region;
+use feeds::mapping::Mapping;
+use feeds::{Action, Alert, Status};
+use serde::{Deserialize, Serialize};
+use store::{Commit, Store};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::driver::Change;
+use crate::record::{
+    AlertLink, IncidentRecord, IncidentStatus, Numbering, TimelineEntry, incident_id_for,
+    incident_key, sequence_key, yyyymmdd,
+};
+
+/// Most alerts decided and committed together.
+pub const BATCH_ALERTS_MAX: usize = 2048;
+/// How many times a batch is redone after losing a compare-and-swap race.
+const BATCH_ATTEMPTS_MAX: usize = 8;
+/// Feed-created incidents record who reported them with this prefix.
+pub const FEED_REPORTER_PREFIX: &str = "feed ";
+
+/// One request's alerts, waiting for the writer.
+pub struct Submission {
+    pub format: feeds::Format,
+    /// The configured feed the request came from, when known.
+    pub feed: Option<String>,
+    pub alerts: Vec<Alert>,
+    pub reply: oneshot::Sender<Result<Vec<AlertResult>, String>>,
+}
+
+/// What became of one alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A new incident was opened for it.
+    Created,
+    /// Linked to an existing incident about the same event.
+    Correlated,
+    /// The same message was accepted before; the answer repeats the first one.
+    Duplicate,
+    /// An update, cancel, resolve or acknowledgement applied to the alert(s) it names.
+    Applied,
+    /// It refers to an alert not (yet) known: kept, applied when that alert arrives, or
+    /// surfaced for triage.
+    Parked,
+    /// Acknowledged without creating anything (CAP status Test, Draft or System; a resolve of
+    /// an unknown alert). `note` says why.
+    Ignored,
+}
+
+/// The answer for one alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertResult {
+    pub outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incident_id: Option<String>,
+    pub namespace: String,
+    /// The sub-type the incident has (for created and correlated alerts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Source identity of the alert.
+    pub identity: String,
+    pub note: String,
+}
+
+/// A stored alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertRecord {
+    pub alert_id: String,
+    pub namespace: String,
+    pub feed: Option<String>,
+    pub received_at_unix_ms: i64,
+    pub alert: Alert,
+    /// The incident it belongs to (none while parked or ignored).
+    pub incident_id: Option<String>,
+    /// `open`, `resolved`, `cancelled`, `updated` (an update applied), `parked`.
+    pub state: String,
+    /// How the mapping decided (rule, location), for explanations.
+    pub note: String,
+}
+
+/// A parked update or cancel, waiting for the alert it names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Parked {
+    alert_id: String,
+    parked_at_unix_ms: i64,
+}
+
+/// An open feed incident alerts may correlate with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct CorrEntry {
+    incident_id: String,
+    namespace: String,
+    kind: String,
+    point: GeoPoint,
+    /// Latest alert time seen (source time when given, else arrival).
+    last_at_unix_ms: i64,
+    window_ms: i64,
+    distance_km: f64,
+}
+
+/// What the writer needs.
+pub struct WriterConfig {
+    /// The namespace intake serves (`live` in production).
+    pub namespace: String,
+    pub region: Arc<Region>,
+    pub mapping: Arc<Mapping>,
+    /// A parked update older than this is surfaced for triage.
+    pub park_timeout_ms: i64,
+    /// How often heartbeats and parked updates are checked.
+    pub tick: Duration,
+}
+
+pub struct FeedWriter {
+    store: Store,
+    config: WriterConfig,
+    numbering: Numbering,
+    changes: broadcast::Sender<Change>,
+    /// Open correlation candidates per `(namespace, kind)`.
+    corr: HashMap<(String, String), Vec<CorrEntry>>,
+    /// Last time each configured feed was heard from.
+    last_seen: HashMap<String, i64>,
+    /// Open `feed_silent` incidents per feed.
+    silent: HashMap<String, String>,
+}
+
+fn dedup_key(ns: &str, format: &str, key: &str) -> String {
+    format!("feed-dedup/{ns}/{format}/{key}")
+}
+fn identity_key(ns: &str, format: &str, identity: &str) -> String {
+    format!("feed-identity/{ns}/{format}/{identity}")
+}
+pub fn alert_key(ns: &str, alert_id: &str) -> String {
+    format!("feed-alert/{ns}/{alert_id}")
+}
+pub fn incident_alert_prefix(ns: &str, incident_id: &str) -> String {
+    format!("incident-alert/{ns}/{incident_id}/")
+}
+fn parked_prefix(ns: &str, format: &str, identity: &str) -> String {
+    format!("feed-parked/{ns}/{format}/{identity}/")
+}
+fn corr_key(ns: &str, incident_id: &str) -> String {
+    format!("feed-corr/{ns}/{incident_id}")
+}
+fn seen_key(feed: &str) -> String {
+    format!("feed-seen/{feed}")
+}
+fn silent_key(feed: &str) -> String {
+    format!("feed-silent/{feed}")
+}
+fn alert_sequence_key(ns: &str) -> String {
+    format!("sequence/{ns}/alert")
+}
+
+impl FeedWriter {
+    /// Loads the correlation index, heartbeat state and open silent-feed incidents.
+    pub fn open(
+        store: Store,
+        config: WriterConfig,
+        numbering: Numbering,
+        changes: broadcast::Sender<Change>,
+        now: i64,
+    ) -> Result<FeedWriter, store::Error> {
+        let mut corr: HashMap<(String, String), Vec<CorrEntry>> = HashMap::new();
+        for (_, entry) in store.scan_prefix::<CorrEntry>("feed-corr/")? {
+            corr.entry((entry.namespace.clone(), entry.kind.clone()))
+                .or_default()
+                .push(entry);
+        }
+        let mut last_seen = HashMap::new();
+        let mut silent = HashMap::new();
+        for spec in config.mapping.feeds() {
+            // A feed never heard from gets a full interval of grace from start-up.
+            let seen = store.get::<i64>(&seen_key(&spec.name))?.unwrap_or(now);
+            last_seen.insert(spec.name.clone(), seen);
+            if let Some(incident) = store.get::<String>(&silent_key(&spec.name))? {
+                silent.insert(spec.name.clone(), incident);
+            }
+        }
+        Ok(FeedWriter {
+            store,
+            config,
+            numbering,
+            changes,
+            corr,
+            last_seen,
+            silent,
+        })
+    }
+
+    /// Runs until every sender is gone: decides queued submissions in batches, and on every tick
+    /// checks heartbeats and parked updates.
+    pub async fn run(mut self, mut queue: mpsc::Receiver<Submission>) {
+        let mut tick = tokio::time::interval(self.config.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let first = tokio::select! {
+                submission = queue.recv() => match submission {
+                    Some(submission) => submission,
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    self.on_tick().await;
+                    continue;
+                }
+            };
+            let mut batch = vec![first];
+            let mut alerts = batch[0].alerts.len();
+            while alerts < BATCH_ALERTS_MAX {
+                match queue.try_recv() {
+                    Ok(submission) => {
+                        alerts += submission.alerts.len();
+                        batch.push(submission);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.write_batch(batch).await;
+        }
+        tracing::info!("feed writer stopped");
+    }
+
+    async fn write_batch(&mut self, batch: Vec<Submission>) {
+        let now = lifecycle::unix_ms_now();
+        let decided = self.decide_and_commit(now, |tx| {
+            batch
+                .iter()
+                .map(|submission| {
+                    submission
+                        .alerts
+                        .iter()
+                        .map(|alert| tx.apply(submission.feed.as_deref(), alert))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .collect::<Result<Vec<_>, _>>()
+        });
+        let answers = match decided {
+            Ok(answers) => match self.store.flush().await {
+                Ok(()) => Ok(answers),
+                Err(error) => Err(format!("storage flush failed: {error}")),
+            },
+            Err(error) => Err(error),
+        };
+        match answers {
+            Ok((answers, changes)) => {
+                for change in changes {
+                    let _ = self.changes.send(change);
+                }
+                for (submission, answer) in batch.into_iter().zip(answers) {
+                    let _ = submission.reply.send(Ok(answer));
+                }
+            }
+            Err(reason) => {
+                tracing::error!(%reason, "feed batch not committed");
+                for submission in batch {
+                    let _ = submission.reply.send(Err(reason.clone()));
+                }
+            }
+        }
+    }
+
+    /// Stages with `decide`, commits, and on success adopts the staged in-memory state. Redone
+    /// from scratch when a compare-and-swap is lost.
+    #[allow(clippy::type_complexity)]
+    fn decide_and_commit<T>(
+        &mut self,
+        now: i64,
+        decide: impl Fn(&mut Tx<'_>) -> Result<T, String>,
+    ) -> Result<(T, Vec<Change>), String> {
+        for _attempt in 0..BATCH_ATTEMPTS_MAX {
+            let mut tx = Tx::new(self, now);
+            let value = decide(&mut tx)?;
+            let staged = tx.finish()?;
+            let result = {
+                let _numbering = self
+                    .numbering
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                // Incident numbers are read under the lock and checked by the commit.
+                self.store.commit(&staged.commit)
+            };
+            match result {
+                Ok(_) => {
+                    self.corr = staged.corr;
+                    self.last_seen.extend(staged.seen);
+                    for feed in staged.silent_cleared {
+                        self.silent.remove(&feed);
+                    }
+                    self.silent.extend(staged.silent_opened);
+                    return Ok((value, staged.changes));
+                }
+                Err(store::Error::Conflict { key }) => {
+                    tracing::debug!(%key, "feed batch lost a compare-and-swap; redoing it");
+                }
+                Err(error) => return Err(format!("storage error: {error}")),
+            }
+        }
+        Err("too much contention on incident records; retry".into())
+    }
+
+    async fn on_tick(&mut self) {
+        let now = lifecycle::unix_ms_now();
+        let silent_feeds: Vec<(String, String, i64, i64)> = self
+            .config
+            .mapping
+            .feeds()
+            .iter()
+            .filter_map(|spec| {
+                let every = spec.expect_every_ms?;
+                let seen = *self.last_seen.get(&spec.name)?;
+                (now - seen > every && !self.silent.contains_key(&spec.name))
+                    .then(|| (spec.name.clone(), spec.owner_code.clone(), seen, every))
+            })
+            .collect();
+        let parked = match self.store.scan_prefix::<Parked>("feed-parked/") {
+            Ok(parked) => parked
+                .into_iter()
+                .filter(|(_, p)| now - p.parked_at_unix_ms > self.config.park_timeout_ms)
+                .collect::<Vec<_>>(),
+            Err(error) => {
+                tracing::error!(%error, "cannot scan parked updates");
+                Vec::new()
+            }
+        };
+        if silent_feeds.is_empty() && parked.is_empty() {
+            return;
+        }
+        let result = self.decide_and_commit(now, |tx| {
+            for (feed, owner, seen, every) in &silent_feeds {
+                tx.open_silent(feed, owner, *seen, *every)?;
+            }
+            for (key, entry) in &parked {
+                tx.surface_parked(key, entry)?;
+            }
+            Ok(())
+        });
+        match result {
+            Ok(((), changes)) => {
+                if let Err(error) = self.store.flush().await {
+                    tracing::error!(%error, "flush after heartbeat check failed");
+                }
+                for change in changes {
+                    let _ = self.changes.send(change);
+                }
+            }
+            Err(reason) => tracing::error!(%reason, "heartbeat / parked check not committed"),
+        }
+    }
+}
+
+/// What a batch staged, ready to commit.
+struct Staged {
+    commit: Commit,
+    corr: HashMap<(String, String), Vec<CorrEntry>>,
+    seen: HashMap<String, i64>,
+    silent_opened: HashMap<String, String>,
+    silent_cleared: Vec<String>,
+    changes: Vec<Change>,
+}
+
+/// One batch being decided: reads go through the staged state first, then the store.
+struct Tx<'w> {
+    store: &'w Store,
+    config: &'w WriterConfig,
+    silent: &'w HashMap<String, String>,
+    now: i64,
+    corr: HashMap<(String, String), Vec<CorrEntry>>,
+    corr_dirty: Vec<(String, String)>,
+    /// Incident records touched: original bytes (for the compare-and-swap) and current value.
+    incidents: BTreeMap<String, (Option<Vec<u8>>, IncidentRecord, IncidentChange)>,
+    alerts: BTreeMap<String, AlertRecord>,
+    dedup: HashMap<String, AlertResult>,
+    identities: HashMap<String, String>,
+    parked_new: Vec<(String, Parked)>,
+    parked_done: Vec<String>,
+    incident_sequences: HashMap<String, (Option<Vec<u8>>, u64)>,
+    alert_sequences: HashMap<String, (Option<Vec<u8>>, u64)>,
+    seen: HashMap<String, i64>,
+    silent_opened: HashMap<String, String>,
+    silent_cleared: Vec<String>,
+    /// Writes staged so far (incident records and sequences are added by `finish`).
+    commit: Commit,
+}
+
+/// What happened to an incident in this batch, for its events.
+#[derive(Default)]
+struct IncidentChange {
+    created: bool,
+    facts_changed: bool,
+    closed: Option<IncidentClosed>,
+    updated_by: String,
+    summaries: Vec<String>,
+}
+
+impl<'w> Tx<'w> {
+    fn new(writer: &'w FeedWriter, now: i64) -> Tx<'w> {
+        Tx {
+            store: &writer.store,
+            config: &writer.config,
+            silent: &writer.silent,
+            now,
+            corr: writer.corr.clone(),
+            corr_dirty: Vec::new(),
+            incidents: BTreeMap::new(),
+            alerts: BTreeMap::new(),
+            dedup: HashMap::new(),
+            identities: HashMap::new(),
+            parked_new: Vec::new(),
+            parked_done: Vec::new(),
+            incident_sequences: HashMap::new(),
+            alert_sequences: HashMap::new(),
+            seen: HashMap::new(),
+            silent_opened: HashMap::new(),
+            silent_cleared: Vec::new(),
+            commit: Commit::new(),
+        }
+    }
+
+    // ---- reads through the staged state -----------------------------------------------------
+
+    fn get<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, String> {
+        self.store.get::<T>(key).map_err(|e| e.to_string())
+    }
+
+    fn incident(
+        &mut self,
+        ns: &str,
+        incident_id: &str,
+    ) -> Result<Option<&mut IncidentRecord>, String> {
+        let key = incident_key(ns, incident_id);
+        if !self.incidents.contains_key(&key) {
+            let raw = self.store.get_raw(&key).map_err(|e| e.to_string())?;
+            let Some(raw) = raw else { return Ok(None) };
+            let record: IncidentRecord =
+                store::decode_value(&key, &raw).map_err(|e| e.to_string())?;
+            self.incidents
+                .insert(key.clone(), (Some(raw), record, IncidentChange::default()));
+        }
+        Ok(self.incidents.get_mut(&key).map(|(_, record, _)| record))
+    }
+
+    fn change(&mut self, ns: &str, incident_id: &str) -> &mut IncidentChange {
+        let key = incident_key(ns, incident_id);
+        &mut self
+            .incidents
+            .get_mut(&key)
+            .expect("the incident was loaded before it changed")
+            .2
+    }
+
+    fn alert(&mut self, ns: &str, alert_id: &str) -> Result<Option<&mut AlertRecord>, String> {
+        let key = alert_key(ns, alert_id);
+        if !self.alerts.contains_key(&key) {
+            let Some(record) = self.get::<AlertRecord>(&key)? else {
+                return Ok(None);
+            };
+            self.alerts.insert(key.clone(), record);
+        }
+        Ok(self.alerts.get_mut(&key))
+    }
+
+    fn alert_by_identity(
+        &mut self,
+        ns: &str,
+        format: &str,
+        identity: &str,
+    ) -> Result<Option<String>, String> {
+        let key = identity_key(ns, format, identity);
+        if let Some(alert_id) = self.identities.get(&key) {
+            return Ok(Some(alert_id.clone()));
+        }
+        self.get::<String>(&key)
+    }
+
+    fn next_sequence(&mut self, key: String, incidents: bool) -> Result<u64, String> {
+        let map = if incidents {
+            &mut self.incident_sequences
+        } else {
+            &mut self.alert_sequences
+        };
+        if !map.contains_key(&key) {
+            let raw = self.store.get_raw(&key).map_err(|e| e.to_string())?;
+            let current = match &raw {
+                Some(bytes) => {
+                    store::decode_value::<u64>(&key, bytes).map_err(|e| e.to_string())?
+                }
+                None => 0,
+            };
+            map.insert(key.clone(), (raw, current));
+        }
+        let entry = map.get_mut(&key).expect("inserted above");
+        entry.1 += 1;
+        Ok(entry.1)
+    }
+
+    fn put<T: Serialize>(&mut self, key: String, value: &T) -> Result<(), String> {
+        self.commit.put(key, value).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    fn delete(&mut self, key: String) {
+        self.commit.delete(key);
+    }
+
+    // ---- deciding one alert -------------------------------------------------------------------
+
+    fn apply(&mut self, feed: Option<&str>, alert: &Alert) -> Result<AlertResult, String> {
+        if let Some(feed) = feed {
+            self.heard_from(feed)?;
+        }
+        let format = alert.format.as_str();
+        let ignored = |ns: &str, note: String| AlertResult {
+            outcome: Outcome::Ignored,
+            alert_id: None,
+            incident_id: None,
+            namespace: ns.to_string(),
+            kind: None,
+            identity: alert.identity.clone(),
+            note,
+        };
+        let ns = match alert.status {
+            Status::Actual => self.config.namespace.clone(),
+            Status::Exercise => self.config.mapping.exercise_namespace().to_string(),
+            Status::Test | Status::Draft | Status::System => {
+                return Ok(ignored(
+                    &self.config.namespace,
+                    format!(
+                        "status {:?}: acknowledged; a {:?} message creates no incident",
+                        alert.status, alert.status
+                    ),
+                ));
+            }
+        };
+        if is_heartbeat(alert) {
+            return Ok(ignored(
+                &ns,
+                "a dead-man-switch heartbeat: it keeps the feed alive and creates no incident"
+                    .into(),
+            ));
+        }
+        let dedup = dedup_key(&ns, format, &alert.dedup_key);
+        if let Some(first) = self.dedup.get(&dedup) {
+            return Ok(duplicate_of(first));
+        }
+        if let Some(first) = self.get::<AlertResult>(&dedup)? {
+            return Ok(duplicate_of(&first));
+        }
+        let references: Vec<&str> = alert
+            .references
+            .iter()
+            .map(String::as_str)
+            .filter(|r| *r != alert.identity)
+            .collect();
+        let result = match alert.action {
+            Action::Raise => self.raise(&ns, feed, alert, None)?,
+            Action::Update if references.is_empty() => self.raise(&ns, feed, alert, None)?,
+            Action::Cancel if references.is_empty() => ignored(
+                &ns,
+                "a Cancel that names no earlier message: nothing to cancel".into(),
+            ),
+            Action::Update | Action::Cancel => self.refer(&ns, feed, alert, &references)?,
+            Action::Resolve | Action::Acknowledge | Action::Receipt => {
+                let named: Vec<&str> = if references.is_empty() {
+                    vec![alert.identity.as_str()]
+                } else {
+                    references
+                };
+                self.settle(&ns, feed, alert, &named)?
+            }
+        };
+        self.dedup.insert(dedup.clone(), result.clone());
+        self.put(dedup, &result)?;
+        Ok(result)
+    }
+
+    fn heard_from(&mut self, feed: &str) -> Result<(), String> {
+        self.seen.insert(feed.to_string(), self.now);
+        let now = self.now;
+        self.put(seen_key(feed), &now)?;
+        let open = self
+            .silent
+            .get(feed)
+            .or_else(|| self.silent_opened.get(feed))
+            .cloned();
+        if let Some(incident_id) = open {
+            if self.silent_cleared.iter().any(|f| f == feed) {
+                return Ok(());
+            }
+            self.silent_cleared.push(feed.to_string());
+            self.delete(silent_key(feed));
+            let ns = self.config.namespace.clone();
+            let now = self.now;
+            if let Some(record) = self.incident(&ns, &incident_id)? {
+                let since = record.reported_at_unix_ms;
+                let reason = format!(
+                    "feed {feed} resumed after {} of silence",
+                    minutes_text(now - since)
+                );
+                self.close(
+                    &ns,
+                    &incident_id,
+                    &format!("{FEED_REPORTER_PREFIX}{feed}"),
+                    reason,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn new_alert_id(&mut self, ns: &str) -> Result<String, String> {
+        let sequence = self.next_sequence(alert_sequence_key(ns), false)?;
+        Ok(format!("ALR-{}-{sequence:06}", yyyymmdd(self.now)))
+    }
+
+    /// A new alert: correlate it with an open incident about the same event, or open one.
+    fn raise(
+        &mut self,
+        ns: &str,
+        feed: Option<&str>,
+        alert: &Alert,
+        surfaced_note: Option<String>,
+    ) -> Result<AlertResult, String> {
+        let region = self.config.region.clone();
+        let mapped = self.config.mapping.map(alert, &region);
+        let located = &mapped.located;
+        let unmapped = mapped.sub_type.class == IncidentClass::Unclassified;
+        let triage_reason = if let Some(note) = &surfaced_note {
+            Some(note.clone())
+        } else if unmapped {
+            Some(format!("not recognised: {}", mapped.reason))
+        } else if located.township_code.is_none() {
+            Some(format!(
+                "it looks like {} but its location is not in the region ({})",
+                mapped.sub_type.code, located.reason
+            ))
+        } else {
+            None
+        };
+        let sub_type: &'static SubType = if triage_reason.is_some() {
+            domain::class::sub_type("unclassified.unmapped").expect("catalogue entry")
+        } else {
+            mapped.sub_type
+        };
+        let alert_id = self.new_alert_id(ns)?;
+        let alert_time = alert.sent_unix_ms.unwrap_or(self.now);
+        let link = AlertLink {
+            alert_id: alert_id.clone(),
+            format: alert.format.as_str().to_string(),
+            identity: alert.identity.clone(),
+            headline: alert.headline.clone(),
+            state: "open".into(),
+            received_at_unix_ms: self.now,
+        };
+        let note = format!("{}; location: {}", mapped.reason, located.reason);
+
+        // Correlation: the nearest open incident of the same kind inside its distance and time
+        // window. Only located alerts correlate (two unlocated alerts may be anywhere).
+        let candidate = located
+            .point
+            .filter(|_| triage_reason.is_none())
+            .and_then(|point| {
+                self.corr
+                    .get(&(ns.to_string(), sub_type.code.to_string()))
+                    .and_then(|entries| {
+                        entries
+                            .iter()
+                            .filter(|e| (alert_time - e.last_at_unix_ms).abs() <= e.window_ms)
+                            .map(|e| (great_circle_km(point, e.point), e))
+                            .filter(|(distance, e)| *distance <= e.distance_km)
+                            .min_by(|a, b| a.0.total_cmp(&b.0))
+                            .map(|(distance, e)| (e.incident_id.clone(), distance))
+                    })
+            });
+        let (incident_id, outcome, result_note) = match candidate {
+            Some((incident_id, distance)) => {
+                let Some(record) = self.incident(ns, &incident_id)? else {
+                    return Err(format!("correlated incident {incident_id} is missing"));
+                };
+                if record.status == IncidentStatus::Closed {
+                    // Closed since it was indexed: forget it and open a new one.
+                    self.forget_corr(ns, &incident_id);
+                    return self.raise(ns, feed, alert, surfaced_note);
+                }
+                record.link_alert(link, true);
+                let changed = merge_max(&mut record.report.facts, &mapped.facts)
+                    | raise_warning(&mut record.report.warning, mapped.warning);
+                let count = record.alert_count;
+                if changed {
+                    let change = self.change(ns, &incident_id);
+                    change.facts_changed = true;
+                    change.updated_by = reporter(feed, alert);
+                    change
+                        .summaries
+                        .push(format!("alert {} raised the facts", alert.identity));
+                }
+                self.touch_corr(ns, &incident_id, sub_type.code, alert_time);
+                (
+                    incident_id,
+                    Outcome::Correlated,
+                    format!(
+                        "same event as an open incident {distance:.1} km away; {count} alerts linked"
+                    ),
+                )
+            }
+            None => {
+                let incident_id = self.open_incident(
+                    ns,
+                    sub_type,
+                    &mapped.facts,
+                    mapped.warning,
+                    located,
+                    headline_with(alert, triage_reason.as_deref()),
+                    reporter(feed, alert),
+                )?;
+                let record = self.incident(ns, &incident_id)?.expect("opened above");
+                record.link_alert(link, true);
+                if let Some(point) = located.point.filter(|_| triage_reason.is_none()) {
+                    let window = self.config.mapping.correlation_for(sub_type.code);
+                    let entry = CorrEntry {
+                        incident_id: incident_id.clone(),
+                        namespace: ns.to_string(),
+                        kind: sub_type.code.to_string(),
+                        point,
+                        last_at_unix_ms: alert_time,
+                        window_ms: window.window_ms,
+                        distance_km: window.distance_km,
+                    };
+                    self.corr
+                        .entry((ns.to_string(), sub_type.code.to_string()))
+                        .or_default()
+                        .push(entry);
+                    self.corr_dirty.push((ns.to_string(), incident_id.clone()));
+                }
+                let note = match &triage_reason {
+                    Some(reason) => format!("opened for triage: {reason}"),
+                    None => format!("opened as {}", sub_type.code),
+                };
+                (incident_id, Outcome::Created, note)
+            }
+        };
+        self.store_alert(ns, feed, alert, &alert_id, Some(&incident_id), "open", note)?;
+        // Updates and cancels that arrived before this alert apply now.
+        self.apply_parked(ns, feed, alert, &incident_id, &alert_id)?;
+        Ok(AlertResult {
+            outcome,
+            alert_id: Some(alert_id),
+            incident_id: Some(incident_id),
+            namespace: ns.to_string(),
+            kind: Some(sub_type.code.to_string()),
+            identity: alert.identity.clone(),
+            note: result_note,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn open_incident(
+        &mut self,
+        ns: &str,
+        sub_type: &'static SubType,
+        facts: &Facts,
+        warning: Option<WarningLevel>,
+        located: &feeds::locate::Located,
+        summary: String,
+        reported_by: String,
+    ) -> Result<String, String> {
+        let region = &self.config.region;
+        // Unknown location: the province leads (territorial management falls back to it).
+        let province = region
+            .tree
+            .all()
+            .find(|j| j.level == domain::jurisdiction::Level::Province)
+            .ok_or("the region has no province")?;
+        let (township_code, location, location_reported) = match &located.township_code {
+            Some(code) => {
+                let centroid = region
+                    .township_centroid(code)
+                    .or_else(|| region.tree.get(code).and_then(|j| j.centroid))
+                    .or(province.centroid)
+                    .unwrap_or(GeoPoint::new(0.0, 0.0));
+                match located.point {
+                    Some(point) => (code.clone(), point, true),
+                    None => (code.clone(), centroid, false),
+                }
+            }
+            None => (
+                province.code.clone(),
+                province.centroid.unwrap_or(GeoPoint::new(0.0, 0.0)),
+                false,
+            ),
+        };
+        let report = IncidentReport {
+            kind: sub_type.code.to_string(),
+            class: sub_type.class,
+            township_code,
+            other_township_codes: if located.township_code.is_some() {
+                located.other_township_codes.clone()
+            } else {
+                Vec::new()
+            },
+            location,
+            location_reported,
+            facts: facts.clone(),
+            summary,
+            reported_by,
+            warning,
+        };
+        self.create_incident(ns, report)
+    }
+
+    fn create_incident(&mut self, ns: &str, report: IncidentReport) -> Result<String, String> {
+        let sequence = self.next_sequence(sequence_key(ns), true)?;
+        let incident_id = incident_id_for(self.now, sequence);
+        let event = IncidentEvent {
+            event_id: String::new(),
+            incident_id: incident_id.clone(),
+            namespace: ns.to_string(),
+            at_unix_ms: self.now,
+            source_service: crate::SERVICE_NAME.into(),
+            body: EventBody::Reported(report.clone()),
+        };
+        let record = IncidentRecord {
+            id: incident_id.clone(),
+            namespace: ns.to_string(),
+            report,
+            status: IncidentStatus::Reported,
+            grading: None,
+            units: None,
+            timeline: vec![TimelineEntry {
+                at_unix_ms: self.now,
+                event_type: subjects::REPORTED.into(),
+                source_service: crate::SERVICE_NAME.into(),
+                description: event.describe(),
+                event_id: String::new(),
+            }],
+            reported_at_unix_ms: self.now,
+            updated_at_unix_ms: self.now,
+            request_id: String::new(),
+            alert_count: 0,
+            open_alert_count: 0,
+            recent_alerts: Vec::new(),
+        };
+        let change = IncidentChange {
+            created: true,
+            ..IncidentChange::default()
+        };
+        self.incidents
+            .insert(incident_key(ns, &incident_id), (None, record, change));
+        Ok(incident_id)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn store_alert(
+        &mut self,
+        ns: &str,
+        feed: Option<&str>,
+        alert: &Alert,
+        alert_id: &str,
+        incident_id: Option<&str>,
+        state: &str,
+        note: String,
+    ) -> Result<(), String> {
+        let record = AlertRecord {
+            alert_id: alert_id.to_string(),
+            namespace: ns.to_string(),
+            feed: feed.map(str::to_string),
+            received_at_unix_ms: self.now,
+            alert: alert.clone(),
+            incident_id: incident_id.map(str::to_string),
+            state: state.to_string(),
+            note,
+        };
+        self.alerts.insert(alert_key(ns, alert_id), record);
+        let identity = identity_key(ns, alert.format.as_str(), &alert.identity);
+        if alert.action == Action::Raise || alert.action == Action::Update {
+            self.identities
+                .insert(identity.clone(), alert_id.to_string());
+            self.put(identity, &alert_id.to_string())?;
+        }
+        if let Some(incident_id) = incident_id {
+            self.put(
+                format!("{}{alert_id}", incident_alert_prefix(ns, incident_id)),
+                &(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// An Update or Cancel naming earlier alerts: applied to their incidents, or parked.
+    fn refer(
+        &mut self,
+        ns: &str,
+        feed: Option<&str>,
+        alert: &Alert,
+        references: &[&str],
+    ) -> Result<AlertResult, String> {
+        let format = alert.format.as_str();
+        let mut targets: Vec<(String, String)> = Vec::new(); // (referenced alert id, incident id)
+        let mut unknown: Vec<&str> = Vec::new();
+        for reference in references {
+            match self.alert_by_identity(ns, format, reference)? {
+                Some(alert_id) => {
+                    let incident = self
+                        .alert(ns, &alert_id)?
+                        .and_then(|record| record.incident_id.clone());
+                    match incident {
+                        Some(incident_id) => targets.push((alert_id, incident_id)),
+                        None => unknown.push(reference),
+                    }
+                }
+                None => unknown.push(reference),
+            }
+        }
+        let alert_id = self.new_alert_id(ns)?;
+        if targets.is_empty() {
+            // Nothing it names is known yet: park it under every reference.
+            for reference in &unknown {
+                let key = format!("{}{alert_id}", parked_prefix(ns, format, reference));
+                let parked = Parked {
+                    alert_id: alert_id.clone(),
+                    parked_at_unix_ms: self.now,
+                };
+                self.parked_new.push((key.clone(), parked.clone()));
+                self.put(key, &parked)?;
+            }
+            self.store_alert(ns, feed, alert, &alert_id, None, "parked", String::new())?;
+            return Ok(AlertResult {
+                outcome: Outcome::Parked,
+                alert_id: Some(alert_id),
+                incident_id: None,
+                namespace: ns.to_string(),
+                kind: None,
+                identity: alert.identity.clone(),
+                note: format!(
+                    "it refers to {} not known yet; kept until it arrives (surfaced for triage after {})",
+                    unknown.join(" "),
+                    minutes_text(self.config.park_timeout_ms)
+                ),
+            });
+        }
+        let mut incidents: Vec<String> = targets.iter().map(|(_, i)| i.clone()).collect();
+        incidents.dedup();
+        for (referenced, incident_id) in &targets {
+            self.apply_reference(ns, feed, alert, &alert_id, referenced, incident_id)?;
+        }
+        let first = incidents[0].clone();
+        self.store_alert(
+            ns,
+            feed,
+            alert,
+            &alert_id,
+            Some(&first),
+            state_after(alert.action),
+            String::new(),
+        )?;
+        let verb = if alert.action == Action::Cancel {
+            "cancelled"
+        } else {
+            "updated"
+        };
+        Ok(AlertResult {
+            outcome: Outcome::Applied,
+            alert_id: Some(alert_id),
+            incident_id: Some(first),
+            namespace: ns.to_string(),
+            kind: None,
+            identity: alert.identity.clone(),
+            note: format!(
+                "{verb} {} earlier alert(s) on {}{}",
+                targets.len(),
+                incidents.join(", "),
+                if unknown.is_empty() {
+                    String::new()
+                } else {
+                    format!("; unknown references ignored: {}", unknown.join(" "))
+                }
+            ),
+        })
+    }
+
+    /// Applies an Update or Cancel (`alert`, stored as `alert_id`) to the earlier alert
+    /// `referenced` on `incident_id`.
+    fn apply_reference(
+        &mut self,
+        ns: &str,
+        feed: Option<&str>,
+        alert: &Alert,
+        alert_id: &str,
+        referenced: &str,
+        incident_id: &str,
+    ) -> Result<(), String> {
+        let region = self.config.region.clone();
+        let now = self.now;
+        let by = reporter(feed, alert);
+        match alert.action {
+            Action::Cancel => {
+                let was_open = match self.alert(ns, referenced)? {
+                    Some(record) if record.state == "open" || record.state == "updated" => {
+                        record.state = "cancelled".into();
+                        true
+                    }
+                    _ => false,
+                };
+                let Some(record) = self.incident(ns, incident_id)? else {
+                    return Ok(());
+                };
+                if was_open {
+                    record.settle_alert(referenced, "cancelled");
+                }
+                record.link_alert(link_for(alert, alert_id, "cancel", now), false);
+                push_local(
+                    record,
+                    now,
+                    "alert_cancelled",
+                    format!(
+                        "alert {referenced} cancelled by its sender {}",
+                        alert.sender
+                    ),
+                );
+                let open = record.open_alert_count;
+                let from_feeds = record.report.reported_by.starts_with(FEED_REPORTER_PREFIX);
+                let closed = record.status == IncidentStatus::Closed;
+                if open == 0 && from_feeds && !closed {
+                    self.close(
+                        ns,
+                        incident_id,
+                        &by,
+                        "every alert behind it was cancelled by its sender".into(),
+                    )?;
+                }
+            }
+            _ => {
+                // An update carries the sender's current view: its facts replace the earlier
+                // ones where given, and its severity sets the warning level.
+                let mapped = self.config.mapping.map(alert, &region);
+                let Some(record) = self.incident(ns, incident_id)? else {
+                    return Ok(());
+                };
+                record.link_alert(link_for(alert, alert_id, "update", now), false);
+                let mut changed = merge_replace(&mut record.report.facts, &mapped.facts);
+                if mapped.warning.is_some() && mapped.warning != record.report.warning {
+                    record.report.warning = mapped.warning;
+                    changed = true;
+                }
+                push_local(
+                    record,
+                    now,
+                    "alert_updated",
+                    format!(
+                        "alert {referenced} updated by {}: {}",
+                        alert.sender, alert.headline
+                    ),
+                );
+                if changed {
+                    let change = self.change(ns, incident_id);
+                    change.facts_changed = true;
+                    change.updated_by = by;
+                    change
+                        .summaries
+                        .push(format!("CAP update {}", alert.identity));
+                }
+                if let Some(record) = self.alert(ns, referenced)? {
+                    if record.state == "open" {
+                        record.state = "updated".into();
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Updates and cancels parked for `alert`'s identity now apply to its incident.
+    fn apply_parked(
+        &mut self,
+        ns: &str,
+        feed: Option<&str>,
+        alert: &Alert,
+        incident_id: &str,
+        referenced_alert_id: &str,
+    ) -> Result<(), String> {
+        let prefix = parked_prefix(ns, alert.format.as_str(), &alert.identity);
+        let mut parked: Vec<(String, Parked)> = self
+            .store
+            .scan_prefix::<Parked>(&prefix)
+            .map_err(|e| e.to_string())?;
+        parked.extend(
+            self.parked_new
+                .iter()
+                .filter(|(key, _)| key.starts_with(&prefix))
+                .cloned(),
+        );
+        for (key, entry) in parked {
+            if self.parked_done.contains(&key) {
+                continue;
+            }
+            self.parked_done.push(key.clone());
+            self.delete(key);
+            let Some(record) = self.alert(ns, &entry.alert_id)?.cloned() else {
+                continue;
+            };
+            self.apply_reference(
+                ns,
+                feed,
+                &record.alert,
+                &entry.alert_id,
+                referenced_alert_id,
+                incident_id,
+            )?;
+            if let Some(stored) = self.alert(ns, &entry.alert_id)? {
+                stored.incident_id = Some(incident_id.to_string());
+                stored.state = state_after(record.alert.action).into();
+            }
+            self.put(
+                format!(
+                    "{}{}",
+                    incident_alert_prefix(ns, incident_id),
+                    entry.alert_id
+                ),
+                &(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// A resolve, acknowledgement or receipt for alerts named by identity.
+    fn settle(
+        &mut self,
+        ns: &str,
+        feed: Option<&str>,
+        alert: &Alert,
+        named: &[&str],
+    ) -> Result<AlertResult, String> {
+        let format = alert.format.as_str();
+        let now = self.now;
+        let mut touched = Vec::new();
+        for identity in named {
+            let Some(target) = self.alert_by_identity(ns, format, identity)? else {
+                continue;
+            };
+            let Some(stored) = self.alert(ns, &target)? else {
+                continue;
+            };
+            let Some(incident_id) = stored.incident_id.clone() else {
+                continue;
+            };
+            let resolving = alert.action == Action::Resolve;
+            let was_open = stored.state == "open" || stored.state == "updated";
+            if resolving && was_open {
+                stored.state = "resolved".into();
+            }
+            let Some(record) = self.incident(ns, &incident_id)? else {
+                continue;
+            };
+            let (event_type, text) = match alert.action {
+                Action::Resolve => {
+                    if was_open {
+                        record.settle_alert(&target, "resolved");
+                    }
+                    (
+                        "alert_resolved",
+                        format!(
+                            "alert {identity} resolved at its source ({}); {} of {} alerts still open",
+                            alert.sender, record.open_alert_count, record.alert_count
+                        ),
+                    )
+                }
+                Action::Acknowledge => (
+                    "alert_acknowledged",
+                    format!(
+                        "alert {identity} acknowledged at its source ({})",
+                        alert.sender
+                    ),
+                ),
+                _ => (
+                    "alert_receipt",
+                    format!(
+                        "{} receipt for {identity}: {}",
+                        alert.sender, alert.headline
+                    ),
+                ),
+            };
+            push_local(record, now, event_type, text);
+            touched.push(incident_id);
+        }
+        let alert_id = self.new_alert_id(ns)?;
+        let first = touched.first().cloned();
+        self.store_alert(
+            ns,
+            feed,
+            alert,
+            &alert_id,
+            first.as_deref(),
+            state_after(alert.action),
+            String::new(),
+        )?;
+        Ok(match first {
+            Some(incident_id) => AlertResult {
+                outcome: Outcome::Applied,
+                alert_id: Some(alert_id),
+                incident_id: Some(incident_id),
+                namespace: ns.to_string(),
+                kind: None,
+                identity: alert.identity.clone(),
+                note: match alert.action {
+                    Action::Resolve => {
+                        "the alert is closed; the incident stays open until officers close it"
+                            .into()
+                    }
+                    _ => "recorded on the incident's timeline".into(),
+                },
+            },
+            None => AlertResult {
+                outcome: Outcome::Ignored,
+                alert_id: Some(alert_id),
+                incident_id: None,
+                namespace: ns.to_string(),
+                kind: None,
+                identity: alert.identity.clone(),
+                note: format!(
+                    "no alert {} is known here; recorded, nothing to apply",
+                    named.join(" ")
+                ),
+            },
+        })
+    }
+
+    fn close(
+        &mut self,
+        ns: &str,
+        incident_id: &str,
+        by: &str,
+        reason: String,
+    ) -> Result<(), String> {
+        let now = self.now;
+        let Some(record) = self.incident(ns, incident_id)? else {
+            return Ok(());
+        };
+        if record.status == IncidentStatus::Closed {
+            return Ok(());
+        }
+        let closed = IncidentClosed {
+            by: by.to_string(),
+            reason,
+        };
+        record.status = IncidentStatus::Closed;
+        record.updated_at_unix_ms = record.updated_at_unix_ms.max(now);
+        let description = IncidentEvent {
+            event_id: String::new(),
+            incident_id: incident_id.to_string(),
+            namespace: ns.to_string(),
+            at_unix_ms: now,
+            source_service: crate::SERVICE_NAME.into(),
+            body: EventBody::Closed(closed.clone()),
+        }
+        .describe();
+        record.timeline.push(TimelineEntry {
+            at_unix_ms: now,
+            event_type: "closed".into(),
+            source_service: crate::SERVICE_NAME.into(),
+            description,
+            event_id: String::new(),
+        });
+        self.change(ns, incident_id).closed = Some(closed);
+        self.forget_corr(ns, incident_id);
+        Ok(())
+    }
+
+    fn touch_corr(&mut self, ns: &str, incident_id: &str, kind: &str, at: i64) {
+        if let Some(entries) = self.corr.get_mut(&(ns.to_string(), kind.to_string())) {
+            if let Some(entry) = entries.iter_mut().find(|e| e.incident_id == incident_id) {
+                if at > entry.last_at_unix_ms {
+                    entry.last_at_unix_ms = at;
+                    self.corr_dirty
+                        .push((ns.to_string(), incident_id.to_string()));
+                }
+            }
+        }
+    }
+
+    fn forget_corr(&mut self, ns: &str, incident_id: &str) {
+        for ((entry_ns, _), entries) in self.corr.iter_mut() {
+            if entry_ns == ns {
+                entries.retain(|e| e.incident_id != incident_id);
+            }
+        }
+        self.corr_dirty
+            .push((ns.to_string(), incident_id.to_string()));
+    }
+
+    // ---- heartbeats and parked updates --------------------------------------------------------
+
+    fn open_silent(
+        &mut self,
+        feed: &str,
+        owner: &str,
+        seen: i64,
+        every: i64,
+    ) -> Result<(), String> {
+        let region = self.config.region.clone();
+        let owner_j = region
+            .tree
+            .get(owner)
+            .ok_or_else(|| format!("feed {feed}: owner {owner} is not in the region"))?;
+        let location = owner_j
+            .centroid
+            .or_else(|| {
+                region
+                    .tree
+                    .all()
+                    .find(|j| j.level == domain::jurisdiction::Level::Province)
+                    .and_then(|p| p.centroid)
+            })
+            .unwrap_or(GeoPoint::new(0.0, 0.0));
+        let sub_type =
+            domain::class::sub_type("unclassified.feed_silent").expect("catalogue entry");
+        let report = IncidentReport {
+            kind: sub_type.code.into(),
+            class: IncidentClass::Unclassified,
+            township_code: owner.to_string(),
+            other_township_codes: Vec::new(),
+            location,
+            location_reported: false,
+            facts: Facts::default(),
+            summary: format!(
+                "monitoring feed {feed} silent for {} (expected at least every {}); its alerts may be going unseen",
+                minutes_text(self.now - seen),
+                minutes_text(every)
+            ),
+            reported_by: format!("{FEED_REPORTER_PREFIX}watchdog"),
+            warning: None,
+        };
+        let ns = self.config.namespace.clone();
+        let incident_id = self.create_incident(&ns, report)?;
+        tracing::warn!(feed, %incident_id, "monitoring feed silent");
+        self.silent_opened
+            .insert(feed.to_string(), incident_id.clone());
+        self.put(silent_key(feed), &incident_id)?;
+        Ok(())
+    }
+
+    fn surface_parked(&mut self, key: &str, entry: &Parked) -> Result<(), String> {
+        if self.parked_done.iter().any(|k| k == key) {
+            return Ok(());
+        }
+        self.parked_done.push(key.to_string());
+        self.delete(key.to_string());
+        // feed-parked/<ns>/<format>/<identity>/<alert id>; the namespace may contain dots only.
+        let ns = key
+            .strip_prefix("feed-parked/")
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or(&self.config.namespace)
+            .to_string();
+        let Some(stored) = self.alert(&ns, &entry.alert_id)?.cloned() else {
+            return Ok(());
+        };
+        if stored.state != "parked" {
+            return Ok(());
+        }
+        let note = format!(
+            "an {:?} for {} that never arrived, surfaced for triage after {}",
+            stored.alert.action,
+            stored.alert.references.join(" "),
+            minutes_text(self.now - entry.parked_at_unix_ms)
+        );
+        let mut alert = stored.alert.clone();
+        alert.action = Action::Raise;
+        let result = self.raise(&ns, stored.feed.as_deref(), &alert, Some(note))?;
+        // The surfaced incident owns the parked alert record; drop the copy `raise` made.
+        if let Some(new_id) = &result.alert_id {
+            self.alerts.remove(&alert_key(&ns, new_id));
+        }
+        if let Some(record) = self.alert(&ns, &entry.alert_id)? {
+            record.incident_id = result.incident_id.clone();
+            record.state = "open".into();
+        }
+        Ok(())
+    }
+
+    // ---- commit -------------------------------------------------------------------------------
+
+    fn finish(mut self) -> Result<Staged, String> {
+        let mut commit = std::mem::take(&mut self.commit);
+        let mut changes = Vec::new();
+        for (key, (raw, current)) in self.incident_sequences.drain() {
+            commit.expect_raw(key.clone(), raw);
+            commit.put(key, &current).map_err(|e| e.to_string())?;
+        }
+        for (key, (_, current)) in self.alert_sequences.drain() {
+            commit.put(key, &current).map_err(|e| e.to_string())?;
+        }
+        for (key, (raw, mut record, change)) in std::mem::take(&mut self.incidents) {
+            let ns = record.namespace.clone();
+            let id = record.id.clone();
+            let mut event_type = None;
+            if change.created {
+                let event = self.event(&ns, &id, EventBody::Reported(record.report.clone()));
+                commit.event(
+                    subject(&ns, &id, subjects::REPORTED)?,
+                    muster_proto::convert::encode_event(&event),
+                );
+                event_type = Some(subjects::REPORTED);
+            } else if change.facts_changed {
+                let body = EventBody::Updated(IncidentUpdated {
+                    facts: record.report.facts.clone(),
+                    updated_by: change.updated_by.clone(),
+                    summary: change.summaries.join("; "),
+                    warning: record.report.warning,
+                });
+                let event = self.event(&ns, &id, body);
+                record.timeline.push(TimelineEntry {
+                    at_unix_ms: self.now,
+                    event_type: subjects::UPDATED.into(),
+                    source_service: crate::SERVICE_NAME.into(),
+                    description: event.describe(),
+                    event_id: String::new(),
+                });
+                commit.event(
+                    subject(&ns, &id, subjects::UPDATED)?,
+                    muster_proto::convert::encode_event(&event),
+                );
+                event_type = Some(subjects::UPDATED);
+            }
+            if let Some(closed) = &change.closed {
+                let event = self.event(&ns, &id, EventBody::Closed(closed.clone()));
+                commit.event(
+                    subject(&ns, &id, "closed")?,
+                    muster_proto::convert::encode_event(&event),
+                );
+                event_type = Some("closed");
+            }
+            record.updated_at_unix_ms = record.updated_at_unix_ms.max(self.now);
+            commit.expect_raw(key.clone(), raw);
+            commit.put(key, &record).map_err(|e| e.to_string())?;
+            changes.push((record, event_type.unwrap_or("alert").to_string()));
+        }
+        for (key, record) in std::mem::take(&mut self.alerts) {
+            commit.put(key, &record).map_err(|e| e.to_string())?;
+        }
+        self.corr_dirty.sort();
+        self.corr_dirty.dedup();
+        for (ns, incident_id) in std::mem::take(&mut self.corr_dirty) {
+            let entry = self
+                .corr
+                .values()
+                .flatten()
+                .find(|e| e.namespace == ns && e.incident_id == incident_id);
+            match entry {
+                Some(entry) => {
+                    commit
+                        .put(corr_key(&ns, &incident_id), entry)
+                        .map_err(|e| e.to_string())?;
+                }
+                None => {
+                    commit.delete(corr_key(&ns, &incident_id));
+                }
+            }
+        }
+        // Expired correlation candidates leave the index (and the store) with this batch.
+        let now = self.now;
+        for entries in self.corr.values_mut() {
+            entries.retain(|e| {
+                let keep = now - e.last_at_unix_ms <= e.window_ms.saturating_mul(2);
+                if !keep {
+                    commit.delete(corr_key(&e.namespace, &e.incident_id));
+                }
+                keep
+            });
+        }
+        self.corr.retain(|_, entries| !entries.is_empty());
+        Ok(Staged {
+            commit,
+            corr: self.corr,
+            seen: self.seen,
+            silent_opened: self.silent_opened,
+            silent_cleared: self.silent_cleared,
+            changes,
+        })
+    }
+
+    fn event(&self, ns: &str, incident_id: &str, body: EventBody) -> IncidentEvent {
+        IncidentEvent {
+            event_id: String::new(),
+            incident_id: incident_id.to_string(),
+            namespace: ns.to_string(),
+            at_unix_ms: self.now,
+            source_service: crate::SERVICE_NAME.into(),
+            body,
+        }
+    }
+}
+
+fn subject(ns: &str, incident_id: &str, event_type: &str) -> Result<String, String> {
+    subjects::incident_event(ns, incident_id, event_type).map_err(|e| e.to_string())
+}
+
+fn duplicate_of(first: &AlertResult) -> AlertResult {
+    AlertResult {
+        outcome: Outcome::Duplicate,
+        note: format!(
+            "already received ({}): {}",
+            serde_json::to_value(first.outcome)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            first.note
+        ),
+        ..first.clone()
+    }
+}
+
+/// Alertmanager's always-firing Watchdog / DeadMansSwitch alerts prove the pipeline is alive.
+fn is_heartbeat(alert: &Alert) -> bool {
+    alert.field_values("label.alertname").any(|name| {
+        name.eq_ignore_ascii_case("watchdog") || name.eq_ignore_ascii_case("deadmansswitch")
+    })
+}
+
+fn reporter(feed: Option<&str>, alert: &Alert) -> String {
+    match feed {
+        Some(feed) => format!("{FEED_REPORTER_PREFIX}{feed} ({})", alert.sender),
+        None => format!(
+            "{FEED_REPORTER_PREFIX}{} ({})",
+            alert.format.as_str(),
+            alert.sender
+        ),
+    }
+}
+
+fn headline_with(alert: &Alert, triage: Option<&str>) -> String {
+    let headline = if alert.headline.is_empty() {
+        alert.identity.clone()
+    } else {
+        alert.headline.clone()
+    };
+    match triage {
+        Some(reason) => format!("[triage] {headline} — {reason}"),
+        None => headline,
+    }
+}
+
+fn link_for(alert: &Alert, alert_id: &str, state: &str, now: i64) -> AlertLink {
+    AlertLink {
+        alert_id: alert_id.to_string(),
+        format: alert.format.as_str().to_string(),
+        identity: alert.identity.clone(),
+        headline: alert.headline.clone(),
+        state: state.to_string(),
+        received_at_unix_ms: now,
+    }
+}
+
+fn state_after(action: Action) -> &'static str {
+    match action {
+        Action::Cancel => "cancel",
+        Action::Update => "update",
+        Action::Resolve => "resolve",
+        Action::Acknowledge => "acknowledge",
+        Action::Receipt => "receipt",
+        Action::Raise => "open",
+    }
+}
+
+fn push_local(record: &mut IncidentRecord, now: i64, event_type: &str, description: String) {
+    record.updated_at_unix_ms = record.updated_at_unix_ms.max(now);
+    record.timeline.push(TimelineEntry {
+        at_unix_ms: now,
+        event_type: event_type.to_string(),
+        source_service: crate::SERVICE_NAME.into(),
+        description,
+        // Recorded by intake alone; no bus event carries it.
+        event_id: format!("local-{event_type}-{now}-{}", record.timeline.len()),
+    });
+}
+
+/// Correlated alerts only ever raise what is known (casualties rise; a later, larger magnitude
+/// wins). Returns whether anything changed.
+fn merge_max(facts: &mut Facts, new: &Facts) -> bool {
+    fn max_opt<T: PartialOrd + Copy>(slot: &mut Option<T>, new: Option<T>) -> bool {
+        match (new, *slot) {
+            (Some(n), Some(old)) if n > old => {
+                *slot = Some(n);
+                true
+            }
+            (Some(n), None) => {
+                *slot = Some(n);
+                true
+            }
+            _ => false,
+        }
+    }
+    max_opt(&mut facts.deaths, new.deaths)
+        | max_opt(&mut facts.missing, new.missing)
+        | max_opt(&mut facts.serious_injuries, new.serious_injuries)
+        | max_opt(&mut facts.direct_loss_cny, new.direct_loss_cny)
+        | max_opt(&mut facts.magnitude, new.magnitude)
+}
+
+/// An update from the same sender replaces what it gives.
+fn merge_replace(facts: &mut Facts, new: &Facts) -> bool {
+    let before = facts.clone();
+    if new.deaths.is_some() {
+        facts.deaths = new.deaths;
+    }
+    if new.missing.is_some() {
+        facts.missing = new.missing;
+    }
+    if new.serious_injuries.is_some() {
+        facts.serious_injuries = new.serious_injuries;
+    }
+    if new.direct_loss_cny.is_some() {
+        facts.direct_loss_cny = new.direct_loss_cny;
+    }
+    if new.magnitude.is_some() {
+        facts.magnitude = new.magnitude;
+    }
+    *facts != before
+}
+
+/// A correlated alert can raise the warning level (red is highest), never lower it.
+fn raise_warning(slot: &mut Option<WarningLevel>, new: Option<WarningLevel>) -> bool {
+    match (new, *slot) {
+        (Some(n), Some(old)) if n.number() < old.number() => {
+            *slot = Some(n);
+            true
+        }
+        (Some(n), None) => {
+            *slot = Some(n);
+            true
+        }
+        _ => false,
+    }
+}
+
+fn minutes_text(ms: i64) -> String {
+    let seconds = ms.max(0) / 1000;
+    if seconds < 120 {
+        format!("{seconds} s")
+    } else {
+        format!("{} min", seconds / 60)
+    }
+}
