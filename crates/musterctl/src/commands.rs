@@ -442,6 +442,7 @@ fn write_incident(out: Out<'_>, view: &IncidentView) -> std::io::Result<()> {
     header.row(["township", township.as_str()]);
     header.row(["location", location.as_str()]);
     header.row(["facts".to_owned(), view.facts.describe()]);
+    header.row(["warning".to_owned(), or_dash(view.warning_level.as_deref())]);
     header.row(["summary".to_owned(), or_dash(Some(&view.summary))]);
     header.row(["status".to_owned(), view.status_label()]);
     header.row([
@@ -453,7 +454,31 @@ fn write_incident(out: Out<'_>, view: &IncidentView) -> std::io::Result<()> {
         ),
     ]);
     header.row(["updated", view.updated_at.as_str()]);
+    if view.alert_count > 0 {
+        header.row([
+            "alerts".to_owned(),
+            format!(
+                "{} linked, {} open at their source",
+                view.alert_count, view.open_alert_count
+            ),
+        ]);
+    }
     header.write_to(out)?;
+    if !view.recent_alerts.is_empty() {
+        writeln!(out, "
+recent alerts (newest last)")?;
+        let mut table = Table::new(["alert", "format", "state", "received", "headline"]);
+        for alert in &view.recent_alerts {
+            table.row([
+                alert.alert_id.as_str(),
+                alert.format.as_str(),
+                alert.state.as_str(),
+                alert.received_at.as_str(),
+                alert.headline.as_str(),
+            ]);
+        }
+        table.write_to(out)?;
+    }
 
     writeln!(out, "\ngrading")?;
     match &view.grading {

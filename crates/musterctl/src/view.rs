@@ -53,6 +53,12 @@ enum_namer!(
     pb::IncidentStatus::Unspecified
 );
 enum_namer!(
+    warning_level_name,
+    pb::WarningLevel,
+    "WARNING_LEVEL_",
+    pb::WarningLevel::Unspecified
+);
+enum_namer!(
     unit_status_name,
     pb::UnitStatus,
     "UNIT_STATUS_",
@@ -319,13 +325,43 @@ pub struct IncidentView {
     pub facts: FactsView,
     pub summary: String,
     pub reported_by: String,
-    /// `reported`, `graded` or `responding`.
+    /// `red`, `orange`, `yellow` or `blue`, when the source gave a warning level.
+    pub warning_level: Option<String>,
+    /// `reported`, `graded`, `responding` or `closed`.
     pub status: Option<String>,
     pub grading: Option<GradingView>,
     pub units: Option<UnitsAssignedView>,
     pub timeline: Vec<TimelineEntryView>,
     pub reported_at: String,
     pub updated_at: String,
+    /// Monitoring-feed alerts linked to the incident, and how many are still open.
+    pub alert_count: u64,
+    pub open_alert_count: u64,
+    pub recent_alerts: Vec<LinkedAlertView>,
+}
+
+/// A feed alert linked to an incident.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LinkedAlertView {
+    pub alert_id: String,
+    pub format: String,
+    pub identity: String,
+    pub headline: String,
+    pub state: String,
+    pub received_at: String,
+}
+
+impl From<pb::LinkedAlert> for LinkedAlertView {
+    fn from(alert: pb::LinkedAlert) -> Self {
+        Self {
+            alert_id: alert.alert_id,
+            format: alert.format,
+            identity: alert.identity,
+            headline: alert.headline,
+            state: alert.state,
+            received_at: format_rfc3339_ms(alert.received_at_unix_ms),
+        }
+    }
 }
 
 impl IncidentView {
@@ -390,12 +426,16 @@ impl From<pb::Incident> for IncidentView {
             facts: report.facts.unwrap_or_default().into(),
             summary: report.summary,
             reported_by: report.reported_by,
+            warning_level: warning_level_name(report.warning_level),
             status: incident_status_name(incident.status),
             grading: incident.grading.map(Into::into),
             units: incident.units.map(Into::into),
             timeline: incident.timeline.into_iter().map(Into::into).collect(),
             reported_at: format_rfc3339_ms(incident.reported_at_unix_ms),
             updated_at: format_rfc3339_ms(incident.updated_at_unix_ms),
+            alert_count: incident.alert_count,
+            open_alert_count: incident.open_alert_count,
+            recent_alerts: incident.recent_alerts.into_iter().map(Into::into).collect(),
         }
     }
 }

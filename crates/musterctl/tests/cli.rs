@@ -336,7 +336,26 @@ fn sample_incident() -> pb::Incident {
         }],
         reported_at_unix_ms: at,
         updated_at_unix_ms: at,
-        ..Default::default()
+        alert_count: 2,
+        open_alert_count: 1,
+        recent_alerts: vec![
+            pb::LinkedAlert {
+                alert_id: "ALR-20261128-000001".to_owned(),
+                format: "cap".to_owned(),
+                identity: "cenc@cea.gov.cn,EQ-1,2026-11-28T06:20:00+08:00".to_owned(),
+                headline: "M5.6 地震".to_owned(),
+                state: "open".to_owned(),
+                received_at_unix_ms: at,
+            },
+            pb::LinkedAlert {
+                alert_id: "ALR-20261128-000002".to_owned(),
+                format: "alertmanager".to_owned(),
+                identity: "c0ffee".to_owned(),
+                headline: "H2S over limit".to_owned(),
+                state: "resolved".to_owned(),
+                received_at_unix_ms: at,
+            },
+        ],
     }
 }
 
@@ -567,6 +586,10 @@ async fn show_prints_header_grading_assignments_and_timeline() {
         "location   32.0600,118.7900 (reported)",
         "facts      deaths 3, serious injuries 12",
         "status     responding",
+        "warning    orange",
+        "alerts     2 linked, 1 open at their source",
+        "recent alerts (newest last)",
+        "ALR-20261128-000002",
         "reported   2026-11-28T06:27:24.123Z by Officer Li",
         "grade   III, response level 3",
         "lead    南京市 (3201, city)",
@@ -592,6 +615,9 @@ async fn show_prints_header_grading_assignments_and_timeline() {
     assert_eq!(json["class"], "accident");
     assert_eq!(json["facts"]["missing"], serde_json::Value::Null);
     assert_eq!(json["timeline"][0]["at"], "2026-11-28T06:27:24.123Z");
+    assert_eq!(json["warning_level"], "orange");
+    assert_eq!(json["alert_count"], 2);
+    assert_eq!(json["recent_alerts"][1]["state"], "resolved");
 }
 
 #[tokio::test]
