@@ -277,6 +277,7 @@ impl pb::intake_service_server::IntakeService for IntakeGrpc {
                 duplicate: true,
             }));
         }
+        backpressure(&self.store)?;
         let (incident_id, record) = match self.record_report(&namespace, valid)? {
             Recorded::New(incident_id, record) => (incident_id, record),
             Recorded::Duplicate(incident_id) => {
@@ -418,6 +419,25 @@ impl pb::intake_service_server::IntakeService for IntakeGrpc {
             futures_util::StreamExt::take_until(stream, self.shutdown.clone().cancelled_owned());
         Ok(Response::new(Box::pin(stream)))
     }
+}
+
+/// Refuses new work with `UNAVAILABLE` (and a `retry-after` of 1 s) while the outbox holds more
+/// than [`crate::feed::OUTBOX_LEN_MAX`] events: the bus is behind, and accepting more would only
+/// grow the backlog without bound. Nothing is stored for a refused request.
+fn backpressure(store: &Store) -> Result<(), Status> {
+    let waiting = store.outbox_len();
+    if waiting <= crate::feed::OUTBOX_LEN_MAX {
+        return Ok(());
+    }
+    let mut status = Status::unavailable(format!(
+        "the bus is behind: {waiting} events are waiting to be published; retry in {} s",
+        crate::feed::RETRY_AFTER_SECONDS
+    ));
+    status.metadata_mut().insert(
+        "retry-after",
+        tonic::metadata::MetadataValue::from(crate::feed::RETRY_AFTER_SECONDS),
+    );
+    Err(status)
 }
 
 fn internal(error: impl std::fmt::Display) -> Status {

@@ -98,6 +98,13 @@ impl FeedIntake {
         }
     }
 
+    /// Refuse feeds while more than `max` outbox events wait for the bus (default
+    /// [`OUTBOX_LEN_MAX`]).
+    pub fn with_outbox_len_max(mut self, max: usize) -> FeedIntake {
+        self.outbox_len_max = max;
+        self
+    }
+
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
@@ -168,5 +175,102 @@ impl FeedIntake {
             Ok(Err(reason)) => Answer::Unavailable(format!("{reason}; nothing was stored, retry")),
             Err(_) => Answer::Unavailable("intake is shutting down; retry shortly".into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CAP: &str = r#"<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
+  <identifier>T-1</identifier><sender>test@example.org</sender>
+  <sent>2026-11-28T10:00:00+08:00</sent><status>Actual</status><msgType>Alert</msgType>
+  <scope>Public</scope>
+  <info><category>Geo</category><event>Earthquake</event><urgency>Immediate</urgency>
+  <severity>Severe</severity><certainty>Observed</certainty></info>
+</alert>"#;
+
+    fn intake(queue_len: usize) -> (FeedIntake, mpsc::Receiver<Submission>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (queue, queued) = mpsc::channel(queue_len);
+        let intake = FeedIntake::new(
+            queue,
+            store,
+            Arc::new(Mapping::embedded_default()),
+            Limits::default(),
+        );
+        (intake, queued, dir)
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_answers_unavailable_with_nothing_stored() {
+        let (intake, mut queued, _dir) = intake(1);
+        // The first submission fills the queue and waits for a writer that is not running.
+        let first = tokio::spawn({
+            let intake = intake.clone();
+            async move { intake.submit(Format::Cap, None, CAP.as_bytes()).await }
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while intake.queue.capacity() > 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap();
+        let answer = intake.submit(Format::Cap, None, CAP.as_bytes()).await;
+        let Answer::Unavailable(reason) = &answer else {
+            panic!("expected unavailable, got {answer:?}");
+        };
+        assert!(reason.contains("saturated"), "{reason}");
+        assert_eq!(answer.http_status(), 503);
+        let json: serde_json::Value = serde_json::from_slice(&answer.to_json()).unwrap();
+        assert_eq!(json["status"], "unavailable");
+        assert_eq!(json["retry_after_seconds"], RETRY_AFTER_SECONDS);
+        // The queued one is answered once a writer takes it; here the writer refuses it.
+        let submission = queued.recv().await.unwrap();
+        submission.reply.send(Err("storage failed".into())).unwrap();
+        assert!(matches!(first.await.unwrap(), Answer::Unavailable(_)));
+    }
+
+    #[tokio::test]
+    async fn a_backed_up_outbox_answers_unavailable() {
+        let (intake, mut queued, _dir) = intake(8);
+        let mut commit = store::Commit::new();
+        for n in 0..3 {
+            commit.event(format!("muster.live.incident.INC-{n}.reported"), vec![1]);
+        }
+        intake.store.commit(&commit).unwrap();
+        let intake = intake.with_outbox_len_max(2);
+        let answer = intake.submit(Format::Cap, None, CAP.as_bytes()).await;
+        let Answer::Unavailable(reason) = &answer else {
+            panic!("expected unavailable, got {answer:?}");
+        };
+        assert!(reason.contains("3 events are waiting"), "{reason}");
+        assert!(queued.try_recv().is_err(), "nothing was queued");
+    }
+
+    #[tokio::test]
+    async fn rejections_and_unknown_feeds_answer_400_without_queueing() {
+        let (intake, mut queued, _dir) = intake(8);
+        let answer = intake.submit(Format::Cap, None, b"<!DOCTYPE x><x/>").await;
+        assert_eq!(answer.http_status(), 400);
+        let answer = intake
+            .submit(Format::Cap, Some("no-such-feed"), CAP.as_bytes())
+            .await;
+        let Answer::Rejected(rejection) = &answer else {
+            panic!("{answer:?}");
+        };
+        assert!(
+            rejection.reason.contains("usgs-quakes"),
+            "{}",
+            rejection.reason
+        );
+        let huge = vec![b' '; Limits::default().body_bytes_max + 1];
+        assert_eq!(
+            intake.submit(Format::Cap, None, &huge).await.http_status(),
+            413
+        );
+        assert!(queued.try_recv().is_err());
     }
 }
