@@ -219,10 +219,10 @@ pub async fn run_feed_consumer<H: FeedHandler>(
             for (message, outcome) in group.iter().zip(outcomes) {
                 let acked = match outcome {
                     FeedOutcome::Done { answer } => {
-                        if let Some(reply_to) = header(message.headers.as_ref(), REPLY_HEADER) {
-                            if let Err(error) = bus.client().publish(reply_to, answer).await {
-                                tracing::warn!(consumer = %name, %error, "answer not sent");
-                            }
+                        if let Some(reply_to) = header(message.headers.as_ref(), REPLY_HEADER)
+                            && let Err(error) = bus.client().publish(reply_to, answer).await
+                        {
+                            tracing::warn!(consumer = %name, %error, "answer not sent");
                         }
                         message.ack().await
                     }

@@ -13,6 +13,7 @@ pub const REPORTED: &str = "reported";
 pub const GRADED: &str = "graded";
 pub const UNITS_ASSIGNED: &str = "units_assigned";
 pub const UPDATED: &str = "updated";
+pub const CLOSED: &str = "closed";
 
 /// Checks a namespace: `live` or `drill.<id>` with `<id>` of `[a-z0-9_-]`.
 pub fn validate_namespace(namespace: &str) -> Result<(), Error> {

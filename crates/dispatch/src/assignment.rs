@@ -586,6 +586,130 @@ impl AssignmentDesk {
     }
 }
 
+/// The incident is closed: releases every unit it holds, in one commit for the consumer to make.
+///
+/// Each unit goes through the lifecycle's `Release` (Dispatched → Available, its acknowledgement
+/// timer deleted; Enroute, Staging or OnScene → Returning) with a compare-and-swap on its record
+/// and its unit event; each leaves the assignment record for `ended` (`released`, "incident
+/// closed: <reason>"). The record is marked closed (so a `graded` arriving later books nothing)
+/// and its shortfalls cleared; one `units_assigned` with `released_unit_ids` announces the units
+/// that left, so intake's incident drops them. An incident already closed (a redelivered or
+/// re-published `closed`) gets an empty commit; one dispatch never booked is only marked closed.
+pub fn stage_incident_close(
+    store: &Store,
+    namespace: &str,
+    incident_id: &str,
+    reason: &str,
+    now_unix_ms: i64,
+) -> Result<Commit, StatusChangeError> {
+    let record_key = assignment_key(namespace, incident_id);
+    let record_raw = store.get_raw(&record_key)?;
+    let mut record: AssignmentRecord = match record_raw.as_deref() {
+        Some(raw) => store::decode_value(&record_key, raw)?,
+        None => AssignmentRecord {
+            incident_id: incident_id.to_string(),
+            namespace: namespace.to_string(),
+            plan_id: String::new(),
+            assignments: Vec::new(),
+            shortfalls: Vec::new(),
+            location: None,
+            ended: Vec::new(),
+            closed_at_unix_ms: None,
+        },
+    };
+    let mut commit = Commit::new();
+    if record.closed_at_unix_ms.is_some() {
+        return Ok(commit);
+    }
+    commit.expect_raw(record_key.clone(), record_raw);
+    let release = UnitEvent::Release {
+        incident_id: incident_id.to_string(),
+    };
+    let mut released = Vec::with_capacity(record.assignments.len());
+    for left in std::mem::take(&mut record.assignments) {
+        let unit_id = left.unit_id.clone();
+        match registry::load(store, namespace, &unit_id)? {
+            Some((raw, mut unit))
+                if !unit.is_retired() && unit.state.incident_id.as_deref() == Some(incident_id) =>
+            {
+                let change = unit.apply(&release, now_unix_ms).map_err(|refusal| {
+                    StatusChangeError::Refused {
+                        unit_id: unit_id.clone(),
+                        event: release.name(),
+                        refusal,
+                    }
+                })?;
+                let unit_key = registry::unit_key(namespace, &unit_id);
+                commit.expect_raw(unit_key.clone(), Some(raw));
+                if unit.state.status != UnitStatus::Dispatched
+                    && let Some(due_at_unix_ms) = unit.ack_due_at_unix_ms.take()
+                {
+                    commit.delete(ack_timer_key(
+                        namespace,
+                        due_at_unix_ms,
+                        incident_id,
+                        &unit_id,
+                    ));
+                }
+                commit.put(unit_key, &unit)?;
+                registry::push_event(
+                    &mut commit,
+                    namespace,
+                    &unit_id,
+                    UnitChange::StatusChanged {
+                        change,
+                        cause: release.name().to_string(),
+                    },
+                    now_unix_ms,
+                )
+                .map_err(|e| StatusChangeError::Subject(e.to_string()))?;
+            }
+            // The unit record no longer names this incident (or is gone): only the assignment
+            // ends, and intake is told it left all the same.
+            _ => {
+                tracing::warn!(%incident_id, %unit_id, "assigned unit not held by the closed incident; assignment ended only");
+            }
+        }
+        record.ended.push(EndedAssignment {
+            unit_id: unit_id.clone(),
+            call_sign: left.call_sign,
+            unit_type: left.unit_type,
+            outcome: AssignmentOutcome::Released,
+            reason: format!("incident closed: {reason}"),
+            at_unix_ms: now_unix_ms,
+        });
+        released.push(unit_id);
+    }
+    if record.ended.len() > ENDED_ASSIGNMENTS_MAX {
+        let excess = record.ended.len() - ENDED_ASSIGNMENTS_MAX;
+        record.ended.drain(..excess);
+    }
+    // A closed incident needs nothing more.
+    record.shortfalls.clear();
+    record.closed_at_unix_ms = Some(now_unix_ms);
+    commit.put(record_key, &record)?;
+    tracing::info!(%incident_id, released = released.len(), "incident closed; units released");
+    if !released.is_empty() {
+        let out = IncidentEvent {
+            event_id: String::new(),
+            incident_id: incident_id.to_string(),
+            namespace: namespace.to_string(),
+            at_unix_ms: now_unix_ms,
+            source_service: crate::SERVICE_NAME.into(),
+            body: EventBody::UnitsAssigned(UnitsAssigned {
+                plan_id: record.plan_id.clone(),
+                assignments: Vec::new(),
+                shortfalls: Vec::new(),
+                released_unit_ids: released,
+            }),
+        };
+        let subject = subjects::incident_event(namespace, incident_id, subjects::UNITS_ASSIGNED)
+            .map_err(|e| StatusChangeError::Subject(e.to_string()))?;
+        commit.event(subject, muster_proto::convert::encode_event(&out));
+    }
+    Ok(commit)
+}
+
 /// Notes that a unit of `unit_type` is missing from the record's incident.
 fn record_shortfall(record: &mut AssignmentRecord, unit_type: &str, reason: String) {
     let assigned = record

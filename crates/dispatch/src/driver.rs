@@ -1,5 +1,6 @@
 //! The consumers: the assigner turns a `graded` event into unit bookings (status changes through
-//! the state machine) and a `units_assigned` event; the position tracker records the positions
+//! the state machine) and a `units_assigned` event, and a `closed` event into the release of
+//! every unit the incident holds ([`assignment::stage_incident_close`]); the position tracker records the positions
 //! units publish on `muster.<ns>.unit.<id>.position`. Every booking arms the unit's
 //! acknowledgement timer in the same commit (see [`crate::assignment`]).
 
@@ -36,6 +37,10 @@ pub struct AssignmentRecord {
     /// [`assignment::ENDED_ASSIGNMENTS_MAX`].
     #[serde(default)]
     pub ended: Vec<EndedAssignment>,
+    /// When the incident was closed (`closed` event): its units were released and nothing is
+    /// booked for it again.
+    #[serde(default)]
+    pub closed_at_unix_ms: Option<i64>,
 }
 
 impl AssignmentRecord {
@@ -93,11 +98,29 @@ impl Handler for Assigner {
     fn handle(&mut self, delivery: &Delivery) -> Result<Commit, HandlerError> {
         let event = muster_proto::convert::decode_event(&delivery.payload, &delivery.msg_id)
             .map_err(HandlerError::Poison)?;
-        let EventBody::Graded(graded) = &event.body else {
-            return Err(HandlerError::Poison(format!(
-                "expected a graded event, got {}",
-                event.body.event_type()
-            )));
+        let graded = match &event.body {
+            EventBody::Graded(graded) => graded,
+            EventBody::Closed(closed) => {
+                return assignment::stage_incident_close(
+                    &self.store,
+                    &event.namespace,
+                    &event.incident_id,
+                    &closed.reason,
+                    lifecycle::unix_ms_now(),
+                )
+                .map_err(|error| match error {
+                    assignment::StatusChangeError::Store(e) => HandlerError::Retry(e.to_string()),
+                    other => {
+                        HandlerError::Poison(format!("incident {}: {other}", event.incident_id))
+                    }
+                });
+            }
+            other => {
+                return Err(HandlerError::Poison(format!(
+                    "expected a graded or closed event, got {}",
+                    other.event_type()
+                )));
+            }
         };
         let namespace = &event.namespace;
         let record_key = assignment_key(namespace, &event.incident_id);
@@ -110,6 +133,14 @@ impl Handler for Assigner {
             .map(|raw| store::decode_value(&record_key, raw))
             .transpose()
             .map_err(|e| HandlerError::Retry(e.to_string()))?;
+        if existing
+            .as_ref()
+            .is_some_and(|record| record.closed_at_unix_ms.is_some())
+        {
+            // A grading that crossed the close on the bus: a closed incident gets no units.
+            tracing::info!(incident_id = %event.incident_id, "graded after closed; nothing booked");
+            return Ok(Commit::new());
+        }
         let excluded: HashSet<String> = existing
             .iter()
             .flat_map(|record| record.excluded_unit_ids())
@@ -236,6 +267,7 @@ impl Handler for Assigner {
             shortfalls: Vec::new(),
             location: None,
             ended: Vec::new(),
+            closed_at_unix_ms: None,
         });
         record.plan_id = plan_id.clone();
         record.location = Some(report.location);

@@ -9,7 +9,8 @@
 //! events, so no unit is ever booked to two incidents, even with several dispatchers. Positions
 //! arrive over gRPC and on `muster.<ns>.unit.<id>.position`; every unit change is a `UnitEvent`.
 //! A dispatched unit must acknowledge within the configured time; a decline or a timeout frees it
-//! and books a replacement in the same commit ([`assignment`]).
+//! and books a replacement in the same commit ([`assignment`]). A `closed` incident releases
+//! every unit it holds, announced in one `units_assigned` ([`assignment::stage_incident_close`]).
 
 pub mod assignment;
 mod driver;
@@ -95,10 +96,11 @@ pub async fn run(
     }
     let assigner = driver::Assigner::new(runtime.store.clone(), config.region.clone())
         .with_ack_timeout_ms(ack_timeout_ms);
-    let filters = vec![bus::subjects::incident_event_filter(
-        &config.namespace,
-        bus::subjects::GRADED,
-    )];
+    // Gradings and closes on one consumer: a close is handled after every grading before it.
+    let filters = vec![
+        bus::subjects::incident_event_filter(&config.namespace, bus::subjects::GRADED),
+        bus::subjects::incident_event_filter(&config.namespace, bus::subjects::CLOSED),
+    ];
     runtime
         .consume("assigner", &config.namespace, filters, assigner)
         .await?;

@@ -10,7 +10,7 @@ use dispatch::assignment::{self, AckTimerRecord};
 use dispatch::registry::{self, UnitRecord};
 use dispatch::{Assigner, AssignmentDesk, AssignmentOutcome, AssignmentRecord, PositionTracker};
 use domain::class::IncidentClass;
-use domain::event::{EventBody, Graded, IncidentEvent, IncidentReport};
+use domain::event::{EventBody, Graded, IncidentClosed, IncidentEvent, IncidentReport};
 use domain::geo::GeoPoint;
 use domain::grade::{Facts, Grade};
 use domain::jurisdiction::Level;
@@ -676,4 +676,136 @@ fn a_released_unit_leaves_the_active_assignments() {
         released_ids.contains(&never_left.unit_id),
         "{released_ids:?}"
     );
+}
+
+fn closed_delivery(incident_id: &str, msg_id: &str) -> Delivery {
+    let event = IncidentEvent {
+        event_id: String::new(),
+        incident_id: incident_id.into(),
+        namespace: NS.into(),
+        at_unix_ms: 1,
+        source_service: "intake".into(),
+        body: EventBody::Closed(IncidentClosed {
+            by: "feed:cap-quake".into(),
+            reason: "every alert was cancelled".into(),
+        }),
+    };
+    Delivery {
+        subject: format!("muster.{NS}.incident.{incident_id}.closed"),
+        msg_id: msg_id.into(),
+        payload: muster_proto::convert::encode_event(&event).into(),
+        delivered: 1,
+    }
+}
+
+#[test]
+fn a_closed_incident_releases_every_unit_once_and_books_nothing_after() {
+    let f = fixture();
+    let booked = book_grade_iii(&f, "INC-1");
+    let other = book_grade_iii(&f, "INC-2");
+    assert!(booked.assignments.len() >= 2);
+    let on_the_way = booked.assignments[0].unit_id.clone();
+    acknowledge(&f, &on_the_way, "INC-1");
+    let booked_ids: HashSet<String> = booked
+        .assignments
+        .iter()
+        .map(|a| a.unit_id.clone())
+        .collect();
+    assert!(
+        ack_timers(&f.store)
+            .iter()
+            .any(|t| t.incident_id == "INC-1")
+    );
+
+    let mut assigner = Assigner::new(f.store.clone(), f.region.clone());
+    let result = assigner
+        .handle(&closed_delivery("INC-1", "closed-1"))
+        .unwrap();
+    commit(&f.store, result, "closed-1");
+
+    // Units that had not acknowledged are free again, their timers gone; the one on its way
+    // turns back (Returning, per the lifecycle).
+    for id in &booked_ids {
+        let record = unit(&f.store, id);
+        assert_eq!(record.state.incident_id, None, "{id}");
+        assert_eq!(record.ack_due_at_unix_ms, None, "{id}");
+        let expected = if *id == on_the_way {
+            UnitStatus::Returning
+        } else {
+            UnitStatus::Available
+        };
+        assert_eq!(record.state.status, expected, "{id}");
+    }
+    assert!(
+        ack_timers(&f.store)
+            .iter()
+            .all(|t| t.incident_id != "INC-1")
+    );
+    let record = assignments(&f.store, "INC-1");
+    assert!(record.assignments.is_empty());
+    assert!(record.shortfalls.is_empty());
+    assert!(record.closed_at_unix_ms.is_some());
+    assert_eq!(record.ended.len(), booked_ids.len());
+    assert!(
+        record
+            .ended
+            .iter()
+            .all(|e| e.outcome == AssignmentOutcome::Released
+                && e.reason == "incident closed: every alert was cancelled")
+    );
+
+    // One announcement lists every unit that left, with nothing new.
+    let events = units_assigned_events(&f.store, "INC-1");
+    assert_eq!(events.len(), 2, "the booking and the release");
+    match &events[1].body {
+        EventBody::UnitsAssigned(units) => {
+            assert!(units.assignments.is_empty());
+            assert!(units.shortfalls.is_empty());
+            let released: HashSet<String> = units.released_unit_ids.iter().cloned().collect();
+            assert_eq!(released, booked_ids);
+            assert_eq!(units.released_unit_ids.len(), booked_ids.len());
+            assert_eq!(units.plan_id, booked.plan_id);
+        }
+        other => panic!("expected units_assigned, got {other:?}"),
+    }
+    // The other incident keeps its units.
+    assert_eq!(assignments(&f.store, "INC-2"), other);
+
+    // A redelivered (or re-published) close changes nothing.
+    let outbox = f.store.outbox_len();
+    let result = assigner
+        .handle(&closed_delivery("INC-1", "closed-2"))
+        .unwrap();
+    assert!(result.is_empty());
+    commit(&f.store, result, "closed-2");
+    assert_eq!(f.store.outbox_len(), outbox);
+    assert_eq!(assignments(&f.store, "INC-1"), record);
+
+    // A grading that crossed the close on the bus books nothing.
+    let result = assigner
+        .handle(&graded_delivery(
+            &f.region,
+            "INC-1",
+            Grade::II,
+            "late-graded",
+        ))
+        .unwrap();
+    commit(&f.store, result, "late-graded");
+    assert_eq!(f.store.outbox_len(), outbox);
+    assert!(assignments(&f.store, "INC-1").assignments.is_empty());
+
+    // A close for an incident dispatch never booked only marks it closed.
+    let result = assigner
+        .handle(&closed_delivery("INC-9", "closed-9"))
+        .unwrap();
+    commit(&f.store, result, "closed-9");
+    assert_eq!(f.store.outbox_len(), outbox);
+    let never = assignments(&f.store, "INC-9");
+    assert!(never.assignments.is_empty() && never.closed_at_unix_ms.is_some());
+    let result = assigner
+        .handle(&graded_delivery(&f.region, "INC-9", Grade::III, "graded-9"))
+        .unwrap();
+    commit(&f.store, result, "graded-9");
+    assert!(assignments(&f.store, "INC-9").assignments.is_empty());
+    assert_eq!(f.store.outbox_len(), outbox);
 }

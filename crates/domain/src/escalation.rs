@@ -10,7 +10,7 @@ mod machine;
 mod policy;
 
 pub use machine::{
-    EscalationEvent, EscalationMachine, EscalationReason, GradedInput, Handled, Ignored,
+    Closure, EscalationEvent, EscalationMachine, EscalationReason, GradedInput, Handled, Ignored,
     LeadChangeReason, Obligation, ObligationId, ObligationStatus, ReportKind, Rung, TimerArm,
     TimerId, TimerPurpose,
 };

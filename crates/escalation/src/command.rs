@@ -7,6 +7,9 @@
 //! - `timer/<ns>/<due_at_unix_ms, 20 digits>/<incident>/<timer id, 20 digits>`: one
 //!   [`TimerRecord`] per armed timer, so that a prefix scan meets them in due order.
 //!
+//! A `closed` event stops the machine for good ([`prepare_close`]): its timer records go in the
+//! same commit.
+//!
 //! Every transition loads the record, lets the machine handle the input, and commits the new
 //! record, the timer records that appeared or went away and the outbox events together, with a
 //! compare-and-swap on the record: a timer and an acknowledgement racing for one incident are
@@ -16,8 +19,8 @@ use std::collections::BTreeMap;
 
 use bus::subjects;
 use domain::escalation::{
-    EscalationEvent, EscalationMachine, EscalationReason, GradedInput, LeadChangeReason, Rung,
-    TimerArm, TimerId, TimerPurpose,
+    EscalationEvent, EscalationMachine, EscalationReason, GradedInput, Handled, LeadChangeReason,
+    Rung, TimerArm, TimerId, TimerPurpose,
 };
 use domain::event::{
     Acknowledged, Escalated, EventBody, Graded, IncidentEvent, JurisdictionRef, LeadChanged,
@@ -42,6 +45,9 @@ pub struct CommandRecord {
     /// The commander named by `TakeCommand`; cleared when a regrade moves the lead.
     #[serde(default)]
     pub commander_name: Option<String>,
+    /// Who closed the incident (`closed` event); the machine holds why and when.
+    #[serde(default)]
+    pub closed_by: Option<String>,
 }
 
 impl CommandRecord {
@@ -163,6 +169,7 @@ pub fn new_record(
         acknowledged_at_unix_ms: None,
         escalation_count: 0,
         commander_name: None,
+        closed_by: None,
     })
 }
 
@@ -343,6 +350,49 @@ pub fn prepare_transition<T>(
         record,
         commit,
     })
+}
+
+/// The incident is closed (`closed` by `by`, for `reason`): its machine cancels every pending
+/// timer and waives the reports not yet made, staged like [`prepare_transition`] (the timer
+/// records are deleted in the same commit). `Ok(None)` when there is nothing to do: escalation
+/// never graded the incident, or its machine is already closed (a redelivered or re-published
+/// `closed`).
+pub fn prepare_close(
+    store: &Store,
+    region: &Region,
+    namespace: &str,
+    incident_id: &str,
+    by: &str,
+    reason: &str,
+    now_unix_ms: i64,
+) -> Result<Option<Prepared<()>>, TransitionError> {
+    let prepared = prepare_transition(
+        store,
+        region,
+        namespace,
+        incident_id,
+        now_unix_ms,
+        |record, now| match record.machine.handle_close(reason, now) {
+            Handled::Applied => {
+                record.closed_by = Some(by.to_string());
+                Ok(true)
+            }
+            Handled::Ignored(_) => Ok(false),
+        },
+    );
+    match prepared {
+        Ok(Prepared {
+            value: true,
+            record,
+            commit,
+        }) => Ok(Some(Prepared {
+            value: (),
+            record,
+            commit,
+        })),
+        Ok(_) | Err(TransitionError::NotFound { .. }) => Ok(None),
+        Err(error) => Err(error),
+    }
 }
 
 /// Runs one input against one incident's machine and commits its effect atomically.

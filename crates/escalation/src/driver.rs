@@ -6,7 +6,8 @@ use std::sync::Arc;
 use bus::{Delivery, Handler, HandlerError, subjects};
 use domain::escalation::EscalationPolicy;
 use domain::event::{
-    DowngradeProposed, EventBody, Graded, IncidentEvent, IncidentReport, IncidentUpdated,
+    DowngradeProposed, EventBody, Graded, IncidentClosed, IncidentEvent, IncidentReport,
+    IncidentUpdated,
 };
 use domain::grade::DensityClass;
 use domain::region::Region;
@@ -236,6 +237,44 @@ impl Grader {
     }
 }
 
+impl Grader {
+    /// The incident is over: its machine stops (every timer cancelled, open reports waived) in
+    /// the consumer's commit. An incident escalation never graded, or one already closed, has
+    /// nothing to do.
+    fn handle_closed(
+        &self,
+        event: &IncidentEvent,
+        closed: &IncidentClosed,
+    ) -> Result<Commit, HandlerError> {
+        let (namespace, incident_id) = (&event.namespace, &event.incident_id);
+        let now = lifecycle::unix_ms_now();
+        let prepared = command::prepare_close(
+            &self.store,
+            &self.region,
+            namespace,
+            incident_id,
+            &closed.by,
+            &closed.reason,
+            now,
+        )
+        .map_err(|error| match error {
+            command::TransitionError::Store(e) => HandlerError::Retry(e.to_string()),
+            other => HandlerError::Poison(format!("incident {incident_id}: {other}")),
+        })?;
+        let Some(prepared) = prepared else {
+            tracing::debug!(%incident_id, "closed: no open escalation record; nothing to stop");
+            return Ok(Commit::new());
+        };
+        tracing::info!(
+            %incident_id,
+            by = %closed.by,
+            reason = %closed.reason,
+            "incident closed; escalation timers cancelled and open reports waived"
+        );
+        Ok(prepared.commit)
+    }
+}
+
 impl Handler for Grader {
     fn handle(&mut self, delivery: &Delivery) -> Result<Commit, HandlerError> {
         let event = muster_proto::convert::decode_event(&delivery.payload, &delivery.msg_id)
@@ -243,9 +282,10 @@ impl Handler for Grader {
         let report = match &event.body {
             EventBody::Reported(report) => report,
             EventBody::Updated(update) => return self.handle_updated(&event, update),
+            EventBody::Closed(closed) => return self.handle_closed(&event, closed),
             other => {
                 return Err(HandlerError::Poison(format!(
-                    "expected a reported or updated event, got {}",
+                    "expected a reported, updated or closed event, got {}",
                     other.event_type()
                 )));
             }

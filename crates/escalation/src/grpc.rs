@@ -56,7 +56,7 @@ impl EscalationGrpc {
         &self,
         namespace: &str,
         incident_id: &str,
-        input: impl FnMut(&mut CommandRecord, i64) -> Result<T, String>,
+        mut input: impl FnMut(&mut CommandRecord, i64) -> Result<T, String>,
     ) -> Result<(T, CommandRecord), Status> {
         if incident_id.is_empty() {
             return Err(Status::invalid_argument("incident_id is required"));
@@ -67,7 +67,10 @@ impl EscalationGrpc {
             namespace,
             incident_id,
             |_| {},
-            input,
+            |record, now| {
+                refuse_if_closed(record)?;
+                input(record, now)
+            },
         )
         .map_err(|error| transition_status(namespace, incident_id, error))?;
         // Answer only once the change is durable.
@@ -95,8 +98,18 @@ impl EscalationGrpc {
                 value,
                 record,
                 mut commit,
-            } = prepare_transition(&self.store, region, namespace, incident_id, now, &mut input)
-                .map_err(|error| transition_status(namespace, incident_id, error))?;
+            } = prepare_transition(
+                &self.store,
+                region,
+                namespace,
+                incident_id,
+                now,
+                |record, now| {
+                    refuse_if_closed(record)?;
+                    input(record, now)
+                },
+            )
+            .map_err(|error| transition_status(namespace, incident_id, error))?;
             let mut grading: GradingRecord = self
                 .store
                 .get(&key)
@@ -171,6 +184,19 @@ impl EscalationGrpc {
     }
 }
 
+/// Officers' inputs on a closed incident are refused with who closed it and why.
+fn refuse_if_closed(record: &CommandRecord) -> Result<(), String> {
+    match record.machine.closure() {
+        None => Ok(()),
+        Some(closure) => Err(format!(
+            "incident {:?} was closed by {} ({}); its escalation has stopped",
+            record.incident_id,
+            record.closed_by.as_deref().unwrap_or("its source"),
+            closure.reason
+        )),
+    }
+}
+
 fn transition_status(namespace: &str, incident_id: &str, error: TransitionError) -> Status {
     match error {
         TransitionError::NotFound { .. } => Status::not_found(format!(
@@ -208,6 +234,7 @@ fn deadline_to_wire(incident_id: &str, obligation: &Obligation, now_unix_ms: i64
             submitted_at_unix_ms,
             late_by_ms,
         } => (pb::DeadlineStatus::Met, submitted_at_unix_ms, late_by_ms),
+        ObligationStatus::Waived { .. } => (pb::DeadlineStatus::Waived, 0, 0),
     };
     pb::Deadline {
         incident_id: incident_id.to_string(),

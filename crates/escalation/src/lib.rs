@@ -6,7 +6,8 @@
 //! machine (acknowledgement chain, reporting obligations) and stores its timers; a timer task
 //! fires them, and gRPC acknowledges, escalates, records reports, confirms downgrades and hands
 //! command over, each in one commit. New facts (`updated`) re-grade: an upgrade applies at once,
-//! a downgrade waits for an officer's confirmation.
+//! a downgrade waits for an officer's confirmation. A `closed` incident's machine stops: its
+//! timers are cancelled, its open reports waived, and nothing moves it again.
 
 pub mod command;
 mod driver;
@@ -65,10 +66,12 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| Arc::new(EscalationPolicy::embedded_default()));
     let grader = driver::Grader::new(runtime.store.clone(), config.region.clone(), policy);
-    // Reports and updates on one consumer, so an incident's update never overtakes its report.
+    // Reports, updates and closes on one consumer, so an incident's update or close never
+    // overtakes its report (nor a close an update).
     let filters = vec![
         bus::subjects::incident_event_filter(&config.namespace, bus::subjects::REPORTED),
         bus::subjects::incident_event_filter(&config.namespace, bus::subjects::UPDATED),
+        bus::subjects::incident_event_filter(&config.namespace, bus::subjects::CLOSED),
     ];
     runtime
         .consume("grader", &config.namespace, filters, grader)

@@ -1,6 +1,7 @@
 //! The escalation host over a real sled store: grading stores the machine and its timers in one
 //! commit, due timers fire once with their effect, an acknowledgement cancels the chain's timers,
-//! and a timer that lost the race to an acknowledgement does nothing.
+//! and a timer that lost the race to an acknowledgement does nothing; a close deletes every timer
+//! record with the machine's stop.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +12,8 @@ use domain::grade::{Facts, Grade};
 use domain::jurisdiction::Level;
 use domain::region::Region;
 use escalation::command::{
-    CommandRecord, TimerRecord, command_key, new_record, stage, timer_prefix, transition,
+    CommandRecord, TimerRecord, command_key, new_record, prepare_close, stage, timer_prefix,
+    transition,
 };
 use escalation::timers::fire_due;
 use store::{Commit, Store};
@@ -152,4 +154,91 @@ fn an_ack_cancels_the_chain_timers_and_a_timer_that_lost_the_race_does_nothing()
             .obligations()
             .all(|o| o.status != domain::escalation::ObligationStatus::Open)
     );
+}
+
+#[test]
+fn a_close_deletes_every_timer_record_and_a_timer_that_lost_the_race_does_nothing() {
+    let dir = test_support::temp_dir("escalation-timers-");
+    let region = Region::embedded_default();
+    let store = graded_store(dir.path(), &region);
+    let before = load(&store);
+    let stored = timers(&store);
+    assert!(stored.len() > 1, "a chain timer and report timers");
+    let outbox_before = outbox_types(&store);
+
+    let now = lifecycle::unix_ms_now();
+    let prepared = prepare_close(
+        &store,
+        &region,
+        NS,
+        INCIDENT,
+        "feed:cap-quake",
+        "every alert was cancelled",
+        now,
+    )
+    .unwrap()
+    .expect("an open machine has something to stop");
+    let mut commit = prepared.commit;
+    commit.processed("closed-1".to_string());
+    store.commit(&commit).unwrap();
+
+    assert!(timers(&store).is_empty(), "every timer record deleted");
+    let record = load(&store);
+    assert!(record.machine.is_closed());
+    assert_eq!(record.machine.pending_timers().count(), 0);
+    assert_eq!(record.ack_due_at_unix_ms(), None);
+    assert_eq!(record.closed_by.as_deref(), Some("feed:cap-quake"));
+    assert_eq!(
+        record.machine.closure().unwrap().reason,
+        "every alert was cancelled"
+    );
+    assert!(record.machine.obligations().all(|o| matches!(
+        o.status,
+        domain::escalation::ObligationStatus::Waived { .. }
+    )));
+    assert_eq!(record.lead_since_unix_ms, before.lead_since_unix_ms);
+    // Intake announced the close; escalation adds no event of its own.
+    assert_eq!(outbox_types(&store), outbox_before);
+
+    // A redelivered close, and a close of an incident escalation never graded: nothing to do.
+    assert!(
+        prepare_close(&store, &region, NS, INCIDENT, "feed", "again", now + 1)
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        prepare_close(&store, &region, NS, "INC-20260101-99", "feed", "gone", now)
+            .unwrap()
+            .is_none()
+    );
+
+    // The timer task scanned before the close committed: every raced record fires into nothing.
+    let mut commit = Commit::new();
+    for (key, timer) in &stored {
+        commit.put(key.clone(), timer).unwrap();
+    }
+    store.commit(&commit).unwrap();
+    let far = now + 365 * 24 * 3_600_000;
+    fire_due(&store, &region, NS, far).unwrap();
+    assert!(timers(&store).is_empty(), "every raced record is removed");
+    let after = load(&store);
+    assert_eq!(after.escalation_count, 0);
+    assert_eq!(after.machine, record.machine);
+    assert_eq!(outbox_types(&store), outbox_before);
+
+    // An acknowledgement after the close changes nothing.
+    let (handled, _) = transition(
+        &store,
+        &region,
+        NS,
+        INCIDENT,
+        |_| {},
+        |record, now| Ok(record.machine.handle_acknowledge("officer Wang", now)),
+    )
+    .unwrap();
+    assert_eq!(
+        handled,
+        domain::escalation::Handled::Ignored(domain::escalation::Ignored::Closed)
+    );
+    assert_eq!(load(&store).acknowledged_by, None);
 }

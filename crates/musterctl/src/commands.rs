@@ -465,8 +465,11 @@ fn write_incident(out: Out<'_>, view: &IncidentView) -> std::io::Result<()> {
     }
     header.write_to(out)?;
     if !view.recent_alerts.is_empty() {
-        writeln!(out, "
-recent alerts (newest last)")?;
+        writeln!(
+            out,
+            "
+recent alerts (newest last)"
+        )?;
         let mut table = Table::new(["alert", "format", "state", "received", "headline"]);
         for alert in &view.recent_alerts {
             table.row([

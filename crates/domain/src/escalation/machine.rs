@@ -90,6 +90,11 @@ pub enum ObligationStatus {
         submitted_at_unix_ms: i64,
         late_by_ms: i64,
     },
+    /// Not required any more: the incident was closed before the report was made (an obligation
+    /// that was overdue by then keeps `was_late`).
+    Waived {
+        waived_at_unix_ms: i64,
+    },
 }
 
 /// One report that must be made: due at, sent at, late by.
@@ -122,6 +127,13 @@ pub enum EscalationReason {
 pub enum LeadChangeReason {
     Regrade,
     TakeCommand,
+}
+
+/// Why and when an incident's machine stopped for good.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Closure {
+    pub reason: String,
+    pub at_unix_ms: i64,
 }
 
 /// Domain events, in the order they happened.
@@ -203,6 +215,10 @@ pub enum EscalationEvent {
         due_at_unix_ms: i64,
         noticed_at_unix_ms: i64,
     },
+    /// The incident was closed before this report was made: it is not owed any more.
+    ObligationWaived { id: ObligationId, at_unix_ms: i64 },
+    /// The incident is over: every timer is cancelled and nothing moves the machine again.
+    Closed { reason: String, at_unix_ms: i64 },
 }
 
 /// Why an input changed nothing. Inputs are never errors: duplicates and races are normal.
@@ -219,6 +235,8 @@ pub enum Ignored {
     NoPendingDowngrade,
     AlreadyAtTop,
     OutsideRereportWindow,
+    /// The incident is closed ([`EscalationMachine::handle_close`]): nothing moves it any more.
+    Closed,
 }
 
 /// The outcome of one `handle_*` call.
@@ -268,6 +286,8 @@ struct Incident {
 /// - Obligations are created at grading from the policy's hops; each is met (with late_by) or
 ///   marked late. Any input whose `now` is past a due time marks the open obligation late, so
 ///   lateness does not depend on a timer being delivered.
+/// - Closing is final: it cancels every pending timer, waives the obligations not yet met, and
+///   every later input is `Ignored(Closed)`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EscalationMachine {
     policy: EscalationPolicy,
@@ -279,6 +299,10 @@ pub struct EscalationMachine {
     out_timers: Vec<TimerArm>,
     out_cancelled: Vec<TimerId>,
     out_events: Vec<EscalationEvent>,
+    /// Set once by [`handle_close`](Self::handle_close); machines stored before closing existed
+    /// read as open.
+    #[serde(default)]
+    closed: Option<Closure>,
 }
 
 impl EscalationMachine {
@@ -293,6 +317,7 @@ impl EscalationMachine {
             out_timers: Vec::new(),
             out_cancelled: Vec::new(),
             out_events: Vec::new(),
+            closed: None,
         }
     }
 
@@ -304,6 +329,9 @@ impl EscalationMachine {
         input: GradedInput,
         now_unix_ms: i64,
     ) -> Result<Handled, Error> {
+        if self.closed.is_some() {
+            return Ok(Handled::Ignored(Ignored::Closed));
+        }
         if self.incident.is_some() {
             return Ok(Handled::Ignored(Ignored::AlreadyGraded));
         }
@@ -366,6 +394,9 @@ impl EscalationMachine {
 
     /// Someone acknowledged: stop the chain and cancel its timers, in one transition.
     pub fn handle_acknowledge(&mut self, by: &str, now_unix_ms: i64) -> Handled {
+        if self.closed.is_some() {
+            return Handled::Ignored(Ignored::Closed);
+        }
         self.sweep_obligations(now_unix_ms);
         let Some(incident) = self.incident.as_mut() else {
             return Handled::Ignored(Ignored::NotGraded);
@@ -387,6 +418,9 @@ impl EscalationMachine {
 
     /// An officer escalates by hand: the next level up is asked to acknowledge, chain restarts.
     pub fn handle_escalate(&mut self, reason: &str, now_unix_ms: i64) -> Handled {
+        if self.closed.is_some() {
+            return Handled::Ignored(Ignored::Closed);
+        }
         self.sweep_obligations(now_unix_ms);
         let Some(incident) = self.incident.as_ref() else {
             return Handled::Ignored(Ignored::NotGraded);
@@ -412,6 +446,9 @@ impl EscalationMachine {
 
     /// A timer the host armed has fired (or fired again, or fired after being cancelled).
     pub fn handle_timer(&mut self, timer_id: TimerId, now_unix_ms: i64) -> Handled {
+        if self.closed.is_some() {
+            return Handled::Ignored(Ignored::Closed);
+        }
         // Remove first: a second firing of the same id finds nothing.
         let Some(arm) = self.pending_timers.remove(&timer_id) else {
             self.sweep_obligations(now_unix_ms);
@@ -450,6 +487,9 @@ impl EscalationMachine {
         obligation_id: ObligationId,
         now_unix_ms: i64,
     ) -> Handled {
+        if self.closed.is_some() {
+            return Handled::Ignored(Ignored::Closed);
+        }
         self.sweep_obligations(now_unix_ms);
         let Some(obligation) = self.obligations.get_mut(&obligation_id) else {
             return Handled::Ignored(Ignored::UnknownObligation);
@@ -476,6 +516,9 @@ impl EscalationMachine {
     /// New facts changed the grade. An upgrade applies at once (lead moves up if the grade
     /// requires, the chain restarts, new report hops are owed); a downgrade is only proposed.
     pub fn handle_regrade(&mut self, new_grade: Grade, now_unix_ms: i64) -> Handled {
+        if self.closed.is_some() {
+            return Handled::Ignored(Ignored::Closed);
+        }
         self.sweep_obligations(now_unix_ms);
         let Some(incident) = self.incident.as_mut() else {
             return Handled::Ignored(Ignored::NotGraded);
@@ -523,6 +566,9 @@ impl EscalationMachine {
 
     /// An officer confirmed the pending downgrade.
     pub fn handle_confirm_downgrade(&mut self, _by: &str, now_unix_ms: i64) -> Handled {
+        if self.closed.is_some() {
+            return Handled::Ignored(Ignored::Closed);
+        }
         self.sweep_obligations(now_unix_ms);
         let Some(incident) = self.incident.as_mut() else {
             return Handled::Ignored(Ignored::NotGraded);
@@ -550,6 +596,9 @@ impl EscalationMachine {
         jurisdiction_code: &str,
         now_unix_ms: i64,
     ) -> Result<Handled, Error> {
+        if self.closed.is_some() {
+            return Ok(Handled::Ignored(Ignored::Closed));
+        }
         self.sweep_obligations(now_unix_ms);
         let Some(incident) = self.incident.as_mut() else {
             return Ok(Handled::Ignored(Ignored::NotGraded));
@@ -598,6 +647,9 @@ impl EscalationMachine {
 
     /// Casualty figures changed: inside the re-report window every hop owes a follow-up (续报).
     pub fn handle_casualties_changed(&mut self, now_unix_ms: i64) -> Handled {
+        if self.closed.is_some() {
+            return Handled::Ignored(Ignored::Closed);
+        }
         self.sweep_obligations(now_unix_ms);
         if self.incident.is_none() {
             return Handled::Ignored(Ignored::NotGraded);
@@ -606,6 +658,44 @@ impl EscalationMachine {
             return Handled::Ignored(Ignored::OutsideRereportWindow);
         }
         self.create_reports(ReportKind::FollowUp, now_unix_ms, false);
+        Handled::Applied
+    }
+
+    /// The incident is over (its source withdrew or cleared it): cancel every pending timer
+    /// (acknowledgement deadlines, escalation waits, report reminders), waive every obligation not
+    /// yet met (overdue ones are first marked late, as any input does), and refuse every later
+    /// input with `Ignored(Closed)`. Works on an ungraded machine too (it can then never be
+    /// graded); a second close is `Ignored(Closed)`.
+    pub fn handle_close(&mut self, reason: &str, now_unix_ms: i64) -> Handled {
+        if self.closed.is_some() {
+            return Handled::Ignored(Ignored::Closed);
+        }
+        self.sweep_obligations(now_unix_ms);
+        self.cancel_timers(|_| true);
+        let mut waived = Vec::new();
+        for obligation in self.obligations.values_mut() {
+            if matches!(
+                obligation.status,
+                ObligationStatus::Open | ObligationStatus::Late
+            ) {
+                obligation.status = ObligationStatus::Waived {
+                    waived_at_unix_ms: now_unix_ms,
+                };
+                waived.push(EscalationEvent::ObligationWaived {
+                    id: obligation.id,
+                    at_unix_ms: now_unix_ms,
+                });
+            }
+        }
+        self.out_events.extend(waived);
+        self.closed = Some(Closure {
+            reason: reason.to_string(),
+            at_unix_ms: now_unix_ms,
+        });
+        self.out_events.push(EscalationEvent::Closed {
+            reason: reason.to_string(),
+            at_unix_ms: now_unix_ms,
+        });
         Handled::Applied
     }
 
@@ -656,6 +746,15 @@ impl EscalationMachine {
         self.incident
             .as_ref()
             .is_some_and(|incident| incident.chain.acknowledged)
+    }
+
+    /// Why and when the incident was closed; `None` while it is open.
+    pub fn closure(&self) -> Option<&Closure> {
+        self.closed.as_ref()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_some()
     }
 
     pub fn chain_generation(&self) -> u64 {

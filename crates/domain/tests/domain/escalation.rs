@@ -573,6 +573,173 @@ fn upgrade_applies_at_once_and_downgrade_waits_for_confirmation() {
     );
 }
 
+// ---- closing ---------------------------------------------------------------------------------
+
+#[test]
+fn closing_cancels_every_timer_waives_unmet_reports_and_refuses_later_inputs() {
+    let mut machine = machine_graded(Grade::II, "accident.hazardous_chemicals", county());
+    machine.poll_events();
+    let armed = machine.poll_timers();
+    assert!(!chain_timers(&armed).is_empty());
+    assert!(
+        armed
+            .iter()
+            .any(|arm| matches!(arm.purpose, TimerPurpose::ObligationDue { .. }))
+    );
+    // The unit's first report to the county (due at 60 minutes) is made in time.
+    let first = machine
+        .obligations()
+        .find(|o| o.kind == ReportKind::First && o.to == ReportTier::County)
+        .unwrap()
+        .id;
+    assert_eq!(
+        machine.handle_report_submitted(first, T0 + 30 * MINUTE_MS),
+        Handled::Applied
+    );
+    machine.poll_events();
+    machine.poll_cancelled_timers();
+    let pending_before: BTreeSet<TimerId> = machine.pending_timers().map(|arm| arm.id).collect();
+    assert!(!pending_before.is_empty());
+
+    // Closed at 200 minutes: the county's report to the city (due at 180) is overdue by then.
+    let closed_at = T0 + 200 * MINUTE_MS;
+    assert_eq!(
+        machine.handle_close("feed resumed", closed_at),
+        Handled::Applied
+    );
+    assert_eq!(machine.pending_timers().count(), 0, "every timer cancelled");
+    let cancelled: BTreeSet<TimerId> = machine.poll_cancelled_timers().into_iter().collect();
+    assert_eq!(cancelled, pending_before);
+    assert!(machine.poll_timers().is_empty());
+    let events = machine.poll_events();
+    assert!(matches!(
+        events.last(),
+        Some(EscalationEvent::Closed { reason, at_unix_ms }) if reason == "feed resumed" && *at_unix_ms == closed_at
+    ));
+    let late: Vec<_> = events
+        .iter()
+        .filter_map(|event| match event {
+            EscalationEvent::ObligationLate { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    let waived: BTreeSet<_> = events
+        .iter()
+        .filter_map(|event| match event {
+            EscalationEvent::ObligationWaived { id, at_unix_ms } => {
+                assert_eq!(*at_unix_ms, closed_at);
+                Some(*id)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(late.len(), 1, "{events:?}");
+    assert!(waived.contains(&late[0]), "a late report is waived too");
+    assert!(!events.iter().any(is_chain_event), "{events:?}");
+    for obligation in machine.obligations() {
+        if obligation.id == first {
+            assert!(matches!(obligation.status, ObligationStatus::Met { .. }));
+            assert!(!waived.contains(&obligation.id));
+        } else {
+            assert_eq!(
+                obligation.status,
+                ObligationStatus::Waived {
+                    waived_at_unix_ms: closed_at
+                },
+                "{obligation:?}"
+            );
+            assert!(waived.contains(&obligation.id));
+            assert_eq!(obligation.was_late, obligation.id == late[0]);
+        }
+    }
+    let closure = machine.closure().unwrap();
+    assert_eq!(
+        (closure.reason.as_str(), closure.at_unix_ms),
+        ("feed resumed", closed_at)
+    );
+    assert!(machine.is_closed());
+    assert_eq!(machine.lead(), Some(&county()), "the lead stays on record");
+
+    // Nothing moves a closed machine: every input is refused, with no output.
+    let later = closed_at + MINUTE_MS;
+    let closed = Handled::Ignored(Ignored::Closed);
+    for id in &pending_before {
+        assert_eq!(machine.handle_timer(*id, later), closed);
+    }
+    assert_eq!(machine.handle_acknowledge("officer", later), closed);
+    assert_eq!(machine.handle_escalate("by hand", later), closed);
+    assert_eq!(machine.handle_report_submitted(first, later), closed);
+    let open_one = machine.obligations().find(|o| o.id != first).unwrap().id;
+    assert_eq!(machine.handle_report_submitted(open_one, later), closed);
+    assert_eq!(machine.handle_regrade(Grade::I, later), closed);
+    assert_eq!(machine.handle_confirm_downgrade("officer", later), closed);
+    assert_eq!(machine.handle_casualties_changed(later), closed);
+    assert_eq!(machine.handle_take_command(&city().code, later), Ok(closed));
+    assert_eq!(
+        machine.handle_graded(graded(Some(Grade::I), "accident.mine", county()), later),
+        Ok(closed)
+    );
+    assert_eq!(machine.handle_close("again", later), closed);
+    assert!(machine.poll_events().is_empty());
+    assert!(machine.poll_timers().is_empty());
+    assert!(machine.poll_cancelled_timers().is_empty());
+    assert_eq!(machine.grade(), Some(Grade::II));
+    assert_eq!(machine.closure().unwrap().reason, "feed resumed");
+
+    // The closure survives serde; a machine stored before closing existed reads as open.
+    let json = serde_json::to_string(&machine).unwrap();
+    let back: EscalationMachine = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, machine);
+    let mut old: serde_json::Value =
+        serde_json::to_value(machine_graded(Grade::IV, "accident.mine", county())).unwrap();
+    old.as_object_mut().unwrap().remove("closed");
+    let old: EscalationMachine = serde_json::from_value(old).unwrap();
+    assert!(!old.is_closed());
+}
+
+#[test]
+fn an_acknowledged_incident_closes_too_and_an_ungraded_machine_can_never_be_graded_after() {
+    let mut machine = machine_graded(Grade::IV, "accident.mine", county());
+    machine.handle_acknowledge("officer", T0 + MINUTE_MS);
+    machine.poll_events();
+    machine.poll_timers();
+    machine.poll_cancelled_timers();
+    // Only report timers are left after the ack.
+    assert!(
+        machine
+            .pending_timers()
+            .all(|arm| matches!(arm.purpose, TimerPurpose::ObligationDue { .. }))
+    );
+    assert_eq!(
+        machine.handle_close("alert cancelled", T0 + 2 * MINUTE_MS),
+        Handled::Applied
+    );
+    assert_eq!(machine.pending_timers().count(), 0);
+    assert!(machine.is_acknowledged());
+    assert!(
+        machine
+            .obligations()
+            .all(|o| matches!(o.status, ObligationStatus::Waived { .. }) && !o.was_late)
+    );
+
+    let mut ungraded = EscalationMachine::new(EscalationPolicy::embedded_default());
+    assert_eq!(ungraded.handle_close("withdrawn", T0), Handled::Applied);
+    assert!(matches!(
+        ungraded.poll_events().as_slice(),
+        [EscalationEvent::Closed { .. }]
+    ));
+    assert_eq!(
+        ungraded.handle_graded(graded(Some(Grade::IV), "accident.mine", county()), T0),
+        Ok(Handled::Ignored(Ignored::Closed))
+    );
+    assert!(ungraded.poll_timers().is_empty());
+    assert_eq!(ungraded.obligations().count(), 0);
+    assert_eq!(
+        ungraded.handle_acknowledge("officer", T0),
+        Handled::Ignored(Ignored::Closed)
+    );
+}
+
 // ---- seeded simulation -----------------------------------------------------------------------
 
 struct XorShift(u64);
