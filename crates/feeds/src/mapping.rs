@@ -330,6 +330,7 @@ struct FeedFile {
     sender: Option<Spanned<String>>,
     owner: Spanned<String>,
     expect_every_minutes: Option<Spanned<i64>>,
+    expect_every_seconds: Option<Spanned<i64>>,
     #[serde(default)]
     description: String,
 }
@@ -762,18 +763,43 @@ impl Mapping {
                     format!("feed {name:?}: owner is empty"),
                 ));
             }
-            let expect_every_ms = match &feed.expect_every_minutes {
-                None => None,
-                Some(minutes) => Some(check_window_minutes(*minutes.get_ref()).map_err(|_| {
-                    at(
-                        minutes.span().start,
+            let expect_every_ms = match (&feed.expect_every_minutes, &feed.expect_every_seconds) {
+                (Some(_), Some(seconds)) => {
+                    return Err(at(
+                        seconds.span().start,
                         format!(
-                            "feed {name:?}: expect_every_minutes must be 1 to \
-                             {WINDOW_MINUTES_MAX} (7 days), not {}",
-                            minutes.get_ref()
+                            "feed {name:?}: give expect_every_minutes or expect_every_seconds, \
+                             not both"
                         ),
-                    )
-                })?),
+                    ));
+                }
+                (None, None) => None,
+                (Some(minutes), None) => {
+                    Some(check_window_minutes(*minutes.get_ref()).map_err(|_| {
+                        at(
+                            minutes.span().start,
+                            format!(
+                                "feed {name:?}: expect_every_minutes must be 1 to \
+                                 {WINDOW_MINUTES_MAX} (7 days), not {}",
+                                minutes.get_ref()
+                            ),
+                        )
+                    })?)
+                }
+                (None, Some(seconds)) => {
+                    let value = *seconds.get_ref();
+                    if !(1..=WINDOW_MINUTES_MAX * 60).contains(&value) {
+                        return Err(at(
+                            seconds.span().start,
+                            format!(
+                                "feed {name:?}: expect_every_seconds must be 1 to {} (7 days), \
+                                 not {value}",
+                                WINDOW_MINUTES_MAX * 60
+                            ),
+                        ));
+                    }
+                    Some(value * 1000)
+                }
             };
             let (line, column) = domain::source::line_column(text, feed.owner.span().start);
             feed_owner_at.push(FilePosition { line, column });

@@ -155,6 +155,30 @@ fn default_feeds_with_heartbeats() {
 }
 
 #[test]
+fn feed_heartbeat_in_seconds() {
+    let text = "[[feed]]\nname = \"fast\"\nformat = \"cap\"\nowner = \"390202\"\nexpect_every_seconds = 2\n";
+    let mapping = Mapping::from_toml("m.toml", text).unwrap();
+    assert_eq!(mapping.feeds()[0].expect_every_ms, Some(2_000));
+
+    let both = load_error(
+        "[[feed]]\nname = \"fast\"\nformat = \"cap\"\nowner = \"390202\"\nexpect_every_minutes = 1\nexpect_every_seconds = 2\n",
+    );
+    assert!(both.starts_with("bad.toml:6:24: "), "{both}");
+    assert!(both.contains("not both"), "{both}");
+
+    for bad in ["0", "-5", "604801"] {
+        let error = load_error(&format!(
+            "[[feed]]\nname = \"fast\"\nformat = \"cap\"\nowner = \"390202\"\nexpect_every_seconds = {bad}\n"
+        ));
+        assert!(error.starts_with("bad.toml:5:24: "), "{error}");
+        assert!(
+            error.contains("expect_every_seconds must be 1 to 604800"),
+            "{error}"
+        );
+    }
+}
+
+#[test]
 fn feed_owner_outside_the_region_is_a_located_error() {
     let text = "\n[[feed]]\nname = \"x\"\nformat = \"cap\"\nowner = \"110000\"\n";
     let mapping = Mapping::from_toml("m.toml", text).unwrap();

@@ -251,8 +251,6 @@ enum Recorded {
     Duplicate(String),
 }
 
-/// `sequence/<ns>/incident`: the last incident number handed out.
-
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchIncidentsResponse, Status>> + Send>>;
 
 #[tonic::async_trait]

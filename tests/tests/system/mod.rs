@@ -233,6 +233,30 @@ impl System {
         (response.status, json, response)
     }
 
+    /// A plain NATS client and its JetStream context, connected the way a monitoring feed
+    /// publishing to `muster.feed.<format>` would be.
+    pub async fn feed_nats(&self) -> (async_nats::Client, async_nats::jetstream::Context) {
+        let client = async_nats::connect(self.nats.url())
+            .await
+            .expect("nats-server accepts a feed publisher");
+        let jetstream = async_nats::jetstream::new(client.clone());
+        (client, jetstream)
+    }
+
+    /// Every incident intake lists in the live namespace (up to 1000).
+    pub async fn incidents(&self) -> Vec<pb::Incident> {
+        self.intake()
+            .await
+            .list_incidents(pb::ListIncidentsRequest {
+                namespace: String::new(),
+                limit: 1000,
+            })
+            .await
+            .expect("ListIncidents answers")
+            .into_inner()
+            .incidents
+    }
+
     pub async fn intake(&self) -> IntakeServiceClient<Channel> {
         IntakeServiceClient::connect(self.url(Service::Intake))
             .await

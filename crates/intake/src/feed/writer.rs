@@ -1078,10 +1078,10 @@ impl<'w> Tx<'w> {
                         .summaries
                         .push(format!("CAP update {}", alert.identity));
                 }
-                if let Some(record) = self.alert(ns, referenced)? {
-                    if record.state == "open" {
-                        record.state = "updated".into();
-                    }
+                if let Some(record) = self.alert(ns, referenced)?
+                    && record.state == "open"
+                {
+                    record.state = "updated".into();
                 }
             }
         }
@@ -1285,14 +1285,13 @@ impl<'w> Tx<'w> {
     }
 
     fn touch_corr(&mut self, ns: &str, incident_id: &str, kind: &str, at: i64) {
-        if let Some(entries) = self.corr.get_mut(&(ns.to_string(), kind.to_string())) {
-            if let Some(entry) = entries.iter_mut().find(|e| e.incident_id == incident_id) {
-                if at > entry.last_at_unix_ms {
-                    entry.last_at_unix_ms = at;
-                    self.corr_dirty
-                        .push((ns.to_string(), incident_id.to_string()));
-                }
-            }
+        if let Some(entries) = self.corr.get_mut(&(ns.to_string(), kind.to_string()))
+            && let Some(entry) = entries.iter_mut().find(|e| e.incident_id == incident_id)
+            && at > entry.last_at_unix_ms
+        {
+            entry.last_at_unix_ms = at;
+            self.corr_dirty
+                .push((ns.to_string(), incident_id.to_string()));
         }
     }
 
@@ -1413,6 +1412,15 @@ impl<'w> Tx<'w> {
             let mut event_type = None;
             if change.created {
                 let event = self.event(&ns, &id, EventBody::Reported(record.report.clone()));
+                // Parked updates may have changed the report after it was written: the
+                // timeline says what the event says.
+                if let Some(entry) = record
+                    .timeline
+                    .iter_mut()
+                    .find(|e| e.event_type == subjects::REPORTED && e.event_id.is_empty())
+                {
+                    entry.description = event.describe();
+                }
                 commit.event(
                     subject(&ns, &id, subjects::REPORTED)?,
                     muster_proto::convert::encode_event(&event),
