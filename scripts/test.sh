@@ -9,6 +9,8 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
 bash scripts/install-nats-server.sh
+# Debian's prometheus-alertmanager and amtool, for the end-to-end Alertmanager webhook test.
+bash scripts/install-alertmanager.sh
 # The installer's target directory may not be on PATH in this shell (~/.local/bin without root).
 for dir in /usr/local/bin "$HOME/.local/bin"; do
     if ! command -v nats-server >/dev/null 2>&1 && [[ -x "$dir/nats-server" ]]; then
