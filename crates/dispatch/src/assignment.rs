@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bus::subjects;
-use domain::dispatch::{RecommendOptions, UnitView};
+use domain::dispatch::{RecommendOptions, reason_code};
 use domain::event::{Assignment, EventBody, IncidentEvent, Shortfall, UnitsAssigned};
 use domain::region::{Region, ResourceRequirement};
 use domain::unit::{TransitionError, UnitEvent, UnitStatus};
@@ -86,6 +86,12 @@ impl AssignmentOutcome {
             self,
             AssignmentOutcome::Declined | AssignmentOutcome::AcknowledgementTimedOut
         )
+    }
+
+    /// True when the incident still needs the unit's place filled: it declined, did not answer,
+    /// or went out of service while committed. A released unit is not replaced.
+    pub fn is_replaced(&self) -> bool {
+        self.excludes_the_unit() || *self == AssignmentOutcome::OutOfService
     }
 
     fn default_reason(&self) -> &'static str {
@@ -174,6 +180,21 @@ pub enum StatusChangeError {
         "unit {unit_id:?} kept changing under this request ({CHANGE_ATTEMPTS_MAX} attempts); try again"
     )]
     Contended { unit_id: String },
+    #[error("unit {unit_id:?} is {status}{}, not Available; it cannot be assigned", incident_id.as_deref().map(|id| format!(" on incident {id}")).unwrap_or_default())]
+    NotAvailable {
+        unit_id: String,
+        status: UnitStatus,
+        incident_id: Option<String>,
+    },
+    #[error(
+        "dispatch has no record of incident {incident_id:?} in namespace {namespace} (not graded yet?)"
+    )]
+    UnknownIncident {
+        incident_id: String,
+        namespace: String,
+    },
+    #[error("incident {incident_id:?} is closed; nothing is assigned to it any more")]
+    IncidentClosed { incident_id: String },
     #[error("{0}")]
     Subject(String),
     #[error(transparent)]
@@ -188,7 +209,7 @@ pub struct StagedChange {
     pub unit: UnitRecord,
     /// The incident the unit left, and how.
     pub ended: Option<EndedAssignment>,
-    /// The unit booked in its place.
+    /// The unit booked in its place (or, for a booking by hand, the booking itself).
     pub replacement: Option<Assignment>,
 }
 
@@ -204,10 +225,21 @@ impl AssignmentDesk {
     /// A desk whose replacements must acknowledge within `assignment_ack_timeout_ms` (at least 1).
     pub fn new(region: Arc<Region>, assignment_ack_timeout_ms: i64) -> AssignmentDesk {
         AssignmentDesk {
-            options: recommend_options(&region),
+            options: recommend_options(&region, None),
             region,
             assignment_ack_timeout_ms: assignment_ack_timeout_ms.max(1),
         }
+    }
+
+    /// The same, with another stale-position limit (milliseconds; `None` for the default).
+    pub fn with_stale_position_ms(mut self, stale_position_ms: Option<i64>) -> AssignmentDesk {
+        self.options = recommend_options(&self.region, stale_position_ms);
+        self
+    }
+
+    /// The recommendation options in effect (speeds, stale limit).
+    pub fn options(&self) -> &RecommendOptions {
+        &self.options
     }
 
     pub fn region(&self) -> &Region {
@@ -321,9 +353,9 @@ impl AssignmentDesk {
             let excess = record.ended.len() - ENDED_ASSIGNMENTS_MAX;
             record.ended.drain(..excess);
         }
-        // Every unit that leaves is announced, so intake's incident drops it; a unit that declined
-        // or did not acknowledge is replaced in the same commit.
-        let replacement = if outcome.excludes_the_unit() {
+        // Every unit that leaves is announced, so intake's incident drops it; a unit that declined,
+        // did not acknowledge or went out of service is replaced in the same commit.
+        let replacement = if outcome.is_replaced() && record.closed_at_unix_ms.is_none() {
             self.book_replacement(
                 store,
                 &mut staged.commit,
@@ -382,6 +414,17 @@ impl AssignmentDesk {
                     outcome.as_str()
                 ),
             );
+            if let Some(shortfall) = record
+                .shortfalls
+                .iter_mut()
+                .find(|shortfall| shortfall.unit_type == left.unit_type)
+            {
+                shortfall.reason_codes = vec![
+                    reason_code::NONE_AVAILABLE.into(),
+                    reason_code::NO_LOCATION.into(),
+                ];
+                shortfall.causes.clear();
+            }
             return Ok(None);
         };
         let excluded: HashSet<String> = record
@@ -391,32 +434,23 @@ impl AssignmentDesk {
             .map(str::to_string)
             .collect();
         let records = registry::load_all(store, &namespace)?;
-        let views: Vec<UnitView> = records
-            .iter()
-            .filter(|unit| !unit.is_retired() && !excluded.contains(&unit.unit.id))
-            .map(|unit| {
-                UnitView::new(
-                    &unit.unit,
-                    unit.state.status,
-                    unit.position_age_basis_unix_ms(now_unix_ms),
-                )
-            })
-            .collect();
         let requirement = ResourceRequirement {
             unit_type: left.unit_type.clone(),
             count: 1,
         };
-        let recommendation = domain::dispatch::recommend_by_eta(
-            std::slice::from_ref(&requirement),
-            location,
-            &views,
+        let (picks, gaps) = crate::driver::recommend_units(
+            &self.region,
             &self.options,
+            &records,
+            &excluded,
+            std::slice::from_ref(&requirement),
+            &record.place(location),
             now_unix_ms,
         );
-        let Some(pick) = recommendation.picks.into_iter().next() else {
-            let why = recommendation
-                .gaps
-                .first()
+        let Some(pick) = picks.into_iter().next() else {
+            let gap = gaps.into_iter().next();
+            let why = gap
+                .as_ref()
                 .map_or("none available", |gap| gap.reason.as_str())
                 .to_string();
             record_shortfall(
@@ -428,6 +462,15 @@ impl AssignmentDesk {
                     outcome.as_str()
                 ),
             );
+            if let Some(gap) = gap
+                && let Some(shortfall) = record
+                    .shortfalls
+                    .iter_mut()
+                    .find(|shortfall| shortfall.unit_type == left.unit_type)
+            {
+                shortfall.reason_codes = gap.reason_codes;
+                shortfall.causes = gap.causes;
+            }
             return Ok(None);
         };
         let key = registry::unit_key(&namespace, &pick.unit_id);
@@ -464,20 +507,198 @@ impl AssignmentDesk {
             now_unix_ms,
         )
         .map_err(|e| StatusChangeError::Subject(e.to_string()))?;
-        let assignment = Assignment {
-            unit_id: pick.unit_id,
-            call_sign: pick.call_sign,
-            unit_type: pick.unit_type,
-            distance_km: pick.distance_km,
-            reason: format!(
-                "replaces {} ({}): {}",
-                left.call_sign,
-                outcome.as_str(),
-                pick.reason
-            ),
-        };
+        let mut assignment = pick;
+        assignment.reason = format!(
+            "replaces {} ({}): {}",
+            left.call_sign,
+            outcome.as_str(),
+            assignment.reason
+        );
+        assignment
+            .reason_codes
+            .push(reason_code::REPLACEMENT.into());
         record.assignments.push(assignment.clone());
         Ok(Some(assignment))
+    }
+
+    /// Builds the one commit of a dispatcher booking `unit_id` to `incident_id` by hand: the unit
+    /// (compare-and-swap, Available → Dispatched, acknowledgement timer armed), its unit event,
+    /// the incident's assignment record (compare-and-swap; a shortfall of the type shrinks) and
+    /// `units_assigned` announcing the booking. Refused unless the unit is available and the
+    /// incident is graded and open.
+    pub fn stage_assignment(
+        &self,
+        store: &Store,
+        namespace: &str,
+        incident_id: &str,
+        unit_id: &str,
+        by: &str,
+        now_unix_ms: i64,
+    ) -> Result<StagedChange, StatusChangeError> {
+        let record_key = assignment_key(namespace, incident_id);
+        let record_raw =
+            store
+                .get_raw(&record_key)?
+                .ok_or_else(|| StatusChangeError::UnknownIncident {
+                    incident_id: incident_id.to_string(),
+                    namespace: namespace.to_string(),
+                })?;
+        let mut record: AssignmentRecord = store::decode_value(&record_key, &record_raw)?;
+        if record.closed_at_unix_ms.is_some() {
+            return Err(StatusChangeError::IncidentClosed {
+                incident_id: incident_id.to_string(),
+            });
+        }
+        let (raw, mut unit) = registry::load(store, namespace, unit_id)?.ok_or_else(|| {
+            StatusChangeError::UnknownUnit {
+                unit_id: unit_id.to_string(),
+                namespace: namespace.to_string(),
+            }
+        })?;
+        if let Some(retired) = &unit.retired {
+            return Err(StatusChangeError::Retired {
+                unit_id: unit_id.to_string(),
+                reason: retired.reason.clone(),
+            });
+        }
+        if !unit.state.status.is_assignable() {
+            return Err(StatusChangeError::NotAvailable {
+                unit_id: unit_id.to_string(),
+                status: unit.state.status,
+                incident_id: unit.state.incident_id.clone(),
+            });
+        }
+        let event = UnitEvent::Assign {
+            incident_id: incident_id.to_string(),
+        };
+        let change =
+            unit.apply(&event, now_unix_ms)
+                .map_err(|refusal| StatusChangeError::Refused {
+                    unit_id: unit_id.to_string(),
+                    event: event.name(),
+                    refusal,
+                })?;
+        let mut commit = Commit::new();
+        arm_ack_timer(
+            &mut commit,
+            namespace,
+            incident_id,
+            &mut unit,
+            now_unix_ms.saturating_add(self.assignment_ack_timeout_ms),
+        )?;
+        let unit_key = registry::unit_key(namespace, unit_id);
+        commit.expect_raw(unit_key.clone(), Some(raw));
+        commit.put(unit_key, &unit)?;
+        registry::push_event(
+            &mut commit,
+            namespace,
+            unit_id,
+            UnitChange::StatusChanged {
+                change,
+                cause: "assign".into(),
+            },
+            now_unix_ms,
+        )
+        .map_err(|e| StatusChangeError::Subject(e.to_string()))?;
+
+        let (distance_km, eta_minutes) = record.location.map_or((0.0, 0.0), |location| {
+            let distance_km = domain::geo::great_circle_km(location, unit.unit.position);
+            (
+                distance_km,
+                self.options.eta_min(&unit.unit.unit_type, distance_km),
+            )
+        });
+        let standing = domain::dispatch::jurisdiction_standing(
+            &self.region.tree,
+            record.lead_code.as_deref().unwrap_or(""),
+            record.township_code.as_deref().unwrap_or(""),
+            &unit.unit.jurisdiction,
+        );
+        let mut reason_codes = vec![reason_code::DISPATCHER_ASSIGNED.to_string()];
+        reason_codes.push(if standing.in_jurisdiction {
+            reason_code::IN_JURISDICTION.into()
+        } else {
+            reason_code::OUTSIDE_JURISDICTION.into()
+        });
+        let assignment = Assignment {
+            unit_id: unit_id.to_string(),
+            call_sign: unit.unit.call_sign.clone(),
+            unit_type: unit.unit.unit_type.clone(),
+            distance_km,
+            reason: format!(
+                "assigned by {by}: {distance_km:.1} km, ETA {eta_minutes:.1} min{}",
+                if standing.in_jurisdiction {
+                    ""
+                } else {
+                    "; outside the lead jurisdiction"
+                }
+            ),
+            reason_codes,
+            eta_minutes,
+            cascade_depth: standing.cascade_depth,
+        };
+        record.assignments.push(assignment.clone());
+        // A booking by hand fills a shortfall of its type.
+        if let Some(index) = record
+            .shortfalls
+            .iter()
+            .position(|shortfall| shortfall.unit_type == assignment.unit_type)
+        {
+            let shortfall = &mut record.shortfalls[index];
+            shortfall.assigned += 1;
+            if shortfall.assigned >= shortfall.required {
+                record.shortfalls.remove(index);
+            }
+        }
+        commit.expect_raw(record_key.clone(), Some(record_raw));
+        let out = IncidentEvent {
+            event_id: String::new(),
+            incident_id: incident_id.to_string(),
+            namespace: namespace.to_string(),
+            at_unix_ms: now_unix_ms,
+            source_service: crate::SERVICE_NAME.into(),
+            body: EventBody::UnitsAssigned(UnitsAssigned {
+                plan_id: record.plan_id.clone(),
+                assignments: vec![assignment.clone()],
+                shortfalls: record.shortfalls.clone(),
+                released_unit_ids: Vec::new(),
+            }),
+        };
+        let subject = subjects::incident_event(namespace, incident_id, subjects::UNITS_ASSIGNED)
+            .map_err(|e| StatusChangeError::Subject(e.to_string()))?;
+        commit.event(subject, muster_proto::convert::encode_event(&out));
+        commit.put(record_key, &record)?;
+        Ok(StagedChange {
+            commit,
+            unit,
+            ended: None,
+            replacement: Some(assignment),
+        })
+    }
+
+    /// Stages and commits a booking by hand ([`Self::stage_assignment`]), staging again after a
+    /// compare-and-swap conflict. The caller flushes.
+    pub fn assign(
+        &self,
+        store: &Store,
+        namespace: &str,
+        incident_id: &str,
+        unit_id: &str,
+        by: &str,
+        now_unix_ms: i64,
+    ) -> Result<StagedChange, StatusChangeError> {
+        for _attempt in 0..CHANGE_ATTEMPTS_MAX {
+            let staged =
+                self.stage_assignment(store, namespace, incident_id, unit_id, by, now_unix_ms)?;
+            match store.commit(&staged.commit) {
+                Ok(_) => return Ok(staged),
+                Err(store::Error::Conflict { .. }) => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(StatusChangeError::Contended {
+            unit_id: unit_id.to_string(),
+        })
     }
 
     /// Stages and commits `event` for the unit, staging again after a compare-and-swap conflict.
@@ -606,16 +827,7 @@ pub fn stage_incident_close(
     let record_raw = store.get_raw(&record_key)?;
     let mut record: AssignmentRecord = match record_raw.as_deref() {
         Some(raw) => store::decode_value(&record_key, raw)?,
-        None => AssignmentRecord {
-            incident_id: incident_id.to_string(),
-            namespace: namespace.to_string(),
-            plan_id: String::new(),
-            assignments: Vec::new(),
-            shortfalls: Vec::new(),
-            location: None,
-            ended: Vec::new(),
-            closed_at_unix_ms: None,
-        },
+        None => AssignmentRecord::empty(namespace, incident_id),
     };
     let mut commit = Commit::new();
     if record.closed_at_unix_ms.is_some() {
@@ -732,6 +944,8 @@ fn record_shortfall(record: &mut AssignmentRecord, unit_type: &str, reason: Stri
             required: assigned + 1,
             assigned,
             reason,
+            reason_codes: vec![reason_code::NONE_AVAILABLE.into()],
+            causes: Vec::new(),
         }),
     }
 }

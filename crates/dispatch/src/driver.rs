@@ -41,11 +41,49 @@ pub struct AssignmentRecord {
     /// booked for it again.
     #[serde(default)]
     pub closed_at_unix_ms: Option<i64>,
+    /// The incident's township and lead jurisdiction from its latest grading, for the
+    /// jurisdiction reasons of later bookings. `None` in records stored before they were kept.
+    #[serde(default)]
+    pub township_code: Option<String>,
+    #[serde(default)]
+    pub lead_code: Option<String>,
+    /// The sub-type and grade the plan was chosen for (`Recommend` on the incident uses them).
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub grade: Option<domain::grade::Grade>,
 }
 
 impl AssignmentRecord {
     /// Units that must not be assigned to this incident again: they declined it or let their
     /// acknowledgement time out.
+    /// A record for an incident dispatch has booked nothing for yet.
+    pub fn empty(namespace: &str, incident_id: &str) -> AssignmentRecord {
+        AssignmentRecord {
+            incident_id: incident_id.to_string(),
+            namespace: namespace.to_string(),
+            plan_id: String::new(),
+            assignments: Vec::new(),
+            shortfalls: Vec::new(),
+            location: None,
+            ended: Vec::new(),
+            closed_at_unix_ms: None,
+            township_code: None,
+            lead_code: None,
+            kind: None,
+            grade: None,
+        }
+    }
+
+    /// Where the incident is, for jurisdiction reasons: its township and lead (empty if unknown).
+    pub fn place(&self, location: GeoPoint) -> IncidentPlace {
+        IncidentPlace {
+            location,
+            township_code: self.township_code.clone().unwrap_or_default(),
+            lead_code: self.lead_code.clone().unwrap_or_default(),
+        }
+    }
+
     pub fn excluded_unit_ids(&self) -> HashSet<&str> {
         self.ended
             .iter()
@@ -55,11 +93,96 @@ impl AssignmentRecord {
     }
 }
 
-/// The recommendation options dispatch uses: the region's speeds, the default stale limit.
-pub fn recommend_options(region: &Region) -> RecommendOptions {
+/// The recommendation options dispatch uses: the region's speeds and the stale limit
+/// ([`registry::STALE_POSITION_AFTER_MS_DEFAULT`] unless configured, see
+/// [`crate::Config::stale_position_ms`]).
+pub fn recommend_options(region: &Region, stale_position_ms: Option<i64>) -> RecommendOptions {
     let mut options = RecommendOptions::for_region(region);
-    options.stale_after_ms = registry::STALE_POSITION_AFTER_MS_DEFAULT;
+    options.stale_after_ms = stale_position_ms.unwrap_or(registry::STALE_POSITION_AFTER_MS_DEFAULT);
     options
+}
+
+/// Where an incident is, for ranking and for jurisdiction reasons.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentPlace {
+    pub location: GeoPoint,
+    /// The incident's township; its county is cascade depth 0.
+    pub township_code: String,
+    /// The lead jurisdiction; empty for the township's county.
+    pub lead_code: String,
+}
+
+/// The recommendation for `requirements` at `place` among the registry's units (retired ones and
+/// `excluded` left out), as the assignments it would make and the shortfalls, with their reason
+/// codes. Pure apart from its inputs: used by the assigner, replacements and the dry run alike.
+///
+/// Mutual aid hooks in here: a shortfall names what the lead jurisdiction could not fill.
+pub fn recommend_units(
+    region: &Region,
+    options: &RecommendOptions,
+    records: &[UnitRecord],
+    excluded: &HashSet<String>,
+    requirements: &[ResourceRequirement],
+    place: &IncidentPlace,
+    now_unix_ms: i64,
+) -> (Vec<Assignment>, Vec<Shortfall>) {
+    let views: Vec<UnitView> = records
+        .iter()
+        .filter(|record| !record.is_retired())
+        .filter(|record| !excluded.contains(&record.unit.id))
+        .map(|record| {
+            UnitView::new(
+                &record.unit,
+                record.state.status,
+                record.position_age_basis_unix_ms(now_unix_ms),
+            )
+        })
+        .collect();
+    let recommendation = domain::dispatch::recommend_by_eta(
+        requirements,
+        place.location,
+        &views,
+        options,
+        now_unix_ms,
+    );
+    let assignments = recommendation
+        .picks
+        .iter()
+        .map(|pick| {
+            let county = views
+                .iter()
+                .find(|view| view.unit.id == pick.unit_id)
+                .map_or("", |view| view.unit.jurisdiction.as_str());
+            pick.to_assignment(domain::dispatch::jurisdiction_standing(
+                &region.tree,
+                &place.lead_code,
+                &place.township_code,
+                county,
+            ))
+        })
+        .collect();
+    let shortfalls = recommendation
+        .gaps
+        .iter()
+        .map(|gap| gap.to_shortfall())
+        .collect();
+    (assignments, shortfalls)
+}
+
+/// The shortfall of an incident no plan covers.
+pub fn no_plan_shortfall(kind: &str, grade: Option<domain::grade::Grade>) -> Shortfall {
+    let grade = grade.map_or("ungraded".to_string(), |g| format!("grade {}", g.roman()));
+    Shortfall {
+        unit_type: "*".into(),
+        required: 0,
+        assigned: 0,
+        reason: format!("no plan (预案) covers {kind} at {grade}; assign units by hand"),
+        reason_codes: vec![
+            domain::dispatch::reason_code::NONE_AVAILABLE.into(),
+            domain::dispatch::reason_code::NO_PLAN.into(),
+        ],
+        causes: Vec::new(),
+    }
 }
 
 /// `assignment/<ns>/<incident id>`.
@@ -80,11 +203,17 @@ impl Assigner {
     /// [`assignment::ASSIGNMENT_ACK_TIMEOUT_MS_DEFAULT`].
     pub fn new(store: Store, region: Arc<Region>) -> Assigner {
         Assigner {
-            options: recommend_options(&region),
+            options: recommend_options(&region, None),
             store,
             region,
             assignment_ack_timeout_ms: assignment::ASSIGNMENT_ACK_TIMEOUT_MS_DEFAULT,
         }
+    }
+
+    /// The same, with another stale-position limit (milliseconds; `None` for the default).
+    pub fn with_stale_position_ms(mut self, stale_position_ms: Option<i64>) -> Assigner {
+        self.options = recommend_options(&self.region, stale_position_ms);
+        self
     }
 
     /// The same, with another acknowledgement timeout (milliseconds, positive).
@@ -162,23 +291,18 @@ impl Handler for Assigner {
         let now = lifecycle::unix_ms_now();
         let records: Vec<UnitRecord> = registry::load_all(&self.store, namespace)
             .map_err(|e| HandlerError::Retry(e.to_string()))?;
-        let views: Vec<UnitView> = records
-            .iter()
-            .filter(|record| !record.is_retired())
-            .filter(|record| !excluded.contains(&record.unit.id))
-            .map(|record| {
-                UnitView::new(
-                    &record.unit,
-                    record.state.status,
-                    record.position_age_basis_unix_ms(now),
-                )
-            })
-            .collect();
-        let recommendation = domain::dispatch::recommend_by_eta(
-            &requirements,
-            report.location,
-            &views,
+        let place = IncidentPlace {
+            location: report.location,
+            township_code: report.township_code.clone(),
+            lead_code: graded.lead_code.clone(),
+        };
+        let (picks, mut shortfalls) = recommend_units(
+            &self.region,
             &self.options,
+            &records,
+            &excluded,
+            &requirements,
+            &place,
             now,
         );
 
@@ -186,8 +310,8 @@ impl Handler for Assigner {
         // The assignment record is read-modify-written with a compare-and-swap too: a decline or
         // a timer firing for the same incident must not be overwritten.
         commit.expect_raw(record_key.clone(), existing_raw);
-        let mut assignments = Vec::with_capacity(recommendation.picks.len());
-        for pick in recommendation.picks {
+        let mut assignments = Vec::with_capacity(picks.len());
+        for pick in picks {
             // Read again with the raw bytes for the compare-and-swap.
             let (raw, mut record) = registry::load(&self.store, namespace, &pick.unit_id)
                 .map_err(|e| HandlerError::Retry(e.to_string()))?
@@ -226,51 +350,20 @@ impl Handler for Assigner {
                 now,
             )
             .map_err(|e| HandlerError::Poison(e.to_string()))?;
-            assignments.push(Assignment {
-                unit_id: pick.unit_id,
-                call_sign: pick.call_sign,
-                unit_type: pick.unit_type,
-                distance_km: pick.distance_km,
-                reason: pick.reason,
-            });
+            assignments.push(pick);
         }
-        let mut shortfalls: Vec<Shortfall> = recommendation
-            .gaps
-            .into_iter()
-            .map(|gap| Shortfall {
-                unit_type: gap.unit_type,
-                required: gap.required,
-                assigned: gap.assigned,
-                reason: gap.reason,
-            })
-            .collect();
         if plan.is_none() {
-            let grade = graded
-                .grade
-                .map_or("ungraded".to_string(), |g| format!("grade {}", g.roman()));
-            shortfalls.push(Shortfall {
-                unit_type: "*".into(),
-                required: 0,
-                assigned: 0,
-                reason: format!(
-                    "no plan (预案) covers {} at {grade}; assign units by hand",
-                    report.kind
-                ),
-            });
+            shortfalls.push(no_plan_shortfall(&report.kind, graded.grade));
         }
         let plan_id = plan.map_or(String::new(), |p| p.id.clone());
-        let mut record = existing.unwrap_or_else(|| AssignmentRecord {
-            incident_id: event.incident_id.clone(),
-            namespace: namespace.clone(),
-            plan_id: plan_id.clone(),
-            assignments: Vec::new(),
-            shortfalls: Vec::new(),
-            location: None,
-            ended: Vec::new(),
-            closed_at_unix_ms: None,
-        });
+        let mut record =
+            existing.unwrap_or_else(|| AssignmentRecord::empty(namespace, &event.incident_id));
         record.plan_id = plan_id.clone();
         record.location = Some(report.location);
+        record.township_code = Some(report.township_code.clone());
+        record.lead_code = Some(graded.lead_code.clone());
+        record.kind = Some(report.kind.clone());
+        record.grade = graded.grade;
         record.assignments.extend(assignments.iter().cloned());
         record.shortfalls = shortfalls.clone();
         commit
@@ -377,5 +470,72 @@ impl Handler for PositionTracker {
         )
         .map_err(|e| HandlerError::Poison(e.to_string()))?;
         Ok(commit)
+    }
+}
+
+/// Applies the lifecycle commands units publish on `muster.<ns>.unit.<id>.command`
+/// (`UnitStatusCommand`) through the same [`AssignmentDesk`](crate::AssignmentDesk) path as the
+/// gRPC status change: one commit (unit, timer, assignment record, replacement, events), then the
+/// consumer's flush and JetStream ack. An undecodable, invalid or refused command is terminated
+/// with its reason logged; a redelivery or duplicate message id is skipped by the consumer.
+pub struct UnitCommandHandler {
+    store: Store,
+    desk: crate::AssignmentDesk,
+    namespace: String,
+}
+
+impl UnitCommandHandler {
+    pub fn new(store: Store, desk: crate::AssignmentDesk, namespace: String) -> UnitCommandHandler {
+        UnitCommandHandler {
+            store,
+            desk,
+            namespace,
+        }
+    }
+}
+
+impl Handler for UnitCommandHandler {
+    fn handle(&mut self, delivery: &Delivery) -> Result<Commit, HandlerError> {
+        let Some((namespace, unit_id, kind)) = subjects::parse_unit_event(&delivery.subject) else {
+            return Err(HandlerError::Poison(format!(
+                "subject {:?} is not muster.<ns>.unit.<id>.command",
+                delivery.subject
+            )));
+        };
+        if kind != subjects::UNIT_COMMAND || namespace != self.namespace {
+            return Err(HandlerError::Poison(format!(
+                "subject {:?} is not a command for namespace {:?}",
+                delivery.subject, self.namespace
+            )));
+        }
+        let event = muster_proto::convert_unit::decode_unit_command(&delivery.payload)
+            .map_err(|problem| HandlerError::Poison(format!("unit {unit_id}: {problem}")))?;
+        let now = lifecycle::unix_ms_now();
+        match self
+            .desk
+            .stage_status_change(&self.store, namespace, unit_id, &event, now)
+        {
+            Ok(staged) => {
+                tracing::info!(
+                    %unit_id,
+                    event = event.name(),
+                    status = %staged.unit.state.status,
+                    replacement = ?staged.replacement.as_ref().map(|r| r.unit_id.as_str()),
+                    "unit command applied"
+                );
+                Ok(staged.commit)
+            }
+            // A unit that changed between the read and the re-read: stage again.
+            Err(assignment::StatusChangeError::Store(store::Error::Conflict { key })) => Err(
+                HandlerError::Retry(format!("unit {unit_id}: {key} changed; try again")),
+            ),
+            Err(assignment::StatusChangeError::Store(error)) => {
+                Err(HandlerError::Retry(error.to_string()))
+            }
+            Err(refused) => Err(HandlerError::Poison(format!(
+                "unit command {} refused: {refused}",
+                event.name()
+            ))),
+        }
     }
 }

@@ -16,8 +16,12 @@ use tonic::{Request, Response, Status};
 
 use crate::Config;
 use crate::assignment::{AssignmentDesk, StatusChangeError};
-use crate::driver::{AssignmentRecord, assignment_key};
+use crate::driver::{
+    AssignmentRecord, IncidentPlace, assignment_key, no_plan_shortfall, recommend_units,
+};
 use crate::registry::{self, Retirement, UnitRecord};
+use domain::unit::UnitEvent;
+use std::collections::HashSet;
 
 /// How often a unit change is retried after a compare-and-swap conflict.
 const CONFLICT_ATTEMPTS_MAX: usize = 5;
@@ -87,7 +91,41 @@ impl DispatchGrpc {
         )))
     }
 
-    fn unit_to_wire(&self, record: &UnitRecord, now_unix_ms: i64) -> pb::Unit {
+    /// The stale-position limit in effect.
+    fn stale_position_ms(&self) -> i64 {
+        self.config
+            .stale_position_ms
+            .unwrap_or(registry::STALE_POSITION_AFTER_MS_DEFAULT)
+    }
+
+    /// The ETA of a committed unit's booking, from its incident's assignment record (0 if none).
+    fn eta_of(
+        &self,
+        namespace: &str,
+        record: &UnitRecord,
+        cache: &mut std::collections::HashMap<String, Option<AssignmentRecord>>,
+    ) -> f64 {
+        let Some(incident_id) = record.state.incident_id.as_deref() else {
+            return 0.0;
+        };
+        let assignments = cache.entry(incident_id.to_string()).or_insert_with(|| {
+            self.store
+                .get::<AssignmentRecord>(&assignment_key(namespace, incident_id))
+                .ok()
+                .flatten()
+        });
+        assignments
+            .as_ref()
+            .and_then(|assignments| {
+                assignments
+                    .assignments
+                    .iter()
+                    .find(|assignment| assignment.unit_id == record.unit.id)
+            })
+            .map_or(0.0, |assignment| assignment.eta_minutes)
+    }
+
+    fn unit_to_wire(&self, record: &UnitRecord, now_unix_ms: i64, eta_minutes: f64) -> pb::Unit {
         let unit = &record.unit;
         let position_age_ms = now_unix_ms
             .saturating_sub(record.position_at_unix_ms)
@@ -107,20 +145,62 @@ impl DispatchGrpc {
             position_age_ms,
             position_stale: now_unix_ms
                 .saturating_sub(record.position_age_basis_unix_ms(now_unix_ms))
-                > registry::STALE_POSITION_AFTER_MS_DEFAULT,
+                > self.stale_position_ms(),
             status_since_unix_ms: record.state.since_unix_ms,
             out_of_service_reason: record
                 .state
                 .out_of_service_reason
                 .clone()
                 .unwrap_or_default(),
+            eta_minutes,
         }
     }
 
     fn respond(&self, record: &UnitRecord) -> Response<pb::UnitResponse> {
         Response::new(pb::UnitResponse {
-            unit: Some(self.unit_to_wire(record, lifecycle::unix_ms_now())),
+            unit: Some(self.wire_unit(record)),
         })
+    }
+
+    /// The unit on the wire now, with its booking's ETA.
+    fn wire_unit(&self, record: &UnitRecord) -> pb::Unit {
+        let eta = self.eta_of(
+            &self.config.namespace,
+            record,
+            &mut std::collections::HashMap::new(),
+        );
+        self.unit_to_wire(record, lifecycle::unix_ms_now(), eta)
+    }
+
+    /// Applies a lifecycle event through the assignment desk (one commit with its bookkeeping and
+    /// any replacement), flushes, and returns the unit as stored.
+    async fn apply_status(
+        &self,
+        namespace: &str,
+        unit_id: &str,
+        event: &UnitEvent,
+    ) -> Result<UnitRecord, Status> {
+        validate_unit_id(unit_id)?;
+        let staged = self
+            .desk
+            .change_status(
+                &self.store,
+                namespace,
+                unit_id,
+                event,
+                lifecycle::unix_ms_now(),
+            )
+            .map_err(change_refused)?;
+        self.store.flush().await.map_err(storage)?;
+        tracing::info!(
+            %unit_id,
+            event = event.name(),
+            status = %staged.unit.state.status,
+            left = ?staged.ended.as_ref().map(|ended| ended.outcome),
+            replacement = ?staged.replacement.as_ref().map(|r| r.unit_id.as_str()),
+            "unit status changed"
+        );
+        Ok(staged.unit)
     }
 }
 
@@ -146,6 +226,60 @@ fn invalid(problem: String) -> Status {
     Status::invalid_argument(problem)
 }
 
+/// A refused status change or booking as a gRPC status.
+fn change_refused(error: StatusChangeError) -> Status {
+    match error {
+        StatusChangeError::UnknownUnit { .. } | StatusChangeError::UnknownIncident { .. } => {
+            Status::not_found(error.to_string())
+        }
+        StatusChangeError::Retired { .. }
+        | StatusChangeError::Refused { .. }
+        | StatusChangeError::NotAvailable { .. }
+        | StatusChangeError::IncidentClosed { .. } => {
+            Status::failed_precondition(error.to_string())
+        }
+        StatusChangeError::Contended { .. } => Status::aborted(error.to_string()),
+        StatusChangeError::Subject(problem) => invalid(problem),
+        StatusChangeError::Store(error) => storage(error),
+    }
+}
+
+/// An incident id: required, 1-64 of A-Z, a-z, 0-9, `-`, `_` (it is a subject token).
+fn validate_incident_id(incident_id: &str) -> Result<(), Status> {
+    if incident_id.is_empty() {
+        return Err(invalid("incident_id is required".into()));
+    }
+    bus::subjects::validate_token(incident_id).map_err(|_| {
+        invalid(format!(
+            "incident_id {:?} must be 1-64 of A-Z, a-z, 0-9, `-` and `_`",
+            truncated(incident_id)
+        ))
+    })
+}
+
+/// At most 64 characters of `text`, for quoting untrusted input in messages.
+fn truncated(text: &str) -> String {
+    let mut out: String = text.chars().take(64).collect();
+    if out.len() < text.len() {
+        out.push('…');
+    }
+    out
+}
+
+/// Longest sub-type code, township or lead code, and `by`, in bytes / characters.
+const FIELD_BYTES_MAX: usize = 64;
+
+/// A decline reason: required, at most [`registry::REASON_CHARS_MAX`] characters.
+fn validate_reason(reason: &str) -> Result<(), Status> {
+    if reason.trim().is_empty() || reason.chars().count() > registry::REASON_CHARS_MAX {
+        return Err(invalid(format!(
+            "reason is required, at most {} characters",
+            registry::REASON_CHARS_MAX
+        )));
+    }
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl pb::dispatch_service_server::DispatchService for DispatchGrpc {
     async fn list_units(
@@ -161,6 +295,7 @@ impl pb::dispatch_service_server::DispatchService for DispatchGrpc {
             )));
         }
         let now = lifecycle::unix_ms_now();
+        let mut etas = std::collections::HashMap::new();
         let units = registry::load_all(&self.store, namespace)
             .map_err(storage)?
             .iter()
@@ -168,7 +303,10 @@ impl pb::dispatch_service_server::DispatchService for DispatchGrpc {
             .filter(|record| {
                 request.unit_type.is_empty() || record.unit.unit_type == request.unit_type
             })
-            .map(|record| self.unit_to_wire(record, now))
+            .map(|record| {
+                let eta = self.eta_of(namespace, record, &mut etas);
+                self.unit_to_wire(record, now, eta)
+            })
             .collect();
         Ok(Response::new(pb::ListUnitsResponse { units }))
     }
@@ -396,35 +534,10 @@ impl pb::dispatch_service_server::DispatchService for DispatchGrpc {
             &request.reason,
         )
         .map_err(invalid)?;
-        validate_unit_id(&request.unit_id)?;
-        let staged = self
-            .desk
-            .change_status(
-                &self.store,
-                namespace,
-                &request.unit_id,
-                &event,
-                lifecycle::unix_ms_now(),
-            )
-            .map_err(|error| match error {
-                StatusChangeError::UnknownUnit { .. } => Status::not_found(error.to_string()),
-                StatusChangeError::Retired { .. } | StatusChangeError::Refused { .. } => {
-                    Status::failed_precondition(error.to_string())
-                }
-                StatusChangeError::Contended { .. } => Status::aborted(error.to_string()),
-                StatusChangeError::Subject(problem) => invalid(problem),
-                StatusChangeError::Store(error) => storage(error),
-            })?;
-        self.store.flush().await.map_err(storage)?;
-        tracing::info!(
-            unit_id = %request.unit_id,
-            event = event.name(),
-            status = %staged.unit.state.status,
-            left = ?staged.ended.as_ref().map(|ended| ended.outcome),
-            replacement = ?staged.replacement.as_ref().map(|r| r.unit_id.as_str()),
-            "unit status changed"
-        );
-        Ok(self.respond(&staged.unit))
+        let record = self
+            .apply_status(namespace, &request.unit_id, &event)
+            .await?;
+        Ok(self.respond(&record))
     }
 
     async fn report_position(
@@ -460,7 +573,240 @@ impl pb::dispatch_service_server::DispatchService for DispatchGrpc {
             .await?;
         Ok(Response::new(pb::ReportPositionResponse {
             applied,
-            unit: Some(self.unit_to_wire(&record, lifecycle::unix_ms_now())),
+            unit: Some(self.wire_unit(&record)),
         }))
+    }
+
+    async fn recommend(
+        &self,
+        request: Request<pb::RecommendRequest>,
+    ) -> Result<Response<pb::RecommendResponse>, Status> {
+        let request = request.into_inner();
+        let namespace = self.namespace(&request.namespace)?;
+        let region = self.desk.region();
+        for (field, value) in [
+            ("kind", &request.kind),
+            ("township_code", &request.township_code),
+            ("lead_code", &request.lead_code),
+        ] {
+            if value.len() > FIELD_BYTES_MAX {
+                return Err(invalid(format!(
+                    "{field} is longer than {FIELD_BYTES_MAX} bytes"
+                )));
+            }
+        }
+        let grade = pb::Grade::try_from(request.grade)
+            .map_err(|_| invalid(format!("grade {} is not a known Grade", request.grade)))?;
+        let grade = convert::grade_from_wire(grade);
+        let now = lifecycle::unix_ms_now();
+        let (plan_id, requirements, place, excluded, kind) = if !request.incident_id.is_empty() {
+            validate_incident_id(&request.incident_id)?;
+            if !request.kind.is_empty()
+                || !request.township_code.is_empty()
+                || !request.lead_code.is_empty()
+                || grade.is_some()
+            {
+                return Err(invalid(
+                    "give either incident_id, or kind + township_code + grade, not both".into(),
+                ));
+            }
+            let record: AssignmentRecord = self
+                .store
+                .get(&assignment_key(namespace, &request.incident_id))
+                .map_err(storage)?
+                .ok_or_else(|| {
+                    Status::not_found(format!(
+                        "dispatch has no record of incident {:?} in namespace {namespace} (not graded yet?)",
+                        request.incident_id
+                    ))
+                })?;
+            if record.closed_at_unix_ms.is_some() {
+                return Err(Status::failed_precondition(format!(
+                    "incident {:?} is closed; nothing is recommended for it",
+                    request.incident_id
+                )));
+            }
+            let location = record.location.ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "dispatch does not know where incident {:?} is (recorded before locations were kept)",
+                    request.incident_id
+                ))
+            })?;
+            let kind = record.kind.clone().unwrap_or_default();
+            let plan = region
+                .plans
+                .all()
+                .iter()
+                .find(|plan| plan.id == record.plan_id);
+            let mut already = std::collections::HashMap::new();
+            for assignment in &record.assignments {
+                *already.entry(assignment.unit_type.clone()).or_insert(0u32) += 1;
+            }
+            let requirements = plan
+                .map(|plan| domain::dispatch::plan_difference(&plan.resources, &already))
+                .unwrap_or_default();
+            let excluded: HashSet<String> = record
+                .excluded_unit_ids()
+                .into_iter()
+                .map(str::to_string)
+                .collect();
+            (
+                plan.map(|plan| plan.id.clone()),
+                requirements,
+                record.place(location),
+                excluded,
+                (kind, record.grade),
+            )
+        } else {
+            if request.kind.trim().is_empty() || request.township_code.is_empty() {
+                return Err(invalid(
+                    "give an incident_id, or a kind (e.g. accident.hazardous_chemicals), a township_code and a grade"
+                        .into(),
+                ));
+            }
+            let township = region
+                .tree
+                .get(&request.township_code)
+                .filter(|township| township.level == domain::jurisdiction::Level::Township)
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "township_code {:?} is not a township of the region",
+                        truncated(&request.township_code)
+                    ))
+                })?;
+            let location = township.centroid.ok_or_else(|| {
+                invalid(format!(
+                    "township {:?} has no centroid to place the incident at",
+                    township.code
+                ))
+            })?;
+            if !request.lead_code.is_empty() && region.tree.get(&request.lead_code).is_none() {
+                return Err(invalid(format!(
+                    "lead_code {:?} is not a jurisdiction of the region",
+                    truncated(&request.lead_code)
+                )));
+            }
+            let plan = region.plans.plan_for(request.kind.trim(), grade);
+            (
+                plan.map(|plan| plan.id.clone()),
+                plan.map(|plan| plan.resources.clone()).unwrap_or_default(),
+                IncidentPlace {
+                    location,
+                    township_code: township.code.clone(),
+                    lead_code: request.lead_code.clone(),
+                },
+                HashSet::new(),
+                (request.kind.trim().to_string(), grade),
+            )
+        };
+        let records = registry::load_all(&self.store, namespace).map_err(storage)?;
+        let (candidates, mut shortfalls) = recommend_units(
+            region,
+            self.desk.options(),
+            &records,
+            &excluded,
+            &requirements,
+            &place,
+            now,
+        );
+        if plan_id.is_none() {
+            shortfalls.push(no_plan_shortfall(&kind.0, kind.1));
+        }
+        Ok(Response::new(pb::RecommendResponse {
+            plan_id: plan_id.unwrap_or_default(),
+            requirements: requirements
+                .iter()
+                .map(|requirement| pb::ResourceRequirement {
+                    unit_type: requirement.unit_type.clone(),
+                    count: requirement.count,
+                })
+                .collect(),
+            candidates: candidates.iter().map(convert::assignment_to_wire).collect(),
+            shortfalls: shortfalls.iter().map(convert::shortfall_to_wire).collect(),
+        }))
+    }
+
+    async fn assign(
+        &self,
+        request: Request<pb::AssignRequest>,
+    ) -> Result<Response<pb::AssignResponse>, Status> {
+        let request = request.into_inner();
+        let namespace = self.namespace(&request.namespace)?;
+        validate_incident_id(&request.incident_id)?;
+        validate_unit_id(&request.unit_id)?;
+        let by = request.by.trim();
+        if by.chars().count() > FIELD_BYTES_MAX {
+            return Err(invalid(format!(
+                "by is longer than {FIELD_BYTES_MAX} characters"
+            )));
+        }
+        let by = if by.is_empty() { "a dispatcher" } else { by };
+        let staged = self
+            .desk
+            .assign(
+                &self.store,
+                namespace,
+                &request.incident_id,
+                &request.unit_id,
+                by,
+                lifecycle::unix_ms_now(),
+            )
+            .map_err(change_refused)?;
+        self.store.flush().await.map_err(storage)?;
+        tracing::info!(incident_id = %request.incident_id, unit_id = %request.unit_id, %by, "unit assigned by hand");
+        Ok(Response::new(pb::AssignResponse {
+            unit: Some(self.wire_unit(&staged.unit)),
+            assignment: staged.replacement.as_ref().map(convert::assignment_to_wire),
+        }))
+    }
+
+    async fn acknowledge_assignment(
+        &self,
+        request: Request<pb::AcknowledgeAssignmentRequest>,
+    ) -> Result<Response<pb::UnitResponse>, Status> {
+        let request = request.into_inner();
+        let namespace = self.namespace(&request.namespace)?;
+        validate_incident_id(&request.incident_id)?;
+        let event = UnitEvent::Acknowledge {
+            incident_id: request.incident_id,
+        };
+        let record = self
+            .apply_status(namespace, &request.unit_id, &event)
+            .await?;
+        Ok(self.respond(&record))
+    }
+
+    async fn decline_assignment(
+        &self,
+        request: Request<pb::DeclineAssignmentRequest>,
+    ) -> Result<Response<pb::UnitResponse>, Status> {
+        let request = request.into_inner();
+        let namespace = self.namespace(&request.namespace)?;
+        validate_incident_id(&request.incident_id)?;
+        validate_reason(&request.reason)?;
+        let event = UnitEvent::Decline {
+            incident_id: request.incident_id,
+            reason: request.reason.trim().to_string(),
+        };
+        let record = self
+            .apply_status(namespace, &request.unit_id, &event)
+            .await?;
+        Ok(self.respond(&record))
+    }
+
+    async fn release_unit(
+        &self,
+        request: Request<pb::ReleaseUnitRequest>,
+    ) -> Result<Response<pb::UnitResponse>, Status> {
+        let request = request.into_inner();
+        let namespace = self.namespace(&request.namespace)?;
+        validate_incident_id(&request.incident_id)?;
+        let event = UnitEvent::Release {
+            incident_id: request.incident_id,
+        };
+        let record = self
+            .apply_status(namespace, &request.unit_id, &event)
+            .await?;
+        Ok(self.respond(&record))
     }
 }

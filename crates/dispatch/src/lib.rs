@@ -11,6 +11,10 @@
 //! A dispatched unit must acknowledge within the configured time; a decline or a timeout frees it
 //! and books a replacement in the same commit ([`assignment`]). A `closed` incident releases
 //! every unit it holds, announced in one `units_assigned` ([`assignment::stage_incident_close`]).
+//! Units send lifecycle commands (acknowledge, decline, ...) on `muster.<ns>.unit.<id>.command`
+//! ([`UnitCommandHandler`]); a dispatcher can ask for a dry-run recommendation and book a unit by
+//! hand over gRPC. Every assignment and shortfall carries machine-readable reason codes
+//! ([`domain::dispatch::reason_code`]).
 
 pub mod assignment;
 mod driver;
@@ -26,7 +30,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use assignment::{AssignmentDesk, AssignmentOutcome, EndedAssignment};
-pub use driver::{Assigner, AssignmentRecord, PositionTracker, assignment_key};
+pub use driver::{
+    Assigner, AssignmentRecord, IncidentPlace, PositionTracker, UnitCommandHandler, assignment_key,
+    recommend_units,
+};
 pub use registry::UnitRecord;
 
 /// The service's name in health checks, logs and event envelopes.
@@ -44,6 +51,9 @@ pub struct Config {
     /// How long a dispatched unit has to acknowledge, in milliseconds; `None` for
     /// [`assignment::ASSIGNMENT_ACK_TIMEOUT_MS_DEFAULT`].
     pub assignment_ack_timeout_ms: Option<i64>,
+    /// How old a reported position may be and still count for recommendations, milliseconds;
+    /// `None` for [`registry::STALE_POSITION_AFTER_MS_DEFAULT`] (30 minutes).
+    pub stale_position_ms: Option<i64>,
 }
 
 impl Config {
@@ -59,6 +69,20 @@ impl Config {
             )));
         }
         Ok(timeout_ms)
+    }
+
+    /// The stale-position limit in effect, or why the configured one is unusable.
+    pub fn stale_position_ms(&self) -> Result<i64, Error> {
+        let stale_ms = self
+            .stale_position_ms
+            .unwrap_or(registry::STALE_POSITION_AFTER_MS_DEFAULT);
+        if stale_ms <= 0 || stale_ms > assignment::ASSIGNMENT_ACK_TIMEOUT_MS_MAX {
+            return Err(Error::Config(format!(
+                "stale_position_ms must be 1-{} (one day), got {stale_ms}",
+                assignment::ASSIGNMENT_ACK_TIMEOUT_MS_MAX
+            )));
+        }
+        Ok(stale_ms)
     }
 }
 
@@ -83,6 +107,7 @@ pub async fn run(
 ) -> Result<(), Error> {
     bus::subjects::validate_namespace(&config.namespace)?;
     let ack_timeout_ms = config.assignment_ack_timeout_ms()?;
+    let stale_position_ms = Some(config.stale_position_ms()?);
     let runtime = bus::Runtime::start(SERVICE_NAME, &config.nats_url, &config.data_dir).await?;
     let seeded = registry::seed(
         &runtime.store,
@@ -95,7 +120,8 @@ pub async fn run(
         tracing::info!(seeded, namespace = %config.namespace, "units seeded from the region");
     }
     let assigner = driver::Assigner::new(runtime.store.clone(), config.region.clone())
-        .with_ack_timeout_ms(ack_timeout_ms);
+        .with_ack_timeout_ms(ack_timeout_ms)
+        .with_stale_position_ms(stale_position_ms);
     // Gradings and closes on one consumer: a close is handled after every grading before it.
     let filters = vec![
         bus::subjects::incident_event_filter(&config.namespace, bus::subjects::GRADED),
@@ -113,8 +139,23 @@ pub async fn run(
         .consume("positions", &config.namespace, filters, tracker)
         .await?;
 
+    let desk = assignment::AssignmentDesk::new(config.region.clone(), ack_timeout_ms)
+        .with_stale_position_ms(stale_position_ms);
+    // Units acknowledge, decline, ... over NATS too: the same desk, one commit per command.
+    let commands = driver::UnitCommandHandler::new(
+        runtime.store.clone(),
+        desk.clone(),
+        config.namespace.clone(),
+    );
+    let filters = vec![bus::subjects::unit_event_filter(
+        &config.namespace,
+        bus::subjects::UNIT_COMMAND,
+    )];
+    runtime
+        .consume("commands", &config.namespace, filters, commands)
+        .await?;
+
     // The timer task stops after the gRPC server, before the runtime drains the outbox.
-    let desk = assignment::AssignmentDesk::new(config.region.clone(), ack_timeout_ms);
     let timers_shutdown = CancellationToken::new();
     let timer_task = tokio::spawn(assignment::run_ack_timers(
         runtime.store.clone(),

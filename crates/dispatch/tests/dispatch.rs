@@ -809,3 +809,304 @@ fn a_closed_incident_releases_every_unit_once_and_books_nothing_after() {
     assert!(assignments(&f.store, "INC-9").assignments.is_empty());
     assert_eq!(f.store.outbox_len(), outbox);
 }
+
+// ---- issue 5: reasons, booking by hand, unit commands over NATS, out of service ----------------
+
+#[test]
+fn bookings_carry_reason_codes_and_shortfalls_name_their_causes() {
+    let f = fixture();
+    let booked = book_grade_iii(&f, "INC-1");
+    for assignment in &booked.assignments {
+        assert_eq!(
+            assignment.reason_codes[0], "closest_by_eta",
+            "{assignment:?}"
+        );
+        assert!(
+            assignment
+                .reason_codes
+                .iter()
+                .any(|c| c == "in_jurisdiction")
+                ^ assignment
+                    .reason_codes
+                    .iter()
+                    .any(|c| c == "outside_jurisdiction"),
+            "{assignment:?}"
+        );
+        assert!(assignment.eta_minutes >= 0.0);
+    }
+    let hazmat = booked
+        .assignments
+        .iter()
+        .find(|a| a.unit_type == "hazmat")
+        .unwrap();
+    // The chemical park's own hazmat units are in its county.
+    assert!(hazmat.reason_codes.iter().any(|c| c == "in_jurisdiction"));
+    assert_eq!(hazmat.cascade_depth, 0);
+    // The stored record and the announced event agree.
+    let event = units_assigned_events(&f.store, "INC-1").pop().unwrap();
+    let EventBody::UnitsAssigned(units) = event.body else {
+        panic!("not units_assigned")
+    };
+    let summary = |list: &[domain::event::Assignment]| -> Vec<(String, Vec<String>, u32)> {
+        list.iter()
+            .map(|a| (a.unit_id.clone(), a.reason_codes.clone(), a.cascade_depth))
+            .collect()
+    };
+    assert_eq!(summary(&units.assignments), summary(&booked.assignments));
+
+    // A second incident at grade II wants 4 hazmat; 3 are left in the region.
+    let mut assigner = Assigner::new(f.store.clone(), f.region.clone());
+    let result = assigner
+        .handle(&graded_delivery(&f.region, "INC-2", Grade::II, "g2"))
+        .unwrap();
+    commit(&f.store, result, "g2");
+    let second = assignments(&f.store, "INC-2");
+    let short = second
+        .shortfalls
+        .iter()
+        .find(|s| s.unit_type == "hazmat")
+        .expect("a hazmat shortfall");
+    assert_eq!(short.reason_codes[0], "none_available");
+    let busy = short.causes.iter().find(|c| c.code == "busy").unwrap();
+    assert_eq!(busy.count, 2, "{short:?}");
+}
+
+#[test]
+fn a_dispatcher_books_an_available_unit_and_a_busy_one_is_refused_naming_its_state() {
+    let f = fixture();
+    let booked = book_grade_iii(&f, "INC-1");
+    let mut assigner = Assigner::new(f.store.clone(), f.region.clone());
+    let result = assigner
+        .handle(&graded_delivery(&f.region, "INC-2", Grade::IV, "g2"))
+        .unwrap();
+    commit(&f.store, result, "g2");
+    let desk = desk(&f);
+    let now = lifecycle::unix_ms_now();
+
+    // A unit on INC-1 cannot be booked to INC-2.
+    let taken = first_hazmat(&booked);
+    let error = desk
+        .assign(&f.store, NS, "INC-2", &taken, "dispatcher Li", now)
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            assignment::StatusChangeError::NotAvailable {
+                status: UnitStatus::Dispatched,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    let text = error.to_string();
+    assert!(
+        text.contains("Dispatched") && text.contains("INC-1"),
+        "{text}"
+    );
+    assert_eq!(
+        unit(&f.store, &taken).state.incident_id.as_deref(),
+        Some("INC-1")
+    );
+
+    // A free hazmat unit is booked, its timer armed, the booking announced.
+    let free = hazmat_ids(&f.region)
+        .into_iter()
+        .find(|id| unit(&f.store, id).state.status == UnitStatus::Available)
+        .unwrap();
+    let timers_before = ack_timers(&f.store).len();
+    let staged = desk
+        .assign(&f.store, NS, "INC-2", &free, "dispatcher Li", now)
+        .unwrap();
+    assert_eq!(staged.unit.state.status, UnitStatus::Dispatched);
+    assert_eq!(ack_timers(&f.store).len(), timers_before + 1);
+    let record = assignments(&f.store, "INC-2");
+    let booked_by_hand = record
+        .assignments
+        .iter()
+        .find(|a| a.unit_id == free)
+        .unwrap();
+    assert_eq!(booked_by_hand.reason_codes[0], "dispatcher_assigned");
+    assert!(booked_by_hand.reason.contains("dispatcher Li"));
+    assert!(booked_by_hand.eta_minutes > 0.0);
+    let announced = units_assigned_events(&f.store, "INC-2");
+    assert!(announced.iter().any(|event| matches!(&event.body,
+        EventBody::UnitsAssigned(units) if units.assignments.iter().any(|a| a.unit_id == free))));
+    // Twice is refused: it is dispatched now.
+    assert!(matches!(
+        desk.assign(&f.store, NS, "INC-2", &free, "dispatcher Li", now),
+        Err(assignment::StatusChangeError::NotAvailable { .. })
+    ));
+    // Unknown incidents are refused.
+    assert!(matches!(
+        desk.assign(&f.store, NS, "INC-404", &free, "x", now),
+        Err(assignment::StatusChangeError::UnknownIncident { .. })
+    ));
+
+    // The compare-and-swap: a booking staged on a unit that changes before the commit fails.
+    let other = hazmat_ids(&f.region)
+        .into_iter()
+        .find(|id| unit(&f.store, id).state.status == UnitStatus::Available)
+        .unwrap();
+    let staged = desk
+        .stage_assignment(&f.store, NS, "INC-2", &other, "dispatcher Li", now)
+        .unwrap();
+    let mut changed = unit(&f.store, &other);
+    changed
+        .apply(
+            &UnitEvent::GoOutOfService {
+                reason: "pump failure".into(),
+            },
+            now,
+        )
+        .unwrap();
+    put(&f.store, &changed);
+    assert!(matches!(
+        f.store.commit(&staged.commit),
+        Err(store::Error::Conflict { .. })
+    ));
+    assert_eq!(
+        unit(&f.store, &other).state.status,
+        UnitStatus::OutOfService
+    );
+}
+
+fn command_delivery(
+    unit_id: &str,
+    event: muster_proto::v1::UnitStatusEvent,
+    incident_id: &str,
+    reason: &str,
+    msg_id: &str,
+) -> Delivery {
+    Delivery {
+        subject: format!("muster.{NS}.unit.{unit_id}.command"),
+        msg_id: msg_id.into(),
+        payload: convert_unit::encode_unit_command(event, incident_id, reason, 1).into(),
+        delivered: 1,
+    }
+}
+
+#[test]
+fn unit_commands_acknowledge_and_decline_through_the_desk_and_bad_ones_are_terminated() {
+    use muster_proto::v1::UnitStatusEvent as Ev;
+    let f = fixture();
+    let booked = book_grade_iii(&f, "INC-1");
+    let hazmat: Vec<String> = booked
+        .assignments
+        .iter()
+        .filter(|a| a.unit_type == "hazmat")
+        .map(|a| a.unit_id.clone())
+        .collect();
+    let mut handler = dispatch::UnitCommandHandler::new(f.store.clone(), desk(&f), NS.into());
+
+    let ack = handler
+        .handle(&command_delivery(
+            &hazmat[0],
+            Ev::Acknowledge,
+            "INC-1",
+            "",
+            "c1",
+        ))
+        .unwrap();
+    commit(&f.store, ack, "c1");
+    assert_eq!(unit(&f.store, &hazmat[0]).state.status, UnitStatus::Enroute);
+    // Redelivered with the same id: the store says already processed, nothing changes twice.
+    let again = handler.handle(&command_delivery(
+        &hazmat[0],
+        Ev::Acknowledge,
+        "INC-1",
+        "",
+        "c1",
+    ));
+    assert!(
+        matches!(again, Err(HandlerError::Poison(_))),
+        "a duplicate acknowledgement is refused by the state machine"
+    );
+
+    let decline = handler
+        .handle(&command_delivery(
+            &hazmat[1],
+            Ev::Decline,
+            "INC-1",
+            "crew short",
+            "c2",
+        ))
+        .unwrap();
+    commit(&f.store, decline, "c2");
+    assert_eq!(
+        unit(&f.store, &hazmat[1]).state.status,
+        UnitStatus::Available
+    );
+    let record = assignments(&f.store, "INC-1");
+    assert!(record.ended.iter().any(|e| e.unit_id == hazmat[1]
+        && e.outcome == AssignmentOutcome::Declined
+        && e.reason == "crew short"));
+    let replacement = record
+        .assignments
+        .iter()
+        .find(|a| a.unit_type == "hazmat" && a.reason_codes.iter().any(|c| c == "replacement"))
+        .expect("a replacement");
+    assert_ne!(replacement.unit_id, hazmat[1]);
+
+    // Invalid commands are terminated with a reason.
+    for delivery in [
+        command_delivery(&hazmat[0], Ev::Decline, "INC-1", "", "c3"), // no reason
+        command_delivery(&hazmat[0], Ev::Unspecified, "INC-1", "", "c4"),
+        command_delivery("NOPE", Ev::Acknowledge, "INC-1", "", "c5"),
+        Delivery {
+            subject: format!("muster.{NS}.unit.{}.command", hazmat[0]),
+            msg_id: "c6".into(),
+            payload: bytes::Bytes::from_static(b"\xff\xff\xff"),
+            delivered: 1,
+        },
+    ] {
+        match handler.handle(&delivery) {
+            Err(HandlerError::Poison(reason)) => assert!(!reason.is_empty()),
+            other => panic!("{} should be terminated, got {other:?}", delivery.msg_id),
+        }
+    }
+}
+
+#[test]
+fn a_committed_unit_that_goes_out_of_service_is_replaced_in_the_same_commit() {
+    let f = fixture();
+    let booked = book_grade_iii(&f, "INC-1");
+    let broken = first_hazmat(&booked);
+    acknowledge(&f, &broken, "INC-1");
+    let staged = desk(&f)
+        .change_status(
+            &f.store,
+            NS,
+            &broken,
+            &UnitEvent::GoOutOfService {
+                reason: "pump failure".into(),
+            },
+            lifecycle::unix_ms_now(),
+        )
+        .unwrap();
+    assert_eq!(staged.unit.state.status, UnitStatus::OutOfService);
+    let replacement = staged.replacement.expect("a replacement is booked");
+    assert_eq!(replacement.unit_type, "hazmat");
+    assert!(replacement.reason_codes.iter().any(|c| c == "replacement"));
+    assert_eq!(
+        unit(&f.store, &replacement.unit_id).state.status,
+        UnitStatus::Dispatched
+    );
+    let record = assignments(&f.store, "INC-1");
+    assert!(record.assignments.iter().all(|a| a.unit_id != broken));
+    assert!(
+        record
+            .assignments
+            .iter()
+            .any(|a| a.unit_id == replacement.unit_id)
+    );
+    assert!(
+        record
+            .ended
+            .iter()
+            .any(|e| e.unit_id == broken && e.outcome == AssignmentOutcome::OutOfService)
+    );
+    let announced = units_assigned_events(&f.store, "INC-1");
+    assert!(announced.iter().any(|event| matches!(&event.body,
+        EventBody::UnitsAssigned(units) if units.released_unit_ids == [broken.clone()]
+            && units.assignments.iter().any(|a| a.unit_id == replacement.unit_id))));
+}

@@ -199,6 +199,11 @@ impl RecommendOptions {
         }
     }
 
+    /// The ETA in minutes over `distance_km` great-circle kilometres for a unit of `unit_type`.
+    pub fn eta_min(&self, unit_type: &str, distance_km: f64) -> f64 {
+        distance_km * self.road_factor / self.speed_kmh(unit_type).0 * 60.0
+    }
+
     fn in_home_jurisdiction(&self, unit: &Unit) -> Option<bool> {
         self.home_jurisdiction
             .as_deref()
@@ -601,5 +606,159 @@ impl BookingLedger {
 
     pub fn is_empty(&self) -> bool {
         self.incident_by_unit.is_empty()
+    }
+}
+
+/// The machine-readable reason codes stored with assignments and shortfalls
+/// ([`crate::event::Assignment::reason_codes`], [`crate::event::Shortfall::reason_codes`]).
+pub mod reason_code {
+    /// The pick ranked first by ETA among the candidates left for its requirement.
+    pub const CLOSEST_BY_ETA: &str = "closest_by_eta";
+    /// The unit's county is inside the incident's lead jurisdiction (its subtree).
+    pub const IN_JURISDICTION: &str = "in_jurisdiction";
+    /// The unit's county is outside the lead jurisdiction: a mutual-aid resource.
+    pub const OUTSIDE_JURISDICTION: &str = "outside_jurisdiction";
+    /// The unit type has no configured speed; the ETA uses the fallback speed.
+    pub const ASSUMED_SPEED: &str = "assumed_speed";
+    /// Booked in place of a unit that declined, timed out or went out of service.
+    pub const REPLACEMENT: &str = "replacement";
+    /// Booked by a dispatcher by hand (`Assign`), not by the plan.
+    pub const DISPATCHER_ASSIGNED: &str = "dispatcher_assigned";
+
+    /// Always on a shortfall: no candidate was left for the rest of the requirement.
+    pub const NONE_AVAILABLE: &str = "none_available";
+    pub const NONE_IN_REGION: &str = "none_in_region";
+    pub const FEWER_IN_REGION_THAN_REQUIRED: &str = "fewer_in_region_than_required";
+    pub const BUSY: &str = "busy";
+    pub const OUT_OF_SERVICE: &str = "out_of_service";
+    pub const STALE_POSITION: &str = "stale_position";
+    pub const OUTSIDE_RADIUS: &str = "outside_radius";
+    pub const PICKED_FOR_ANOTHER_REQUIREMENT: &str = "picked_for_another_requirement";
+    /// No plan covers the incident's sub-type and grade.
+    pub const NO_PLAN: &str = "no_plan";
+    /// The incident's location is not known, so nothing can be ranked.
+    pub const NO_LOCATION: &str = "no_location";
+}
+
+/// Where a unit stands relative to an incident's jurisdictions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct JurisdictionStanding {
+    /// The unit's county is the lead jurisdiction or inside it.
+    pub in_jurisdiction: bool,
+    /// Levels from the incident's county up to the lowest jurisdiction holding both it and the
+    /// unit's county: 0 the same county, 1 the same city, 2 the same province, 3 national.
+    pub cascade_depth: u32,
+}
+
+/// The standing of a unit whose county is `unit_county` for an incident in `incident_township`
+/// led by `lead_code`. An empty or unknown lead falls back to the incident's county; unknown
+/// codes give the conservative answer (outside, depth 0 when nothing is known).
+pub fn jurisdiction_standing(
+    tree: &crate::jurisdiction::JurisdictionTree,
+    lead_code: &str,
+    incident_township: &str,
+    unit_county: &str,
+) -> JurisdictionStanding {
+    let incident_county = tree
+        .county_of(incident_township)
+        .map(|county| county.code.as_str())
+        .unwrap_or(incident_township);
+    let lead = if tree.get(lead_code).is_some() {
+        lead_code
+    } else {
+        incident_county
+    };
+    let unit_chain = tree.ancestors(unit_county);
+    let in_jurisdiction = unit_chain.iter().any(|item| item.code == lead);
+    let incident_chain = tree.ancestors(incident_county);
+    let cascade_depth = incident_chain
+        .iter()
+        .position(|item| unit_chain.iter().any(|u| u.code == item.code))
+        .unwrap_or(0) as u32;
+    JurisdictionStanding {
+        in_jurisdiction,
+        cascade_depth,
+    }
+}
+
+impl Pick {
+    /// The assignment this pick becomes, with its reason codes. `standing` is the unit's
+    /// [`jurisdiction_standing`] for the incident.
+    pub fn to_assignment(&self, standing: JurisdictionStanding) -> crate::event::Assignment {
+        let mut reason_codes = vec![reason_code::CLOSEST_BY_ETA.to_string()];
+        let mut reason = self.reason.clone();
+        if standing.in_jurisdiction {
+            reason_codes.push(reason_code::IN_JURISDICTION.into());
+        } else {
+            reason_codes.push(reason_code::OUTSIDE_JURISDICTION.into());
+            reason.push_str("; outside the lead jurisdiction");
+        }
+        if standing.cascade_depth > 0 {
+            reason.push_str(&format!("; cascade depth {}", standing.cascade_depth));
+        }
+        if self
+            .reasons
+            .iter()
+            .any(|r| matches!(r, PickReason::AssumedSpeed { .. }))
+        {
+            reason_codes.push(reason_code::ASSUMED_SPEED.into());
+        }
+        crate::event::Assignment {
+            unit_id: self.unit_id.clone(),
+            call_sign: self.call_sign.clone(),
+            unit_type: self.unit_type.clone(),
+            distance_km: self.distance_km,
+            reason,
+            reason_codes,
+            eta_minutes: self.eta_min.unwrap_or(0.0),
+            cascade_depth: standing.cascade_depth,
+        }
+    }
+}
+
+impl Gap {
+    /// The shortfall this gap becomes: `none_available` first, then one code per cause, each
+    /// exclusion with its count.
+    pub fn to_shortfall(&self) -> crate::event::Shortfall {
+        use crate::event::ShortfallCause;
+        let mut reason_codes = vec![reason_code::NONE_AVAILABLE.to_string()];
+        let mut causes = Vec::new();
+        for reason in &self.reasons {
+            let (code, count) = match reason {
+                ShortfallReason::NoneAvailable => continue,
+                ShortfallReason::NoneInRegion => (reason_code::NONE_IN_REGION, None),
+                ShortfallReason::FewerInRegionThanRequired { in_region } => {
+                    (reason_code::FEWER_IN_REGION_THAN_REQUIRED, Some(*in_region))
+                }
+                ShortfallReason::Busy { count } => (reason_code::BUSY, Some(*count)),
+                ShortfallReason::OutOfService { count } => {
+                    (reason_code::OUT_OF_SERVICE, Some(*count))
+                }
+                ShortfallReason::StalePosition { count } => {
+                    (reason_code::STALE_POSITION, Some(*count))
+                }
+                ShortfallReason::OutsideRadius { count } => {
+                    (reason_code::OUTSIDE_RADIUS, Some(*count))
+                }
+                ShortfallReason::PickedForAnotherRequirement { count } => {
+                    (reason_code::PICKED_FOR_ANOTHER_REQUIREMENT, Some(*count))
+                }
+            };
+            reason_codes.push(code.to_string());
+            if let Some(count) = count {
+                causes.push(ShortfallCause {
+                    code: code.to_string(),
+                    count,
+                });
+            }
+        }
+        crate::event::Shortfall {
+            unit_type: self.unit_type.clone(),
+            required: self.required,
+            assigned: self.assigned,
+            reason: self.reason.clone(),
+            reason_codes,
+            causes,
+        }
     }
 }

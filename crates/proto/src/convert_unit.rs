@@ -126,6 +126,30 @@ pub fn encode_unit_position(report: &PositionReport) -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// Decodes and validates a `UnitStatusCommand` published on `muster.<ns>.unit.<id>.command`
+/// into the lifecycle event it asks for (validated like `UpdateUnitStatus`).
+pub fn decode_unit_command(bytes: &[u8]) -> Result<UnitEvent, String> {
+    let wire = pb::UnitStatusCommand::decode(bytes)
+        .map_err(|e| format!("not a muster.v1.UnitStatusCommand: {e}"))?;
+    unit_event_from_wire(wire.event, &wire.incident_id, &wire.reason)
+}
+
+/// Encodes a `UnitStatusCommand`, as a unit's terminal would publish it.
+pub fn encode_unit_command(
+    event: pb::UnitStatusEvent,
+    incident_id: &str,
+    reason: &str,
+    at_unix_ms: i64,
+) -> Vec<u8> {
+    pb::UnitStatusCommand {
+        event: event as i32,
+        incident_id: incident_id.to_string(),
+        reason: reason.to_string(),
+        at_unix_ms,
+    }
+    .encode_to_vec()
+}
+
 /// What changed about a unit, for its `UnitEvent`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum UnitChange {

@@ -817,3 +817,152 @@ fn seeded_recommendations_never_pick_a_unit_twice() {
         assert!(gaps.next().is_none(), "seed {seed}: unexplained gaps");
     }
 }
+
+// ---- reason codes (issue 5: structured reasons) ----------------------------------------------
+
+#[test]
+fn assignments_carry_reason_codes_eta_and_cascade_depth() {
+    use domain::dispatch::{jurisdiction_standing, reason_code};
+    let region = Region::embedded_default();
+    let tree = &region.tree;
+    // The chemical park township 390202400 lies in county 390202 of city 390200.
+    let same_county = jurisdiction_standing(tree, "390202", "390202400", "390202");
+    assert!(same_county.in_jurisdiction);
+    assert_eq!(same_county.cascade_depth, 0);
+    let sibling = tree
+        .children("390200")
+        .into_iter()
+        .find(|county| county.code != "390202")
+        .expect("a second county in city 390200")
+        .code
+        .clone();
+    let same_city = jurisdiction_standing(tree, "390202", "390202400", &sibling);
+    assert!(!same_city.in_jurisdiction);
+    assert_eq!(same_city.cascade_depth, 1);
+    // Led by the city, its other county is inside the lead's subtree.
+    assert!(jurisdiction_standing(tree, "390200", "390202400", &sibling).in_jurisdiction);
+    let other_city = jurisdiction_standing(tree, "390202", "390202400", "390102");
+    assert!(!other_city.in_jurisdiction);
+    assert_eq!(other_city.cascade_depth, 2);
+    // An unknown lead falls back to the incident's county.
+    assert!(jurisdiction_standing(tree, "", "390202400", "390202").in_jurisdiction);
+
+    let units = vec![
+        unit_in("b", "hazmat", 30.1, 120.0, "390202"),
+        unit_in("a", "hazmat", 30.1, 120.0, "390102"),
+    ];
+    let recommendation = recommend_by_eta(
+        &[need("hazmat", 2)],
+        AT,
+        &fresh(&units),
+        &RecommendOptions::default(),
+        NOW_UNIX_MS,
+    );
+    // Tied on ETA: unit id decides, deterministically.
+    assert_eq!(ids(&recommendation.picks), ["a", "b"]);
+    let first = recommendation.picks[0].to_assignment(jurisdiction_standing(
+        tree,
+        "390202",
+        "390202400",
+        "390102",
+    ));
+    assert_eq!(
+        first.reason_codes,
+        [
+            reason_code::CLOSEST_BY_ETA,
+            reason_code::OUTSIDE_JURISDICTION
+        ]
+    );
+    assert_eq!(first.cascade_depth, 2);
+    assert_eq!(Some(first.eta_minutes), recommendation.picks[0].eta_min);
+    assert!(first.eta_minutes > 0.0);
+    assert_eq!(first.distance_km, recommendation.picks[0].distance_km);
+    assert!(
+        first.reason.contains("outside the lead jurisdiction"),
+        "{}",
+        first.reason
+    );
+    let second = recommendation.picks[1].to_assignment(jurisdiction_standing(
+        tree,
+        "390202",
+        "390202400",
+        "390202",
+    ));
+    assert_eq!(
+        second.reason_codes,
+        [reason_code::CLOSEST_BY_ETA, reason_code::IN_JURISDICTION]
+    );
+    assert_eq!(second.cascade_depth, 0);
+}
+
+#[test]
+fn shortfalls_name_none_available_and_count_each_exclusion() {
+    use domain::dispatch::reason_code;
+    use domain::event::ShortfallCause;
+    let units = vec![
+        unit("stale", "hazmat", 30.01, 120.0),
+        unit("oos", "hazmat", 30.01, 120.0),
+        unit("far", "hazmat", 31.5, 120.0),
+        unit("busy", "hazmat", 30.01, 120.0),
+        unit("ok", "hazmat", 30.05, 120.0),
+    ];
+    let mut views = fresh(&units);
+    views[0].position_at_unix_ms = NOW_UNIX_MS - 45 * MINUTE_MS;
+    views[1].status = UnitStatus::OutOfService;
+    views[3].status = UnitStatus::Enroute;
+    let options = RecommendOptions {
+        max_radius_km: Some(50.0),
+        ..RecommendOptions::default()
+    };
+    let recommendation = recommend_by_eta(&[need("hazmat", 3)], AT, &views, &options, NOW_UNIX_MS);
+    assert_eq!(ids(&recommendation.picks), ["ok"]);
+    let shortfall = recommendation.gaps[0].to_shortfall();
+    assert_eq!((shortfall.required, shortfall.assigned), (3, 1));
+    assert_eq!(
+        shortfall.reason_codes,
+        [
+            reason_code::NONE_AVAILABLE,
+            reason_code::BUSY,
+            reason_code::OUT_OF_SERVICE,
+            reason_code::STALE_POSITION,
+            reason_code::OUTSIDE_RADIUS
+        ]
+    );
+    let cause = |code: &str, count: u32| ShortfallCause {
+        code: code.into(),
+        count,
+    };
+    assert_eq!(
+        shortfall.causes,
+        [
+            cause(reason_code::BUSY, 1),
+            cause(reason_code::OUT_OF_SERVICE, 1),
+            cause(reason_code::STALE_POSITION, 1),
+            cause(reason_code::OUTSIDE_RADIUS, 1)
+        ]
+    );
+
+    // A stale limit of 60 minutes makes the stale unit a candidate again.
+    let lenient = RecommendOptions {
+        stale_after_ms: 60 * MINUTE_MS,
+        ..options
+    };
+    let again = recommend_by_eta(&[need("hazmat", 3)], AT, &views, &lenient, NOW_UNIX_MS);
+    assert_eq!(ids(&again.picks), ["stale", "ok"]);
+    assert!(
+        !again.gaps[0]
+            .to_shortfall()
+            .reason_codes
+            .iter()
+            .any(|code| code == reason_code::STALE_POSITION)
+    );
+
+    // Stored records without codes still load.
+    let old =
+        r#"{"unit_id":"U","call_sign":"C","unit_type":"hazmat","distance_km":1.0,"reason":"r"}"#;
+    let assignment: domain::event::Assignment = serde_json::from_str(old).unwrap();
+    assert!(assignment.reason_codes.is_empty());
+    let old = r#"{"unit_type":"hazmat","required":2,"assigned":0,"reason":"r"}"#;
+    let shortfall: domain::event::Shortfall = serde_json::from_str(old).unwrap();
+    assert!(shortfall.causes.is_empty());
+}
