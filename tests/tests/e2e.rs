@@ -1,6 +1,7 @@
 //! End-to-end: reports flow intake → escalation → dispatch over a real nats-server and back into
 //! intake's read model, visible over gRPC and through musterctl.
 
+mod dispatch_e2e;
 mod feeds;
 mod system;
 
@@ -1207,6 +1208,16 @@ async fn a_grade_ii_production_safety_accident_owes_reports_up_to_national_and_o
         .unwrap()
         .into_inner()
         .deadlines;
+    // Besides the first reports, the schedule owes follow-ups (续报) and a final report (终报)
+    // along the same hops.
+    let kinds: std::collections::BTreeSet<&str> =
+        deadlines.iter().map(|d| d.kind.as_str()).collect();
+    assert!(kinds.contains("first"), "{kinds:?}");
+    assert!(kinds.len() >= 2, "follow-up / final reports missing: {kinds:?}");
+    let deadlines: Vec<pb::Deadline> = deadlines
+        .into_iter()
+        .filter(|d| d.kind == "first")
+        .collect();
     // Decree 493: unit → county in 1 h, then 2 h per hop, grade II up to national.
     let hops: Vec<(&str, &str)> = deadlines
         .iter()
@@ -1262,7 +1273,7 @@ async fn a_grade_ii_production_safety_accident_owes_reports_up_to_national_and_o
         .deadlines;
     let statuses: Vec<pb::DeadlineStatus> = all
         .iter()
-        .filter(|d| d.incident_id == incident_id)
+        .filter(|d| d.incident_id == incident_id && d.kind == "first")
         .map(|d| d.status())
         .collect();
     assert_eq!(

@@ -15,5 +15,6 @@ pub use machine::{
     TimerId, TimerPurpose,
 };
 pub use policy::{
-    EMBEDDED_DEFAULT_TOML, EscalationPolicy, GradeMinutes, Hop, ObligationRule, ReportTier, Step,
+    EMBEDDED_DEFAULT_TOML, EscalationPolicy, FollowUpSchedule, GradeMinutes, Hop, ObligationRule,
+    ReportTier, Step,
 };

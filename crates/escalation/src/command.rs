@@ -24,6 +24,7 @@ use domain::escalation::{
 };
 use domain::event::{
     Acknowledged, Escalated, EventBody, Graded, IncidentEvent, JurisdictionRef, LeadChanged,
+    SkipLevelReported,
 };
 use domain::region::Region;
 use serde::{Deserialize, Serialize};
@@ -263,12 +264,8 @@ fn officer_event(region: &Region, event: &EscalationEvent) -> Option<EventBody> 
         EscalationEvent::Escalated {
             from, to, reason, ..
         } => {
-            let (reason, manual) = match reason {
-                EscalationReason::AckTimeout => {
-                    ("acknowledgement deadline passed".to_string(), false)
-                }
-                EscalationReason::Manual(text) => (text.clone(), true),
-            };
+            let manual = matches!(reason, EscalationReason::Manual(_));
+            let reason = reason.describe();
             Some(EventBody::Escalated(Escalated {
                 from: jurisdiction_ref(region, from),
                 to: jurisdiction_ref(region, to),
@@ -286,6 +283,25 @@ fn officer_event(region: &Region, event: &EscalationEvent) -> Option<EventBody> 
                 LeadChangeReason::TakeCommand => "take_command",
             }
             .to_string(),
+        })),
+        EscalationEvent::SkipLevelReported {
+            obligation_id,
+            officer,
+            from,
+            to,
+            skipped,
+            reason,
+            ..
+        } => Some(EventBody::SkipLevelReported(SkipLevelReported {
+            officer: officer.clone(),
+            from: jurisdiction_ref(region, from),
+            to: jurisdiction_ref(region, to),
+            skipped: skipped
+                .iter()
+                .map(|rung| jurisdiction_ref(region, rung))
+                .collect(),
+            reason: reason.clone(),
+            obligation_id: obligation_id.0,
         })),
         _ => None,
     }

@@ -21,6 +21,8 @@ use crate::driver::{GradingRecord, grading_key, outgoing, with_lead};
 const GRADED_TRANSITION_ATTEMPTS_MAX: usize = 8;
 /// Longest officer or commander name accepted, in bytes.
 const NAME_BYTES_MAX: usize = 128;
+/// Longest skip-level report reason accepted, in characters.
+const SKIP_REASON_CHARS_MAX: usize = 500;
 
 pub struct EscalationGrpc {
     config: Config,
@@ -240,12 +242,7 @@ fn deadline_to_wire(incident_id: &str, obligation: &Obligation, now_unix_ms: i64
         incident_id: incident_id.to_string(),
         obligation_id: obligation.id.0,
         rule_id: obligation.rule_id.clone(),
-        kind: match obligation.kind {
-            ReportKind::First => "first",
-            ReportKind::FollowUp => "follow_up",
-            ReportKind::Final => "final",
-        }
-        .to_string(),
+        kind: obligation.kind.as_str().to_string(),
         from_tier: obligation.from.as_str().to_string(),
         to_tier: obligation.to.as_str().to_string(),
         to_jurisdiction_code: obligation.to_code.clone().unwrap_or_default(),
@@ -567,6 +564,115 @@ impl pb::escalation_service_server::EscalationService for EscalationGrpc {
         }))
     }
 
+    async fn skip_level_report(
+        &self,
+        request: Request<pb::SkipLevelReportRequest>,
+    ) -> Result<Response<pb::SkipLevelReportResponse>, Status> {
+        let request = request.into_inner();
+        let namespace = self.served_namespace(&request.namespace)?;
+        let officer = request.officer.trim().to_string();
+        if officer.is_empty() {
+            return Err(Status::invalid_argument(
+                "officer is required: who made the skip-level report?",
+            ));
+        }
+        if officer.len() > NAME_BYTES_MAX {
+            return Err(Status::invalid_argument(format!(
+                "officer is {} bytes; at most {NAME_BYTES_MAX}",
+                officer.len()
+            )));
+        }
+        let reason = request.reason.trim().to_string();
+        if reason.is_empty() {
+            return Err(Status::invalid_argument(
+                "reason is required: say why the parent level was skipped",
+            ));
+        }
+        let reason_chars = reason.chars().count();
+        if reason_chars > SKIP_REASON_CHARS_MAX {
+            return Err(Status::invalid_argument(format!(
+                "reason is {reason_chars} characters; at most {SKIP_REASON_CHARS_MAX}"
+            )));
+        }
+        let region = self.config.region.clone();
+        let mut refs = Vec::new();
+        for (field, code) in [
+            ("from_jurisdiction", request.from_jurisdiction.trim()),
+            ("to_jurisdiction", request.to_jurisdiction.trim()),
+        ] {
+            if code.is_empty() {
+                return Err(Status::invalid_argument(format!(
+                    "{field} is required: a jurisdiction code (musterctl jurisdictions)"
+                )));
+            }
+            let Some(j) = region.tree.get(code) else {
+                return Err(Status::invalid_argument(format!(
+                    "{field} {code:?} is not a jurisdiction of this region (list them with: musterctl jurisdictions)"
+                )));
+            };
+            refs.push(jurisdiction_ref(
+                &region,
+                &domain::escalation::Rung::new(j.code.clone(), j.level),
+            ));
+        }
+        let (from, to) = (refs[0].clone(), refs[1].clone());
+        let (value, record) = self
+            .transition(namespace, &request.incident_id, |record, now| {
+                match record
+                    .machine
+                    .handle_skip_level_report(&from.code, &to.code, &officer, &reason, now)
+                {
+                    Ok(Handled::Applied) => {}
+                    Ok(Handled::Ignored(other)) => {
+                        return Err(format!(
+                            "incident {:?} cannot take a skip-level report now ({other:?})",
+                            record.incident_id
+                        ));
+                    }
+                    Err(error) => {
+                        let problem = match error {
+                            domain::Error::InvalidJurisdiction { problem, .. } => problem,
+                            other => other.to_string(),
+                        };
+                        return Err(format!(
+                            "skip-level report from {} to {} refused for incident {:?}: {problem}",
+                            describe_jurisdiction(&from),
+                            describe_jurisdiction(&to),
+                            record.incident_id
+                        ));
+                    }
+                }
+                let id = record
+                    .machine
+                    .obligations()
+                    .filter(|o| o.kind == ReportKind::SkipLevel)
+                    .map(|o| o.id)
+                    .max()
+                    .ok_or("the skip-level report left no record")?;
+                Ok((id, now))
+            })
+            .await?;
+        let (id, now) = value;
+        let deadline = record
+            .machine
+            .obligations()
+            .find(|o| o.id == id)
+            .map(|obligation| deadline_to_wire(&record.incident_id, obligation, now));
+        // The machine checked that `to` is an ancestor above the parent of `from`.
+        let skipped_jurisdiction_codes = region
+            .tree
+            .ancestors(&from.code)
+            .into_iter()
+            .skip(1)
+            .take_while(|j| j.code != to.code)
+            .map(|j| j.code.clone())
+            .collect();
+        Ok(Response::new(pb::SkipLevelReportResponse {
+            deadline,
+            skipped_jurisdiction_codes,
+        }))
+    }
+
     async fn get_command(
         &self,
         request: Request<pb::GetCommandRequest>,
@@ -576,6 +682,26 @@ impl pb::escalation_service_server::EscalationService for EscalationGrpc {
         let record = self.load_command(namespace, &request.incident_id)?;
         Ok(Response::new(pb::GetCommandResponse {
             command: Some(self.command_to_wire(&record)),
+        }))
+    }
+
+    async fn list_notifications(
+        &self,
+        request: Request<pb::ListNotificationsRequest>,
+    ) -> Result<Response<pb::ListNotificationsResponse>, Status> {
+        let request = request.into_inner();
+        let namespace = self.served_namespace(&request.namespace)?;
+        if request.incident_id.is_empty() {
+            return Err(Status::invalid_argument("incident_id is required"));
+        }
+        let statuses =
+            crate::notify::list_notifications(&self.store, namespace, &request.incident_id)
+                .map_err(|error| Status::unavailable(error.to_string()))?;
+        Ok(Response::new(pb::ListNotificationsResponse {
+            notifications: statuses
+                .iter()
+                .map(muster_proto::convert_notify::status_to_wire)
+                .collect(),
         }))
     }
 }

@@ -141,12 +141,30 @@ fn an_ack_cancels_the_chain_timers_and_a_timer_that_lost_the_race_does_nothing()
     let mut commit = Commit::new();
     commit.put(raced.0.clone(), &raced.1).unwrap();
     store.commit(&commit).unwrap();
-    let far = lifecycle::unix_ms_now() + 365 * 24 * 3_600_000;
-    fire_due(&store, &region, NS, far).unwrap();
+    // Up to the raced timer's due time (before any report is due), nothing escalates.
+    fire_due(&store, &region, NS, ack_due).unwrap();
     let record = load(&store);
     assert_eq!(record.escalation_count, 0, "no escalation after an ack");
     assert!(!outbox_types(&store).contains(&"escalated".to_string()));
-    assert!(timers(&store).is_empty(), "every fired record is removed");
+    assert!(!timers(&store).iter().any(|(key, _)| *key == raced.0));
+    // Much later the reports nobody made are overdue: each escalates once (a reporting failure,
+    // not the acknowledgement chain), and every fired record is removed.
+    let far = lifecycle::unix_ms_now() + 365 * 24 * 3_600_000;
+    // Each pass may arm new chain timers (an overdue report restarts the chain one level up).
+    for _pass in 0..1_000 {
+        if fire_due(&store, &region, NS, far).unwrap() == 0 {
+            break;
+        }
+    }
+    let record = load(&store);
+    assert!(
+        timers(&store).iter().all(|(_, t)| t.due_at_unix_ms > far),
+        "every fired record is removed"
+    );
+    assert_eq!(
+        timers(&store).len(),
+        record.machine.pending_timers().count()
+    );
     // Obligations whose timers fired are late; none is left open.
     assert!(
         record
@@ -241,4 +259,46 @@ fn a_close_deletes_every_timer_record_and_a_timer_that_lost_the_race_does_nothin
         domain::escalation::Handled::Ignored(domain::escalation::Ignored::Closed)
     );
     assert_eq!(load(&store).acknowledged_by, None);
+}
+
+/// kill -9 mid-way: the service is dropped without any shutdown while timers are pending, and a
+/// new instance opens the same sled directory. Every timer is still there and fires once: a due
+/// chain timer escalates exactly once, however often the timer task runs after the restart.
+#[test]
+fn timers_survive_a_restart_and_fire_once_after_it() {
+    let dir = test_support::temp_dir("escalation-timers-restart-");
+    let region = Region::embedded_default();
+    let (before, ack_due) = {
+        let store = graded_store(dir.path(), &region);
+        let record = load(&store);
+        let before: Vec<String> = timers(&store).into_iter().map(|(key, _)| key).collect();
+        // Dropped here with no flush and no drain: what the commit made durable is all there is.
+        (before, record.ack_due_at_unix_ms().unwrap())
+    };
+    let store = Store::open(dir.path()).unwrap();
+    let after: Vec<String> = timers(&store).into_iter().map(|(key, _)| key).collect();
+    assert_eq!(after, before, "every timer record survives the restart");
+    assert!(!after.is_empty());
+
+    // The first pass after the restart fires the due chain timer; later passes (and a second
+    // restart in between) fire nothing more for it.
+    assert_eq!(fire_due(&store, &region, NS, ack_due).unwrap(), 1);
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(fire_due(&store, &region, NS, ack_due).unwrap(), 0);
+    assert_eq!(fire_due(&store, &region, NS, ack_due).unwrap(), 0);
+    let record = load(&store);
+    assert_eq!(record.escalation_count, 1, "escalated exactly once");
+    assert_eq!(
+        outbox_types(&store)
+            .iter()
+            .filter(|t| *t == "escalated")
+            .count(),
+        1
+    );
+    assert_eq!(
+        timers(&store).len(),
+        record.machine.pending_timers().count(),
+        "the store mirrors the machine's pending timers"
+    );
 }

@@ -78,6 +78,19 @@ pub enum ReportKind {
     First,
     FollowUp,
     Final,
+    /// 越级上报: a lower level reported past its parent; recorded met when it is made.
+    SkipLevel,
+}
+
+impl ReportKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ReportKind::First => "first",
+            ReportKind::FollowUp => "follow_up",
+            ReportKind::Final => "final",
+            ReportKind::SkipLevel => "skip_level",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,6 +133,40 @@ pub enum EscalationReason {
     AckTimeout,
     /// An officer escalated by hand, with their reason.
     Manual(String),
+    /// A report obligation passed its due time unreported (once per obligation).
+    ReportOverdue {
+        obligation_id: ObligationId,
+        kind: ReportKind,
+        from: ReportTier,
+        to: ReportTier,
+        to_code: Option<String>,
+    },
+}
+
+impl EscalationReason {
+    /// The reason in words, for the `escalated` event.
+    pub fn describe(&self) -> String {
+        match self {
+            EscalationReason::AckTimeout => "acknowledgement deadline passed".to_string(),
+            EscalationReason::Manual(text) => text.clone(),
+            EscalationReason::ReportOverdue {
+                obligation_id,
+                kind,
+                from,
+                to,
+                to_code,
+            } => format!(
+                "report {} (obligation {}) from {} to {}{} overdue",
+                kind.as_str(),
+                obligation_id.0,
+                from.as_str(),
+                to.as_str(),
+                to_code
+                    .as_ref()
+                    .map_or(String::new(), |code| format!(" {code}"))
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,8 +262,20 @@ pub enum EscalationEvent {
         due_at_unix_ms: i64,
         noticed_at_unix_ms: i64,
     },
-    /// The incident was closed before this report was made: it is not owed any more.
+    /// The incident was closed before this report was made, or (a follow-up) the final report
+    /// was made: it is not owed any more.
     ObligationWaived { id: ObligationId, at_unix_ms: i64 },
+    /// 越级上报: `from` reported straight to `to`, past the levels in `skipped` (lowest first);
+    /// recorded as the met obligation `obligation_id`.
+    SkipLevelReported {
+        obligation_id: ObligationId,
+        officer: String,
+        from: Rung,
+        to: Rung,
+        skipped: Vec<Rung>,
+        reason: String,
+        at_unix_ms: i64,
+    },
     /// The incident is over: every timer is cancelled and nothing moves the machine again.
     Closed { reason: String, at_unix_ms: i64 },
 }
@@ -267,6 +326,10 @@ struct Incident {
     graded_at_unix_ms: i64,
     pending_downgrade: Option<Grade>,
     chain: Chain,
+    /// When the current round of scheduled follow-up reports (续报 at fixed local hours) is due;
+    /// `None` when the rule schedules none or the schedule ended (final report made or due).
+    #[serde(default)]
+    follow_up_due: Option<i64>,
 }
 
 /// The escalation machine of ONE incident (the host keeps one per incident id and persists it;
@@ -375,6 +438,7 @@ impl EscalationMachine {
                 loops_done: 0,
                 acknowledged: false,
             },
+            follow_up_due: None,
         });
         self.out_events.push(EscalationEvent::Graded {
             grade: input.grade,
@@ -388,6 +452,16 @@ impl EscalationMachine {
                 self.create_obligation(ReportKind::Final, hop, now_unix_ms, due);
             }
         }
+        // The first round of scheduled follow-ups: the first fixed hour after every first report
+        // is due.
+        let after = self
+            .obligations
+            .values()
+            .filter(|o| o.kind == ReportKind::First)
+            .map(|o| o.due_at_unix_ms)
+            .max()
+            .unwrap_or(now_unix_ms);
+        self.schedule_follow_ups(after, now_unix_ms);
         self.run_chain(0, now_unix_ms);
         Ok(Handled::Applied)
     }
@@ -510,7 +584,116 @@ impl EscalationMachine {
         self.cancel_timers(|purpose| {
             matches!(purpose, TimerPurpose::ObligationDue { obligation_id: id } if *id == obligation_id)
         });
+        self.end_follow_ups_if_final_met(now_unix_ms);
         Handled::Applied
+    }
+
+    /// 越级上报: `from_code` (the lead, or a level on the incident's ladder) reported straight to
+    /// `to_code`, an ancestor above its parent. One transition: a met obligation of kind
+    /// [`ReportKind::SkipLevel`] to the skipped-to level and a
+    /// [`EscalationEvent::SkipLevelReported`] naming the officer, both levels, the levels skipped
+    /// and the reason, for the audit trail. The chain and the other obligations are unchanged.
+    pub fn handle_skip_level_report(
+        &mut self,
+        from_code: &str,
+        to_code: &str,
+        officer: &str,
+        reason: &str,
+        now_unix_ms: i64,
+    ) -> Result<Handled, Error> {
+        if self.closed.is_some() {
+            return Ok(Handled::Ignored(Ignored::Closed));
+        }
+        self.sweep_obligations(now_unix_ms);
+        let Some(incident) = self.incident.as_ref() else {
+            return Ok(Handled::Ignored(Ignored::NotGraded));
+        };
+        let Some(from_index) = incident.ladder.iter().position(|r| r.code == from_code) else {
+            return Err(Error::InvalidJurisdiction {
+                code: from_code.to_string(),
+                problem: format!(
+                    "{from_code} is neither the lead {} nor on the incident's chain ({})",
+                    incident.ladder[incident.lead_index].code,
+                    ladder_codes(&incident.ladder)
+                ),
+            });
+        };
+        let Some(to_index) = incident.ladder.iter().position(|r| r.code == to_code) else {
+            return Err(Error::InvalidJurisdiction {
+                code: to_code.to_string(),
+                problem: format!(
+                    "{to_code} is not an ancestor of {from_code} on the incident's chain ({})",
+                    ladder_codes(&incident.ladder)
+                ),
+            });
+        };
+        if to_index < from_index + 2 {
+            let problem = match incident.ladder.get(from_index + 1) {
+                Some(parent) => format!(
+                    "a skip-level report goes above the parent {} of {from_code}; {to_code} is not above it (report to the parent with SubmitReport)",
+                    parent.code
+                ),
+                None => {
+                    format!("{from_code} is at the top of the chain: there is no level to skip")
+                }
+            };
+            return Err(Error::InvalidJurisdiction {
+                code: to_code.to_string(),
+                problem,
+            });
+        }
+        let from = incident.ladder[from_index].clone();
+        let to = incident.ladder[to_index].clone();
+        let skipped = incident.ladder[from_index + 1..to_index].to_vec();
+        let rule_id = self
+            .rule()
+            .map_or_else(|| "skip_level".to_string(), |rule| rule.id.clone());
+        let id = ObligationId(self.next_obligation_id);
+        self.next_obligation_id += 1;
+        let from_tier = ReportTier::from_level(from.level);
+        let to_tier = ReportTier::from_level(to.level);
+        self.obligations.insert(
+            id,
+            Obligation {
+                id,
+                rule_id: rule_id.clone(),
+                kind: ReportKind::SkipLevel,
+                from: from_tier,
+                to: to_tier,
+                to_code: Some(to.code.clone()),
+                created_at_unix_ms: now_unix_ms,
+                due_at_unix_ms: now_unix_ms,
+                status: ObligationStatus::Met {
+                    submitted_at_unix_ms: now_unix_ms,
+                    late_by_ms: 0,
+                },
+                was_late: false,
+            },
+        );
+        self.out_events.push(EscalationEvent::ObligationCreated {
+            id,
+            rule_id,
+            kind: ReportKind::SkipLevel,
+            from: from_tier,
+            to: to_tier,
+            to_code: Some(to.code.clone()),
+            due_at_unix_ms: now_unix_ms,
+        });
+        self.out_events.push(EscalationEvent::ObligationMet {
+            id,
+            submitted_at_unix_ms: now_unix_ms,
+            late_by_ms: 0,
+        });
+        self.out_events.push(EscalationEvent::SkipLevelReported {
+            obligation_id: id,
+            officer: officer.to_string(),
+            from,
+            to,
+            skipped,
+            reason: reason.to_string(),
+            at_unix_ms: now_unix_ms,
+        });
+        Ok(Handled::Applied)
     }
 
     /// New facts changed the grade. An upgrade applies at once (lead moves up if the grade
@@ -670,7 +853,8 @@ impl EscalationMachine {
         if self.closed.is_some() {
             return Handled::Ignored(Ignored::Closed);
         }
-        self.sweep_obligations(now_unix_ms);
+        // Overdue reports are recorded late, but a closing incident escalates no more.
+        self.mark_late(now_unix_ms);
         self.cancel_timers(|_| true);
         let mut waived = Vec::new();
         for obligation in self.obligations.values_mut() {
@@ -1022,8 +1206,131 @@ impl EscalationMachine {
         self.out_timers.push(arm);
     }
 
-    /// Marks every open obligation whose due time is not after `now` as late.
+    /// Rolls the follow-up schedule, marks every open obligation whose due time is not after
+    /// `now` as late, and escalates once for each obligation that just became late.
     fn sweep_obligations(&mut self, now_unix_ms: i64) {
+        self.roll_follow_ups(now_unix_ms);
+        for id in self.mark_late(now_unix_ms) {
+            self.escalate_for_overdue(id, now_unix_ms);
+        }
+    }
+
+    /// An overdue report escalates the incident one level up, like an officer's `Escalate`: the
+    /// next level is asked to acknowledge and its chain starts (an acknowledged chain too: the
+    /// level above must now answer). At the top of the ladder the lateness is only recorded.
+    fn escalate_for_overdue(&mut self, id: ObligationId, now_unix_ms: i64) {
+        let Some(obligation) = self.obligations.get(&id) else {
+            return;
+        };
+        let reason = EscalationReason::ReportOverdue {
+            obligation_id: id,
+            kind: obligation.kind,
+            from: obligation.from,
+            to: obligation.to,
+            to_code: obligation.to_code.clone(),
+        };
+        let Some(incident) = self.incident.as_ref() else {
+            return;
+        };
+        let from_index = incident.chain.rung_index;
+        if from_index + 1 >= incident.ladder.len() {
+            return;
+        }
+        self.stop_chain(false);
+        let incident = self.incident.as_mut().expect("graded");
+        incident.chain.rung_index = from_index + 1;
+        incident.chain.loops_done = 0;
+        self.out_events.push(EscalationEvent::Escalated {
+            from: incident.ladder[from_index].clone(),
+            to: incident.ladder[from_index + 1].clone(),
+            reason,
+            chain_generation: incident.chain.generation,
+            at_unix_ms: now_unix_ms,
+        });
+        self.run_chain(0, now_unix_ms);
+    }
+
+    /// The final reports' due time, if the rule asks for them.
+    fn final_due(&self) -> Option<i64> {
+        self.obligations
+            .values()
+            .filter(|o| o.kind == ReportKind::Final)
+            .map(|o| o.due_at_unix_ms)
+            .max()
+    }
+
+    /// Creates the round of follow-ups due at the first fixed local hour strictly after `after`,
+    /// one per hop, if that is before the final report is due; else the schedule ends.
+    fn schedule_follow_ups(&mut self, after: i64, now_unix_ms: i64) {
+        let Some(schedule) = self.rule().and_then(|rule| rule.follow_up.clone()) else {
+            return;
+        };
+        let slot = schedule.next_after(after);
+        let ends = self.final_due().is_none_or(|final_due| slot >= final_due);
+        let final_met = self.final_met();
+        let incident = self.incident.as_mut().expect("graded");
+        if ends || final_met {
+            incident.follow_up_due = None;
+            return;
+        }
+        incident.follow_up_due = Some(slot);
+        for hop in self.hops() {
+            self.create_obligation(ReportKind::FollowUp, hop, now_unix_ms, slot);
+        }
+    }
+
+    /// Once the current round of follow-ups is due, the next round is scheduled (from `now`, so
+    /// a host that was down for days does not create a burst of rounds already overdue).
+    fn roll_follow_ups(&mut self, now_unix_ms: i64) {
+        let Some(due) = self.incident.as_ref().and_then(|i| i.follow_up_due) else {
+            return;
+        };
+        if due <= now_unix_ms {
+            self.schedule_follow_ups(now_unix_ms.max(due), now_unix_ms);
+        }
+    }
+
+    fn final_met(&self) -> bool {
+        let mut finals = self
+            .obligations
+            .values()
+            .filter(|o| o.kind == ReportKind::Final)
+            .peekable();
+        finals.peek().is_some() && finals.all(|o| matches!(o.status, ObligationStatus::Met { .. }))
+    }
+
+    /// The final report (终报) ends the follow-ups: open ones are waived and none is scheduled.
+    fn end_follow_ups_if_final_met(&mut self, now_unix_ms: i64) {
+        if !self.final_met() {
+            return;
+        }
+        if let Some(incident) = self.incident.as_mut() {
+            incident.follow_up_due = None;
+        }
+        let mut waived = Vec::new();
+        for obligation in self.obligations.values_mut() {
+            if obligation.kind == ReportKind::FollowUp
+                && obligation.status == ObligationStatus::Open
+            {
+                obligation.status = ObligationStatus::Waived {
+                    waived_at_unix_ms: now_unix_ms,
+                };
+                waived.push(obligation.id);
+            }
+        }
+        for id in waived {
+            self.cancel_timers(|purpose| {
+                matches!(purpose, TimerPurpose::ObligationDue { obligation_id } if *obligation_id == id)
+            });
+            self.out_events.push(EscalationEvent::ObligationWaived {
+                id,
+                at_unix_ms: now_unix_ms,
+            });
+        }
+    }
+
+    /// Marks every open obligation whose due time is not after `now` as late; returns their ids.
+    fn mark_late(&mut self, now_unix_ms: i64) -> Vec<ObligationId> {
         let mut late = Vec::new();
         for obligation in self.obligations.values_mut() {
             if obligation.status == ObligationStatus::Open
@@ -1048,6 +1355,22 @@ impl EscalationMachine {
                 });
             }
         }
+        let ids = late
+            .iter()
+            .filter_map(|event| match event {
+                EscalationEvent::ObligationLate { id, .. } => Some(*id),
+                _ => None,
+            })
+            .collect();
         self.out_events.extend(late);
+        ids
     }
+}
+
+fn ladder_codes(ladder: &[Rung]) -> String {
+    ladder
+        .iter()
+        .map(|rung| rung.code.as_str())
+        .collect::<Vec<_>>()
+        .join(" → ")
 }

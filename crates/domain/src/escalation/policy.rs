@@ -182,6 +182,40 @@ pub struct ObligationRule {
     pub casualty_rereport_days: Option<u32>,
     pub casualty_rereport_days_by_sub_type: BTreeMap<String, u32>,
     pub final_report_within_days: Option<u32>,
+    /// Follow-up reports (续报) at fixed local hours until the final report; `None`: only the
+    /// follow-ups that casualty changes and upgrades call for.
+    #[serde(default)]
+    pub follow_up: Option<FollowUpSchedule>,
+}
+
+/// Follow-up reports at fixed hours of the local day, e.g. 08:00 and 17:00 China time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowUpSchedule {
+    /// Hours of the local day (0..=23), ascending, without repeats.
+    pub local_hours: Vec<u32>,
+    /// The local time's offset from UTC in minutes (China: +480).
+    pub utc_offset_minutes: i32,
+}
+
+impl FollowUpSchedule {
+    /// The first fixed hour strictly after `after_unix_ms`, in Unix ms. Pure arithmetic on the
+    /// given instant: no clock and no time-zone database (the offset is fixed).
+    pub fn next_after(&self, after_unix_ms: i64) -> i64 {
+        const MS_PER_HOUR: i64 = 60 * MS_PER_MINUTE;
+        let offset_ms = i64::from(self.utc_offset_minutes) * MS_PER_MINUTE;
+        let local = after_unix_ms + offset_ms;
+        let day_start = local.div_euclid(MS_PER_DAY) * MS_PER_DAY;
+        for day in 0..2 {
+            for hour in &self.local_hours {
+                let slot = day_start + day * MS_PER_DAY + i64::from(*hour) * MS_PER_HOUR;
+                if slot > local {
+                    return slot - offset_ms;
+                }
+            }
+        }
+        // Unreachable with at least one hour; a day later is a safe answer regardless.
+        after_unix_ms + MS_PER_DAY
+    }
 }
 
 impl ObligationRule {
@@ -274,6 +308,14 @@ struct ObligationFile {
     #[serde(default)]
     casualty_rereport_days_by_sub_type: BTreeMap<String, Spanned<u32>>,
     final_report_within_days: Option<Spanned<u32>>,
+    follow_up: Option<Spanned<FollowUpFile>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FollowUpFile {
+    local_hours: Spanned<Vec<Spanned<i64>>>,
+    utc_offset_minutes: Spanned<i64>,
 }
 
 #[derive(Deserialize)]
@@ -588,7 +630,65 @@ impl EscalationPolicy {
                 ));
             }
 
+            let follow_up = match &rule.follow_up {
+                None => None,
+                Some(spanned) => {
+                    let file = spanned.get_ref();
+                    if rule.final_report_within_days.is_none() {
+                        return Err(at(
+                            spanned.span().start,
+                            format!(
+                                "obligation {id:?}: follow-ups run until the final report, so `follow_up` needs `final_report_within_days`"
+                            ),
+                        ));
+                    }
+                    if file.local_hours.get_ref().is_empty() {
+                        return Err(at(
+                            file.local_hours.span().start,
+                            format!(
+                                "obligation {id:?}: follow_up.local_hours needs at least one hour"
+                            ),
+                        ));
+                    }
+                    let mut hours: Vec<u32> = Vec::new();
+                    for hour in file.local_hours.get_ref() {
+                        let value = *hour.get_ref();
+                        if !(0..=23).contains(&value) {
+                            return Err(at(
+                                hour.span().start,
+                                format!(
+                                    "obligation {id:?}: hour {value} is not an hour of the day (0..=23)"
+                                ),
+                            ));
+                        }
+                        if hours.last().is_some_and(|last| i64::from(*last) >= value) {
+                            return Err(at(
+                                hour.span().start,
+                                format!(
+                                    "obligation {id:?}: follow_up.local_hours must ascend without repeats"
+                                ),
+                            ));
+                        }
+                        hours.push(value as u32);
+                    }
+                    let offset = *file.utc_offset_minutes.get_ref();
+                    if !(-720..=840).contains(&offset) {
+                        return Err(at(
+                            file.utc_offset_minutes.span().start,
+                            format!(
+                                "obligation {id:?}: utc_offset_minutes {offset} is outside -720..=840"
+                            ),
+                        ));
+                    }
+                    Some(FollowUpSchedule {
+                        local_hours: hours,
+                        utc_offset_minutes: offset as i32,
+                    })
+                }
+            };
+
             obligation_rules.push(ObligationRule {
+                follow_up,
                 id,
                 version: *rule.version.get_ref(),
                 source: rule.source.trim().to_string(),

@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use domain::class::{SubType, sub_type};
 use domain::escalation::{
-    EscalationEvent, EscalationMachine, EscalationPolicy, GradedInput, Handled, Ignored,
-    LeadChangeReason, ObligationStatus, ReportKind, ReportTier, Rung, Step, TimerArm, TimerId,
-    TimerPurpose,
+    EscalationEvent, EscalationMachine, EscalationPolicy, EscalationReason, GradedInput, Handled,
+    Ignored, LeadChangeReason, ObligationStatus, ReportKind, ReportTier, Rung, Step, TimerArm,
+    TimerId, TimerPurpose,
 };
 use domain::grade::Grade;
 use domain::jurisdiction::Level;
@@ -431,6 +431,65 @@ fn grade_ii_production_safety_reports_climb_to_national_and_late_ones_are_marked
                 Some(national().code),
                 420
             ),
+            // The final report (终报), 30 days on, per hop.
+            (
+                ReportKind::Final,
+                ReportTier::Unit,
+                ReportTier::County,
+                Some(county().code),
+                30 * 24 * 60
+            ),
+            (
+                ReportKind::Final,
+                ReportTier::County,
+                ReportTier::City,
+                Some(city().code),
+                30 * 24 * 60
+            ),
+            (
+                ReportKind::Final,
+                ReportTier::City,
+                ReportTier::Province,
+                Some(province().code),
+                30 * 24 * 60
+            ),
+            (
+                ReportKind::Final,
+                ReportTier::Province,
+                ReportTier::National,
+                Some(national().code),
+                30 * 24 * 60
+            ),
+            // The first follow-ups (续报): T0 is 06:13:20 China time, the last first report is
+            // due at 13:13:20, so the first fixed hour after it is 17:00 (646 2/3 minutes on).
+            (
+                ReportKind::FollowUp,
+                ReportTier::Unit,
+                ReportTier::County,
+                Some(county().code),
+                646
+            ),
+            (
+                ReportKind::FollowUp,
+                ReportTier::County,
+                ReportTier::City,
+                Some(city().code),
+                646
+            ),
+            (
+                ReportKind::FollowUp,
+                ReportTier::City,
+                ReportTier::Province,
+                Some(province().code),
+                646
+            ),
+            (
+                ReportKind::FollowUp,
+                ReportTier::Province,
+                ReportTier::National,
+                Some(national().code),
+                646
+            ),
         ]
     );
     let obligation_timers: BTreeMap<_, _> = machine
@@ -441,7 +500,7 @@ fn grade_ii_production_safety_reports_climb_to_national_and_late_ones_are_marked
             _ => None,
         })
         .collect();
-    assert_eq!(obligation_timers.len(), 4);
+    assert_eq!(obligation_timers.len(), 12);
 
     // The unit reports on time.
     let (first_id, ..) = created[0].clone();
@@ -461,15 +520,36 @@ fn grade_ii_production_safety_reports_climb_to_national_and_late_ones_are_marked
             .contains(&obligation_timers[&first_id].id)
     );
 
-    // The county misses its 2 hours: the timer marks it late, then a late report is recorded.
+    // The county misses its 2 hours: the timer marks it late and escalates the incident once,
+    // from the county to the city, naming the overdue report; then a late report is recorded.
     let (second_id, ..) = created[1].clone();
     let timer = obligation_timers[&second_id];
     machine.handle_timer(timer.id, timer.due_at_unix_ms);
     let events = machine.poll_events();
-    assert!(matches!(
-        events.as_slice(),
-        [EscalationEvent::ObligationLate { id, to: ReportTier::City, .. }] if *id == second_id
-    ));
+    assert!(
+        matches!(
+            events.as_slice(),
+            [
+                EscalationEvent::ObligationLate { id, to: ReportTier::City, .. },
+                EscalationEvent::Escalated { from, to, reason: EscalationReason::ReportOverdue { obligation_id, .. }, .. },
+                EscalationEvent::Notified { rung, .. },
+            ] if *id == second_id && *obligation_id == second_id && *from == county() && *to == city() && *rung == city()
+        ),
+        "{events:?}"
+    );
+    let EscalationEvent::Escalated { reason, .. } = &events[1] else {
+        unreachable!()
+    };
+    assert_eq!(
+        reason.describe(),
+        format!(
+            "report first (obligation {}) from county to city 420100 overdue",
+            second_id.0
+        )
+    );
+    // Once per obligation: firing the timer again, or any later input, escalates no more.
+    machine.handle_timer(timer.id, timer.due_at_unix_ms + MINUTE_MS);
+    assert!(machine.poll_events().is_empty());
     machine.handle_report_submitted(second_id, timer.due_at_unix_ms + 20 * MINUTE_MS);
     assert!(
         machine
@@ -485,10 +565,12 @@ fn grade_ii_production_safety_reports_climb_to_national_and_late_ones_are_marked
         Handled::Ignored(Ignored::AlreadySubmitted)
     );
 
-    // Much later every obligation has ended met or late.
+    // Much later every obligation due by then has ended met or late.
     machine.handle_acknowledge("x", T0 + DAY_MS);
     for obligation in machine.obligations() {
-        assert_ne!(obligation.status, ObligationStatus::Open, "{obligation:?}");
+        if obligation.due_at_unix_ms <= T0 + DAY_MS {
+            assert_ne!(obligation.status, ObligationStatus::Open, "{obligation:?}");
+        }
     }
 }
 
@@ -501,6 +583,8 @@ fn casualty_changes_are_re_reported_only_inside_the_window() {
         Handled::Ignored(Ignored::OutsideRereportWindow)
     );
     let mut mine = machine_graded(Grade::IV, "accident.mine", county());
+    // Any input rolls the follow-up schedule (a stale timer is one): that round is not a re-report.
+    mine.handle_timer(TimerId(u64::MAX), T0 + 8 * DAY_MS);
     mine.poll_events();
     assert_eq!(
         mine.handle_casualties_changed(T0 + 8 * DAY_MS),
@@ -771,6 +855,7 @@ struct Host {
     acked_generations: BTreeSet<u64>,
     met: BTreeSet<u32>,
     late: BTreeSet<u32>,
+    overdue_escalated: BTreeSet<u32>,
 }
 
 impl Host {
@@ -807,6 +892,20 @@ impl Host {
                 | EscalationEvent::Escalated {
                     chain_generation, ..
                 } => {
+                    if let EscalationEvent::Escalated {
+                        reason: EscalationReason::ReportOverdue { obligation_id, .. },
+                        ..
+                    } = event
+                    {
+                        assert!(
+                            self.overdue_escalated.insert(obligation_id.0),
+                            "{context}: obligation escalated twice"
+                        );
+                        assert!(
+                            self.late.contains(&obligation_id.0),
+                            "{context}: escalated for an obligation not late"
+                        );
+                    }
                     assert!(
                         !self.acked_generations.contains(chain_generation),
                         "{context}: notification or escalation after the ack of its step: {event:?}"
@@ -850,6 +949,16 @@ impl Host {
     }
 }
 
+fn is_overdue_escalation(event: &EscalationEvent) -> bool {
+    matches!(
+        event,
+        EscalationEvent::Escalated {
+            reason: EscalationReason::ReportOverdue { .. },
+            ..
+        }
+    )
+}
+
 fn simulate(seed: u64) {
     let mut rng = XorShift::new(seed);
     let codes = [
@@ -875,6 +984,7 @@ fn simulate(seed: u64) {
         acked_generations: BTreeSet::new(),
         met: BTreeSet::new(),
         late: BTreeSet::new(),
+        overdue_escalated: BTreeSet::new(),
     };
     host.machine
         .handle_graded(graded(grade, code, lead), T0)
@@ -899,16 +1009,26 @@ fn simulate(seed: u64) {
                 let outcome = host.machine.handle_timer(id, host.now);
                 host.fired_or_cancelled.insert(id);
                 let events = host.drain(&context);
+                // Any input sweeps the reports: overdue ones are marked late and each escalates
+                // once (restarting the chain one level up, even after an ack), and the follow-up
+                // schedule rolls on. Nothing else may move.
+                let overdue = events.iter().any(is_overdue_escalation);
                 if stale {
                     assert_eq!(outcome, Handled::Ignored(Ignored::StaleTimer), "{context}");
                     assert!(
-                        events
-                            .iter()
-                            .all(|e| matches!(e, EscalationEvent::ObligationLate { .. })),
+                        events.iter().all(|e| matches!(
+                            e,
+                            EscalationEvent::ObligationLate { .. }
+                                | EscalationEvent::ObligationCreated {
+                                    kind: ReportKind::FollowUp,
+                                    ..
+                                }
+                        ) || is_overdue_escalation(e)
+                            || (overdue && is_chain_event(e))),
                         "{context}: a stale or duplicate timer had an effect: {events:?}"
                     );
                 }
-                if acked_before {
+                if acked_before && !overdue {
                     assert!(
                         !events.iter().any(is_chain_event),
                         "{context}: chain moved after an ack: {events:?}"
@@ -918,7 +1038,18 @@ fn simulate(seed: u64) {
             4 => {
                 host.machine.handle_acknowledge("officer", host.now);
                 let events = host.drain(&context);
-                assert!(!events.iter().any(is_chain_event), "{context}");
+                // Reports that fell overdue before the ack escalate first; after it, nothing.
+                let acked_at = events
+                    .iter()
+                    .position(|e| matches!(e, EscalationEvent::Acknowledged { .. }))
+                    .unwrap_or(0);
+                assert!(
+                    !events[acked_at..].iter().any(is_chain_event),
+                    "{context}: {events:?}"
+                );
+                if !events.iter().any(is_overdue_escalation) {
+                    assert!(!events.iter().any(is_chain_event), "{context}");
+                }
                 assert!(host.machine.is_acknowledged(), "{context}");
                 assert!(
                     !host
@@ -977,8 +1108,9 @@ fn simulate(seed: u64) {
             matches!(
                 obligation.status,
                 ObligationStatus::Met { .. } | ObligationStatus::Late
-            ),
-            "obligation never ended: {obligation:?}"
+            ) || (obligation.kind == ReportKind::FollowUp
+                && matches!(obligation.status, ObligationStatus::Waived { .. })),
+            "obligation never ended (only follow-ups are waived, by the final report): {obligation:?}"
         );
     }
 }
@@ -997,5 +1129,406 @@ fn seeded_simulation_keeps_the_invariants() {
             );
             std::panic::resume_unwind(panic);
         }
+    }
+}
+
+// ---- report schedules, overdue escalation, skip-level reports --------------------------------
+
+/// 2023-11-15 00:00 China time (UTC+8), in Unix ms; T0 is 06:13:20 that morning.
+const CHINA_MIDNIGHT: i64 = 1_699_977_600_000;
+const HOUR_MS: i64 = 60 * MINUTE_MS;
+
+#[test]
+fn follow_up_hours_are_the_next_fixed_local_hours_at_every_boundary() {
+    let schedule = domain::escalation::FollowUpSchedule {
+        local_hours: vec![8, 17],
+        utc_offset_minutes: 480,
+    };
+    for (after, expected) in [
+        // Just after midnight: 08:00 the same day.
+        (CHINA_MIDNIGHT, CHINA_MIDNIGHT + 8 * HOUR_MS),
+        // One ms before 08:00: 08:00; exactly 08:00: strictly after, so 17:00.
+        (
+            CHINA_MIDNIGHT + 8 * HOUR_MS - 1,
+            CHINA_MIDNIGHT + 8 * HOUR_MS,
+        ),
+        (CHINA_MIDNIGHT + 8 * HOUR_MS, CHINA_MIDNIGHT + 17 * HOUR_MS),
+        (
+            CHINA_MIDNIGHT + 17 * HOUR_MS - 1,
+            CHINA_MIDNIGHT + 17 * HOUR_MS,
+        ),
+        // 17:00 and later: 08:00 the next day.
+        (CHINA_MIDNIGHT + 17 * HOUR_MS, CHINA_MIDNIGHT + 32 * HOUR_MS),
+        (
+            CHINA_MIDNIGHT + 24 * HOUR_MS - 1,
+            CHINA_MIDNIGHT + 32 * HOUR_MS,
+        ),
+        // 23:59 UTC is 07:59 China time the next day: the offset matters.
+        (
+            CHINA_MIDNIGHT + 8 * HOUR_MS - MINUTE_MS,
+            CHINA_MIDNIGHT + 8 * HOUR_MS,
+        ),
+    ] {
+        assert_eq!(schedule.next_after(after), expected, "after {after}");
+    }
+    // Before 1970 too (euclidean division).
+    let utc = domain::escalation::FollowUpSchedule {
+        local_hours: vec![0],
+        utc_offset_minutes: 0,
+    };
+    assert_eq!(utc.next_after(-1), 0);
+    assert_eq!(
+        utc.next_after(CHINA_MIDNIGHT + 8 * HOUR_MS - MINUTE_MS),
+        CHINA_MIDNIGHT + 8 * HOUR_MS
+    );
+}
+
+#[test]
+fn follow_ups_roll_at_fixed_hours_until_the_final_report_which_ends_them() {
+    // Graded at 06:13:20 China time; grade IV production safety reports to the county and city.
+    let mut machine = machine_graded(Grade::IV, "accident.mine", county());
+    machine.poll_events();
+    let follow_ups = |machine: &EscalationMachine| -> Vec<(u32, i64, ObligationStatus)> {
+        machine
+            .obligations()
+            .filter(|o| o.kind == ReportKind::FollowUp)
+            .map(|o| (o.id.0, o.due_at_unix_ms, o.status))
+            .collect()
+    };
+    let seventeen = CHINA_MIDNIGHT + 17 * HOUR_MS;
+    let first = follow_ups(&machine);
+    assert_eq!(first.len(), 2, "one per hop: {first:?}");
+    assert!(first.iter().all(|(_, due, _)| *due == seventeen));
+
+    // Both first reports and both 17:00 follow-ups are made on time.
+    let ids: Vec<_> = machine
+        .obligations()
+        .filter(|o| matches!(o.kind, ReportKind::First | ReportKind::FollowUp))
+        .map(|o| o.id)
+        .collect();
+    for id in ids {
+        assert_eq!(
+            machine.handle_report_submitted(id, T0 + 30 * MINUTE_MS),
+            Handled::Applied
+        );
+    }
+    // At 17:00 the next round is created for 08:00 the next day (the timer of a met report is
+    // gone, so any input at or after the slot rolls the schedule).
+    machine.handle_timer(TimerId(u64::MAX), seventeen);
+    let next: Vec<_> = follow_ups(&machine)
+        .into_iter()
+        .filter(|(_, _, status)| *status == ObligationStatus::Open)
+        .collect();
+    assert_eq!(next.len(), 2, "{next:?}");
+    assert!(
+        next.iter()
+            .all(|(_, due, _)| *due == CHINA_MIDNIGHT + 32 * HOUR_MS)
+    );
+    assert!(
+        !machine
+            .poll_events()
+            .iter()
+            .any(|e| matches!(e, EscalationEvent::Escalated { .. })),
+        "nothing overdue, nothing escalated"
+    );
+
+    // The final report is made: open follow-ups are waived and none is scheduled again.
+    let finals: Vec<_> = machine
+        .obligations()
+        .filter(|o| o.kind == ReportKind::Final)
+        .map(|o| o.id)
+        .collect();
+    assert_eq!(finals.len(), 2);
+    for id in finals {
+        machine.handle_report_submitted(id, seventeen + HOUR_MS);
+    }
+    let events = machine.poll_events();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, EscalationEvent::ObligationWaived { .. }))
+            .count(),
+        2,
+        "{events:?}"
+    );
+    machine.handle_timer(TimerId(u64::MAX), seventeen + 5 * DAY_MS);
+    assert!(
+        follow_ups(&machine)
+            .iter()
+            .all(|(_, _, status)| *status != ObligationStatus::Open),
+        "no follow-ups after the final report"
+    );
+}
+
+#[test]
+fn follow_ups_stop_before_the_final_report_is_due() {
+    let mut machine = machine_graded(Grade::IV, "accident.mine", county());
+    let final_due = T0 + 30 * DAY_MS;
+    // Deliver every timer in due order, reporting nothing: the rounds run out before the final
+    // report's due time, and each overdue report escalated once, until the top.
+    let mut guard = 0;
+    while let Some(arm) = machine
+        .pending_timers()
+        .min_by_key(|arm| arm.due_at_unix_ms)
+        .copied()
+    {
+        guard += 1;
+        assert!(guard < 1_000);
+        machine.handle_timer(arm.id, arm.due_at_unix_ms);
+    }
+    let rounds: BTreeSet<i64> = machine
+        .obligations()
+        .filter(|o| o.kind == ReportKind::FollowUp)
+        .map(|o| o.due_at_unix_ms)
+        .collect();
+    // 17:00 on day one, then 08:00 and 17:00 each day until before day 30's 06:13:20.
+    assert_eq!(rounds.len(), 59, "{rounds:?}");
+    assert!(rounds.iter().all(|due| *due < final_due));
+    let events = machine.poll_events();
+    let overdue: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            EscalationEvent::Escalated {
+                reason: EscalationReason::ReportOverdue { obligation_id, .. },
+                to,
+                ..
+            } => Some((obligation_id.0, to.clone())),
+            _ => None,
+        })
+        .collect();
+    // Overdue reports escalate (beside the acknowledgement chain) until the top, each once.
+    assert!(!overdue.is_empty());
+    let distinct: BTreeSet<u32> = overdue.iter().map(|(id, _)| *id).collect();
+    assert_eq!(distinct.len(), overdue.len(), "{overdue:?}");
+    assert_eq!(machine.escalation_rung(), Some(&national()));
+    for obligation in machine.obligations() {
+        assert_eq!(obligation.status, ObligationStatus::Late, "{obligation:?}");
+    }
+}
+
+#[test]
+fn casualty_re_report_window_is_30_days_and_7_for_road_traffic_and_fire_at_the_boundary() {
+    for (code, days) in [
+        ("accident.road_traffic", 7),
+        ("accident.fire", 7),
+        ("accident.mine", 30),
+        ("accident.hazardous_chemicals", 30),
+    ] {
+        for (offset, inside) in [(-1, true), (0, false)] {
+            let mut machine = machine_graded(Grade::IV, code, county());
+            let at = T0 + days * DAY_MS + offset;
+            // Roll the schedule first so only the re-reports count.
+            machine.handle_timer(TimerId(u64::MAX), at);
+            machine.poll_events();
+            let handled = machine.handle_casualties_changed(at);
+            if inside {
+                assert_eq!(handled, Handled::Applied, "{code} {offset}");
+                let created = machine
+                    .poll_events()
+                    .iter()
+                    .filter(|e| {
+                        matches!(
+                            e,
+                            EscalationEvent::ObligationCreated {
+                                kind: ReportKind::FollowUp,
+                                ..
+                            }
+                        )
+                    })
+                    .count();
+                assert_eq!(created, 2, "{code}: one re-report per hop");
+            } else {
+                assert_eq!(
+                    handled,
+                    Handled::Ignored(Ignored::OutsideRereportWindow),
+                    "{code} {offset}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn an_overdue_report_escalates_an_acknowledged_incident_once() {
+    let mut machine = machine_graded(Grade::III, "accident.mine", county());
+    machine.handle_acknowledge("duty officer", T0 + MINUTE_MS);
+    machine.poll_events();
+    // The unit → county first report (60 min) passes unreported.
+    machine.handle_report_submitted(domain::escalation::ObligationId(999), T0 + 61 * MINUTE_MS);
+    let events = machine.poll_events();
+    let escalated: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e, EscalationEvent::Escalated { .. }))
+        .collect();
+    assert_eq!(escalated.len(), 1, "{events:?}");
+    assert!(matches!(
+        escalated[0],
+        EscalationEvent::Escalated { from, to, reason: EscalationReason::ReportOverdue { to: ReportTier::County, .. }, .. }
+            if *from == county() && *to == city()
+    ));
+    // The city is asked to acknowledge now; the chain runs again.
+    assert!(!machine.is_acknowledged());
+    assert_eq!(machine.escalation_rung(), Some(&city()));
+    // The same obligation never escalates again.
+    machine.handle_acknowledge("city officer", T0 + 62 * MINUTE_MS);
+    machine.handle_report_submitted(domain::escalation::ObligationId(999), T0 + 63 * MINUTE_MS);
+    assert!(
+        !machine
+            .poll_events()
+            .iter()
+            .any(|e| matches!(e, EscalationEvent::Escalated { .. }))
+    );
+}
+
+#[test]
+fn closing_marks_overdue_reports_late_without_escalating() {
+    let mut machine = machine_graded(Grade::III, "accident.mine", county());
+    machine.poll_events();
+    machine.handle_close("over", T0 + 61 * MINUTE_MS);
+    let events = machine.poll_events();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, EscalationEvent::ObligationLate { .. }))
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, EscalationEvent::Escalated { .. })),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_skip_level_report_is_a_met_obligation_and_an_audited_event() {
+    let mut machine = machine_graded(Grade::III, "accident.mine", county());
+    machine.poll_events();
+    machine.poll_timers();
+    let handled = machine
+        .handle_skip_level_report(
+            &county().code,
+            &province().code,
+            "王芳",
+            "city line down",
+            T0 + 10 * MINUTE_MS,
+        )
+        .unwrap();
+    assert_eq!(handled, Handled::Applied);
+    let events = machine.poll_events();
+    let Some(EscalationEvent::SkipLevelReported {
+        obligation_id,
+        officer,
+        from,
+        to,
+        skipped,
+        reason,
+        ..
+    }) = events
+        .iter()
+        .find(|e| matches!(e, EscalationEvent::SkipLevelReported { .. }))
+    else {
+        panic!("no skip_level_reported: {events:?}");
+    };
+    assert_eq!(
+        (officer.as_str(), from, to, skipped, reason.as_str()),
+        (
+            "王芳",
+            &county(),
+            &province(),
+            &vec![city()],
+            "city line down"
+        )
+    );
+    let obligation = machine
+        .obligations()
+        .find(|o| o.id == *obligation_id)
+        .unwrap();
+    assert_eq!(obligation.kind, ReportKind::SkipLevel);
+    assert_eq!(
+        (
+            obligation.from,
+            obligation.to,
+            obligation.to_code.as_deref()
+        ),
+        (ReportTier::County, ReportTier::Province, Some("420000"))
+    );
+    assert_eq!(
+        obligation.status,
+        ObligationStatus::Met {
+            submitted_at_unix_ms: T0 + 10 * MINUTE_MS,
+            late_by_ms: 0
+        }
+    );
+    // No timer for a report already made, and the chain did not move.
+    assert!(machine.poll_timers().is_empty());
+    assert_eq!(machine.escalation_rung(), Some(&county()));
+
+    // To the parent is not a skip; below, sideways or off the chain is refused; at the top
+    // nothing can be skipped.
+    for (from, to, needle) in [
+        ("420102", "420100", "above the parent 420100"),
+        ("420100", "420102", "above the parent 420000"),
+        ("420102", "430000", "not an ancestor"),
+        ("999999", "000000", "neither the lead"),
+        ("420000", "000000", "above the parent 000000"),
+        ("000000", "000000", "top of the chain"),
+    ] {
+        let error = machine
+            .handle_skip_level_report(from, to, "x", "y", T0 + 11 * MINUTE_MS)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(needle), "{from} → {to}: {error}");
+    }
+    // A closed incident takes none.
+    machine.handle_close("over", T0 + 12 * MINUTE_MS);
+    assert_eq!(
+        machine.handle_skip_level_report("420102", "420000", "x", "y", T0 + 13 * MINUTE_MS),
+        Ok(Handled::Ignored(Ignored::Closed))
+    );
+}
+
+#[test]
+fn follow_up_schedule_errors_name_file_line_and_column() {
+    let rule = |follow_up: &str, final_days: &str| {
+        format!(
+            "{MINIMAL}[[obligation]]\nid = \"x\"\nversion = 1\nsource = \"s\"\nclass = \"accident\"\n\
+             reach = {{ I = \"county\" }}\n{final_days}follow_up = {follow_up}\n\
+             [[obligation.hop]]\nfrom = \"unit\"\nto = \"county\"\nminutes = 60\n"
+        )
+    };
+    let ok = rule(
+        "{ local_hours = [8, 17], utc_offset_minutes = 480 }",
+        "final_report_within_days = 30\n",
+    );
+    assert!(EscalationPolicy::from_toml("ok.toml", &ok).is_ok());
+    for (follow_up, final_days, needle) in [
+        (
+            "{ local_hours = [8, 24], utc_offset_minutes = 480 }",
+            "final_report_within_days = 30\n",
+            "bad.toml:15:33: obligation \"x\": hour 24",
+        ),
+        (
+            "{ local_hours = [17, 8], utc_offset_minutes = 480 }",
+            "final_report_within_days = 30\n",
+            "bad.toml:15:34: obligation \"x\": follow_up.local_hours must ascend",
+        ),
+        (
+            "{ local_hours = [], utc_offset_minutes = 480 }",
+            "final_report_within_days = 30\n",
+            "bad.toml:15:29: obligation \"x\": follow_up.local_hours needs at least one hour",
+        ),
+        (
+            "{ local_hours = [8], utc_offset_minutes = 900 }",
+            "final_report_within_days = 30\n",
+            "bad.toml:15:55: obligation \"x\": utc_offset_minutes 900",
+        ),
+        (
+            "{ local_hours = [8], utc_offset_minutes = 480 }",
+            "",
+            "bad.toml:14:13: obligation \"x\": follow-ups run until the final report",
+        ),
+    ] {
+        let message = policy_error(&rule(follow_up, final_days));
+        assert!(message.starts_with(needle), "{message}");
     }
 }
