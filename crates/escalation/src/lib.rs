@@ -12,7 +12,10 @@
 pub mod command;
 mod driver;
 mod grpc;
+pub mod notifier;
+pub mod notify;
 pub mod timers;
+pub mod webhook;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,6 +43,11 @@ pub struct Config {
     /// The escalation policy; `None` means the shipped default
     /// ([`EscalationPolicy::embedded_default`]). Tests pass one on a compressed clock.
     pub policy: Option<Arc<EscalationPolicy>>,
+    /// Where the notifier POSTs live notifications (`http://` only); `None`: they are recorded
+    /// failed with "no notify webhook is configured".
+    pub notify_webhook_url: Option<String>,
+    /// Where drill notifications go; `None`: the drill sink (recorded, no network call).
+    pub notify_drill_webhook_url: Option<String>,
 }
 
 /// Everything that can stop escalation.
@@ -51,6 +59,8 @@ pub enum Error {
     Bus(#[from] bus::Error),
     #[error(transparent)]
     Lifecycle(#[from] lifecycle::Error),
+    #[error("notifier: {0}")]
+    Notifier(String),
 }
 
 /// Runs escalation until `shutdown`, then drains.
@@ -76,6 +86,21 @@ pub async fn run(
     runtime
         .consume("grader", &config.namespace, filters, grader)
         .await?;
+
+    // Duty-roster notifications: who is told (graded, escalated, lead_changed), and the webhook.
+    let rosters = match domain::roster::Rosters::embedded_default(&config.region.tree) {
+        Ok(rosters) => rosters,
+        Err(error) => {
+            tracing::warn!(%error, "the shipped duty rosters do not fit this region; no notifications");
+            domain::roster::Rosters::default()
+        }
+    };
+    let options = notifier::NotifierOptions {
+        webhook_url: config.notify_webhook_url.clone(),
+        drill_webhook_url: config.notify_drill_webhook_url.clone(),
+        ..notifier::NotifierOptions::default()
+    };
+    start_notifications(&runtime, &config.namespace, Arc::new(rosters), options).await?;
 
     // The timer task stops after the gRPC server, before the runtime drains the outbox.
     let timers_shutdown = CancellationToken::new();
@@ -107,4 +132,33 @@ pub async fn run(
     }
     runtime.drain().await?;
     Ok(served?)
+}
+
+/// Starts the notification consumers on `runtime`: the requester (`graded`, `escalated`,
+/// `lead_changed` → `notification.requested` for the on-duty roster) and the webhook notifier.
+pub async fn start_notifications(
+    runtime: &bus::Runtime,
+    namespace: &str,
+    rosters: Arc<domain::roster::Rosters>,
+    options: notifier::NotifierOptions,
+) -> Result<(), Error> {
+    let notifier = notifier::Notifier::new(runtime.store.clone(), namespace.to_string(), options)
+        .map_err(Error::Notifier)?;
+    runtime
+        .consume(
+            "notify",
+            namespace,
+            notify::NotifyRequester::filters(namespace),
+            notify::NotifyRequester::new(namespace.to_string(), rosters),
+        )
+        .await?;
+    runtime
+        .consume_work(
+            "notifier",
+            namespace,
+            notifier::Notifier::filters(namespace),
+            notifier,
+        )
+        .await?;
+    Ok(())
 }

@@ -10,4 +10,5 @@ pub mod v1 {
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("muster_v1_descriptor");
 
 pub mod convert;
+pub mod convert_notify;
 pub mod convert_unit;
