@@ -218,7 +218,7 @@ fn commit_one<H: Handler>(
     Outcome::Retry
 }
 
-fn delivery_of(message: &Message) -> Delivery {
+pub(crate) fn delivery_of(message: &Message) -> Delivery {
     let info = message.info().ok();
     let msg_id = message
         .headers

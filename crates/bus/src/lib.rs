@@ -10,6 +10,7 @@ pub mod feed;
 pub mod relay;
 pub mod runtime;
 pub mod subjects;
+pub mod work;
 
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,7 @@ pub use consumer::{Delivery, Handler, HandlerError, run_consumer, run_consumer_o
 pub use feed::{FeedHandler, FeedMessage, FeedOutcome};
 pub use relay::run_relay;
 pub use runtime::Runtime;
+pub use work::{WorkHandler, WorkOutcome};
 
 /// The stream that holds every incident and unit event, live and drill.
 pub const EVENTS_STREAM: &str = "MUSTER_EVENTS";

@@ -66,6 +66,29 @@ impl Runtime {
         Ok(())
     }
 
+    /// Starts a durable work consumer `<service>-<purpose>-<namespace>` over `filters`: one
+    /// message at a time, each done (commit, flush, ack) or put off (commit, flush, nak with a
+    /// delay). For work with effects outside the store, such as a webhook call.
+    pub async fn consume_work<H: crate::WorkHandler>(
+        &self,
+        purpose: &str,
+        namespace: &str,
+        filters: Vec<String>,
+        handler: H,
+    ) -> Result<(), Error> {
+        let name = format!("{}-{purpose}-{}", self.service, namespace.replace('.', "_"));
+        let consumer = self.bus.durable_consumer(&name, filters).await?;
+        self.tasks.spawn(crate::work::run_work_consumer(
+            name,
+            self.bus.clone(),
+            consumer,
+            self.store.clone(),
+            handler,
+            self.background.clone(),
+        ));
+        Ok(())
+    }
+
     /// Starts the durable feed consumer `<service>-feeds` on the feeds stream (created if needed).
     pub async fn consume_feeds<H: crate::FeedHandler>(&self, handler: H) -> Result<(), Error> {
         self.bus.ensure_feed_stream().await?;

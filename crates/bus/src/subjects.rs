@@ -89,8 +89,12 @@ pub fn parse_incident_event(subject: &str) -> Option<(&str, &str, &str)> {
 /// Unit subjects' last token: every unit event (`UnitEvent`), and position reports (`UnitPosition`).
 pub const UNIT_STATUS: &str = "status";
 pub const UNIT_POSITION: &str = "position";
+/// Lifecycle commands a unit sends to dispatch (`UnitStatusCommand`): acknowledge, decline, ...
+/// Distinct from [`UNIT_STATUS`], which carries dispatch's own `UnitEvent`s.
+pub const UNIT_COMMAND: &str = "command";
 
-/// `muster.<ns>.unit.<unit_id>.<kind>`, `kind` being [`UNIT_STATUS`] or [`UNIT_POSITION`].
+/// `muster.<ns>.unit.<unit_id>.<kind>`, `kind` being [`UNIT_STATUS`], [`UNIT_POSITION`]
+/// or [`UNIT_COMMAND`].
 pub fn unit_event(namespace: &str, unit_id: &str, kind: &str) -> Result<String, Error> {
     validate_namespace(namespace)?;
     validate_token(unit_id)?;
@@ -112,6 +116,43 @@ pub fn parse_unit_event(subject: &str) -> Option<(&str, &str, &str)> {
         return None;
     }
     Some((namespace, unit_id, kind))
+}
+
+/// Notification subjects' last token: a roster member is to be told something
+/// (`NotificationRequested`), and what became of it (`NotificationDelivered`).
+pub const NOTIFICATION_REQUESTED: &str = "requested";
+pub const NOTIFICATION_DELIVERED: &str = "delivered";
+
+/// `muster.<ns>.notification.<notification_id>.<kind>`, `kind` being
+/// [`NOTIFICATION_REQUESTED`] or [`NOTIFICATION_DELIVERED`]. The namespace in the subject routes
+/// drill notifications apart from live ones.
+pub fn notification_event(
+    namespace: &str,
+    notification_id: &str,
+    kind: &str,
+) -> Result<String, Error> {
+    validate_namespace(namespace)?;
+    validate_token(notification_id)?;
+    validate_token(kind)?;
+    Ok(format!(
+        "muster.{namespace}.notification.{notification_id}.{kind}"
+    ))
+}
+
+/// The filter for one kind of notification subject of every notification in a namespace.
+pub fn notification_event_filter(namespace: &str, kind: &str) -> String {
+    format!("muster.{namespace}.notification.*.{kind}")
+}
+
+/// Splits a notification subject into (namespace, notification id, kind).
+pub fn parse_notification_event(subject: &str) -> Option<(&str, &str, &str)> {
+    let rest = subject.strip_prefix("muster.")?;
+    let (namespace, rest) = rest.split_once(".notification.")?;
+    let (notification_id, kind) = rest.split_once('.')?;
+    if kind.contains('.') {
+        return None;
+    }
+    Some((namespace, notification_id, kind))
 }
 
 #[cfg(test)]
@@ -153,5 +194,21 @@ mod tests {
         for token in ["", "a.b", "a*", ">", "a b", &"x".repeat(65)] {
             assert!(validate_token(token).is_err(), "{token:?} accepted");
         }
+    }
+
+    #[test]
+    fn notification_subjects_keep_the_namespace_and_fall_in_the_event_stream() {
+        let live = notification_event("live", "NTF-1", NOTIFICATION_REQUESTED).unwrap();
+        assert_eq!(live, "muster.live.notification.NTF-1.requested");
+        let drill = notification_event("drill.x1", "NTF-1", NOTIFICATION_DELIVERED).unwrap();
+        assert_eq!(
+            parse_notification_event(&drill),
+            Some(("drill.x1", "NTF-1", "delivered"))
+        );
+        // MUSTER_EVENTS captures `muster.live.>` and `muster.drill.>`.
+        assert!(live.starts_with("muster.live."));
+        assert!(drill.starts_with("muster.drill."));
+        assert_eq!(parse_incident_event(&live), None);
+        assert!(notification_event("live", "a.b", NOTIFICATION_REQUESTED).is_err());
     }
 }

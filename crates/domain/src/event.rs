@@ -60,6 +60,26 @@ pub struct Assignment {
     pub unit_type: String,
     pub distance_km: f64,
     pub reason: String,
+    /// Machine-readable reasons, see [`crate::dispatch::reason_code`]: `closest_by_eta`,
+    /// `in_jurisdiction` or `outside_jurisdiction`, and where they apply `assumed_speed`,
+    /// `replacement`, `dispatcher_assigned`. Empty in records stored before codes existed.
+    #[serde(default)]
+    pub reason_codes: Vec<String>,
+    /// Estimated travel time when booked, minutes (0 when unknown).
+    #[serde(default)]
+    pub eta_minutes: f64,
+    /// How many jurisdiction levels up from the incident's county the unit came from: 0 the same
+    /// county, 1 another county of the same city, 2 another city of the same province, ...
+    #[serde(default)]
+    pub cascade_depth: u32,
+}
+
+/// One cause of a shortfall and the number of candidate units it excluded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShortfallCause {
+    /// e.g. `busy`, `stale_position`, `outside_radius`, `out_of_service`.
+    pub code: String,
+    pub count: u32,
 }
 
 /// A plan requirement that could not be met.
@@ -69,6 +89,14 @@ pub struct Shortfall {
     pub required: u32,
     pub assigned: u32,
     pub reason: String,
+    /// Machine-readable reasons: always `none_available` (no candidate was left), then the codes
+    /// of `causes` and, where they apply, `none_in_region`, `fewer_in_region_than_required`,
+    /// `no_plan`, `no_location`. Empty in records stored before codes existed.
+    #[serde(default)]
+    pub reason_codes: Vec<String>,
+    /// Units of the type excluded, per cause.
+    #[serde(default)]
+    pub causes: Vec<ShortfallCause>,
 }
 
 /// Dispatch's answer to a graded incident.
@@ -147,6 +175,20 @@ pub struct DowngradeProposed {
     pub reason: String,
 }
 
+/// 越级上报: a lower level reported past its parent. Audited on the timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkipLevelReported {
+    /// The officer who made the report.
+    pub officer: String,
+    pub from: JurisdictionRef,
+    pub to: JurisdictionRef,
+    /// The levels passed over, lowest first (never empty).
+    pub skipped: Vec<JurisdictionRef>,
+    pub reason: String,
+    /// The met report obligation recording it (`ListDeadlines`).
+    pub obligation_id: u32,
+}
+
 /// The body of an incident event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum EventBody {
@@ -159,6 +201,7 @@ pub enum EventBody {
     LeadChanged(LeadChanged),
     DowngradeProposed(DowngradeProposed),
     Closed(IncidentClosed),
+    SkipLevelReported(SkipLevelReported),
 }
 
 impl EventBody {
@@ -174,6 +217,7 @@ impl EventBody {
             EventBody::LeadChanged(_) => "lead_changed",
             EventBody::DowngradeProposed(_) => "downgrade_proposed",
             EventBody::Closed(_) => "closed",
+            EventBody::SkipLevelReported(_) => "skip_level_reported",
         }
     }
 }
@@ -302,6 +346,20 @@ impl IncidentEvent {
                 change.from.name, change.from.code, change.to.name, change.to.code, change.reason
             ),
             EventBody::Closed(closed) => format!("closed by {}: {}", closed.by, closed.reason),
+            EventBody::SkipLevelReported(skip) => format!(
+                "skip-level report by {} from {} ({}) to {} ({}), past {}: {}",
+                skip.officer,
+                skip.from.name,
+                skip.from.code,
+                skip.to.name,
+                skip.to.code,
+                skip.skipped
+                    .iter()
+                    .map(|j| format!("{} ({})", j.name, j.code))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                skip.reason
+            ),
             EventBody::DowngradeProposed(proposal) => format!(
                 "downgrade from {} to {} proposed, awaiting an officer's confirmation: {}",
                 grade_text(proposal.from),

@@ -13,7 +13,9 @@ pub mod event;
 pub mod geo;
 pub mod grade;
 pub mod jurisdiction;
+pub mod notification;
 pub mod region;
+pub mod roster;
 pub mod rulebook;
 pub mod unit;
 

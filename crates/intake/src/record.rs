@@ -226,6 +226,8 @@ impl IncidentRecord {
             // Acknowledgement and escalation change who is asked to act, not who leads: the
             // timeline records them.
             EventBody::Acknowledged(_) | EventBody::Escalated(_) => {}
+            // A skip-level report changes no state; the timeline audits it.
+            EventBody::SkipLevelReported(_) => {}
             // A proposal changes nothing until an officer confirms it (then `graded` follows).
             EventBody::DowngradeProposed(_) => {}
             EventBody::LeadChanged(change) => {

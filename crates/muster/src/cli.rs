@@ -46,6 +46,25 @@ pub struct CommonArgs {
     )]
     pub namespace: String,
 
+    /// Where escalation's notifier POSTs duty-roster notifications (JSON; `http://` only, put a
+    /// TLS-terminating relay in front of an https endpoint). Unset: notifications are recorded
+    /// as failed.
+    #[arg(
+        long = "notify-webhook",
+        env = "MUSTER_NOTIFY_WEBHOOK",
+        value_name = "URL"
+    )]
+    pub notify_webhook: Option<String>,
+
+    /// Where drill-namespace notifications go. Unset: they are recorded as delivered to the
+    /// drill sink without any network call. Drill notifications never use `--notify-webhook`.
+    #[arg(
+        long = "notify-drill-webhook",
+        env = "MUSTER_NOTIFY_DRILL_WEBHOOK",
+        value_name = "URL"
+    )]
+    pub notify_drill_webhook: Option<String>,
+
     /// Log lines as human-readable text or as JSON objects (on stderr).
     #[arg(long, env = "MUSTER_LOG_FORMAT", value_enum, default_value_t = LogFormatArg::Text)]
     pub log_format: LogFormatArg,

@@ -47,6 +47,8 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
         namespace: args.common.namespace,
         region,
         mapping,
+        notify_webhook_url: args.common.notify_webhook,
+        notify_drill_webhook_url: args.common.notify_drill_webhook,
     };
     service::run(service, settings, listener, feeds_listener, shutdown).await?;
     tracing::info!(service = service.name(), "stopped");

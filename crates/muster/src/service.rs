@@ -72,6 +72,9 @@ pub struct Settings {
     pub region: Arc<Region>,
     /// Intake's feed mapping rules (`None`: the shipped defaults).
     pub mapping: Option<Arc<feeds::mapping::Mapping>>,
+    /// Escalation's notifier webhooks (live, drill).
+    pub notify_webhook_url: Option<String>,
+    pub notify_drill_webhook_url: Option<String>,
 }
 
 /// Runs `service` on `listener` until `shutdown` is cancelled and it has drained.
@@ -88,6 +91,8 @@ pub async fn run(
         namespace,
         region,
         mapping,
+        notify_webhook_url,
+        notify_drill_webhook_url,
     } = settings;
     // The services' error types differ; their Display is all we need, prefixed with the service.
     match service {
@@ -112,6 +117,8 @@ pub async fn run(
                 namespace,
                 region,
                 policy: None,
+                notify_webhook_url,
+                notify_drill_webhook_url,
             };
             escalation::run(config, listener, shutdown)
                 .await
@@ -124,6 +131,7 @@ pub async fn run(
                 namespace,
                 region,
                 assignment_ack_timeout_ms: None,
+                stale_position_ms: None,
             };
             dispatch::run(config, listener, shutdown)
                 .await

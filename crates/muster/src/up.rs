@@ -49,18 +49,13 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         (None, None) => unreachable!("a nats-server is started when no URL is given"),
     };
 
-    let result = run_services(
-        &args,
-        &data_dir,
-        &nats_url,
-        nats.as_ref(),
+    let loaded = Loaded {
         region,
         mapping,
         listeners,
         feeds_listener,
-        shutdown,
-    )
-    .await;
+    };
+    let result = run_services(&args, &data_dir, &nats_url, nats.as_ref(), loaded, shutdown).await;
     if let Some(process) = nats {
         tracing::info!("stopping nats-server");
         process.stop(NATS_STOP_GRACE).await;
@@ -119,6 +114,14 @@ async fn ensure_port_free(host: &str, port: u16) -> anyhow::Result<()> {
     }
 }
 
+/// What `up` has loaded and bound before the services start.
+struct Loaded {
+    region: std::sync::Arc<domain::region::Region>,
+    mapping: Option<std::sync::Arc<feeds::mapping::Mapping>>,
+    listeners: Vec<(Service, TcpListener)>,
+    feeds_listener: TcpListener,
+}
+
 /// Prints the endpoints, runs the services until shutdown or the first failure, and waits for
 /// them to drain.
 async fn run_services(
@@ -126,12 +129,15 @@ async fn run_services(
     data_dir: &Path,
     nats_url: &str,
     nats: Option<&NatsServerProcess>,
-    region: std::sync::Arc<domain::region::Region>,
-    mapping: Option<std::sync::Arc<feeds::mapping::Mapping>>,
-    listeners: Vec<(Service, TcpListener)>,
-    feeds_listener: TcpListener,
+    loaded: Loaded,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let Loaded {
+        region,
+        mapping,
+        listeners,
+        feeds_listener,
+    } = loaded;
     let bound: Vec<(Service, SocketAddr)> = listeners
         .iter()
         .map(|(service, listener)| Ok((*service, listener.local_addr()?)))
@@ -152,6 +158,8 @@ async fn run_services(
             namespace: args.common.namespace.clone(),
             region: region.clone(),
             mapping: mapping.clone(),
+            notify_webhook_url: args.common.notify_webhook.clone(),
+            notify_drill_webhook_url: args.common.notify_drill_webhook.clone(),
         };
         let feeds = if service == Service::Intake {
             feeds_listener.take()

@@ -134,6 +134,8 @@ fn up_names_a_busy_grpc_address() {
         &busy_addr,
         "--dispatch-addr",
         "127.0.0.1:0",
+        "--feeds-addr",
+        "127.0.0.1:0",
     ]);
     let stderr = text(&output.stderr);
     assert!(!output.status.success());
@@ -165,6 +167,8 @@ fn up_suggests_another_nats_port_when_it_is_busy() {
         "127.0.0.1:0",
         "--dispatch-addr",
         "127.0.0.1:0",
+        "--feeds-addr",
+        "127.0.0.1:0",
     ]);
     let stderr = text(&output.stderr);
     assert!(!output.status.success());
@@ -191,6 +195,8 @@ fn up_serves_and_shuts_down_cleanly_on_sigterm() {
             "--escalation-addr",
             "127.0.0.1:0",
             "--dispatch-addr",
+            "127.0.0.1:0",
+            "--feeds-addr",
             "127.0.0.1:0",
         ])
         .arg("--data-dir")

@@ -23,11 +23,14 @@ use crate::view::{
     ServiceStatusView, StatusView, UnitView, UpdateView, WatchEventView, or_dash,
 };
 use crate::{
-    AckArgs, Cli, Command, CommandArgs, ConfirmDowngradeArgs, DeadlinesArgs, EXIT_FAILURE, EXIT_OK,
-    Error, EscalateArgs, IncidentsArgs, JurisdictionsArgs, LevelArg, ReportArgs, ReportFiledArgs,
-    ShowArgs, TakeCommandArgs, UnitEventArg, UnitPositionArgs, UnitStatusArgs, UnitsArgs,
+    AckArgs, AssignArgs, Cli, Command, CommandArgs, ConfirmDowngradeArgs, DeadlinesArgs,
+    EXIT_FAILURE, EXIT_OK, Error, EscalateArgs, IncidentsArgs, JurisdictionsArgs, LevelArg,
+    RecommendArgs, ReportArgs, ReportFiledArgs, ShowArgs, SkipReportArgs, TakeCommandArgs,
+    UnitAssignmentArgs, UnitDeclineArgs, UnitEventArg, UnitPositionArgs, UnitStatusArgs, UnitsArgs,
     UpdateArgs, WatchArgs,
 };
+
+mod notifications;
 
 type Out<'a> = &'a mut (dyn Write + Send);
 
@@ -67,9 +70,16 @@ pub async fn execute(
         Command::TakeCommand(args) => take_command(&context, args, out).await?,
         Command::CommandState(args) => command_state(&context, args, out).await?,
         Command::Deadlines(args) => deadlines(&context, args, out).await?,
+        Command::Notifications(args) => notifications::notifications(&context, args, out).await?,
         Command::ReportFiled(args) => report_filed(&context, args, out).await?,
+        Command::SkipReport(args) => skip_report(&context, args, out).await?,
         Command::UnitStatus(args) => unit_status(&context, args, out).await?,
         Command::UnitPosition(args) => unit_position(&context, args, out).await?,
+        Command::Recommend(args) => recommend(&context, args, out).await?,
+        Command::Assign(args) => assign(&context, args, out).await?,
+        Command::UnitAck(args) => unit_ack(&context, args, out).await?,
+        Command::UnitDecline(args) => unit_decline(&context, args, out).await?,
+        Command::UnitRelease(args) => unit_release(&context, args, out).await?,
     };
     out.flush()?;
     Ok(exit_code)
@@ -224,6 +234,7 @@ async fn units(context: &Context, args: UnitsArgs, out: Out<'_>) -> Result<i32, 
         "STATUS",
         "SINCE",
         "INCIDENT",
+        "ETA",
         "POSITION AGE",
     ]);
     for view in &views {
@@ -236,6 +247,7 @@ async fn units(context: &Context, args: UnitsArgs, out: Out<'_>) -> Result<i32, 
             view.status_label(),
             or_dash(view.status_since.as_deref()),
             or_dash(view.incident_id.as_deref()),
+            crate::view::eta_label(view.eta_minutes),
             view.position_age_label(),
         ]);
     }
@@ -824,6 +836,53 @@ async fn deadlines(context: &Context, args: DeadlinesArgs, out: Out<'_>) -> Resu
     Ok(EXIT_OK)
 }
 
+async fn skip_report(context: &Context, args: SkipReportArgs, out: Out<'_>) -> Result<i32, Error> {
+    let target = &context.escalation;
+    let request = pb::SkipLevelReportRequest {
+        namespace: context.namespace.clone(),
+        incident_id: args.incident_id,
+        from_jurisdiction: args.from,
+        to_jurisdiction: args.to,
+        officer: args.officer,
+        reason: args.reason,
+    };
+    let mut client = EscalationServiceClient::new(target.connect().await?);
+    let response = target
+        .call(
+            "refused the skip-level report",
+            client.skip_level_report(request),
+        )
+        .await?;
+    let skipped = response.skipped_jurisdiction_codes;
+    let view = DeadlineView::from(response.deadline.unwrap_or_default());
+    if context.json {
+        #[derive(Serialize)]
+        struct SkipReportView {
+            #[serde(flatten)]
+            deadline: DeadlineView,
+            skipped_jurisdiction_codes: Vec<String>,
+        }
+        write_json(
+            out,
+            &SkipReportView {
+                deadline: view,
+                skipped_jurisdiction_codes: skipped,
+            },
+        )?;
+        return Ok(EXIT_OK);
+    }
+    writeln!(
+        out,
+        "skip-level report recorded for {} as obligation {} ({}, to {}), past {}",
+        view.incident_id,
+        view.obligation_id,
+        view.route_label(),
+        or_dash(view.to_jurisdiction_code.as_deref()),
+        skipped.join(", "),
+    )?;
+    Ok(EXIT_OK)
+}
+
 async fn report_filed(
     context: &Context,
     args: ReportFiledArgs,
@@ -953,6 +1012,247 @@ async fn unit_position(
             "position of {} ignored: the stored fix is newer ({position} at {taken})",
             unit.id
         )?;
+    }
+    Ok(EXIT_OK)
+}
+
+/// One recommended unit or assignment, for `recommend --json` and `assign --json`.
+#[derive(Debug, Serialize)]
+struct CandidateView {
+    unit_id: String,
+    call_sign: String,
+    unit_type: String,
+    eta_minutes: f64,
+    distance_km: f64,
+    cascade_depth: u32,
+    reason_codes: Vec<String>,
+    reason: String,
+}
+
+impl From<&pb::Assignment> for CandidateView {
+    fn from(a: &pb::Assignment) -> Self {
+        CandidateView {
+            unit_id: a.unit_id.clone(),
+            call_sign: a.call_sign.clone(),
+            unit_type: a.unit_type.clone(),
+            eta_minutes: a.eta_minutes,
+            distance_km: a.distance_km,
+            cascade_depth: a.cascade_depth,
+            reason_codes: a.reason_codes.clone(),
+            reason: a.reason.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct ShortfallView {
+    unit_type: String,
+    required: u32,
+    assigned: u32,
+    reason_codes: Vec<String>,
+    /// Units excluded per cause, e.g. `busy: 3`.
+    causes: Vec<(String, u32)>,
+    reason: String,
+}
+
+#[derive(Debug, Serialize)]
+struct RecommendationView {
+    plan_id: String,
+    candidates: Vec<CandidateView>,
+    shortfalls: Vec<ShortfallView>,
+}
+
+/// `--grade` (clap admits only I, II, III and IV).
+fn grade_arg(grade: Option<&str>) -> pb::Grade {
+    match grade {
+        Some("I") => pb::Grade::I,
+        Some("II") => pb::Grade::Ii,
+        Some("III") => pb::Grade::Iii,
+        Some("IV") => pb::Grade::Iv,
+        _ => pb::Grade::Unspecified,
+    }
+}
+
+async fn recommend(context: &Context, args: RecommendArgs, out: Out<'_>) -> Result<i32, Error> {
+    let target = &context.dispatch;
+    let request = pb::RecommendRequest {
+        namespace: context.namespace.clone(),
+        incident_id: args.incident_id.unwrap_or_default(),
+        kind: args.kind.unwrap_or_default(),
+        township_code: args.township.unwrap_or_default(),
+        grade: grade_arg(args.grade.as_deref()) as i32,
+        lead_code: args.lead.unwrap_or_default(),
+    };
+    let mut client = DispatchServiceClient::new(target.connect().await?);
+    let response = target
+        .call("could not recommend", client.recommend(request))
+        .await?;
+    let view = RecommendationView {
+        plan_id: response.plan_id.clone(),
+        candidates: response
+            .candidates
+            .iter()
+            .map(CandidateView::from)
+            .collect(),
+        shortfalls: response
+            .shortfalls
+            .iter()
+            .map(|s| ShortfallView {
+                unit_type: s.unit_type.clone(),
+                required: s.required,
+                assigned: s.assigned,
+                reason_codes: s.reason_codes.clone(),
+                causes: s.causes.iter().map(|c| (c.code.clone(), c.count)).collect(),
+                reason: s.reason.clone(),
+            })
+            .collect(),
+    };
+    if context.json {
+        write_json(out, &view)?;
+        return Ok(EXIT_OK);
+    }
+    writeln!(
+        out,
+        "plan {} (dry run, nothing booked)",
+        or_dash(Some(&view.plan_id))
+    )?;
+    if view.candidates.is_empty() {
+        writeln!(out, "no units to recommend")?;
+    } else {
+        let mut table = Table::new(["UNIT", "CALL SIGN", "TYPE", "ETA", "DISTANCE", "REASONS"]);
+        for candidate in &view.candidates {
+            let mut reasons = candidate.reason_codes.join(", ");
+            if candidate.cascade_depth > 0 {
+                reasons.push_str(&format!(", cascade depth {}", candidate.cascade_depth));
+            }
+            table.row([
+                candidate.unit_id.clone(),
+                candidate.call_sign.clone(),
+                candidate.unit_type.clone(),
+                format!("{:.1} min", candidate.eta_minutes),
+                format!("{:.1} km", candidate.distance_km),
+                reasons,
+            ]);
+        }
+        table.write_to(out)?;
+    }
+    for shortfall in &view.shortfalls {
+        let causes: Vec<String> = shortfall
+            .causes
+            .iter()
+            .map(|(code, count)| format!("{code} {count}"))
+            .collect();
+        writeln!(
+            out,
+            "short {} of {} {}: {}{}",
+            shortfall.required.saturating_sub(shortfall.assigned),
+            shortfall.required,
+            shortfall.unit_type,
+            shortfall.reason_codes.first().map_or("-", String::as_str),
+            if causes.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", causes.join(", "))
+            }
+        )?;
+    }
+    Ok(EXIT_OK)
+}
+
+async fn assign(context: &Context, args: AssignArgs, out: Out<'_>) -> Result<i32, Error> {
+    let target = &context.dispatch;
+    let request = pb::AssignRequest {
+        namespace: context.namespace.clone(),
+        incident_id: args.incident_id,
+        unit_id: args.unit_id,
+        by: officer_name(args.by),
+    };
+    let mut client = DispatchServiceClient::new(target.connect().await?);
+    let response = target
+        .call("refused the assignment", client.assign(request))
+        .await?;
+    let unit = UnitView::from(response.unit.unwrap_or_default());
+    let assignment = response.assignment.as_ref().map(CandidateView::from);
+    if context.json {
+        #[derive(Serialize)]
+        struct AssignView {
+            unit: UnitView,
+            assignment: Option<CandidateView>,
+        }
+        write_json(out, &AssignView { unit, assignment })?;
+        return Ok(EXIT_OK);
+    }
+    write_unit_line(out, "unit ", &unit)?;
+    if let Some(assignment) = assignment {
+        writeln!(
+            out,
+            "  ETA {:.1} min, {:.1} km: {}",
+            assignment.eta_minutes, assignment.distance_km, assignment.reason
+        )?;
+    }
+    Ok(EXIT_OK)
+}
+
+async fn unit_ack(context: &Context, args: UnitAssignmentArgs, out: Out<'_>) -> Result<i32, Error> {
+    let target = &context.dispatch;
+    let request = pb::AcknowledgeAssignmentRequest {
+        namespace: context.namespace.clone(),
+        unit_id: args.unit_id,
+        incident_id: args.incident_id,
+    };
+    let mut client = DispatchServiceClient::new(target.connect().await?);
+    let response = target
+        .call(
+            "refused the acknowledgement",
+            client.acknowledge_assignment(request),
+        )
+        .await?;
+    write_unit_response(context, out, response.unit.unwrap_or_default())
+}
+
+async fn unit_decline(
+    context: &Context,
+    args: UnitDeclineArgs,
+    out: Out<'_>,
+) -> Result<i32, Error> {
+    let target = &context.dispatch;
+    let request = pb::DeclineAssignmentRequest {
+        namespace: context.namespace.clone(),
+        unit_id: args.unit_id,
+        incident_id: args.incident_id,
+        reason: args.reason,
+    };
+    let mut client = DispatchServiceClient::new(target.connect().await?);
+    let response = target
+        .call("refused the decline", client.decline_assignment(request))
+        .await?;
+    write_unit_response(context, out, response.unit.unwrap_or_default())
+}
+
+async fn unit_release(
+    context: &Context,
+    args: UnitAssignmentArgs,
+    out: Out<'_>,
+) -> Result<i32, Error> {
+    let target = &context.dispatch;
+    let request = pb::ReleaseUnitRequest {
+        namespace: context.namespace.clone(),
+        unit_id: args.unit_id,
+        incident_id: args.incident_id,
+    };
+    let mut client = DispatchServiceClient::new(target.connect().await?);
+    let response = target
+        .call("refused the release", client.release_unit(request))
+        .await?;
+    write_unit_response(context, out, response.unit.unwrap_or_default())
+}
+
+fn write_unit_response(context: &Context, out: Out<'_>, unit: pb::Unit) -> Result<i32, Error> {
+    let view = UnitView::from(unit);
+    if context.json {
+        write_json(out, &view)?;
+    } else {
+        write_unit_line(out, "unit ", &view)?;
     }
     Ok(EXIT_OK)
 }

@@ -125,12 +125,82 @@ pub enum Command {
     CommandState(CommandArgs),
     /// Statutory reporting obligations: due at, sent at, late by (EscalationService.ListDeadlines).
     Deadlines(DeadlinesArgs),
+    /// The duty-roster notifications of an incident and their delivery
+    /// (EscalationService.ListNotifications).
+    Notifications(NotificationsArgs),
     /// Mark a reporting obligation met: the report was filed (EscalationService.SubmitReport).
     ReportFiled(ReportFiledArgs),
+    /// Record a report made past the parent level, 越级上报; the step is audited on the timeline
+    /// (EscalationService.SkipLevelReport).
+    SkipReport(SkipReportArgs),
     /// Apply a lifecycle event to a unit (DispatchService.UpdateUnitStatus).
     UnitStatus(UnitStatusArgs),
     /// Record a unit's position (DispatchService.ReportPosition).
     UnitPosition(UnitPositionArgs),
+    /// Dry-run recommendation with reasons and shortfalls; books nothing
+    /// (DispatchService.Recommend).
+    Recommend(RecommendArgs),
+    /// Book an available unit to an incident by hand (DispatchService.Assign).
+    Assign(AssignArgs),
+    /// A dispatched unit accepts its assignment (DispatchService.AcknowledgeAssignment).
+    UnitAck(UnitAssignmentArgs),
+    /// A dispatched unit refuses its assignment; a replacement is booked
+    /// (DispatchService.DeclineAssignment).
+    UnitDecline(UnitDeclineArgs),
+    /// The incident lets a unit go (DispatchService.ReleaseUnit).
+    UnitRelease(UnitAssignmentArgs),
+}
+
+/// An incident id, or a hypothetical incident given by --kind, --township and --grade.
+#[derive(Debug, Clone, Args)]
+pub struct RecommendArgs {
+    /// An incident dispatch has graded.
+    #[arg(required_unless_present = "kind", conflicts_with_all = ["kind", "township", "grade", "lead"])]
+    pub incident_id: Option<String>,
+    /// Sub-type code of a hypothetical incident, e.g. accident.hazardous_chemicals.
+    #[arg(long, requires = "township", value_name = "KIND")]
+    pub kind: Option<String>,
+    /// Its township code.
+    #[arg(long, value_name = "CODE")]
+    pub township: Option<String>,
+    /// Its grade: I, II, III or IV (absent: ungraded).
+    #[arg(long, value_name = "GRADE", value_parser = ["I", "II", "III", "IV"])]
+    pub grade: Option<String>,
+    /// The lead jurisdiction code (default: the township's county).
+    #[arg(long, value_name = "CODE")]
+    pub lead: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AssignArgs {
+    /// The incident id.
+    pub incident_id: String,
+    /// The unit id.
+    pub unit_id: String,
+    /// The dispatcher's name.
+    #[arg(long, value_name = "NAME")]
+    pub by: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UnitAssignmentArgs {
+    /// The unit id.
+    pub unit_id: String,
+    /// The incident the unit is on.
+    #[arg(long = "incident", value_name = "ID")]
+    pub incident_id: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UnitDeclineArgs {
+    /// The unit id.
+    pub unit_id: String,
+    /// The incident the unit was dispatched to.
+    #[arg(long = "incident", value_name = "ID")]
+    pub incident_id: String,
+    /// Why (required, at most 200 characters).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -298,6 +368,12 @@ pub struct CommandArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct NotificationsArgs {
+    /// The incident id.
+    pub incident_id: String,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct DeadlinesArgs {
     /// Only this incident's obligations (default: every graded incident of the namespace).
     pub incident_id: Option<String>,
@@ -309,6 +385,24 @@ pub struct ReportFiledArgs {
     pub incident_id: String,
     /// The obligation the report fulfils, as `deadlines` lists it.
     pub obligation_id: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SkipReportArgs {
+    /// The incident id.
+    pub incident_id: String,
+    /// The reporting jurisdiction: the lead or a level on the incident's chain.
+    #[arg(long, value_name = "CODE")]
+    pub from: String,
+    /// The jurisdiction reported to: an ancestor above the parent of --from.
+    #[arg(long, value_name = "CODE")]
+    pub to: String,
+    /// The reporting officer's name.
+    #[arg(long, value_name = "NAME")]
+    pub officer: String,
+    /// Why the parent level was skipped (at most 500 characters).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: String,
 }
 
 /// A unit lifecycle event, as `unit-status` names it.

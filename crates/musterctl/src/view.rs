@@ -489,6 +489,8 @@ pub struct UnitView {
     pub position_age_ms: Option<i64>,
     /// True when the position is too old for recommendations.
     pub position_stale: bool,
+    /// While committed: the ETA to its incident estimated at booking, minutes.
+    pub eta_minutes: Option<f64>,
 }
 
 impl UnitView {
@@ -532,8 +534,14 @@ impl From<pb::Unit> for UnitView {
             position_at: time_if_set(unit.position_at_unix_ms),
             position_age_ms: (unit.position_at_unix_ms != 0).then_some(unit.position_age_ms),
             position_stale: unit.position_stale,
+            eta_minutes: (unit.eta_minutes > 0.0).then_some(unit.eta_minutes),
         }
     }
+}
+
+/// An ETA for a table cell: `4.2 min`, or `-`.
+pub fn eta_label(eta_minutes: Option<f64>) -> String {
+    eta_minutes.map_or_else(|| "-".to_owned(), |eta| format!("{eta:.1} min"))
 }
 
 /// The answer to `unit-position`.
@@ -646,7 +654,7 @@ pub struct DeadlineView {
     pub incident_id: String,
     pub obligation_id: u32,
     pub rule_id: String,
-    /// `first`, `follow_up` or `final`.
+    /// `first`, `follow_up`, `final` or `skip_level`.
     pub kind: String,
     pub from_tier: String,
     pub to_tier: String,

@@ -318,12 +318,17 @@ fn sample_incident() -> pb::Incident {
                 unit_type: "hazmat".to_owned(),
                 distance_km: 3.24,
                 reason: "nearest available hazmat (3.2 km)".to_owned(),
+                reason_codes: vec!["closest_by_eta".to_owned()],
+                eta_minutes: 4.3,
+                cascade_depth: 0,
             }],
             shortfalls: vec![pb::Shortfall {
                 unit_type: "ambulance".to_owned(),
                 required: 2,
                 assigned: 0,
                 reason: "none available".to_owned(),
+                reason_codes: vec!["none_available".to_owned()],
+                causes: vec![],
             }],
             released_unit_ids: vec![],
         }),
@@ -786,6 +791,7 @@ struct FakeEscalation {
     last_ack: Arc<Mutex<Option<pb::AcknowledgeRequest>>>,
     last_downgrade: Captured<pb::ConfirmDowngradeRequest>,
     last_take_command: Captured<pb::TakeCommandRequest>,
+    last_skip_report: Captured<pb::SkipLevelReportRequest>,
 }
 
 #[tonic::codegen::async_trait]
@@ -912,6 +918,68 @@ impl EscalationService for FakeEscalation {
             command: Some(sample_command(&request.into_inner().incident_id)),
         }))
     }
+
+    async fn list_notifications(
+        &self,
+        request: Request<pb::ListNotificationsRequest>,
+    ) -> Result<Response<pb::ListNotificationsResponse>, Status> {
+        let incident_id = request.into_inner().incident_id;
+        let notification =
+            |recipient: &str, state: &str, status: u32, error: &str| pb::Notification {
+                request: Some(pb::NotificationRequested {
+                    notification_id: format!("NTF-{recipient}"),
+                    namespace: "live".into(),
+                    incident_id: incident_id.clone(),
+                    jurisdiction_code: "390202".into(),
+                    recipient_name: recipient.into(),
+                    role: "duty_officer".into(),
+                    channel: "webhook".into(),
+                    address: "duty-390202".into(),
+                    message: "INC-7 graded".into(),
+                    reason: "graded".into(),
+                    drill: false,
+                    requested_at_unix_ms: 1_795_843_644_123,
+                    source_event_id: "e-1".into(),
+                }),
+                state: state.into(),
+                attempts: 1,
+                last_status_code: status,
+                last_error: error.into(),
+                finished_at_unix_ms: 1_795_843_645_000,
+                sink: "webhook".into(),
+            };
+        Ok(Response::new(pb::ListNotificationsResponse {
+            notifications: vec![
+                notification("Zhou", "delivered", 204, ""),
+                notification("Wu", "failed", 500, "the webhook answered 500"),
+            ],
+        }))
+    }
+
+    async fn skip_level_report(
+        &self,
+        request: Request<pb::SkipLevelReportRequest>,
+    ) -> Result<Response<pb::SkipLevelReportResponse>, Status> {
+        let request = request.into_inner();
+        *self.last_skip_report.lock().unwrap() = Some(request.clone());
+        if request.to_jurisdiction != "32" {
+            return Err(Status::failed_precondition(format!(
+                "{} is not above the parent 3201 of {}",
+                request.to_jurisdiction, request.from_jurisdiction
+            )));
+        }
+        let mut met = deadline(9, pb::DeadlineStatus::Met, 0);
+        met.incident_id = request.incident_id;
+        met.kind = "skip_level".to_owned();
+        met.to_tier = "province".to_owned();
+        met.to_jurisdiction_code = "32".to_owned();
+        met.due_at_unix_ms = NOW;
+        met.sent_at_unix_ms = NOW;
+        Ok(Response::new(pb::SkipLevelReportResponse {
+            deadline: Some(met),
+            skipped_jurisdiction_codes: vec!["3201".to_owned()],
+        }))
+    }
 }
 
 async fn spawn_escalation() -> (String, Arc<Mutex<Option<pb::AcknowledgeRequest>>>) {
@@ -950,6 +1018,7 @@ fn sample_unit(id: &str, status: pb::UnitStatus) -> pb::Unit {
         position_stale: false,
         status_since_unix_ms: NOW,
         out_of_service_reason: String::new(),
+        eta_minutes: 6.3,
     }
 }
 
@@ -970,6 +1039,7 @@ impl DispatchService for FakeDispatch {
         stale.out_of_service_reason = "pump repair".to_owned();
         stale.position_age_ms = 7_500_000;
         stale.position_stale = true;
+        stale.eta_minutes = 0.0;
         Ok(Response::new(pb::ListUnitsResponse {
             units: vec![sample_unit("U-1", pb::UnitStatus::OnScene), stale],
         }))
@@ -1038,6 +1108,84 @@ impl DispatchService for FakeDispatch {
             applied,
             unit: Some(unit),
         }))
+    }
+
+    async fn recommend(
+        &self,
+        request: Request<pb::RecommendRequest>,
+    ) -> Result<Response<pb::RecommendResponse>, Status> {
+        let request = request.into_inner();
+        if request.incident_id != "INC-7" {
+            return Err(Status::not_found("dispatch has no record of incident"));
+        }
+        Ok(Response::new(pb::RecommendResponse {
+            plan_id: "hazchem-II".to_owned(),
+            requirements: vec![],
+            candidates: vec![pb::Assignment {
+                unit_id: "GB-HAZ-1".to_owned(),
+                call_sign: "Gangbei Hazmat 1".to_owned(),
+                unit_type: "hazmat".to_owned(),
+                distance_km: 0.53,
+                reason: "nearest available hazmat".to_owned(),
+                reason_codes: vec![
+                    "closest_by_eta".to_owned(),
+                    "outside_jurisdiction".to_owned(),
+                ],
+                eta_minutes: 0.92,
+                cascade_depth: 1,
+            }],
+            shortfalls: vec![pb::Shortfall {
+                unit_type: "hazmat".to_owned(),
+                required: 4,
+                assigned: 1,
+                reason: "only 1 of 4".to_owned(),
+                reason_codes: vec!["none_available".to_owned(), "busy".to_owned()],
+                causes: vec![pb::ShortfallCause {
+                    code: "busy".to_owned(),
+                    count: 3,
+                }],
+            }],
+        }))
+    }
+
+    async fn assign(
+        &self,
+        request: Request<pb::AssignRequest>,
+    ) -> Result<Response<pb::AssignResponse>, Status> {
+        let request = request.into_inner();
+        if request.unit_id == "U-BUSY" {
+            return Err(Status::failed_precondition(
+                "unit \"U-BUSY\" is Dispatched on incident INC-1, not Available; it cannot be assigned",
+            ));
+        }
+        Ok(Response::new(pb::AssignResponse {
+            unit: Some(sample_unit(&request.unit_id, pb::UnitStatus::Dispatched)),
+            assignment: None,
+        }))
+    }
+
+    async fn acknowledge_assignment(
+        &self,
+        request: Request<pb::AcknowledgeAssignmentRequest>,
+    ) -> Result<Response<pb::UnitResponse>, Status> {
+        let request = request.into_inner();
+        Ok(Response::new(pb::UnitResponse {
+            unit: Some(sample_unit(&request.unit_id, pb::UnitStatus::Enroute)),
+        }))
+    }
+
+    async fn decline_assignment(
+        &self,
+        _request: Request<pb::DeclineAssignmentRequest>,
+    ) -> Result<Response<pb::UnitResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn release_unit(
+        &self,
+        _request: Request<pb::ReleaseUnitRequest>,
+    ) -> Result<Response<pb::UnitResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
     }
 }
 
@@ -1218,6 +1366,80 @@ async fn report_filed_says_how_late_the_report_was() {
 }
 
 #[tokio::test]
+async fn skip_report_sends_both_levels_officer_and_reason_and_names_the_skipped_levels() {
+    let (url, escalation) = spawn_fake_escalation().await;
+    let cli = parse(&[
+        "skip-report",
+        "INC-7",
+        "--from",
+        "320102",
+        "--to",
+        "32",
+        "--officer",
+        "王芳",
+        "--reason",
+        "city line down",
+        "--escalation",
+        &url,
+    ]);
+    let (result, output) = run_to_string(cli).await;
+    assert_eq!(result.unwrap(), 0);
+    assert_eq!(
+        output,
+        "skip-level report recorded for INC-7 as obligation 9 (county → province (32), to 32), past 3201\n"
+    );
+    let sent = escalation.last_skip_report.lock().unwrap().clone().unwrap();
+    assert_eq!(sent.incident_id, "INC-7");
+    assert_eq!(sent.from_jurisdiction, "320102");
+    assert_eq!(sent.to_jurisdiction, "32");
+    assert_eq!(sent.officer, "王芳");
+    assert_eq!(sent.reason, "city line down");
+    assert_eq!(sent.namespace, "live");
+
+    // --json carries the obligation and the skipped levels.
+    let cli = parse(&[
+        "skip-report",
+        "INC-7",
+        "--from",
+        "320102",
+        "--to",
+        "32",
+        "--officer",
+        "王芳",
+        "--reason",
+        "city line down",
+        "--escalation",
+        &url,
+        "--json",
+    ]);
+    let (result, output) = run_to_string(cli).await;
+    assert_eq!(result.unwrap(), 0);
+    let json: serde_json::Value = serde_json::from_str(&output).unwrap();
+    assert_eq!(json["kind"], "skip_level");
+    assert_eq!(json["skipped_jurisdiction_codes"][0], "3201");
+
+    // A refusal is the server's sentence; a missing flag is a usage error.
+    let cli = parse(&[
+        "skip-report",
+        "INC-7",
+        "--from",
+        "320102",
+        "--to",
+        "3201",
+        "--officer",
+        "王芳",
+        "--reason",
+        "x",
+        "--escalation",
+        &url,
+    ]);
+    let (result, _) = run_to_string(cli).await;
+    let error = result.unwrap_err().to_string();
+    assert!(error.contains("not above the parent 3201"), "{error}");
+    assert!(Cli::try_parse_from(["musterctl", "skip-report", "INC-7", "--from", "1"]).is_err());
+}
+
+#[tokio::test]
 async fn unit_status_sends_the_event_and_a_refusal_is_one_line_with_the_code() {
     let (url, last_status, _) = spawn_dispatch().await;
     let cli = parse(&[
@@ -1325,7 +1547,12 @@ async fn units_shows_all_states_position_age_and_stale_flag() {
     assert_eq!(lines.len(), 3, "{output}");
     assert!(lines[0].ends_with("POSITION AGE"), "{output}");
     assert!(lines[1].contains("on_scene"), "{output}");
-    assert!(lines[1].ends_with("INC-7     3m12s"), "{output}");
+    assert!(lines[0].contains("INCIDENT  ETA"), "{output}");
+    let cells: Vec<&str> = lines[1].split_whitespace().collect();
+    assert!(
+        cells.ends_with(&["INC-7", "6.3", "min", "3m12s"]),
+        "the board shows incident, ETA and position age: {output}"
+    );
     assert!(
         lines[2].contains("out_of_service (pump repair)"),
         "{output}"
@@ -1546,4 +1773,128 @@ async fn a_refused_take_command_is_one_line_with_the_code() {
 
     // --jurisdiction is required.
     assert!(Cli::try_parse_from(["musterctl", "take-command", "INC-7"]).is_err());
+}
+
+#[tokio::test]
+async fn recommend_shows_ranked_units_with_reasons_and_shortfalls() {
+    let (url, _, _) = spawn_dispatch().await;
+    let (result, output) = run_to_string(parse(&["recommend", "INC-7", "--dispatch", &url])).await;
+    assert_eq!(result.unwrap(), 0);
+    let lines: Vec<&str> = output.lines().collect();
+    assert_eq!(
+        lines[0], "plan hazchem-II (dry run, nothing booked)",
+        "{output}"
+    );
+    assert!(
+        lines[1].starts_with("UNIT") && lines[1].ends_with("REASONS"),
+        "{output}"
+    );
+    assert!(lines[2].contains("GB-HAZ-1"), "{output}");
+    assert!(
+        lines[2].contains("0.9 min") && lines[2].contains("0.5 km"),
+        "{output}"
+    );
+    assert!(
+        lines[2].ends_with("closest_by_eta, outside_jurisdiction, cascade depth 1"),
+        "{output}"
+    );
+    assert_eq!(
+        lines[3], "short 3 of 4 hazmat: none_available (busy 3)",
+        "{output}"
+    );
+
+    let (result, output) =
+        run_to_string(parse(&["recommend", "INC-7", "--json", "--dispatch", &url])).await;
+    assert_eq!(result.unwrap(), 0);
+    let json: serde_json::Value = serde_json::from_str(&output).unwrap();
+    assert_eq!(
+        json["candidates"][0]["reason_codes"][1],
+        "outside_jurisdiction"
+    );
+    assert_eq!(json["shortfalls"][0]["causes"][0][1], 3);
+
+    // A grade the CLI does not know is a usage error before any call.
+    assert!(
+        Cli::try_parse_from([
+            "musterctl",
+            "recommend",
+            "--kind",
+            "k",
+            "--township",
+            "1",
+            "--grade",
+            "V"
+        ])
+        .is_err()
+    );
+}
+
+#[tokio::test]
+async fn assign_books_a_unit_and_a_busy_one_is_refused_in_one_line() {
+    let (url, _, _) = spawn_dispatch().await;
+    let (result, output) = run_to_string(parse(&[
+        "assign",
+        "INC-7",
+        "U-1",
+        "--by",
+        "Li",
+        "--dispatch",
+        &url,
+    ]))
+    .await;
+    assert_eq!(result.unwrap(), 0);
+    assert_eq!(output, "unit U-1 (Haz 1) is dispatched for INC-7\n");
+    let (result, output) =
+        run_to_string(parse(&["assign", "INC-7", "U-BUSY", "--dispatch", &url])).await;
+    let error = result.unwrap_err();
+    assert_eq!(error.grpc_code(), Some(Code::FailedPrecondition));
+    assert!(error.to_string().contains("Dispatched"), "{error}");
+    assert_eq!(output, "");
+
+    let (result, output) = run_to_string(parse(&[
+        "unit-ack",
+        "U-1",
+        "--incident",
+        "INC-7",
+        "--dispatch",
+        &url,
+    ]))
+    .await;
+    assert_eq!(result.unwrap(), 0);
+    assert_eq!(output, "unit U-1 (Haz 1) is enroute for INC-7\n");
+}
+
+#[tokio::test]
+async fn notifications_lists_recipients_and_delivery_state() {
+    let (url, _) = spawn_escalation().await;
+    let (result, output) =
+        run_to_string(parse(&["notifications", "INC-7", "--escalation", &url])).await;
+    assert_eq!(result.unwrap(), 0);
+    let lines: Vec<&str> = output.lines().collect();
+    assert_eq!(lines.len(), 3, "{output}");
+    assert!(lines[0].starts_with("REQUESTED"), "{output}");
+    assert!(
+        lines[1].contains("Zhou")
+            && lines[1].contains("delivered")
+            && lines[1].contains("webhook 204"),
+        "{output}"
+    );
+    assert!(
+        lines[2].contains("failed") && lines[2].contains("the webhook answered 500"),
+        "{output}"
+    );
+
+    let (result, output) = run_to_string(parse(&[
+        "notifications",
+        "INC-7",
+        "--escalation",
+        &url,
+        "--json",
+    ]))
+    .await;
+    assert_eq!(result.unwrap(), 0);
+    let json: serde_json::Value = serde_json::from_str(&output).unwrap();
+    assert_eq!(json[0]["recipient"], "Zhou");
+    assert_eq!(json[1]["state"], "failed");
+    assert_eq!(json[1]["last_status_code"], 500);
 }

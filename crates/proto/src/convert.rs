@@ -7,7 +7,7 @@ use domain::class::IncidentClass;
 use domain::event::{
     Acknowledged, Assignment, DowngradeProposed, Escalated, EventBody, Graded, IncidentClosed,
     IncidentEvent, IncidentReport, IncidentUpdated, JurisdictionRef, LeadChanged, Shortfall,
-    UnitsAssigned,
+    ShortfallCause, SkipLevelReported, UnitsAssigned,
 };
 use domain::geo::GeoPoint;
 use domain::grade::{DensityClass, Facts, Grade, WarningLevel};
@@ -258,30 +258,42 @@ fn graded_from_wire(graded: &pb::Graded) -> Result<Graded, String> {
     })
 }
 
+pub fn assignment_to_wire(a: &Assignment) -> pb::Assignment {
+    pb::Assignment {
+        unit_id: a.unit_id.clone(),
+        call_sign: a.call_sign.clone(),
+        unit_type: a.unit_type.clone(),
+        distance_km: a.distance_km,
+        reason: a.reason.clone(),
+        reason_codes: a.reason_codes.clone(),
+        eta_minutes: a.eta_minutes,
+        cascade_depth: a.cascade_depth,
+    }
+}
+
+pub fn shortfall_to_wire(s: &Shortfall) -> pb::Shortfall {
+    pb::Shortfall {
+        unit_type: s.unit_type.clone(),
+        required: s.required,
+        assigned: s.assigned,
+        reason: s.reason.clone(),
+        reason_codes: s.reason_codes.clone(),
+        causes: s
+            .causes
+            .iter()
+            .map(|c| pb::ShortfallCause {
+                code: c.code.clone(),
+                count: c.count,
+            })
+            .collect(),
+    }
+}
+
 pub fn units_to_wire(units: &UnitsAssigned) -> pb::UnitsAssigned {
     pb::UnitsAssigned {
         plan_id: units.plan_id.clone(),
-        assignments: units
-            .assignments
-            .iter()
-            .map(|a| pb::Assignment {
-                unit_id: a.unit_id.clone(),
-                call_sign: a.call_sign.clone(),
-                unit_type: a.unit_type.clone(),
-                distance_km: a.distance_km,
-                reason: a.reason.clone(),
-            })
-            .collect(),
-        shortfalls: units
-            .shortfalls
-            .iter()
-            .map(|s| pb::Shortfall {
-                unit_type: s.unit_type.clone(),
-                required: s.required,
-                assigned: s.assigned,
-                reason: s.reason.clone(),
-            })
-            .collect(),
+        assignments: units.assignments.iter().map(assignment_to_wire).collect(),
+        shortfalls: units.shortfalls.iter().map(shortfall_to_wire).collect(),
         released_unit_ids: units.released_unit_ids.clone(),
     }
 }
@@ -298,6 +310,9 @@ fn units_from_wire(units: &pb::UnitsAssigned) -> UnitsAssigned {
                 unit_type: a.unit_type.clone(),
                 distance_km: a.distance_km,
                 reason: a.reason.clone(),
+                reason_codes: a.reason_codes.clone(),
+                eta_minutes: a.eta_minutes,
+                cascade_depth: a.cascade_depth,
             })
             .collect(),
         shortfalls: units
@@ -308,6 +323,15 @@ fn units_from_wire(units: &pb::UnitsAssigned) -> UnitsAssigned {
                 required: s.required,
                 assigned: s.assigned,
                 reason: s.reason.clone(),
+                reason_codes: s.reason_codes.clone(),
+                causes: s
+                    .causes
+                    .iter()
+                    .map(|c| ShortfallCause {
+                        code: c.code.clone(),
+                        count: c.count,
+                    })
+                    .collect(),
             })
             .collect(),
         released_unit_ids: units.released_unit_ids.clone(),
@@ -381,6 +405,50 @@ fn escalated_from_wire(escalated: &pb::Escalated) -> Result<Escalated, String> {
         )?,
         reason: escalated.reason.clone(),
         manual: escalated.manual,
+    })
+}
+
+fn jurisdiction_ref_to_wire(j: &JurisdictionRef) -> pb::JurisdictionRef {
+    pb::JurisdictionRef {
+        code: j.code.clone(),
+        name: j.name.clone(),
+        level: level_to_wire(j.level) as i32,
+    }
+}
+
+fn jurisdiction_ref_message_from_wire(
+    field: &str,
+    j: Option<&pb::JurisdictionRef>,
+) -> Result<JurisdictionRef, String> {
+    let j = j.ok_or_else(|| format!("{field} is missing"))?;
+    jurisdiction_ref_from_wire(field, &j.code, &j.name, j.level)
+}
+
+pub fn skip_level_reported_to_wire(skip: &SkipLevelReported) -> pb::SkipLevelReported {
+    pb::SkipLevelReported {
+        officer: skip.officer.clone(),
+        from: Some(jurisdiction_ref_to_wire(&skip.from)),
+        to: Some(jurisdiction_ref_to_wire(&skip.to)),
+        skipped: skip.skipped.iter().map(jurisdiction_ref_to_wire).collect(),
+        reason: skip.reason.clone(),
+        obligation_id: skip.obligation_id,
+    }
+}
+
+fn skip_level_reported_from_wire(
+    skip: &pb::SkipLevelReported,
+) -> Result<SkipLevelReported, String> {
+    Ok(SkipLevelReported {
+        officer: skip.officer.clone(),
+        from: jurisdiction_ref_message_from_wire("skip_level_reported.from", skip.from.as_ref())?,
+        to: jurisdiction_ref_message_from_wire("skip_level_reported.to", skip.to.as_ref())?,
+        skipped: skip
+            .skipped
+            .iter()
+            .map(|j| jurisdiction_ref_message_from_wire("skip_level_reported.skipped", Some(j)))
+            .collect::<Result<_, _>>()?,
+        reason: skip.reason.clone(),
+        obligation_id: skip.obligation_id,
     })
 }
 
@@ -474,6 +542,9 @@ pub fn encode_event(event: &IncidentEvent) -> Vec<u8> {
             by: closed.by.clone(),
             reason: closed.reason.clone(),
         }),
+        EventBody::SkipLevelReported(skip) => {
+            pb::incident_event::Body::SkipLevelReported(skip_level_reported_to_wire(skip))
+        }
     };
     pb::IncidentEvent {
         event_id: event.event_id.clone(),
@@ -514,6 +585,9 @@ pub fn decode_event(bytes: &[u8], msg_id: &str) -> Result<IncidentEvent, String>
         }),
         pb::incident_event::Body::DowngradeProposed(proposal) => {
             EventBody::DowngradeProposed(downgrade_proposed_from_wire(proposal))
+        }
+        pb::incident_event::Body::SkipLevelReported(skip) => {
+            EventBody::SkipLevelReported(skip_level_reported_from_wire(skip)?)
         }
     };
     Ok(IncidentEvent {
@@ -593,12 +667,20 @@ mod tests {
                 unit_type: "hazmat".into(),
                 distance_km: 1.5,
                 reason: "r".into(),
+                reason_codes: vec!["closest_by_eta".into(), "in_jurisdiction".into()],
+                eta_minutes: 2.5,
+                cascade_depth: 1,
             }],
             shortfalls: vec![Shortfall {
                 unit_type: "ambulance".into(),
                 required: 3,
                 assigned: 1,
                 reason: "none".into(),
+                reason_codes: vec!["none_available".into(), "busy".into()],
+                causes: vec![ShortfallCause {
+                    code: "busy".into(),
+                    count: 2,
+                }],
             }],
             released_unit_ids: vec!["U0".into()],
         };
