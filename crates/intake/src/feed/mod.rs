@@ -23,6 +23,8 @@ pub use writer::{AlertResult, FeedWriter, Outcome, Submission, WriterConfig};
 pub const QUEUE_LEN: usize = 1024;
 /// Outbox events waiting for the bus before feeds are refused with 503.
 pub const OUTBOX_LEN_MAX: usize = 50_000;
+/// Longest alert identity / dedup key accepted (CAP `sender,identifier,sent`, fingerprints, ...).
+pub const IDENTITY_BYTES_MAX: usize = 1024;
 /// What a refused submitter is told to wait, in seconds.
 pub const RETRY_AFTER_SECONDS: u64 = 1;
 
@@ -139,6 +141,18 @@ impl FeedIntake {
         };
         if alerts.is_empty() {
             return Answer::Accepted(Vec::new());
+        }
+        // Identities become parts of storage keys: keep them to a sane size.
+        if let Some((index, alert)) = alerts.iter().enumerate().find(|(_, a)| {
+            a.identity.len() > IDENTITY_BYTES_MAX || a.dedup_key.len() > IDENTITY_BYTES_MAX
+        }) {
+            return Answer::Rejected(Rejection::new(
+                RejectCode::InvalidValue,
+                format!(
+                    "alert {index}: its identity ({} bytes) is longer than {IDENTITY_BYTES_MAX} bytes",
+                    alert.identity.len().max(alert.dedup_key.len())
+                ),
+            ));
         }
         let waiting = self.store.outbox_len();
         if waiting > self.outbox_len_max {
@@ -263,6 +277,16 @@ mod tests {
         };
         assert!(
             rejection.reason.contains("usgs-quakes"),
+            "{}",
+            rejection.reason
+        );
+        let long_id = CAP.replace("T-1", &"x".repeat(2000));
+        let answer = intake.submit(Format::Cap, None, long_id.as_bytes()).await;
+        let Answer::Rejected(rejection) = &answer else {
+            panic!("{answer:?}");
+        };
+        assert!(
+            rejection.reason.contains("longer than 1024"),
             "{}",
             rejection.reason
         );
