@@ -23,6 +23,7 @@ use std::time::Duration;
 use bus::subjects;
 use domain::dispatch::{RecommendOptions, reason_code};
 use domain::event::{Assignment, EventBody, IncidentEvent, Shortfall, UnitsAssigned};
+use domain::mutual_aid::MutualAidPolicy;
 use domain::region::{Region, ResourceRequirement};
 use domain::unit::{TransitionError, UnitEvent, UnitStatus};
 use muster_proto::convert_unit::UnitChange;
@@ -218,6 +219,7 @@ pub struct StagedChange {
 pub struct AssignmentDesk {
     region: Arc<Region>,
     options: RecommendOptions,
+    policy: MutualAidPolicy,
     assignment_ack_timeout_ms: i64,
 }
 
@@ -226,9 +228,21 @@ impl AssignmentDesk {
     pub fn new(region: Arc<Region>, assignment_ack_timeout_ms: i64) -> AssignmentDesk {
         AssignmentDesk {
             options: recommend_options(&region, None),
+            policy: MutualAidPolicy::default(),
             region,
             assignment_ack_timeout_ms: assignment_ack_timeout_ms.max(1),
         }
+    }
+
+    /// The same, with another mutual-aid policy for the responders (reserves).
+    pub fn with_mutual_aid_policy(mut self, policy: MutualAidPolicy) -> AssignmentDesk {
+        self.policy = policy;
+        self
+    }
+
+    /// The mutual-aid policy in effect.
+    pub fn policy(&self) -> &MutualAidPolicy {
+        &self.policy
     }
 
     /// The same, with another stale-position limit (milliseconds; `None` for the default).
@@ -353,6 +367,17 @@ impl AssignmentDesk {
             let excess = record.ended.len() - ENDED_ASSIGNMENTS_MAX;
             record.ended.drain(..excess);
         }
+        // A unit that came by mutual aid goes back to its jurisdiction (ReleaseResource).
+        crate::mutual_aid::stage_release(
+            store,
+            &mut staged.commit,
+            &self.region.tree,
+            &mut record,
+            &[unit_id.to_string()],
+            &format!("{} {}", unit_id, ended.reason),
+            now_unix_ms,
+        )
+        .map_err(stage_error)?;
         // Every unit that leaves is announced, so intake's incident drops it; a unit that declined,
         // did not acknowledge or went out of service is replaced in the same commit.
         let replacement = if outcome.is_replaced() && record.closed_at_unix_ms.is_none() {
@@ -361,6 +386,7 @@ impl AssignmentDesk {
                 &mut staged.commit,
                 &mut record,
                 &left,
+                &staged.unit,
                 outcome,
                 now_unix_ms,
             )?
@@ -393,12 +419,14 @@ impl AssignmentDesk {
 
     /// Books the nearest available unit of `left`'s type for the record's incident, excluding
     /// every unit that declined or timed out on it, into `commit`; or records the shortfall.
+    #[allow(clippy::too_many_arguments)]
     fn book_replacement(
         &self,
         store: &Store,
         commit: &mut Commit,
         record: &mut AssignmentRecord,
         left: &Assignment,
+        leaving: &UnitRecord,
         outcome: AssignmentOutcome,
         now_unix_ms: i64,
     ) -> Result<Option<Assignment>, StatusChangeError> {
@@ -433,22 +461,41 @@ impl AssignmentDesk {
             .chain([left.unit_id.as_str()])
             .map(str::to_string)
             .collect();
-        let records = registry::load_all(store, &namespace)?;
+        let mut records = registry::load_all(store, &namespace)?;
+        // The leaving unit as this commit writes it (back home, or out of service), so that a
+        // responder's reserve counts it where it will be.
+        if let Some(stored) = records.iter_mut().find(|r| r.unit.id == leaving.unit.id) {
+            *stored = leaving.clone();
+        }
         let requirement = ResourceRequirement {
             unit_type: left.unit_type.clone(),
             count: 1,
         };
-        let (picks, gaps) = crate::driver::recommend_units(
+        let recommended = crate::driver::recommend_units(
             &self.region,
             &self.options,
+            &self.policy,
             &records,
             &excluded,
             std::slice::from_ref(&requirement),
             &record.place(location),
             now_unix_ms,
         );
+        let mut picks = recommended.assignments;
+        // A replacement may come by mutual aid: its request (and any declines before it) is
+        // staged with the booking.
+        crate::mutual_aid::stage_requests(
+            commit,
+            &self.region.tree,
+            record,
+            &recommended.requests,
+            &mut picks,
+            &recommended.via_request,
+            now_unix_ms,
+        )
+        .map_err(stage_error)?;
         let Some(pick) = picks.into_iter().next() else {
-            let gap = gaps.into_iter().next();
+            let gap = recommended.shortfalls.into_iter().next();
             let why = gap
                 .as_ref()
                 .map_or("none available", |gap| gap.reason.as_str())
@@ -818,6 +865,7 @@ impl AssignmentDesk {
 /// re-published `closed`) gets an empty commit; one dispatch never booked is only marked closed.
 pub fn stage_incident_close(
     store: &Store,
+    tree: &domain::jurisdiction::JurisdictionTree,
     namespace: &str,
     incident_id: &str,
     reason: &str,
@@ -896,6 +944,17 @@ pub fn stage_incident_close(
         let excess = record.ended.len() - ENDED_ASSIGNMENTS_MAX;
         record.ended.drain(..excess);
     }
+    // Units that came by mutual aid go back to their jurisdictions (ReleaseResource).
+    crate::mutual_aid::stage_release(
+        store,
+        &mut commit,
+        tree,
+        &mut record,
+        &released,
+        &format!("incident closed: {reason}"),
+        now_unix_ms,
+    )
+    .map_err(stage_error)?;
     // A closed incident needs nothing more.
     record.shortfalls.clear();
     record.closed_at_unix_ms = Some(now_unix_ms);
@@ -920,6 +979,13 @@ pub fn stage_incident_close(
         commit.event(subject, muster_proto::convert::encode_event(&out));
     }
     Ok(commit)
+}
+
+fn stage_error(error: crate::mutual_aid::StageError) -> StatusChangeError {
+    match error {
+        crate::mutual_aid::StageError::Store(e) => StatusChangeError::Store(e),
+        crate::mutual_aid::StageError::Invalid(e) => StatusChangeError::Subject(e),
+    }
 }
 
 /// Notes that a unit of `unit_type` is missing from the record's incident.

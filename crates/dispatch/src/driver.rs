@@ -4,13 +4,14 @@
 //! units publish on `muster.<ns>.unit.<id>.position`. Every booking arms the unit's
 //! acknowledgement timer in the same commit (see [`crate::assignment`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use bus::{Delivery, Handler, HandlerError, subjects};
-use domain::dispatch::{RecommendOptions, UnitView};
+use domain::dispatch::{RecommendOptions, UnitView, reason_code};
 use domain::event::{Assignment, EventBody, IncidentEvent, Shortfall, UnitsAssigned};
 use domain::geo::GeoPoint;
+use domain::mutual_aid::{AidPlace, MutualAidPolicy, PlannedRequest};
 use domain::region::{Region, ResourceRequirement};
 use domain::unit::UnitEvent;
 use muster_proto::convert_unit::UnitChange;
@@ -52,6 +53,13 @@ pub struct AssignmentRecord {
     pub kind: Option<String>,
     #[serde(default)]
     pub grade: Option<domain::grade::Grade>,
+    /// The last mutual-aid request number used for this incident (request ids are
+    /// `<incident>-MA<number>`).
+    #[serde(default)]
+    pub mutual_aid_seq: u32,
+    /// Units that came by mutual aid and are still assigned: unit id → request id.
+    #[serde(default)]
+    pub aid_request_by_unit: BTreeMap<String, String>,
 }
 
 impl AssignmentRecord {
@@ -72,15 +80,19 @@ impl AssignmentRecord {
             lead_code: None,
             kind: None,
             grade: None,
+            mutual_aid_seq: 0,
+            aid_request_by_unit: BTreeMap::new(),
         }
     }
 
-    /// Where the incident is, for jurisdiction reasons: its township and lead (empty if unknown).
+    /// Where the incident is, for jurisdiction reasons: its township, lead (empty if unknown)
+    /// and grade.
     pub fn place(&self, location: GeoPoint) -> IncidentPlace {
         IncidentPlace {
             location,
             township_code: self.township_code.clone().unwrap_or_default(),
             lead_code: self.lead_code.clone().unwrap_or_default(),
+            grade: self.grade,
         }
     }
 
@@ -110,26 +122,40 @@ pub struct IncidentPlace {
     pub township_code: String,
     /// The lead jurisdiction; empty for the township's county.
     pub lead_code: String,
+    /// The incident's grade: responders keep no reserve for grade I and II.
+    pub grade: Option<domain::grade::Grade>,
+}
+
+/// A recommendation as dispatch books it: the lead's own units, then the units committed by
+/// mutual aid, the requests made (with their answers) and what is still short.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recommended {
+    pub assignments: Vec<Assignment>,
+    /// For each assignment, the index into `requests` of the request that brought it.
+    pub via_request: Vec<Option<usize>>,
+    pub requests: Vec<PlannedRequest>,
+    pub shortfalls: Vec<Shortfall>,
 }
 
 /// The recommendation for `requirements` at `place` among the registry's units (retired ones and
-/// `excluded` left out), as the assignments it would make and the shortfalls, with their reason
-/// codes. Pure apart from its inputs: used by the assigner, replacements and the dry run alike.
-///
-/// Mutual aid hooks in here: a shortfall names what the lead jurisdiction could not fill.
+/// `excluded` left out): the lead's own units first, then mutual aid down the cascade
+/// ([`domain::mutual_aid::plan_mutual_aid`]), as the assignments it would make, the requests and
+/// the shortfalls, with their reason codes. Pure apart from its inputs: used by the assigner,
+/// replacements and the dry run alike.
+#[allow(clippy::too_many_arguments)]
 pub fn recommend_units(
     region: &Region,
     options: &RecommendOptions,
+    policy: &MutualAidPolicy,
     records: &[UnitRecord],
     excluded: &HashSet<String>,
     requirements: &[ResourceRequirement],
     place: &IncidentPlace,
     now_unix_ms: i64,
-) -> (Vec<Assignment>, Vec<Shortfall>) {
+) -> Recommended {
     let views: Vec<UnitView> = records
         .iter()
         .filter(|record| !record.is_retired())
-        .filter(|record| !excluded.contains(&record.unit.id))
         .map(|record| {
             UnitView::new(
                 &record.unit,
@@ -138,35 +164,60 @@ pub fn recommend_units(
             )
         })
         .collect();
-    let recommendation = domain::dispatch::recommend_by_eta(
+    let aid = domain::mutual_aid::plan_mutual_aid(
+        &region.tree,
         requirements,
-        place.location,
+        AidPlace {
+            location: place.location,
+            township_code: &place.township_code,
+            lead_code: &place.lead_code,
+            grade: place.grade,
+        },
         &views,
+        excluded,
         options,
+        policy,
         now_unix_ms,
     );
-    let assignments = recommendation
-        .picks
-        .iter()
-        .map(|pick| {
-            let county = views
-                .iter()
-                .find(|view| view.unit.id == pick.unit_id)
-                .map_or("", |view| view.unit.jurisdiction.as_str());
-            pick.to_assignment(domain::dispatch::jurisdiction_standing(
-                &region.tree,
-                &place.lead_code,
-                &place.township_code,
-                county,
-            ))
-        })
-        .collect();
-    let shortfalls = recommendation
-        .gaps
-        .iter()
-        .map(|gap| gap.to_shortfall())
-        .collect();
-    (assignments, shortfalls)
+    let mut assignments = Vec::new();
+    let mut via_request = Vec::new();
+    for (pick, via) in aid.picks() {
+        let county = views
+            .iter()
+            .find(|view| view.unit.id == pick.unit_id)
+            .map_or("", |view| view.unit.jurisdiction.as_str());
+        let mut assignment = pick.to_assignment(domain::dispatch::jurisdiction_standing(
+            &region.tree,
+            &aid.lead,
+            &place.township_code,
+            county,
+        ));
+        if let Some(index) = via {
+            let responder = &aid.requests[index].responding;
+            let name = region
+                .tree
+                .get(responder)
+                .map_or(responder.as_str(), |j| j.name.as_str());
+            assignment
+                .reason_codes
+                .push(reason_code::VIA_MUTUAL_AID.into());
+            assignment
+                .reason_codes
+                .push(reason_code::CASCADE_DEPTH.into());
+            assignment.reason.push_str(&format!(
+                "; via mutual aid from {name} ({responder}), cascade depth {}",
+                aid.requests[index].cascade_depth
+            ));
+        }
+        assignments.push(assignment);
+        via_request.push(via);
+    }
+    Recommended {
+        assignments,
+        via_request,
+        shortfalls: aid.gaps.iter().map(|gap| gap.to_shortfall()).collect(),
+        requests: aid.requests,
+    }
 }
 
 /// The shortfall of an incident no plan covers.
@@ -195,6 +246,7 @@ pub struct Assigner {
     store: Store,
     region: Arc<Region>,
     options: RecommendOptions,
+    policy: MutualAidPolicy,
     assignment_ack_timeout_ms: i64,
 }
 
@@ -204,10 +256,17 @@ impl Assigner {
     pub fn new(store: Store, region: Arc<Region>) -> Assigner {
         Assigner {
             options: recommend_options(&region, None),
+            policy: MutualAidPolicy::default(),
             store,
             region,
             assignment_ack_timeout_ms: assignment::ASSIGNMENT_ACK_TIMEOUT_MS_DEFAULT,
         }
+    }
+
+    /// The same, with another mutual-aid policy for the responders (reserves).
+    pub fn with_mutual_aid_policy(mut self, policy: MutualAidPolicy) -> Assigner {
+        self.policy = policy;
+        self
     }
 
     /// The same, with another stale-position limit (milliseconds; `None` for the default).
@@ -232,6 +291,7 @@ impl Handler for Assigner {
             EventBody::Closed(closed) => {
                 return assignment::stage_incident_close(
                     &self.store,
+                    &self.region.tree,
                     &event.namespace,
                     &event.incident_id,
                     &closed.reason,
@@ -295,10 +355,17 @@ impl Handler for Assigner {
             location: report.location,
             township_code: report.township_code.clone(),
             lead_code: graded.lead_code.clone(),
+            grade: graded.grade,
         };
-        let (picks, mut shortfalls) = recommend_units(
+        let Recommended {
+            assignments: picks,
+            via_request,
+            requests,
+            mut shortfalls,
+        } = recommend_units(
             &self.region,
             &self.options,
+            &self.policy,
             &records,
             &excluded,
             &requirements,
@@ -364,6 +431,21 @@ impl Handler for Assigner {
         record.lead_code = Some(graded.lead_code.clone());
         record.kind = Some(report.kind.clone());
         record.grade = graded.grade;
+        // The mutual-aid requests and their answers, before the `units_assigned` announcing the
+        // committed units.
+        crate::mutual_aid::stage_requests(
+            &mut commit,
+            &self.region.tree,
+            &mut record,
+            &requests,
+            &mut assignments,
+            &via_request,
+            now,
+        )
+        .map_err(|e| match e {
+            crate::mutual_aid::StageError::Store(e) => HandlerError::Retry(e.to_string()),
+            crate::mutual_aid::StageError::Invalid(e) => HandlerError::Poison(e),
+        })?;
         record.assignments.extend(assignments.iter().cloned());
         record.shortfalls = shortfalls.clone();
         commit

@@ -694,21 +694,27 @@ impl pb::dispatch_service_server::DispatchService for DispatchGrpc {
                     location,
                     township_code: township.code.clone(),
                     lead_code: request.lead_code.clone(),
+                    grade,
                 },
                 HashSet::new(),
                 (request.kind.trim().to_string(), grade),
             )
         };
         let records = registry::load_all(&self.store, namespace).map_err(storage)?;
-        let (candidates, mut shortfalls) = recommend_units(
+        // A dry run: the mutual-aid requests it would make are not stored; the candidates they
+        // would bring carry `via_mutual_aid`.
+        let recommended = recommend_units(
             region,
             self.desk.options(),
+            self.desk.policy(),
             &records,
             &excluded,
             &requirements,
             &place,
             now,
         );
+        let candidates = recommended.assignments;
+        let mut shortfalls = recommended.shortfalls;
         if plan_id.is_none() {
             shortfalls.push(no_plan_shortfall(&kind.0, kind.1));
         }
@@ -808,5 +814,60 @@ impl pb::dispatch_service_server::DispatchService for DispatchGrpc {
             .apply_status(namespace, &request.unit_id, &event)
             .await?;
         Ok(self.respond(&record))
+    }
+
+    async fn list_mutual_aid(
+        &self,
+        request: Request<pb::ListMutualAidRequest>,
+    ) -> Result<Response<pb::ListMutualAidResponse>, Status> {
+        let request = request.into_inner();
+        let namespace = self.namespace(&request.namespace)?;
+        validate_incident_id(&request.incident_id)?;
+        let known = self
+            .store
+            .get_raw(&assignment_key(namespace, &request.incident_id))
+            .map_err(storage)?
+            .is_some();
+        if !known {
+            return Err(Status::not_found(format!(
+                "dispatch has no record of incident {:?} in namespace {namespace}",
+                request.incident_id
+            )));
+        }
+        let tree = &self.desk.region().tree;
+        let requests =
+            crate::mutual_aid::load_requests(&self.store, namespace, &request.incident_id)
+                .map_err(storage)?
+                .into_iter()
+                .map(|r| pb::MutualAidRequest {
+                    from: Some(convert::jurisdiction_ref_to_wire(
+                        &crate::mutual_aid::jurisdiction_ref(tree, &r.requesting),
+                    )),
+                    to: Some(convert::jurisdiction_ref_to_wire(
+                        &crate::mutual_aid::jurisdiction_ref(tree, &r.responding),
+                    )),
+                    partial: r.is_partial(),
+                    state: r.state.as_str().to_string(),
+                    decline_code: r
+                        .decline
+                        .as_ref()
+                        .map_or(String::new(), |d| d.code().into()),
+                    decline_reason: r
+                        .decline
+                        .as_ref()
+                        .map_or(String::new(), |d| d.describe(&r.resource_type)),
+                    request_id: r.request_id,
+                    incident_id: r.incident_id,
+                    resource_type: r.resource_type,
+                    quantity: r.quantity,
+                    committed_unit_ids: r.committed_unit_ids,
+                    released_unit_ids: r.released_unit_ids,
+                    cascade_depth: r.cascade_depth,
+                    requested_at_unix_ms: r.requested_at_unix_ms,
+                    answered_at_unix_ms: r.answered_at_unix_ms.unwrap_or(0),
+                    released_at_unix_ms: r.released_at_unix_ms.unwrap_or(0),
+                })
+                .collect();
+        Ok(Response::new(pb::ListMutualAidResponse { requests }))
     }
 }

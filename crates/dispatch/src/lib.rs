@@ -19,6 +19,7 @@
 pub mod assignment;
 mod driver;
 mod grpc;
+pub mod mutual_aid;
 pub mod registry;
 
 use std::path::PathBuf;
@@ -31,8 +32,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use assignment::{AssignmentDesk, AssignmentOutcome, EndedAssignment};
 pub use driver::{
-    Assigner, AssignmentRecord, IncidentPlace, PositionTracker, UnitCommandHandler, assignment_key,
-    recommend_units,
+    Assigner, AssignmentRecord, IncidentPlace, PositionTracker, Recommended, UnitCommandHandler,
+    assignment_key, recommend_units,
 };
 pub use registry::UnitRecord;
 

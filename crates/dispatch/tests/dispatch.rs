@@ -557,8 +557,37 @@ fn a_decline_frees_the_unit_and_the_replacement_never_is_a_unit_that_declined() 
         )
         .unwrap_err();
     assert!(refused.to_string().contains("reason"), "{refused}");
-    // Five hazmat units, two booked: three replacements, then a shortfall.
-    for round in 0..4 {
+    // Five hazmat units, two booked from the lead county (Gangbei, three hazmat); the
+    // third replaces the first decliner; then mutual aid from the other city, whose Donghu
+    // keeps one hazmat in reserve: it sends one, then (once that one declined and is home
+    // again) the other; then nobody is left to send and the shortfall stays. A unit that came
+    // by mutual aid and declines is released back to its jurisdiction in the same commit.
+    let expected_events: [&[&str]; 4] = [
+        &["status", "status", "units_assigned"],
+        &[
+            "status",
+            "mutual_aid_requested",
+            "mutual_aid_committed",
+            "status",
+            "units_assigned",
+        ],
+        &[
+            "status",
+            "mutual_aid_released",
+            "mutual_aid_requested",
+            "mutual_aid_committed",
+            "status",
+            "units_assigned",
+        ],
+        &[
+            "status",
+            "mutual_aid_released",
+            "mutual_aid_requested",
+            "mutual_aid_declined",
+            "units_assigned",
+        ],
+    ];
+    for (round, expected) in expected_events.iter().enumerate() {
         let outbox_before = f.store.outbox_len();
         let staged = desk
             .change_status(
@@ -581,12 +610,26 @@ fn a_decline_frees_the_unit_and_the_replacement_never_is_a_unit_that_declined() 
         let ended = record.ended.last().unwrap();
         assert_eq!(ended.outcome, AssignmentOutcome::Declined);
         assert_eq!(ended.reason, "pump failure");
+        // One commit: the decliner's unit event, mutual aid, the replacement, units_assigned.
+        let outbox = f.store.outbox_pending(1000).unwrap();
+        let kinds: Vec<&str> = outbox[outbox_before..]
+            .iter()
+            .map(|e| e.subject.rsplit('.').next().unwrap())
+            .collect();
+        assert_eq!(kinds, *expected, "round {round}");
         if round < 3 {
             let replacement = staged.replacement.expect("a replacement");
             assert!(!decliners.contains(&replacement.unit_id), "round {round}");
             assert!(hazmat.contains(&replacement.unit_id));
-            // One commit: the decliner's and the replacement's unit events and units_assigned.
-            assert_eq!(f.store.outbox_len(), outbox_before + 3);
+            assert_eq!(
+                replacement
+                    .reason_codes
+                    .iter()
+                    .any(|c| c == "via_mutual_aid"),
+                round > 0,
+                "round {round}: {:?}",
+                replacement.reason_codes
+            );
             declining = replacement.unit_id;
         } else {
             assert!(staged.replacement.is_none());
@@ -601,7 +644,6 @@ fn a_decline_frees_the_unit_and_the_replacement_never_is_a_unit_that_declined() 
                 shortfall.reason
             );
             assert_eq!(shortfall.assigned, 1);
-            assert_eq!(f.store.outbox_len(), outbox_before + 2);
         }
     }
     // A regrade does not send a unit that declined back to the incident either.

@@ -94,6 +94,10 @@ pub enum ShortfallReason {
     PickedForAnotherRequirement {
         count: u32,
     },
+    /// Available, but kept at home by the jurisdictions asked for mutual aid (their reserve).
+    HeldInReserve {
+        count: u32,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -317,7 +321,7 @@ pub fn recommend_by_eta(
                 .push(pick(candidate, assigned, requirement, options));
         }
         if assigned < requirement.count {
-            recommendation.gaps.push(gap(
+            recommendation.gaps.push(explain_gap(
                 requirement,
                 assigned,
                 units,
@@ -385,8 +389,9 @@ fn pick(
     }
 }
 
-/// Explains a shortfall by classifying every unit of the requirement's type (distinct ids).
-fn gap(
+/// Explains a shortfall by classifying every unit of the requirement's type (distinct ids):
+/// `assigned` units were found, `picked` holds every unit picked by the recommendation.
+pub fn explain_gap(
     requirement: &ResourceRequirement,
     assigned: u32,
     units: &[UnitView],
@@ -634,6 +639,12 @@ pub mod reason_code {
     pub const STALE_POSITION: &str = "stale_position";
     pub const OUTSIDE_RADIUS: &str = "outside_radius";
     pub const PICKED_FOR_ANOTHER_REQUIREMENT: &str = "picked_for_another_requirement";
+    /// Available units the jurisdictions asked for mutual aid kept at home (their reserve).
+    pub const HELD_IN_RESERVE: &str = "held_in_reserve";
+    /// Committed by another jurisdiction in answer to a mutual-aid request.
+    pub const VIA_MUTUAL_AID: &str = "via_mutual_aid";
+    /// Reached through the mutual-aid cascade; the assignment's `cascade_depth` says how far.
+    pub const CASCADE_DEPTH: &str = "cascade_depth";
     /// No plan covers the incident's sub-type and grade.
     pub const NO_PLAN: &str = "no_plan";
     /// The incident's location is not known, so nothing can be ranked.
@@ -742,6 +753,9 @@ impl Gap {
                 }
                 ShortfallReason::PickedForAnotherRequirement { count } => {
                     (reason_code::PICKED_FOR_ANOTHER_REQUIREMENT, Some(*count))
+                }
+                ShortfallReason::HeldInReserve { count } => {
+                    (reason_code::HELD_IN_RESERVE, Some(*count))
                 }
             };
             reason_codes.push(code.to_string());
