@@ -109,6 +109,10 @@ pub struct Facts {
     pub direct_loss_cny: Option<u64>,
     /// Earthquake magnitude (M).
     pub magnitude: Option<f64>,
+    /// People affected (受灾人数); in public-health events, the cases (发病人数).
+    pub people_affected: Option<u32>,
+    /// People evacuated or relocated in an emergency (紧急转移安置人数).
+    pub people_evacuated: Option<u32>,
 }
 
 /// Warning level 预警级别 (2024 law Art. 63): a scale of its own, beside grade and response level.

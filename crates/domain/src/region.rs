@@ -505,6 +505,19 @@ impl Region {
         let (units_list, speed_kmh_by_type) = parse_units(units, &tree, jurisdictions.name)?;
         let plans = parse_plans(plans, &units_list, units.name)?;
         let rulebook = Rulebook::from_toml(rulebook.name, rulebook.text)?;
+        // Province overrides must name a province of this region's tree.
+        rulebook.check_override_provinces(|code| match tree.get(code) {
+            None => Some(format!(
+                "is not a jurisdiction in {} (an override names a province code)",
+                jurisdictions.name
+            )),
+            Some(jurisdiction) if jurisdiction.level != Level::Province => Some(format!(
+                "is a {} in {}, not a province",
+                jurisdiction.level.as_str(),
+                jurisdictions.name
+            )),
+            Some(_) => None,
+        })?;
         Ok(Region {
             tree,
             units: units_list,

@@ -50,6 +50,35 @@ pub struct Rule {
     pub class: Option<IncidentClass>,
     /// Most severe first (level 1 first).
     pub thresholds: Vec<Threshold>,
+    /// Province overrides: replacement thresholds for incidents in one province.
+    #[serde(default)]
+    pub overrides: Vec<ProvinceOverride>,
+}
+
+/// `[[rule.override]]`: a province grading this rule's incidents by its own thresholds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProvinceOverride {
+    /// The province's jurisdiction code, e.g. "390000".
+    pub province: String,
+    /// Where the provincial thresholds come from.
+    pub source: String,
+    /// Not a verified provincial rule.
+    pub provisional: bool,
+    /// Replaces the rule's thresholds for this province; most severe first.
+    pub thresholds: Vec<Threshold>,
+    /// Where `province = ...` is written (1-based), for errors found when the region is assembled.
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Rule {
+    /// The override for `province`, if the rule has one.
+    pub fn override_for(&self, province: Option<&str>) -> Option<&ProvinceOverride> {
+        let province = province?;
+        self.overrides
+            .iter()
+            .find(|entry| entry.province == province)
+    }
 }
 
 /// Criteria for one grade (or, in an ungraded rule, one response level). Any one suffices.
@@ -63,6 +92,12 @@ pub struct Threshold {
     /// Direct loss as a share of the province's GDP, in basis points (1% = 100).
     pub direct_loss_province_gdp_basis_points_min: Option<u32>,
     pub magnitude_min: MagnitudeMin,
+    /// People affected (in public-health rules: cases).
+    #[serde(default)]
+    pub people_affected_min: Option<u32>,
+    /// People evacuated or relocated.
+    #[serde(default)]
+    pub people_evacuated_min: Option<u32>,
 }
 
 /// Minimum earthquake magnitude per population-density class of the township.
@@ -134,6 +169,23 @@ struct RuleFile {
     class: Option<Spanned<String>>,
     #[serde(default)]
     threshold: Vec<Spanned<ThresholdFile>>,
+    #[serde(default, rename = "override")]
+    overrides: Vec<Spanned<OverrideFile>>,
+    /// Free text for readers; not used in grading.
+    #[serde(default)]
+    #[allow(dead_code)]
+    note: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OverrideFile {
+    province: Spanned<String>,
+    source: String,
+    #[serde(default)]
+    provisional: bool,
+    #[serde(default)]
+    threshold: Vec<Spanned<ThresholdFile>>,
     /// Free text for readers; not used in grading.
     #[serde(default)]
     #[allow(dead_code)]
@@ -150,6 +202,8 @@ struct ThresholdFile {
     direct_loss_cny_min: Option<Spanned<u64>>,
     direct_loss_province_gdp_basis_points_min: Option<Spanned<u32>>,
     magnitude_min: Option<Spanned<MagnitudeFile>>,
+    people_affected_min: Option<Spanned<u32>>,
+    people_evacuated_min: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -303,6 +357,52 @@ impl Rulebook {
                 ));
             }
 
+            let mut overrides: Vec<ProvinceOverride> = Vec::with_capacity(rule.overrides.len());
+            for spanned in &rule.overrides {
+                let entry = spanned.get_ref();
+                let offset = entry.province.span().start;
+                let province = entry.province.get_ref().trim().to_string();
+                if province.is_empty() {
+                    return Err(at(
+                        offset,
+                        format!("rule {id:?}: override province is empty"),
+                    ));
+                }
+                if overrides.iter().any(|earlier| earlier.province == province) {
+                    return Err(at(
+                        offset,
+                        format!(
+                            "rule {id:?}: duplicate override for province {province:?} (one [[rule.override]] per province)"
+                        ),
+                    ));
+                }
+                let label = format!("{id} (province {province} override)");
+                let thresholds = Self::thresholds_from_file(
+                    file_name,
+                    text,
+                    &label,
+                    rule.graded,
+                    &entry.threshold,
+                )?;
+                if thresholds.is_empty() {
+                    return Err(at(
+                        spanned.span().start,
+                        format!(
+                            "rule {id:?}: the override for province {province:?} has no [[rule.override.threshold]] entries"
+                        ),
+                    ));
+                }
+                let (line, column) = crate::source::line_column(text, offset);
+                overrides.push(ProvinceOverride {
+                    province,
+                    source: entry.source.trim().to_string(),
+                    provisional: entry.provisional,
+                    thresholds,
+                    line,
+                    column,
+                });
+            }
+
             rules.push(Rule {
                 id,
                 version: *rule.version.get_ref(),
@@ -313,6 +413,7 @@ impl Rulebook {
                 sub_types: codes,
                 class,
                 thresholds,
+                overrides,
             });
         }
 
@@ -361,6 +462,8 @@ impl Rulebook {
         let mut injuries = Vec::new();
         let mut losses = Vec::new();
         let mut gdp_shares = Vec::new();
+        let mut affected = Vec::new();
+        let mut evacuated = Vec::new();
         let mut magnitudes: [Vec<Located<f64>>; 3] = [Vec::new(), Vec::new(), Vec::new()];
 
         for spanned in entries {
@@ -465,6 +568,8 @@ impl Rulebook {
                 level,
                 &entry.direct_loss_province_gdp_basis_points_min,
             );
+            push(&mut affected, level, &entry.people_affected_min);
+            push(&mut evacuated, level, &entry.people_evacuated_min);
             if let Some(share) = entry
                 .direct_loss_province_gdp_basis_points_min
                 .as_ref()
@@ -488,6 +593,8 @@ impl Rulebook {
                     .as_ref()
                     .map(|v| *v.get_ref()),
                 magnitude_min,
+                people_affected_min: entry.people_affected_min.as_ref().map(|v| *v.get_ref()),
+                people_evacuated_min: entry.people_evacuated_min.as_ref().map(|v| *v.get_ref()),
             };
             let has_criterion = threshold.deaths_min.is_some()
                 || threshold.serious_injuries_min.is_some()
@@ -495,6 +602,8 @@ impl Rulebook {
                 || threshold
                     .direct_loss_province_gdp_basis_points_min
                     .is_some()
+                || threshold.people_affected_min.is_some()
+                || threshold.people_evacuated_min.is_some()
                 || !threshold.magnitude_min.is_empty();
             // The floor level needs no criteria; any other level without one is a mistake.
             if !has_criterion && level != FLOOR_LEVEL {
@@ -524,6 +633,15 @@ impl Rulebook {
             label,
             &gdp_shares,
         )?;
+        check_descending(file_name, text, id, "people_affected_min", label, &affected)?;
+        check_descending(
+            file_name,
+            text,
+            id,
+            "people_evacuated_min",
+            label,
+            &evacuated,
+        )?;
         for (column, values) in ["sparse", "fairly_dense", "dense"].iter().zip(&magnitudes) {
             check_descending(
                 file_name,
@@ -535,6 +653,30 @@ impl Rulebook {
             )?;
         }
         Ok(thresholds)
+    }
+
+    /// Checks every override's province with `problem` (which says what is wrong with a code, or
+    /// `None` when it names a province of the region); the error points at `province = ...`.
+    pub fn check_override_provinces(
+        &self,
+        problem: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), Error> {
+        for rule in &self.rules {
+            for entry in &rule.overrides {
+                if let Some(problem) = problem(&entry.province) {
+                    return Err(Error::Source {
+                        file: self.file_name.clone(),
+                        line: entry.line,
+                        column: entry.column,
+                        problem: format!(
+                            "rule {:?}: override province {:?}: {problem}",
+                            rule.id, entry.province
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The rulebook shipped in `data/region/rulebook.toml`.
@@ -565,14 +707,16 @@ impl Rulebook {
             .map(|rule| (rule, true))
     }
 
-    /// Grades an incident. `density` is the density class of the primary township,
-    /// `province_gdp_cny` that of its province (the earthquake 1%-of-GDP criterion is skipped when
-    /// it is unknown).
+    /// Grades an incident. `density` is the density class of the primary township, `province`
+    /// the code of its province (a rule's override for that province replaces the rule's
+    /// thresholds), `province_gdp_cny` the province's GDP (the earthquake 1%-of-GDP criterion is
+    /// skipped when it is unknown).
     pub fn grade(
         &self,
         sub_type: &SubType,
         facts: &Facts,
         density: DensityClass,
+        province: Option<&str>,
         province_gdp_cny: Option<u64>,
     ) -> GradeDecision {
         let Some((rule, via_class_fallback)) = self.rule_for(sub_type) else {
@@ -602,8 +746,10 @@ impl Rulebook {
             }
         };
 
+        let province_override = rule.override_for(province);
+        let thresholds = province_override.map_or(&rule.thresholds, |entry| &entry.thresholds);
         let mut decided: Option<(u8, Vec<Hit>)> = None;
-        for threshold in &rule.thresholds {
+        for threshold in thresholds {
             let hits = hits(rule, threshold, facts, density, province_gdp_cny);
             if !hits.is_empty() {
                 decided = Some((threshold.level, hits));
@@ -611,7 +757,13 @@ impl Rulebook {
             }
         }
 
-        let rule_label = format!("{} v{} ({})", rule.id, rule.version, rule.source);
+        let mut rule_label = format!("{} v{} ({})", rule.id, rule.version, rule.source);
+        if let Some(entry) = province_override {
+            rule_label.push_str(&format!(
+                " with the province {} override ({})",
+                entry.province, entry.source
+            ));
+        }
         let (level, mut reason, initial_judgement) = match decided {
             Some((level, hits)) => {
                 let initial = hits.iter().all(|hit| hit.from_magnitude);
@@ -630,14 +782,15 @@ impl Rulebook {
             }
             None => {
                 let known = known_facts(rule, facts);
-                let has_magnitude_criteria = rule
-                    .thresholds
+                let has_magnitude_criteria = thresholds
                     .iter()
                     .any(|threshold| !threshold.magnitude_min.is_empty());
                 let no_casualty_figures = facts.deaths.is_none()
                     && facts.missing.is_none()
                     && facts.serious_injuries.is_none()
-                    && facts.direct_loss_cny.is_none();
+                    && facts.direct_loss_cny.is_none()
+                    && facts.people_affected.is_none()
+                    && facts.people_evacuated.is_none();
                 let initial =
                     has_magnitude_criteria && facts.magnitude.is_some() && no_casualty_figures;
                 let mut reason = format!(
@@ -659,6 +812,9 @@ impl Rulebook {
         }
         if rule.provisional {
             reason.push_str("; provisional rule, not a verified statutory table");
+        }
+        if province_override.is_some_and(|entry| entry.provisional) {
+            reason.push_str("; provisional province override, not a verified provincial rule");
         }
         if !rule.graded {
             reason.push_str(
@@ -772,6 +928,30 @@ fn hits(
             });
         }
     }
+    if let (Some(min), Some(affected)) = (threshold.people_affected_min, facts.people_affected)
+        && affected >= min
+    {
+        hits.push(Hit {
+            text: format!(
+                "people affected {} ≥ {}",
+                grouped(u64::from(affected)),
+                grouped(u64::from(min))
+            ),
+            from_magnitude: false,
+        });
+    }
+    if let (Some(min), Some(evacuated)) = (threshold.people_evacuated_min, facts.people_evacuated)
+        && evacuated >= min
+    {
+        hits.push(Hit {
+            text: format!(
+                "people evacuated {} ≥ {}",
+                grouped(u64::from(evacuated)),
+                grouped(u64::from(min))
+            ),
+            from_magnitude: false,
+        });
+    }
     if let (Some(min), Some(magnitude)) = (
         threshold.magnitude_min.for_density(density),
         facts.magnitude,
@@ -802,6 +982,15 @@ fn known_facts(rule: &Rule, facts: &Facts) -> String {
     }
     if let Some(magnitude) = facts.magnitude {
         parts.push(format!("magnitude M{magnitude:.1}"));
+    }
+    if let Some(affected) = facts.people_affected {
+        parts.push(format!("people affected {}", grouped(u64::from(affected))));
+    }
+    if let Some(evacuated) = facts.people_evacuated {
+        parts.push(format!(
+            "people evacuated {}",
+            grouped(u64::from(evacuated))
+        ));
     }
     if parts.is_empty() {
         "no casualty or loss figures yet".into()

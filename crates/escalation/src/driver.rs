@@ -83,13 +83,14 @@ pub fn grade_incident(region: &Region, report: &IncidentReport) -> Result<Graded
         .ok_or_else(|| format!("unknown township {:?}", report.township_code))?;
     // A township without a density class is graded as fairly dense, the base column of the table.
     let density = township.density.unwrap_or(DensityClass::FairlyDense);
-    let province_gdp_cny = region
-        .tree
-        .province_of(&report.township_code)
-        .and_then(|p| p.gdp_cny);
-    let decision = region
-        .rulebook
-        .grade(sub_type, &report.facts, density, province_gdp_cny);
+    let province = region.tree.province_of(&report.township_code);
+    let decision = region.rulebook.grade(
+        sub_type,
+        &report.facts,
+        density,
+        province.map(|p| p.code.as_str()),
+        province.and_then(|p| p.gdp_cny),
+    );
     let lead = region
         .tree
         .lead_for(decision.grade, &report.township_codes())

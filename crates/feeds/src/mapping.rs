@@ -1044,6 +1044,7 @@ impl Mapping {
                 .map(|n| n as u32),
             direct_loss_cny: count(&self.facts.direct_loss_cny, 9.0e15).map(|n| n as u64),
             magnitude: first(&self.facts.magnitude, &parse_magnitude),
+            ..Facts::default()
         }
     }
 

@@ -250,6 +250,8 @@ pub fn merge_facts(stored: &Facts, update: &Facts) -> Facts {
         serious_injuries: update.serious_injuries.or(stored.serious_injuries),
         direct_loss_cny: update.direct_loss_cny.or(stored.direct_loss_cny),
         magnitude: update.magnitude.or(stored.magnitude),
+        people_affected: update.people_affected.or(stored.people_affected),
+        people_evacuated: update.people_evacuated.or(stored.people_evacuated),
     }
 }
 

@@ -65,6 +65,22 @@ pub struct CommonArgs {
     )]
     pub notify_drill_webhook: Option<String>,
 
+    /// Escalation policy: ack deadlines, the escalation chain and reporting obligations (TOML, the
+    /// format of data/region/escalation.toml; default: the policy built into the binary).
+    #[arg(long, env = "MUSTER_ESCALATION_POLICY", value_name = "FILE")]
+    pub escalation_policy: Option<PathBuf>,
+
+    /// Compressed clock for tests and exercises: one policy minute lasts this many milliseconds
+    /// (default 60000). Not for production.
+    #[arg(
+        long,
+        env = "MUSTER_ESCALATION_MINUTE_MS",
+        value_name = "MS",
+        hide = true,
+        value_parser = clap::value_parser!(i64).range(1..)
+    )]
+    pub escalation_minute_ms: Option<i64>,
+
     /// Log lines as human-readable text or as JSON objects (on stderr).
     #[arg(long, env = "MUSTER_LOG_FORMAT", value_enum, default_value_t = LogFormatArg::Text)]
     pub log_format: LogFormatArg,

@@ -30,6 +30,10 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
         "starting"
     );
     let mapping = service::load_mapping(args.common.feed_mapping.as_deref(), &region)?;
+    let escalation_policy = service::load_escalation_policy(
+        args.common.escalation_policy.as_deref(),
+        args.common.escalation_minute_ms,
+    )?;
     let feeds_listener = if service == service::Service::Intake {
         let addr = args.feeds_listen.unwrap_or(service::FEEDS_DEFAULT_ADDR);
         let listener = service::bind_feeds(addr, "--feeds-listen").await?;
@@ -49,6 +53,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
         mapping,
         notify_webhook_url: args.common.notify_webhook,
         notify_drill_webhook_url: args.common.notify_drill_webhook,
+        escalation_policy,
     };
     service::run(service, settings, listener, feeds_listener, shutdown).await?;
     tracing::info!(service = service.name(), "stopped");

@@ -75,6 +75,8 @@ pub struct Settings {
     /// Escalation's notifier webhooks (live, drill).
     pub notify_webhook_url: Option<String>,
     pub notify_drill_webhook_url: Option<String>,
+    /// Escalation's policy (`None`: the shipped default).
+    pub escalation_policy: Option<Arc<domain::escalation::EscalationPolicy>>,
 }
 
 /// Runs `service` on `listener` until `shutdown` is cancelled and it has drained.
@@ -93,6 +95,7 @@ pub async fn run(
         mapping,
         notify_webhook_url,
         notify_drill_webhook_url,
+        escalation_policy,
     } = settings;
     // The services' error types differ; their Display is all we need, prefixed with the service.
     match service {
@@ -116,7 +119,7 @@ pub async fn run(
                 data_dir,
                 namespace,
                 region,
-                policy: None,
+                policy: escalation_policy,
                 notify_webhook_url,
                 notify_drill_webhook_url,
             };
@@ -175,6 +178,32 @@ pub fn load_mapping(
     };
     mapping.check_against(region).map_err(|e| anyhow!("{e}"))?;
     Ok(path.map(|_| Arc::new(mapping)))
+}
+
+/// Loads `--escalation-policy` (problems as `file:line:col: problem`) and applies
+/// `--escalation-minute-ms`. `None` when neither is given: the service uses the shipped default.
+pub fn load_escalation_policy(
+    path: Option<&std::path::Path>,
+    minute_ms: Option<i64>,
+) -> anyhow::Result<Option<Arc<domain::escalation::EscalationPolicy>>> {
+    use domain::escalation::EscalationPolicy;
+    if path.is_none() && minute_ms.is_none() {
+        return Ok(None);
+    }
+    let policy = match path {
+        None => EscalationPolicy::embedded_default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow!("cannot read {}: {e}", path.display()))?;
+            EscalationPolicy::from_toml(&path.display().to_string(), &text)
+                .map_err(|e| anyhow!("{e}"))?
+        }
+    };
+    let policy = match minute_ms {
+        Some(minute_ms) => policy.with_minute_ms(minute_ms),
+        None => policy,
+    };
+    Ok(Some(Arc::new(policy)))
 }
 
 /// The URL a client on this machine uses for `addr`: a wildcard bind is reached over loopback.

@@ -38,6 +38,10 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
 
     let feeds_listener = service::bind_feeds(args.feeds_addr, "--feeds-addr").await?;
     let mapping = service::load_mapping(args.common.feed_mapping.as_deref(), &region)?;
+    let escalation_policy = service::load_escalation_policy(
+        args.common.escalation_policy.as_deref(),
+        args.common.escalation_minute_ms,
+    )?;
 
     let nats = match &args.nats_url {
         Some(_) => None,
@@ -52,6 +56,7 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
     let loaded = Loaded {
         region,
         mapping,
+        escalation_policy,
         listeners,
         feeds_listener,
     };
@@ -118,6 +123,7 @@ async fn ensure_port_free(host: &str, port: u16) -> anyhow::Result<()> {
 struct Loaded {
     region: std::sync::Arc<domain::region::Region>,
     mapping: Option<std::sync::Arc<feeds::mapping::Mapping>>,
+    escalation_policy: Option<std::sync::Arc<domain::escalation::EscalationPolicy>>,
     listeners: Vec<(Service, TcpListener)>,
     feeds_listener: TcpListener,
 }
@@ -135,6 +141,7 @@ async fn run_services(
     let Loaded {
         region,
         mapping,
+        escalation_policy,
         listeners,
         feeds_listener,
     } = loaded;
@@ -160,6 +167,7 @@ async fn run_services(
             mapping: mapping.clone(),
             notify_webhook_url: args.common.notify_webhook.clone(),
             notify_drill_webhook_url: args.common.notify_drill_webhook.clone(),
+            escalation_policy: escalation_policy.clone(),
         };
         let feeds = if service == Service::Intake {
             feeds_listener.take()

@@ -13,6 +13,8 @@ fn muster(args: &[&str]) -> Output {
         .env_remove("MUSTER_NATS_URL")
         .env_remove("MUSTER_NAMESPACE")
         .env_remove("MUSTER_LOG_FORMAT")
+        .env_remove("MUSTER_ESCALATION_POLICY")
+        .env_remove("MUSTER_ESCALATION_MINUTE_MS")
         .output()
         .expect("run the muster binary")
 }
@@ -114,6 +116,60 @@ fn check_region_names_a_missing_file() {
     let stderr = text(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains("plans.toml"), "path missing from: {stderr}");
+}
+
+#[test]
+fn serve_points_at_the_broken_line_of_an_escalation_policy() {
+    let temp = tempfile::tempdir().unwrap();
+    let policy = temp.path().join("escalation.toml");
+    let shipped = std::fs::read_to_string(repo_region_dir().join("escalation.toml")).unwrap();
+    // Line 1 of the copy is the broken one.
+    std::fs::write(
+        &policy,
+        format!("version = 0\n{}", shipped.replacen("version = 1\n", "", 1)),
+    )
+    .unwrap();
+    let output = muster(&[
+        "serve",
+        "escalation",
+        "--nats-url",
+        "nats://127.0.0.1:1",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        temp.path().join("data").to_str().unwrap(),
+        "--escalation-policy",
+        policy.to_str().unwrap(),
+    ]);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    let expected = format!("{}:1:", policy.display());
+    assert!(
+        stderr.contains(&expected),
+        "{expected} missing from: {stderr}"
+    );
+    assert!(
+        stderr.contains("version must be at least 1"),
+        "problem missing from: {stderr}"
+    );
+}
+
+#[test]
+fn serve_refuses_a_zero_minute_clock() {
+    let output = muster(&[
+        "serve",
+        "escalation",
+        "--nats-url",
+        "nats://127.0.0.1:1",
+        "--escalation-minute-ms",
+        "0",
+    ]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("--escalation-minute-ms"),
+        "{}",
+        text(&output.stderr)
+    );
 }
 
 #[test]

@@ -401,6 +401,17 @@ pub struct ServiceProcess {
 
 impl ServiceProcess {
     pub fn spawn(service: Service, nats_url: &str, data_dir: &Path, log: &Path) -> ServiceProcess {
+        ServiceProcess::spawn_with(service, nats_url, data_dir, log, &[])
+    }
+
+    /// [`ServiceProcess::spawn`] with more `muster serve` arguments (e.g. `--escalation-policy`).
+    pub fn spawn_with(
+        service: Service,
+        nats_url: &str,
+        data_dir: &Path,
+        log: &Path,
+        extra_args: &[&str],
+    ) -> ServiceProcess {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -422,6 +433,7 @@ impl ServiceProcess {
             } else {
                 &[][..]
             })
+            .args(extra_args)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()

@@ -23,6 +23,7 @@ fn grade_of(code: &str, facts: Facts) -> GradeDecision {
         st(code),
         &facts,
         DensityClass::FairlyDense,
+        None,
         Some(4_500_000_000_000),
     )
 }
@@ -42,7 +43,7 @@ fn magnitude(m: f64) -> Facts {
 }
 
 fn quake(facts: Facts, density: DensityClass, gdp: Option<u64>) -> GradeDecision {
-    Rulebook::embedded_default().grade(st("natural.earthquake"), &facts, density, gdp)
+    Rulebook::embedded_default().grade(st("natural.earthquake"), &facts, density, None, gdp)
 }
 
 /// 1-based number of the first line of `text` containing `needle`.
@@ -208,12 +209,16 @@ fn unlisted_accident_uses_production_safety_as_provisional_class_fallback() {
 
 #[test]
 fn other_classes_use_marked_provisional_rules() {
-    let flood = grade_of("natural.flood", deaths(10));
-    assert_eq!(flood.grade, Some(Grade::II));
-    assert_eq!(flood.rule_id, "natural_provisional");
-    assert!(flood.reason.contains("provisional"), "{}", flood.reason);
+    let landslide = grade_of("natural.geological", deaths(10));
+    assert_eq!(landslide.grade, Some(Grade::II));
+    assert_eq!(landslide.rule_id, "natural_provisional");
+    assert!(
+        landslide.reason.contains("provisional"),
+        "{}",
+        landslide.reason
+    );
 
-    let epidemic = grade_of("public_health.food_safety", deaths(30));
+    let epidemic = grade_of("public_health.epidemic", deaths(30));
     assert_eq!(epidemic.grade, Some(Grade::I));
     assert!(
         epidemic.reason.contains("provisional"),
@@ -996,14 +1001,22 @@ fn chemical_park_explosion_grade_ii_is_fully_covered() {
     let region = Region::embedded_default();
     let park = "390202400";
     let township = region.tree.get(park).unwrap();
-    let gdp = region.tree.province_of(park).unwrap().gdp_cny;
+    let province = region.tree.province_of(park).unwrap();
     let decision = region.rulebook.grade(
         st("accident.hazardous_chemicals"),
         &deaths(12),
         township.density.unwrap(),
-        gdp,
+        Some(province.code.as_str()),
+        province.gdp_cny,
     );
     assert_eq!(decision.grade, Some(Grade::II));
+    // The sample province's (stricter) override grades it, and keeps 12 deaths at grade II.
+    assert!(
+        decision.reason.contains("12 ≥ 10 (grade II threshold)")
+            && decision.reason.contains("province 390000 override"),
+        "{}",
+        decision.reason
+    );
     let plan = region
         .plans
         .plan_for("accident.hazardous_chemicals", decision.grade)
@@ -1155,15 +1168,22 @@ fn grading_is_monotonic_in_deaths_and_recommend_never_repeats_a_unit() {
             serious_injuries: rng.maybe(150).map(|n| n as u32),
             direct_loss_cny: rng.maybe(200_000_000),
             magnitude: rng.maybe(90).map(|m| m as f64 / 10.0),
+            people_affected: rng.maybe(3_000_000).map(|n| n as u32),
+            people_evacuated: rng.maybe(3_000_000).map(|n| n as u32),
         };
         let density = densities[rng.below(3) as usize];
         let gdp = rng.maybe(10_000_000_000_000);
+        let province = if rng.below(2) == 0 {
+            Some("390000")
+        } else {
+            None
+        };
         let more = Facts {
             deaths: Some(facts.deaths.unwrap_or(0) + 1 + rng.below(100) as u32),
             ..facts.clone()
         };
-        let before = rulebook.grade(entry, &facts, density, gdp);
-        let after = rulebook.grade(entry, &more, density, gdp);
+        let before = rulebook.grade(entry, &facts, density, province, gdp);
+        let after = rulebook.grade(entry, &more, density, province, gdp);
         // Lower level numbers are more severe; more deaths must never raise the number.
         assert!(
             after.response_level <= before.response_level

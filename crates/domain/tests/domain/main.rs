@@ -3,3 +3,4 @@
 mod core;
 mod dispatch;
 mod escalation;
+mod rulebook_boundaries;
