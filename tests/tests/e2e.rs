@@ -2,6 +2,7 @@
 //! intake's read model, visible over gRPC and through musterctl.
 
 mod dispatch_e2e;
+mod escalation_e2e;
 mod feeds;
 mod system;
 
@@ -741,7 +742,9 @@ mod unit_registry {
     }
 
     /// Of the five hazmat units, two are out of service and one is retired: a grade III chemical
-    /// accident (two hazmat) gets exactly the other two, and a dispatched unit cannot be retired.
+    /// accident (two hazmat, led by the city) gets its city's one usable hazmat; the other city,
+    /// asked for mutual aid, keeps its last available hazmat home as its reserve (grade III) and
+    /// declines, so the second stays short. A dispatched unit cannot be retired.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn out_of_service_and_retired_units_are_never_recommended() {
         let system = System::start().await;
@@ -795,7 +798,20 @@ mod unit_registry {
             .map(|a| a.unit_id.as_str())
             .collect();
         hazmat.sort();
-        assert_eq!(hazmat, ["DH-HAZ-2", "GB-HAZ-3"], "{units:?}");
+        assert_eq!(hazmat, ["GB-HAZ-3"], "{units:?}");
+        let short = units
+            .shortfalls
+            .iter()
+            .find(|s| s.unit_type == "hazmat")
+            .expect("a hazmat shortfall");
+        assert!(
+            short.reason_codes.iter().any(|c| c == "held_in_reserve")
+                && short.reason_codes.iter().any(|c| c == "out_of_service"),
+            "{short:?}"
+        );
+        let on_board = board(&system).await;
+        let reserve = on_board.iter().find(|u| u.id == "DH-HAZ-2").unwrap();
+        assert_eq!(reserve.status(), pb::UnitStatus::Available);
 
         let on_board = board(&system).await;
         let dispatched = on_board.iter().find(|u| u.id == "GB-HAZ-3").unwrap();
@@ -1213,7 +1229,10 @@ async fn a_grade_ii_production_safety_accident_owes_reports_up_to_national_and_o
     let kinds: std::collections::BTreeSet<&str> =
         deadlines.iter().map(|d| d.kind.as_str()).collect();
     assert!(kinds.contains("first"), "{kinds:?}");
-    assert!(kinds.len() >= 2, "follow-up / final reports missing: {kinds:?}");
+    assert!(
+        kinds.len() >= 2,
+        "follow-up / final reports missing: {kinds:?}"
+    );
     let deadlines: Vec<pb::Deadline> = deadlines
         .into_iter()
         .filter(|d| d.kind == "first")

@@ -189,6 +189,27 @@ pub struct SkipLevelReported {
     pub obligation_id: u32,
 }
 
+/// One step of a mutual-aid request (EDXL-RM): requested, committed, declined or released.
+/// `from` is the requesting (lead) jurisdiction, `to` the one asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MutualAid {
+    pub request_id: String,
+    pub from: JurisdictionRef,
+    pub to: JurisdictionRef,
+    pub resource_type: String,
+    /// Units asked for (requested, declined), sent (committed) or returned (released).
+    pub quantity: u32,
+    /// The units committed or released; empty for requested and declined.
+    pub unit_ids: Vec<String>,
+    /// A decline's reason code (`none_available`, `reserve`), `partial` for a commitment of fewer
+    /// units than asked; empty otherwise.
+    pub reason_code: String,
+    /// In words.
+    pub reason: String,
+    /// 1 for a sibling of the lead, 2 for a sibling of its parent, ...
+    pub cascade_depth: u32,
+}
+
 /// The body of an incident event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum EventBody {
@@ -202,6 +223,10 @@ pub enum EventBody {
     DowngradeProposed(DowngradeProposed),
     Closed(IncidentClosed),
     SkipLevelReported(SkipLevelReported),
+    MutualAidRequested(MutualAid),
+    MutualAidCommitted(MutualAid),
+    MutualAidDeclined(MutualAid),
+    MutualAidReleased(MutualAid),
 }
 
 impl EventBody {
@@ -218,6 +243,10 @@ impl EventBody {
             EventBody::DowngradeProposed(_) => "downgrade_proposed",
             EventBody::Closed(_) => "closed",
             EventBody::SkipLevelReported(_) => "skip_level_reported",
+            EventBody::MutualAidRequested(_) => "mutual_aid_requested",
+            EventBody::MutualAidCommitted(_) => "mutual_aid_committed",
+            EventBody::MutualAidDeclined(_) => "mutual_aid_declined",
+            EventBody::MutualAidReleased(_) => "mutual_aid_released",
         }
     }
 }
@@ -359,6 +388,50 @@ impl IncidentEvent {
                     .collect::<Vec<_>>()
                     .join(", "),
                 skip.reason
+            ),
+            EventBody::MutualAidRequested(aid) => format!(
+                "mutual aid {}: {} ({}) asks {} ({}) for {} {} (cascade depth {})",
+                aid.request_id,
+                aid.from.name,
+                aid.from.code,
+                aid.to.name,
+                aid.to.code,
+                aid.quantity,
+                aid.resource_type,
+                aid.cascade_depth
+            ),
+            EventBody::MutualAidCommitted(aid) => format!(
+                "mutual aid {}: {} ({}) commits {} {} to {}: {}{}",
+                aid.request_id,
+                aid.to.name,
+                aid.to.code,
+                aid.quantity,
+                aid.resource_type,
+                aid.from.name,
+                aid.unit_ids.join(", "),
+                if aid.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", aid.reason)
+                }
+            ),
+            EventBody::MutualAidDeclined(aid) => format!(
+                "mutual aid {}: {} ({}) declines {} {}: {}",
+                aid.request_id,
+                aid.to.name,
+                aid.to.code,
+                aid.quantity,
+                aid.resource_type,
+                aid.reason
+            ),
+            EventBody::MutualAidReleased(aid) => format!(
+                "mutual aid {}: {} {} released back to {} ({}): {}",
+                aid.request_id,
+                aid.quantity,
+                aid.resource_type,
+                aid.to.name,
+                aid.to.code,
+                aid.unit_ids.join(", ")
             ),
             EventBody::DowngradeProposed(proposal) => format!(
                 "downgrade from {} to {} proposed, awaiting an officer's confirmation: {}",

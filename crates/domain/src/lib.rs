@@ -13,6 +13,7 @@ pub mod event;
 pub mod geo;
 pub mod grade;
 pub mod jurisdiction;
+pub mod mutual_aid;
 pub mod notification;
 pub mod region;
 pub mod roster;

@@ -228,6 +228,12 @@ impl IncidentRecord {
             EventBody::Acknowledged(_) | EventBody::Escalated(_) => {}
             // A skip-level report changes no state; the timeline audits it.
             EventBody::SkipLevelReported(_) => {}
+            // Mutual-aid requests and answers are audited on the timeline; the units they bring
+            // arrive with `units_assigned`.
+            EventBody::MutualAidRequested(_)
+            | EventBody::MutualAidCommitted(_)
+            | EventBody::MutualAidDeclined(_)
+            | EventBody::MutualAidReleased(_) => {}
             // A proposal changes nothing until an officer confirms it (then `graded` follows).
             EventBody::DowngradeProposed(_) => {}
             EventBody::LeadChanged(change) => {

@@ -30,6 +30,7 @@ use crate::{
     UpdateArgs, WatchArgs,
 };
 
+mod mutual_aid;
 mod notifications;
 
 type Out<'a> = &'a mut (dyn Write + Send);
@@ -71,6 +72,7 @@ pub async fn execute(
         Command::CommandState(args) => command_state(&context, args, out).await?,
         Command::Deadlines(args) => deadlines(&context, args, out).await?,
         Command::Notifications(args) => notifications::notifications(&context, args, out).await?,
+        Command::MutualAid(args) => mutual_aid::mutual_aid(&context, args, out).await?,
         Command::ReportFiled(args) => report_filed(&context, args, out).await?,
         Command::SkipReport(args) => skip_report(&context, args, out).await?,
         Command::UnitStatus(args) => unit_status(&context, args, out).await?,
@@ -291,6 +293,8 @@ async fn report(context: &Context, args: ReportArgs, out: Out<'_>) -> Result<i32
             serious_injuries: args.injured,
             direct_loss_cny: args.loss_cny,
             magnitude: args.magnitude,
+            people_affected: args.people_affected,
+            people_evacuated: args.people_evacuated,
         }),
         summary: args.summary.unwrap_or_default(),
         reported_by,
@@ -332,6 +336,8 @@ async fn update(context: &Context, args: UpdateArgs, out: Out<'_>) -> Result<i32
             serious_injuries: args.injured,
             direct_loss_cny: args.loss_cny,
             magnitude: args.magnitude,
+            people_affected: args.people_affected,
+            people_evacuated: args.people_evacuated,
         }),
         summary: args.summary,
         updated_by,

@@ -128,6 +128,9 @@ pub enum Command {
     /// The duty-roster notifications of an incident and their delivery
     /// (EscalationService.ListNotifications).
     Notifications(NotificationsArgs),
+    /// The mutual-aid requests of an incident: who asked whom for what, the answer and the
+    /// units (DispatchService.ListMutualAid).
+    MutualAid(MutualAidArgs),
     /// Mark a reporting obligation met: the report was filed (EscalationService.SubmitReport).
     ReportFiled(ReportFiledArgs),
     /// Record a report made past the parent level, 越级上报; the step is audited on the timeline
@@ -260,6 +263,12 @@ pub struct ReportArgs {
     /// Earthquake magnitude.
     #[arg(long, allow_negative_numbers = true, value_name = "F")]
     pub magnitude: Option<f64>,
+    /// People affected (受灾人数); for public-health events, the cases.
+    #[arg(long = "affected", allow_negative_numbers = true, value_name = "N")]
+    pub people_affected: Option<i64>,
+    /// People evacuated or relocated (紧急转移安置).
+    #[arg(long = "evacuated", allow_negative_numbers = true, value_name = "N")]
+    pub people_evacuated: Option<i64>,
     /// Free-text summary.
     #[arg(long, value_name = "TEXT")]
     pub summary: Option<String>,
@@ -291,6 +300,12 @@ pub struct UpdateArgs {
     /// Earthquake magnitude.
     #[arg(long, allow_negative_numbers = true, value_name = "F")]
     pub magnitude: Option<f64>,
+    /// People affected (受灾人数); for public-health events, the cases.
+    #[arg(long = "affected", allow_negative_numbers = true, value_name = "N")]
+    pub people_affected: Option<i64>,
+    /// People evacuated or relocated (紧急转移安置).
+    #[arg(long = "evacuated", allow_negative_numbers = true, value_name = "N")]
+    pub people_evacuated: Option<i64>,
     /// What changed, free text (default: the stored summary is kept).
     #[arg(long, value_name = "TEXT")]
     pub summary: Option<String>,
@@ -363,6 +378,12 @@ pub struct TakeCommandArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct CommandArgs {
+    /// The incident id.
+    pub incident_id: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MutualAidArgs {
     /// The incident id.
     pub incident_id: String,
 }

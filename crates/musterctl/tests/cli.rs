@@ -1187,6 +1187,48 @@ impl DispatchService for FakeDispatch {
     ) -> Result<Response<pb::UnitResponse>, Status> {
         Err(Status::unimplemented("not in this fake"))
     }
+
+    async fn list_mutual_aid(
+        &self,
+        request: Request<pb::ListMutualAidRequest>,
+    ) -> Result<Response<pb::ListMutualAidResponse>, Status> {
+        let incident_id = request.into_inner().incident_id;
+        let jurisdiction = |code: &str, name: &str| pb::JurisdictionRef {
+            code: code.into(),
+            name: name.into(),
+            level: pb::JurisdictionLevel::County as i32,
+        };
+        Ok(Response::new(pb::ListMutualAidResponse {
+            requests: vec![
+                pb::MutualAidRequest {
+                    request_id: format!("{incident_id}-MA001"),
+                    incident_id: incident_id.clone(),
+                    from: Some(jurisdiction("390121", "Qingxi")),
+                    to: Some(jurisdiction("390102", "Donghu")),
+                    resource_type: "hazmat".into(),
+                    quantity: 2,
+                    state: "committed".into(),
+                    partial: true,
+                    committed_unit_ids: vec!["DH-HAZ-1".into()],
+                    cascade_depth: 1,
+                    ..Default::default()
+                },
+                pb::MutualAidRequest {
+                    request_id: format!("{incident_id}-MA002"),
+                    incident_id,
+                    from: Some(jurisdiction("390121", "Qingxi")),
+                    to: Some(jurisdiction("390200", "Gangbei")),
+                    resource_type: "hazmat".into(),
+                    quantity: 1,
+                    state: "declined".into(),
+                    decline_code: "reserve".into(),
+                    decline_reason: "1 hazmat available, all kept in reserve".into(),
+                    cascade_depth: 2,
+                    ..Default::default()
+                },
+            ],
+        }))
+    }
 }
 
 type Captured<T> = Arc<Mutex<Option<T>>>;
@@ -1862,6 +1904,40 @@ async fn assign_books_a_unit_and_a_busy_one_is_refused_in_one_line() {
     .await;
     assert_eq!(result.unwrap(), 0);
     assert_eq!(output, "unit U-1 (Haz 1) is enroute for INC-7\n");
+}
+
+#[tokio::test]
+async fn mutual_aid_lists_requests_with_their_answers_and_units() {
+    let (url, _, _) = spawn_dispatch().await;
+    let (result, output) = run_to_string(parse(&["mutual-aid", "INC-7", "--dispatch", &url])).await;
+    assert_eq!(result.unwrap(), 0);
+    let lines: Vec<&str> = output.lines().collect();
+    assert_eq!(lines.len(), 3, "{output}");
+    for header in ["REQUEST", "FROM", "TO", "TYPE", "QTY", "STATE", "UNITS"] {
+        assert!(lines[0].contains(header), "{output}");
+    }
+    assert!(
+        lines[1].contains("INC-7-MA001")
+            && lines[1].contains("390121 Qingxi")
+            && lines[1].contains("390102 Donghu")
+            && lines[1].contains("committed (partial)")
+            && lines[1].contains("DH-HAZ-1"),
+        "{output}"
+    );
+    assert!(lines[2].contains("declined: reserve"), "{output}");
+
+    let (result, output) = run_to_string(parse(&[
+        "mutual-aid",
+        "INC-7",
+        "--dispatch",
+        &url,
+        "--json",
+    ]))
+    .await;
+    assert_eq!(result.unwrap(), 0);
+    let json: serde_json::Value = serde_json::from_str(&output).unwrap();
+    assert_eq!(json[0]["committed_unit_ids"][0], "DH-HAZ-1");
+    assert_eq!(json[1]["decline_code"], "reserve");
 }
 
 #[tokio::test]

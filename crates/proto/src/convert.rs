@@ -6,8 +6,8 @@
 use domain::class::IncidentClass;
 use domain::event::{
     Acknowledged, Assignment, DowngradeProposed, Escalated, EventBody, Graded, IncidentClosed,
-    IncidentEvent, IncidentReport, IncidentUpdated, JurisdictionRef, LeadChanged, Shortfall,
-    ShortfallCause, SkipLevelReported, UnitsAssigned,
+    IncidentEvent, IncidentReport, IncidentUpdated, JurisdictionRef, LeadChanged, MutualAid,
+    Shortfall, ShortfallCause, SkipLevelReported, UnitsAssigned,
 };
 use domain::geo::GeoPoint;
 use domain::grade::{DensityClass, Facts, Grade, WarningLevel};
@@ -133,6 +133,8 @@ pub fn facts_to_wire(facts: &Facts) -> pb::Facts {
         serious_injuries: facts.serious_injuries.map(i64::from),
         direct_loss_cny: facts.direct_loss_cny.map(|v| v as i64),
         magnitude: facts.magnitude,
+        people_affected: facts.people_affected.map(i64::from),
+        people_evacuated: facts.people_evacuated.map(i64::from),
     }
 }
 
@@ -155,6 +157,8 @@ pub fn facts_from_wire(facts: Option<&pb::Facts>) -> Result<Facts, Vec<String>> 
     let deaths = count("deaths", facts.deaths);
     let missing = count("missing", facts.missing);
     let serious_injuries = count("serious_injuries", facts.serious_injuries);
+    let people_affected = count("people_affected", facts.people_affected);
+    let people_evacuated = count("people_evacuated", facts.people_evacuated);
     let direct_loss_cny = match facts.direct_loss_cny {
         Some(value) if !(0..=LOSS_CNY_MAX).contains(&value) => {
             problems.push(format!(
@@ -180,6 +184,8 @@ pub fn facts_from_wire(facts: Option<&pb::Facts>) -> Result<Facts, Vec<String>> 
             serious_injuries,
             direct_loss_cny,
             magnitude,
+            people_affected,
+            people_evacuated,
         })
     } else {
         Err(problems)
@@ -408,7 +414,7 @@ fn escalated_from_wire(escalated: &pb::Escalated) -> Result<Escalated, String> {
     })
 }
 
-fn jurisdiction_ref_to_wire(j: &JurisdictionRef) -> pb::JurisdictionRef {
+pub fn jurisdiction_ref_to_wire(j: &JurisdictionRef) -> pb::JurisdictionRef {
     pb::JurisdictionRef {
         code: j.code.clone(),
         name: j.name.clone(),
@@ -449,6 +455,37 @@ fn skip_level_reported_from_wire(
             .collect::<Result<_, _>>()?,
         reason: skip.reason.clone(),
         obligation_id: skip.obligation_id,
+    })
+}
+
+pub fn mutual_aid_to_wire(aid: &MutualAid) -> pb::MutualAid {
+    pb::MutualAid {
+        request_id: aid.request_id.clone(),
+        from: Some(jurisdiction_ref_to_wire(&aid.from)),
+        to: Some(jurisdiction_ref_to_wire(&aid.to)),
+        resource_type: aid.resource_type.clone(),
+        quantity: aid.quantity,
+        unit_ids: aid.unit_ids.clone(),
+        reason_code: aid.reason_code.clone(),
+        reason: aid.reason.clone(),
+        cascade_depth: aid.cascade_depth,
+    }
+}
+
+fn mutual_aid_from_wire(field: &str, aid: &pb::MutualAid) -> Result<MutualAid, String> {
+    if aid.request_id.is_empty() {
+        return Err(format!("{field}.request_id is empty"));
+    }
+    Ok(MutualAid {
+        request_id: aid.request_id.clone(),
+        from: jurisdiction_ref_message_from_wire(&format!("{field}.from"), aid.from.as_ref())?,
+        to: jurisdiction_ref_message_from_wire(&format!("{field}.to"), aid.to.as_ref())?,
+        resource_type: aid.resource_type.clone(),
+        quantity: aid.quantity,
+        unit_ids: aid.unit_ids.clone(),
+        reason_code: aid.reason_code.clone(),
+        reason: aid.reason.clone(),
+        cascade_depth: aid.cascade_depth,
     })
 }
 
@@ -545,6 +582,18 @@ pub fn encode_event(event: &IncidentEvent) -> Vec<u8> {
         EventBody::SkipLevelReported(skip) => {
             pb::incident_event::Body::SkipLevelReported(skip_level_reported_to_wire(skip))
         }
+        EventBody::MutualAidRequested(aid) => {
+            pb::incident_event::Body::MutualAidRequested(mutual_aid_to_wire(aid))
+        }
+        EventBody::MutualAidCommitted(aid) => {
+            pb::incident_event::Body::MutualAidCommitted(mutual_aid_to_wire(aid))
+        }
+        EventBody::MutualAidDeclined(aid) => {
+            pb::incident_event::Body::MutualAidDeclined(mutual_aid_to_wire(aid))
+        }
+        EventBody::MutualAidReleased(aid) => {
+            pb::incident_event::Body::MutualAidReleased(mutual_aid_to_wire(aid))
+        }
     };
     pb::IncidentEvent {
         event_id: event.event_id.clone(),
@@ -588,6 +637,18 @@ pub fn decode_event(bytes: &[u8], msg_id: &str) -> Result<IncidentEvent, String>
         }
         pb::incident_event::Body::SkipLevelReported(skip) => {
             EventBody::SkipLevelReported(skip_level_reported_from_wire(skip)?)
+        }
+        pb::incident_event::Body::MutualAidRequested(aid) => {
+            EventBody::MutualAidRequested(mutual_aid_from_wire("mutual_aid_requested", aid)?)
+        }
+        pb::incident_event::Body::MutualAidCommitted(aid) => {
+            EventBody::MutualAidCommitted(mutual_aid_from_wire("mutual_aid_committed", aid)?)
+        }
+        pb::incident_event::Body::MutualAidDeclined(aid) => {
+            EventBody::MutualAidDeclined(mutual_aid_from_wire("mutual_aid_declined", aid)?)
+        }
+        pb::incident_event::Body::MutualAidReleased(aid) => {
+            EventBody::MutualAidReleased(mutual_aid_from_wire("mutual_aid_released", aid)?)
         }
     };
     Ok(IncidentEvent {
@@ -636,6 +697,8 @@ mod tests {
                 serious_injuries: Some(3),
                 direct_loss_cny: None,
                 magnitude: None,
+                people_affected: Some(40),
+                people_evacuated: Some(1_200),
             },
             summary: "explosion".into(),
             reported_by: "officer".into(),
