@@ -113,8 +113,13 @@ struct CorrEntry {
     namespace: String,
     kind: String,
     point: GeoPoint,
-    /// Latest alert time seen (source time when given, else arrival).
+    /// Latest alert time seen (source time when given, else arrival): the correlation window is
+    /// measured against it.
     last_at_unix_ms: i64,
+    /// When an alert last joined (arrival time): the entry expires a while after this, so that
+    /// alerts whose source times lie hours back (a replayed backlog) still correlate.
+    #[serde(default)]
+    touched_at_unix_ms: i64,
     window_ms: i64,
     distance_km: f64,
 }
@@ -742,6 +747,7 @@ impl<'w> Tx<'w> {
                         kind: sub_type.code.to_string(),
                         point,
                         last_at_unix_ms: alert_time,
+                        touched_at_unix_ms: self.now,
                         window_ms: window.window_ms,
                         distance_km: window.distance_km,
                     };
@@ -1285,13 +1291,16 @@ impl<'w> Tx<'w> {
     }
 
     fn touch_corr(&mut self, ns: &str, incident_id: &str, kind: &str, at: i64) {
+        let now = self.now;
         if let Some(entries) = self.corr.get_mut(&(ns.to_string(), kind.to_string()))
             && let Some(entry) = entries.iter_mut().find(|e| e.incident_id == incident_id)
-            && at > entry.last_at_unix_ms
         {
-            entry.last_at_unix_ms = at;
-            self.corr_dirty
-                .push((ns.to_string(), incident_id.to_string()));
+            entry.last_at_unix_ms = entry.last_at_unix_ms.max(at);
+            if entry.touched_at_unix_ms != now {
+                entry.touched_at_unix_ms = now;
+                self.corr_dirty
+                    .push((ns.to_string(), incident_id.to_string()));
+            }
         }
     }
 
@@ -1486,7 +1495,8 @@ impl<'w> Tx<'w> {
         let now = self.now;
         for entries in self.corr.values_mut() {
             entries.retain(|e| {
-                let keep = now - e.last_at_unix_ms <= e.window_ms.saturating_mul(2);
+                let recent = e.last_at_unix_ms.max(e.touched_at_unix_ms);
+                let keep = now - recent <= e.window_ms.saturating_mul(2);
                 if !keep {
                     commit.delete(corr_key(&e.namespace, &e.incident_id));
                 }
