@@ -1077,4 +1077,34 @@ async fn every_shared_cap_fixture_is_accepted_or_rejected_with_the_right_reason(
     assert_eq!(listed.incidents.len(), created, "{listed:#?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_whose_source_time_lies_hours_back_still_correlate_across_requests() {
+    // A replayed backlog: the quake happened eight hours ago (beyond twice the earthquake
+    // window), and its alerts arrive now in separate requests, so separate writer batches.
+    let system = System::start().await;
+    let eight_hours_ago = now_ms() - 8 * 3_600_000;
+    let mut incident_ids = std::collections::BTreeSet::new();
+    for n in 0..4 {
+        let body = collection(vec![quake_feature(
+            &format!("backlog{n}"),
+            30.05 + 0.001 * n as f64,
+            121.75,
+            4.5,
+            eight_hours_ago + n * 1000,
+        )]);
+        let answer = post_ok(&system, "geojson", &body, None).await;
+        incident_ids.insert(incident_id_of(&answer));
+        let outcome = first_result(&answer)["outcome"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            outcome,
+            if n == 0 { "created" } else { "correlated" },
+            "{answer}"
+        );
+    }
+    assert_eq!(incident_ids.len(), 1, "{incident_ids:?}");
+}
+
 mod alertmanager;
