@@ -1,0 +1,472 @@
+//! muster-bench: drives a running Muster over gRPC and the feed endpoint and measures it.
+//!
+//! Modes: `report` (officer reports), `feeds` (feed alerts), `surge` (N alerts as fast as
+//! possible, correlated into K incidents) and `mixed` (reports, feed alerts and updates).
+//! End-to-end latency is from intake's acceptance (the moment ReportIncident answers, or the feed
+//! answer that created the incident) to the WatchIncidents event showing the incident
+//! RESPONDING (dispatch's `units_assigned`), as an HDR histogram. See docs/BENCHMARKS.md.
+
+mod generate;
+mod http;
+mod procs;
+mod stats;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use clap::{Parser, ValueEnum};
+use muster_proto::v1 as pb;
+use muster_proto::v1::intake_service_client::IntakeServiceClient;
+use tonic::transport::Channel;
+
+use generate::{FeedFormat, Spot, Township};
+use stats::Stats;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Mode {
+    /// Officer reports (ReportIncident) with a mix of kinds and townships.
+    Report,
+    /// Feed alerts over HTTP, each its own incident unless --correlated.
+    Feeds,
+    /// --count alerts as fast as possible around --epicentres epicentres; time until all linked.
+    Surge,
+    /// Officer reports, feed alerts and UpdateIncident together (5:3:2).
+    Mixed,
+}
+
+/// Load generator for a running Muster (`muster up`): latency, throughput, errors, CPU and RSS.
+#[derive(Debug, Parser)]
+#[command(name = "muster-bench", version, about)]
+struct Cli {
+    #[arg(value_enum)]
+    mode: Mode,
+    /// Offered rate in requests per second (0: flat out, --concurrency requests in flight).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// How long to offer load, in seconds (not for surge).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Requests in flight at most (one feed connection each).
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Surge: how many alerts.
+    #[arg(long, default_value_t = 10_000)]
+    count: u64,
+    /// Surge: how many epicentres (incidents) the alerts correlate into.
+    #[arg(long, default_value_t = 4)]
+    epicentres: u64,
+    /// Feeds and surge: alerts per request (GeoJSON features / Alertmanager alerts; CAP is 1).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Feeds: format of the alerts.
+    #[arg(long, value_enum, default_value_t = FeedFormat::Mix)]
+    format: FeedFormat,
+    /// Feeds: send alerts that correlate (same time window) instead of distinct incidents.
+    #[arg(long)]
+    correlated: bool,
+    /// Intake's gRPC endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    intake: String,
+    /// Intake's feed listener.
+    #[arg(long, default_value = "http://127.0.0.1:50080")]
+    feeds: String,
+    /// gRPC connections to spread requests over (HTTP/2, multiplexed).
+    #[arg(long, default_value_t = 2)]
+    connections: usize,
+    /// Namespace for reports and the watch (`live` or `drill.<id>`).
+    #[arg(long, default_value = "live")]
+    namespace: String,
+    /// After the load, wait up to this many seconds for accepted incidents to reach RESPONDING.
+    #[arg(long, default_value_t = 5.0)]
+    drain: f64,
+    /// Processes to measure (comma-separated pids). Default: `muster` and `nats-server`
+    /// processes found in /proc (preferring a muster whose command line names the intake port).
+    #[arg(long, value_delimiter = ',')]
+    pids: Vec<u32>,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let results = run(cli.clone_for_json(), &cli).await?;
+    print!("{}", stats::table(&results));
+    if let Some(path) = &cli.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&results)?)
+            .with_context(|| format!("write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+impl Cli {
+    fn clone_for_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "mode": self.mode, "rate": self.rate, "duration_s": self.duration,
+            "concurrency": self.concurrency, "count": self.count, "epicentres": self.epicentres,
+            "batch": self.batch, "format": self.format, "correlated": self.correlated,
+            "intake": self.intake, "feeds": self.feeds, "connections": self.connections,
+            "namespace": self.namespace,
+        })
+    }
+}
+
+/// What every worker shares.
+struct Ctx {
+    cli_rate: f64,
+    end: Option<Instant>,
+    count: Option<u64>,
+    start: Instant,
+    next: AtomicU64,
+    channels: Vec<Channel>,
+    feeds: http::Endpoint,
+    towns: Vec<Township>,
+    run: String,
+    namespace: String,
+    now_ms: i64,
+    stats: Arc<Stats>,
+    /// Incidents reported so far, for UpdateIncident in mixed mode.
+    reported: std::sync::Mutex<Vec<String>>,
+}
+
+async fn run(options: serde_json::Value, cli: &Cli) -> Result<serde_json::Value> {
+    anyhow::ensure!(cli.concurrency > 0, "--concurrency must be at least 1");
+    anyhow::ensure!(cli.batch > 0, "--batch must be at least 1");
+    anyhow::ensure!(cli.epicentres > 0, "--epicentres must be at least 1");
+    let towns = generate::townships()?;
+    let feeds = http::Endpoint::parse(&cli.feeds)?;
+    let mut channels = Vec::new();
+    for _ in 0..cli.connections.max(1) {
+        let channel = Channel::from_shared(cli.intake.clone())
+            .context("--intake is not a URL")?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .with_context(|| format!("connect to intake at {}", cli.intake))?;
+        channels.push(channel);
+    }
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let run = format!("{:x}{:x}", std::process::id(), now_ms % 0xFFFF_FFFF);
+    let stats = Arc::new(Stats::new());
+
+    // One watch for the whole run, opened before any load so no change is missed.
+    let watch = {
+        let mut client = IntakeServiceClient::new(channels[0].clone())
+            .max_decoding_message_size(64 * 1024 * 1024);
+        let stream = client
+            .watch_incidents(pb::WatchIncidentsRequest {
+                namespace: cli.namespace.clone(),
+            })
+            .await
+            .context("WatchIncidents")?
+            .into_inner();
+        let stats = stats.clone();
+        tokio::spawn(stats::watch(stream, stats))
+    };
+
+    let watched = if cli.pids.is_empty() {
+        let port = cli
+            .intake
+            .rsplit(':')
+            .next()
+            .unwrap_or("")
+            .trim_end_matches('/');
+        procs::discover(&format!(":{port}"))
+    } else {
+        procs::from_pids(&cli.pids)
+    };
+    let sampler = procs::Sampler::start(watched);
+
+    let start = Instant::now();
+    let surge = cli.mode == Mode::Surge;
+    let ctx = Arc::new(Ctx {
+        cli_rate: cli.rate,
+        end: (!surge).then(|| start + Duration::from_secs_f64(cli.duration)),
+        count: surge.then(|| cli.count.div_ceil(cli.batch as u64)),
+        start,
+        next: AtomicU64::new(0),
+        channels,
+        feeds,
+        towns,
+        run,
+        namespace: cli.namespace.clone(),
+        now_ms,
+        stats: stats.clone(),
+        reported: std::sync::Mutex::new(Vec::new()),
+    });
+    let mut workers = Vec::new();
+    for _ in 0..cli.concurrency {
+        let ctx = ctx.clone();
+        let mode = cli.mode;
+        let format = cli.format;
+        let batch = cli.batch;
+        let correlated = cli.correlated;
+        let epicentres = cli.epicentres;
+        let total = cli.count;
+        workers.push(tokio::spawn(async move {
+            worker(ctx, mode, format, batch, correlated, epicentres, total).await
+        }));
+    }
+    for w in workers {
+        w.await.context("worker panicked")?;
+    }
+    let load_elapsed = start.elapsed();
+
+    // Surge: poll the incidents the alerts went to until their alert counts add up.
+    let mut surge_result = serde_json::Value::Null;
+    if surge {
+        surge_result = wait_linked(&ctx, start, cli.drain.max(30.0)).await?;
+    }
+    // Let the incidents accepted last reach RESPONDING.
+    let drain_until = Instant::now() + Duration::from_secs_f64(cli.drain);
+    while stats.pending() > 0 && Instant::now() < drain_until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let processes = sampler.finish().await;
+    watch.abort();
+    Ok(stats.results(options, load_elapsed, processes, surge_result))
+}
+
+/// Takes request slots until the duration or count runs out; with --rate, slot `i` is due at
+/// start + i/rate and its latency counts from then (no coordinated omission).
+async fn worker(
+    ctx: Arc<Ctx>,
+    mode: Mode,
+    format: FeedFormat,
+    batch: usize,
+    correlated: bool,
+    epicentres: u64,
+    total: u64,
+) {
+    let mut feed_client = http::Client::new(ctx.feeds.clone());
+    loop {
+        let i = ctx.next.fetch_add(1, Ordering::Relaxed);
+        if ctx.count.is_some_and(|count| i >= count) {
+            break;
+        }
+        let due = if ctx.cli_rate > 0.0 {
+            ctx.start + Duration::from_secs_f64(i as f64 / ctx.cli_rate)
+        } else {
+            Instant::now()
+        };
+        if ctx.end.is_some_and(|end| due >= end) {
+            break;
+        }
+        tokio::time::sleep_until(due.into()).await;
+        let channel = ctx.channels[(i as usize) % ctx.channels.len()].clone();
+        let mut client = IntakeServiceClient::new(channel);
+        match mode {
+            Mode::Report => report(&ctx, &mut client, i, due).await,
+            Mode::Feeds => {
+                let spots = feed_spots(&ctx, i, batch, correlated);
+                let format = rotate(format, i);
+                feed(
+                    &ctx,
+                    &mut feed_client,
+                    format,
+                    i * batch as u64,
+                    &spots,
+                    due,
+                )
+                .await;
+            }
+            Mode::Surge => {
+                let first = i * batch as u64;
+                let n = (total - first).min(batch as u64);
+                let spots: Vec<Spot> = (first..first + n)
+                    .map(|k| surge_spot(&ctx, k, epicentres))
+                    .collect();
+                feed(
+                    &ctx,
+                    &mut feed_client,
+                    FeedFormat::Geojson,
+                    first,
+                    &spots,
+                    due,
+                )
+                .await;
+            }
+            Mode::Mixed => match i % 10 {
+                0..=4 => report(&ctx, &mut client, i, due).await,
+                5..=7 => {
+                    let spots = feed_spots(&ctx, i, 1, false);
+                    let format = rotate(FeedFormat::Mix, i / 10);
+                    feed(&ctx, &mut feed_client, format, i, &spots, due).await;
+                }
+                _ => {
+                    let target = {
+                        let reported = ctx.reported.lock().expect("lock");
+                        (!reported.is_empty())
+                            .then(|| reported[(i as usize / 10) % reported.len()].clone())
+                    };
+                    match target {
+                        Some(id) => update(&ctx, &mut client, i, &id, due).await,
+                        None => report(&ctx, &mut client, i, due).await,
+                    }
+                }
+            },
+        }
+    }
+}
+
+fn rotate(format: FeedFormat, i: u64) -> FeedFormat {
+    match format {
+        FeedFormat::Mix => match i % 3 {
+            0 => FeedFormat::Geojson,
+            1 => FeedFormat::Alertmanager,
+            _ => FeedFormat::Cap,
+        },
+        other => other,
+    }
+}
+
+/// Alerts `i*batch ..`: at township centroids (jittered), each in its own 4-hour slot unless
+/// correlated (then all now).
+fn feed_spots(ctx: &Ctx, i: u64, batch: usize, correlated: bool) -> Vec<Spot> {
+    (0..batch as u64)
+        .map(|k| {
+            let n = i * batch as u64 + k;
+            let town = &ctx.towns[(n as usize) % ctx.towns.len()];
+            let time_ms = if correlated {
+                ctx.now_ms
+            } else {
+                ctx.now_ms - (n as i64 + 1) * generate::SPREAD_MS
+            };
+            Spot {
+                lat: town.lat + 0.01 * generate::jitter(n, 1),
+                lon: town.lon + 0.01 * generate::jitter(n, 2),
+                time_ms,
+            }
+        })
+        .collect()
+}
+
+/// Surge alert `k`: near epicentre k % K; epicentres are 4 hours apart so they never merge.
+fn surge_spot(ctx: &Ctx, k: u64, epicentres: u64) -> Spot {
+    let e = k % epicentres;
+    let town = &ctx.towns[(e as usize) % ctx.towns.len()];
+    Spot {
+        lat: town.lat + 0.02 * generate::jitter(k, 3),
+        lon: town.lon + 0.02 * generate::jitter(k, 4),
+        time_ms: ctx.now_ms - e as i64 * generate::SPREAD_MS
+            + (generate::jitter(k, 5) * 60_000.0) as i64,
+    }
+}
+
+async fn report(ctx: &Ctx, client: &mut IntakeServiceClient<Channel>, i: u64, due: Instant) {
+    let request = generate::report(i, &ctx.run, &ctx.namespace, &ctx.towns);
+    match client.report_incident(request).await {
+        Ok(answer) => {
+            let accepted = Instant::now();
+            ctx.stats.request_latency(accepted - due);
+            let answer = answer.into_inner();
+            ctx.stats.count("report");
+            if !answer.duplicate {
+                ctx.stats.accepted_incident(&answer.incident_id, accepted);
+                ctx.reported.lock().expect("lock").push(answer.incident_id);
+            }
+        }
+        Err(status) => ctx.stats.error(format!("grpc {:?}", status.code())),
+    }
+}
+
+async fn update(
+    ctx: &Ctx,
+    client: &mut IntakeServiceClient<Channel>,
+    i: u64,
+    incident_id: &str,
+    due: Instant,
+) {
+    match client
+        .update_incident(generate::update(i, &ctx.run, &ctx.namespace, incident_id))
+        .await
+    {
+        Ok(_) => {
+            ctx.stats.request_latency(due.elapsed());
+            ctx.stats.count("update");
+        }
+        Err(status) => ctx.stats.error(format!("grpc {:?}", status.code())),
+    }
+}
+
+async fn feed(
+    ctx: &Ctx,
+    client: &mut http::Client,
+    format: FeedFormat,
+    first: u64,
+    spots: &[Spot],
+    due: Instant,
+) {
+    let magnitude = 5.0;
+    let request = generate::feed_request(format, first, spots, &ctx.run, magnitude);
+    let path = format!("/v1/feeds/{}", request.format);
+    match client
+        .post(&path, request.content_type, &request.body)
+        .await
+    {
+        Ok(response) => {
+            let accepted = Instant::now();
+            ctx.stats.request_latency(accepted - due);
+            if response.status != 200 {
+                ctx.stats.error(format!("http {}", response.status));
+                return;
+            }
+            ctx.stats.count(&format!("feed_request_{}", request.format));
+            ctx.stats.feed_answer(&response.body, accepted);
+        }
+        Err(e) => ctx.stats.error(format!("io {}", short(&e.to_string()))),
+    }
+}
+
+fn short(text: &str) -> String {
+    text.chars().take(60).collect()
+}
+
+/// Surge: until the alert counts of the incidents the alerts went to add up to the alerts
+/// accepted (created + correlated), polling GetIncident every 100 ms.
+async fn wait_linked(ctx: &Ctx, start: Instant, limit_s: f64) -> Result<serde_json::Value> {
+    let sent_at = start.elapsed();
+    let expected = ctx.stats.linked_alerts();
+    let ids = ctx.stats.surge_incidents();
+    let mut client = IntakeServiceClient::new(ctx.channels[0].clone());
+    let deadline = Instant::now() + Duration::from_secs_f64(limit_s);
+    let mut counted;
+    loop {
+        counted = 0u64;
+        for id in &ids {
+            let answer = client
+                .get_incident(pb::GetIncidentRequest {
+                    namespace: ctx.namespace.clone(),
+                    incident_id: id.clone(),
+                })
+                .await
+                .with_context(|| format!("GetIncident {id}"))?;
+            counted += answer
+                .into_inner()
+                .incident
+                .map(|incident| incident.alert_count)
+                .unwrap_or(0);
+        }
+        if counted >= expected || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let linked_at = start.elapsed();
+    Ok(serde_json::json!({
+        "alerts_sent": ctx.stats.alerts_answered(),
+        "alerts_linked_expected": expected,
+        "alerts_linked_counted": counted,
+        "incidents": ids.len(),
+        "all_answered_s": sent_at.as_secs_f64(),
+        "all_linked_s": linked_at.as_secs_f64(),
+        "complete": counted >= expected,
+    }))
+}
