@@ -4,6 +4,7 @@
 mod dispatch_e2e;
 mod escalation_e2e;
 mod feeds;
+mod metrics;
 mod system;
 
 use std::collections::{HashMap, HashSet};

@@ -48,6 +48,20 @@ pub enum Error {
     Store(#[from] store::Error),
 }
 
+/// `url` with the password in it, if any, replaced by `***`, for logs and errors.
+pub fn redact_password(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((userinfo, host)) if !userinfo.contains('/') => {
+                let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+                format!("{scheme}://{user}:***@{host}")
+            }
+            _ => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
 /// A connection to NATS with its JetStream context.
 #[derive(Clone)]
 pub struct Bus {
@@ -60,19 +74,26 @@ impl Bus {
     pub async fn connect(url: &str, client_name: &str, patience: Duration) -> Result<Bus, Error> {
         let deadline = Instant::now() + patience;
         let client = loop {
-            let options = async_nats::ConnectOptions::new()
+            let mut options = async_nats::ConnectOptions::new()
                 .name(client_name)
                 .connection_timeout(Duration::from_secs(2))
                 .max_reconnects(None);
+            // async-nats ignores a user and password in the URL; deploy/ puts them there.
+            if let Ok(addr) = url.parse::<async_nats::ServerAddr>()
+                && let Some(user) = addr.username()
+            {
+                let password = addr.password().unwrap_or_default();
+                options = options.user_and_password(user.to_string(), password.to_string());
+            }
             match options.connect(url).await {
                 Ok(client) => break client,
                 Err(error) if Instant::now() < deadline => {
-                    tracing::debug!(%error, url, "NATS not reachable yet; retrying");
+                    tracing::debug!(%error, url = %redact_password(url), "NATS not reachable yet; retrying");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(error) => {
                     return Err(Error::Connect {
-                        url: url.to_string(),
+                        url: redact_password(url),
                         message: error.to_string(),
                     });
                 }
@@ -175,6 +196,28 @@ impl Bus {
             .create_consumer(config)
             .await
             .map_err(|error| consumer_error(error.to_string()))
+    }
+
+    /// A durable consumer's lag: messages not yet delivered (`num_pending`) plus messages
+    /// delivered and not yet acknowledged (`num_ack_pending`), from JetStream's consumer info.
+    pub async fn consumer_lag(&self, stream: &str, durable_name: &str) -> Result<u64, Error> {
+        let consumer_error = |message: String| Error::Consumer {
+            consumer: durable_name.to_string(),
+            message,
+        };
+        let stream = self
+            .jetstream
+            .get_stream(stream)
+            .await
+            .map_err(|error| Error::Stream {
+                stream: stream.to_string(),
+                message: error.to_string(),
+            })?;
+        let info = stream
+            .consumer_info(durable_name)
+            .await
+            .map_err(|error| consumer_error(error.to_string()))?;
+        Ok(info.num_pending + info.num_ack_pending as u64)
     }
 
     /// Waits until everything this client sent (acks included) reached the server.

@@ -2,6 +2,7 @@
 //! consumers, started together and drained together.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use store::Store;
@@ -17,6 +18,36 @@ pub struct Runtime {
     service: String,
     tasks: TaskTracker,
     background: CancellationToken,
+    /// `(stream, durable name)` of every consumer started, for [`Runtime::lag_probe`].
+    consumers: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+/// Asks JetStream for the lag of a runtime's consumers (see [`Bus::consumer_lag`]); cheap to
+/// clone, and it sees consumers started after it was taken.
+#[derive(Clone)]
+pub struct LagProbe {
+    bus: Bus,
+    consumers: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl LagProbe {
+    /// `(durable name, pending)` for each consumer JetStream answered about; one it could not
+    /// ask (NATS down, consumer deleted) is logged at debug and left out.
+    pub async fn lags(&self) -> Vec<(String, u64)> {
+        let consumers = self
+            .consumers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let mut lags = Vec::with_capacity(consumers.len());
+        for (stream, durable) in consumers {
+            match self.bus.consumer_lag(&stream, &durable).await {
+                Ok(pending) => lags.push((durable, pending)),
+                Err(error) => tracing::debug!(%error, durable, "consumer lag unavailable"),
+            }
+        }
+        lags
+    }
 }
 
 impl Runtime {
@@ -41,7 +72,23 @@ impl Runtime {
             service: service.to_string(),
             tasks,
             background,
+            consumers: Arc::default(),
         })
+    }
+
+    /// A probe of this runtime's consumers' lag, for the metrics endpoint.
+    pub fn lag_probe(&self) -> LagProbe {
+        LagProbe {
+            bus: self.bus.clone(),
+            consumers: self.consumers.clone(),
+        }
+    }
+
+    fn track(&self, stream: &str, durable: &str) {
+        self.consumers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push((stream.to_string(), durable.to_string()));
     }
 
     /// Starts a durable consumer `<service>-<purpose>-<namespace>` over `filters`.
@@ -55,6 +102,7 @@ impl Runtime {
         // Durable names cannot contain dots; drill namespaces do.
         let name = format!("{}-{purpose}-{}", self.service, namespace.replace('.', "_"));
         let consumer = self.bus.durable_consumer(&name, filters).await?;
+        self.track(crate::EVENTS_STREAM, &name);
         self.tasks.spawn(crate::run_consumer_owned(
             name,
             self.bus.clone(),
@@ -78,6 +126,7 @@ impl Runtime {
     ) -> Result<(), Error> {
         let name = format!("{}-{purpose}-{}", self.service, namespace.replace('.', "_"));
         let consumer = self.bus.durable_consumer(&name, filters).await?;
+        self.track(crate::EVENTS_STREAM, &name);
         self.tasks.spawn(crate::work::run_work_consumer(
             name,
             self.bus.clone(),
@@ -94,6 +143,7 @@ impl Runtime {
         self.bus.ensure_feed_stream().await?;
         let name = format!("{}-feeds", self.service);
         let consumer = self.bus.feed_consumer(&name).await?;
+        self.track(crate::feed::FEEDS_STREAM, &name);
         self.tasks.spawn(crate::feed::run_feed_consumer(
             name,
             self.bus.clone(),

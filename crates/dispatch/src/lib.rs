@@ -19,6 +19,7 @@
 pub mod assignment;
 mod driver;
 mod grpc;
+pub mod metrics;
 pub mod mutual_aid;
 pub mod registry;
 
@@ -55,6 +56,9 @@ pub struct Config {
     /// How old a reported position may be and still count for recommendations, milliseconds;
     /// `None` for [`registry::STALE_POSITION_AFTER_MS_DEFAULT`] (30 minutes).
     pub stale_position_ms: Option<i64>,
+    /// Where dispatch records its Prometheus series (`None`: no metrics). The caller serves it
+    /// ([`lifecycle::metrics::serve`]).
+    pub metrics: Option<lifecycle::metrics::Registry>,
 }
 
 impl Config {
@@ -110,6 +114,9 @@ pub async fn run(
     let ack_timeout_ms = config.assignment_ack_timeout_ms()?;
     let stale_position_ms = Some(config.stale_position_ms()?);
     let runtime = bus::Runtime::start(SERVICE_NAME, &config.nats_url, &config.data_dir).await?;
+    if let Some(registry) = &config.metrics {
+        metrics::register(registry, &runtime, &config.namespace);
+    }
     let seeded = registry::seed(
         &runtime.store,
         &config.region,

@@ -12,6 +12,7 @@
 pub mod command;
 mod driver;
 mod grpc;
+pub mod metrics;
 pub mod notifier;
 pub mod notify;
 pub mod timers;
@@ -48,6 +49,9 @@ pub struct Config {
     pub notify_webhook_url: Option<String>,
     /// Where drill notifications go; `None`: the drill sink (recorded, no network call).
     pub notify_drill_webhook_url: Option<String>,
+    /// Where escalation records its Prometheus series (`None`: no metrics). The caller serves it
+    /// ([`lifecycle::metrics::serve`]).
+    pub metrics: Option<lifecycle::metrics::Registry>,
 }
 
 /// Everything that can stop escalation.
@@ -71,6 +75,9 @@ pub async fn run(
 ) -> Result<(), Error> {
     bus::subjects::validate_namespace(&config.namespace)?;
     let runtime = bus::Runtime::start(SERVICE_NAME, &config.nats_url, &config.data_dir).await?;
+    if let Some(registry) = &config.metrics {
+        metrics::register(registry, &runtime, &config.namespace);
+    }
     let policy = config
         .policy
         .clone()

@@ -18,6 +18,9 @@ pub struct Projection {
     changes: broadcast::Sender<Change>,
     /// Records committed but not yet durable, keyed by message id, announced in `committed`.
     pending: HashMap<String, Change>,
+    metrics: Option<crate::metrics::IntakeMetrics>,
+    /// End-to-end latencies (seconds) of deliveries committed but not yet durable.
+    pending_latency: HashMap<String, f64>,
 }
 
 impl Projection {
@@ -26,7 +29,16 @@ impl Projection {
             store,
             changes,
             pending: HashMap::new(),
+            metrics: None,
+            pending_latency: HashMap::new(),
         }
+    }
+
+    /// Records the end-to-end latency in `metrics`: from the incident's acceptance
+    /// (`reported_at_unix_ms`) to the first `units_assigned` that books a unit (its `at_unix_ms`).
+    pub fn with_metrics(mut self, metrics: Option<crate::metrics::IntakeMetrics>) -> Projection {
+        self.metrics = metrics;
+        self
     }
 }
 
@@ -74,7 +86,22 @@ impl Handler for Projection {
             }
         };
         let mut commit = Commit::new();
+        let first_booking = match &event.body {
+            EventBody::UnitsAssigned(units) => {
+                !units.assignments.is_empty()
+                    && record
+                        .units
+                        .as_ref()
+                        .is_none_or(|held| held.assignments.is_empty())
+            }
+            _ => false,
+        };
         let applied = record.apply(&event);
+        if first_booking && applied == Applied::Changed && self.metrics.is_some() {
+            let latency_ms = event.at_unix_ms - record.reported_at_unix_ms;
+            self.pending_latency
+                .insert(delivery.msg_id.clone(), latency_ms as f64 / 1000.0);
+        }
         if applied != Applied::AlreadyThere {
             commit.expect_raw(key.clone(), raw);
             commit
@@ -91,6 +118,11 @@ impl Handler for Projection {
     }
 
     fn committed(&mut self, delivery: &Delivery) {
+        if let Some(seconds) = self.pending_latency.remove(&delivery.msg_id)
+            && let Some(metrics) = &self.metrics
+        {
+            metrics.incident_latency(seconds);
+        }
         if let Some(change) = self.pending.remove(&delivery.msg_id) {
             // No watchers is fine; a slow watcher is told it lagged.
             let _ = self.changes.send(change);

@@ -32,6 +32,7 @@ pub struct IntakeGrpc {
     /// Serialises incident numbering with the feed writer (held for an in-memory commit, never
     /// across an await).
     numbering: Numbering,
+    metrics: Option<crate::metrics::IntakeMetrics>,
 }
 
 impl IntakeGrpc {
@@ -48,7 +49,35 @@ impl IntakeGrpc {
             changes,
             shutdown,
             numbering,
+            metrics: None,
         }
+    }
+
+    /// Counts reports in `metrics`.
+    pub fn with_metrics(mut self, metrics: Option<crate::metrics::IntakeMetrics>) -> IntakeGrpc {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Counts a report's outcome (see [`crate::metrics::IntakeMetrics::report`]).
+    fn count_report(&self, answer: &Result<Response<pb::ReportIncidentResponse>, Status>) {
+        let Some(metrics) = &self.metrics else {
+            return;
+        };
+        let outcome = match answer {
+            Ok(response) if response.get_ref().duplicate => "duplicate",
+            Ok(_) => "accepted",
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition
+                ) =>
+            {
+                "rejected"
+            }
+            Err(_) => "unavailable",
+        };
+        metrics.report(outcome);
     }
 
     /// The namespace a request names; empty means `live`. A malformed one is an invalid
@@ -253,9 +282,8 @@ enum Recorded {
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchIncidentsResponse, Status>> + Send>>;
 
-#[tonic::async_trait]
-impl pb::intake_service_server::IntakeService for IntakeGrpc {
-    async fn report_incident(
+impl IntakeGrpc {
+    async fn report_incident_uncounted(
         &self,
         request: Request<pb::ReportIncidentRequest>,
     ) -> Result<Response<pb::ReportIncidentResponse>, Status> {
@@ -293,6 +321,18 @@ impl pb::intake_service_server::IntakeService for IntakeGrpc {
             incident_id,
             duplicate: false,
         }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::intake_service_server::IntakeService for IntakeGrpc {
+    async fn report_incident(
+        &self,
+        request: Request<pb::ReportIncidentRequest>,
+    ) -> Result<Response<pb::ReportIncidentResponse>, Status> {
+        let answer = self.report_incident_uncounted(request).await;
+        self.count_report(&answer);
+        answer
     }
 
     async fn update_incident(

@@ -8,6 +8,7 @@
 mod driver;
 pub mod feed;
 mod grpc;
+pub mod metrics;
 mod record;
 mod validate;
 
@@ -40,6 +41,9 @@ pub struct Config {
     pub feed_tick: Option<std::time::Duration>,
     /// How long an update for an unknown alert waits before it is surfaced (default 10 min).
     pub park_timeout_ms: Option<i64>,
+    /// Where intake records its Prometheus series (`None`: no metrics). The caller serves it
+    /// ([`lifecycle::metrics::serve`]).
+    pub metrics: Option<lifecycle::metrics::Registry>,
 }
 
 /// Everything that can stop intake.
@@ -74,7 +78,30 @@ pub async fn run_with_feeds(
     bus::subjects::validate_namespace(&config.namespace)?;
     let runtime = bus::Runtime::start(SERVICE_NAME, &config.nats_url, &config.data_dir).await?;
     let (changes, _) = tokio::sync::broadcast::channel(WATCH_BUFFER_LEN);
-    let projection = driver::Projection::new(runtime.store.clone(), changes.clone());
+    let metrics = config.metrics.clone().map(metrics::IntakeMetrics::new);
+    if let Some(metrics) = &metrics {
+        let store = runtime.store.clone();
+        let probe = runtime.lag_probe();
+        lifecycle::metrics::register_pipeline(
+            metrics.registry(),
+            SERVICE_NAME,
+            move || store.outbox_len(),
+            move || {
+                let probe = probe.clone();
+                async move { probe.lags().await }
+            },
+        );
+        // Subscribed before anything can change a record; recounts from sled first.
+        let follower = metrics.clone().follow_incidents(
+            runtime.store.clone(),
+            config.namespace.clone(),
+            changes.subscribe(),
+            shutdown.clone(),
+        );
+        runtime.spawn_background(move |_| follower);
+    }
+    let projection = driver::Projection::new(runtime.store.clone(), changes.clone())
+        .with_metrics(metrics.clone());
     let filters = vec![bus::subjects::all_incident_events_filter(&config.namespace)];
     runtime
         .consume("projection", &config.namespace, filters, projection)
@@ -111,7 +138,8 @@ pub async fn run_with_feeds(
         runtime.store.clone(),
         mapping,
         feeds::Limits::default(),
-    );
+    )
+    .with_metrics(metrics.clone());
     runtime
         .consume_feeds(feed::nats::NatsFeeds::new(feed_intake.clone()))
         .await?;
@@ -123,7 +151,8 @@ pub async fn run_with_feeds(
         changes,
         shutdown.clone(),
         numbering,
-    );
+    )
+    .with_metrics(metrics);
     let routes = tonic::service::Routes::new(
         pb::intake_service_server::IntakeServiceServer::new(service)
             .max_decoding_message_size(lifecycle::grpc::REQUEST_BYTES_MAX),

@@ -1,6 +1,7 @@
 //! Process plumbing shared by every Muster service: tracing, signals, gRPC serving, nats-server.
 
 pub mod grpc;
+pub mod metrics;
 pub mod nats_server;
 pub mod shutdown;
 pub mod telemetry;

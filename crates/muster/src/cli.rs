@@ -121,6 +121,12 @@ pub struct UpArgs {
     #[arg(long, default_value_t = crate::service::FEEDS_DEFAULT_ADDR, value_name = "ADDR")]
     pub feeds_addr: SocketAddr,
 
+    /// HTTP address of the Prometheus endpoint (GET /metrics) for all three services: one
+    /// endpoint for the process, series told apart by `service` where they could clash.
+    /// Unset: no metrics endpoint.
+    #[arg(long, env = "MUSTER_METRICS_ADDR", value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -146,6 +152,10 @@ pub struct ServeArgs {
     /// Intake only: HTTP address of the feed listener (default 127.0.0.1:50080).
     #[arg(long, value_name = "ADDR")]
     pub feeds_listen: Option<SocketAddr>,
+
+    /// HTTP address of the service's Prometheus endpoint (GET /metrics). Unset: no endpoint.
+    #[arg(long, env = "MUSTER_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
 
     #[command(flatten)]
     pub common: CommonArgs,

@@ -24,7 +24,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
     tracing::info!(
         service = service.name(),
         grpc = %service::client_url(bound),
-        nats = %args.nats_url,
+        nats = %bus::redact_password(&args.nats_url),
         data_dir = %data_dir.display(),
         namespace = %args.common.namespace,
         "starting"
@@ -45,6 +45,19 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
     } else {
         None
     };
+    let metrics = match args.metrics_listen {
+        Some(addr) => {
+            let listener = service::bind_metrics(addr, "--metrics-listen").await?;
+            let bound = listener
+                .local_addr()
+                .context("reading the bound metrics address")?;
+            tracing::info!(metrics = %format!("{}/metrics", service::client_url(bound)), "metrics listener bound");
+            let registry = lifecycle::metrics::Registry::new();
+            service::spawn_metrics(listener, registry.clone(), shutdown.clone());
+            Some(registry)
+        }
+        None => None,
+    };
     let settings = Settings {
         nats_url: args.nats_url,
         data_dir,
@@ -54,6 +67,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
         notify_webhook_url: args.common.notify_webhook,
         notify_drill_webhook_url: args.common.notify_drill_webhook,
         escalation_policy,
+        metrics,
     };
     service::run(service, settings, listener, feeds_listener, shutdown).await?;
     tracing::info!(service = service.name(), "stopped");

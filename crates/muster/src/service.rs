@@ -77,6 +77,8 @@ pub struct Settings {
     pub notify_drill_webhook_url: Option<String>,
     /// Escalation's policy (`None`: the shipped default).
     pub escalation_policy: Option<Arc<domain::escalation::EscalationPolicy>>,
+    /// Where the service records its Prometheus series (`None`: no metrics).
+    pub metrics: Option<lifecycle::metrics::Registry>,
 }
 
 /// Runs `service` on `listener` until `shutdown` is cancelled and it has drained.
@@ -96,6 +98,7 @@ pub async fn run(
         notify_webhook_url,
         notify_drill_webhook_url,
         escalation_policy,
+        metrics,
     } = settings;
     // The services' error types differ; their Display is all we need, prefixed with the service.
     match service {
@@ -108,6 +111,7 @@ pub async fn run(
                 mapping,
                 feed_tick: None,
                 park_timeout_ms: None,
+                metrics,
             };
             intake::run_with_feeds(config, listener, feeds_listener, shutdown)
                 .await
@@ -122,6 +126,7 @@ pub async fn run(
                 policy: escalation_policy,
                 notify_webhook_url,
                 notify_drill_webhook_url,
+                metrics,
             };
             escalation::run(config, listener, shutdown)
                 .await
@@ -135,6 +140,7 @@ pub async fn run(
                 region,
                 assignment_ack_timeout_ms: None,
                 stale_position_ms: None,
+                metrics,
             };
             dispatch::run(config, listener, shutdown)
                 .await
@@ -159,6 +165,28 @@ pub async fn bind_feeds(addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListe
         anyhow!(
             "intake feed listener on {addr}: {error} (is another Muster running? choose another address with {flag})"
         )
+    })
+}
+
+/// Binds the Prometheus endpoint; the error names the address and the flag that changes it.
+pub async fn bind_metrics(addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|error| {
+        anyhow!(
+            "metrics listener on {addr}: {error} (is another Muster running? choose another address with {flag})"
+        )
+    })
+}
+
+/// Serves `GET /metrics` from `registry` on `listener` in the background until `shutdown`.
+pub fn spawn_metrics(
+    listener: TcpListener,
+    registry: lifecycle::metrics::Registry,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(error) = lifecycle::metrics::serve(registry, listener, shutdown).await {
+            tracing::error!(%error, "metrics listener failed");
+        }
     })
 }
 

@@ -37,6 +37,10 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
     }
 
     let feeds_listener = service::bind_feeds(args.feeds_addr, "--feeds-addr").await?;
+    let metrics_listener = match args.metrics_addr {
+        Some(addr) => Some(service::bind_metrics(addr, "--metrics-addr").await?),
+        None => None,
+    };
     let mapping = service::load_mapping(args.common.feed_mapping.as_deref(), &region)?;
     let escalation_policy = service::load_escalation_policy(
         args.common.escalation_policy.as_deref(),
@@ -59,6 +63,7 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         escalation_policy,
         listeners,
         feeds_listener,
+        metrics_listener,
     };
     let result = run_services(&args, &data_dir, &nats_url, nats.as_ref(), loaded, shutdown).await;
     if let Some(process) = nats {
@@ -126,6 +131,8 @@ struct Loaded {
     escalation_policy: Option<std::sync::Arc<domain::escalation::EscalationPolicy>>,
     listeners: Vec<(Service, TcpListener)>,
     feeds_listener: TcpListener,
+    /// `--metrics-addr`: one endpoint for the three services.
+    metrics_listener: Option<TcpListener>,
 }
 
 /// Prints the endpoints, runs the services until shutdown or the first failure, and waits for
@@ -144,6 +151,7 @@ async fn run_services(
         escalation_policy,
         listeners,
         feeds_listener,
+        metrics_listener,
     } = loaded;
     let bound: Vec<(Service, SocketAddr)> = listeners
         .iter()
@@ -153,8 +161,19 @@ async fn run_services(
     let feeds_addr = feeds_listener
         .local_addr()
         .context("reading the bound feed address")?;
-    print_endpoints(data_dir, nats_url, nats, &bound, feeds_addr);
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()
+        .context("reading the bound metrics address")?;
+    print_endpoints(data_dir, nats_url, nats, &bound, feeds_addr, metrics_addr);
     let mut feeds_listener = Some(feeds_listener);
+    // One registry for the process: the three services record into it.
+    let metrics = metrics_listener.map(|listener| {
+        let registry = lifecycle::metrics::Registry::new();
+        service::spawn_metrics(listener, registry.clone(), shutdown.clone());
+        registry
+    });
 
     let mut tasks = JoinSet::new();
     let mut names = HashMap::new();
@@ -168,6 +187,7 @@ async fn run_services(
             notify_webhook_url: args.common.notify_webhook.clone(),
             notify_drill_webhook_url: args.common.notify_drill_webhook.clone(),
             escalation_policy: escalation_policy.clone(),
+            metrics: metrics.clone(),
         };
         let feeds = if service == Service::Intake {
             feeds_listener.take()
@@ -244,6 +264,7 @@ fn print_endpoints(
     nats: Option<&NatsServerProcess>,
     bound: &[(Service, SocketAddr)],
     feeds_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
 ) {
     let mut text = String::from("Muster is up.\n");
     match nats {
@@ -260,7 +281,10 @@ fn print_endpoints(
                 "  NATS        {nats_url}  (local nats-server, pid {pid}{log})\n"
             ));
         }
-        None => text.push_str(&format!("  NATS        {nats_url}  (external)\n")),
+        None => text.push_str(&format!(
+            "  NATS        {}  (external)\n",
+            bus::redact_password(nats_url)
+        )),
     }
     for (service, addr) in bound {
         text.push_str(&format!(
@@ -273,6 +297,12 @@ fn print_endpoints(
         "  feeds       {}/v1/feeds/{{cap,alertmanager,pagerduty,geojson}}  (HTTP; NATS: muster.feed.<format>)\n",
         service::client_url(feeds_addr)
     ));
+    if let Some(addr) = metrics_addr {
+        text.push_str(&format!(
+            "  metrics     {}/metrics  (Prometheus)\n",
+            service::client_url(addr)
+        ));
+    }
     text.push_str(&format!("  data dir    {}\n", data_dir.display()));
     text.push_str(&format!("Check it with:  {}\n", musterctl_hint(bound)));
     text.push_str("Stop with Ctrl-C (or SIGTERM); the services drain before exiting.\n");

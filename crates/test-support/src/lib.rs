@@ -125,6 +125,18 @@ pub async fn http_post(
     parse_http_response(&raw)
 }
 
+/// GETs `http://{addr}{path}` over a fresh connection (`Connection: close`) and reads the whole
+/// answer, like [`http_post`]: enough for `/metrics` and `/healthz`.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<HttpResponse> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await?;
+    parse_http_response(&raw)
+}
+
 fn parse_http_response(raw: &[u8]) -> std::io::Result<HttpResponse> {
     let invalid =
         |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());

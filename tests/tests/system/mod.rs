@@ -42,6 +42,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// Intake's feed listener.
     pub feeds_addr: Option<SocketAddr>,
+    /// The service's Prometheus endpoint (`GET /metrics`), one registry per service.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), String>>,
 }
@@ -124,6 +126,15 @@ impl System {
             _ => None,
         };
         let feeds_addr = feeds_listener.as_ref().map(|l| l.local_addr().unwrap());
+        let metrics = lifecycle::metrics::Registry::new();
+        let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics_addr = Some(metrics_listener.local_addr().unwrap());
+        tokio::spawn(lifecycle::metrics::serve(
+            metrics.clone(),
+            metrics_listener,
+            shutdown.clone(),
+        ));
+        let metrics = Some(metrics);
         let task = match service {
             Service::Intake => tokio::spawn(async move {
                 intake::run_with_feeds(
@@ -135,6 +146,7 @@ impl System {
                         mapping,
                         feed_tick: Some(Duration::from_millis(200)),
                         park_timeout_ms,
+                        metrics,
                     },
                     listener,
                     feeds_listener,
@@ -153,6 +165,7 @@ impl System {
                         policy: escalation_policy,
                         notify_webhook_url: None,
                         notify_drill_webhook_url: None,
+                        metrics,
                     },
                     listener,
                     token,
@@ -169,6 +182,7 @@ impl System {
                         region,
                         assignment_ack_timeout_ms: dispatch_ack_timeout_ms,
                         stale_position_ms: None,
+                        metrics,
                     },
                     listener,
                     token,
@@ -180,6 +194,7 @@ impl System {
         let running = Running {
             addr,
             feeds_addr,
+            metrics_addr,
             shutdown,
             task,
         };

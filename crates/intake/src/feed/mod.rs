@@ -82,6 +82,7 @@ pub struct FeedIntake {
     mapping: Arc<Mapping>,
     limits: Limits,
     outbox_len_max: usize,
+    metrics: Option<crate::metrics::IntakeMetrics>,
 }
 
 impl FeedIntake {
@@ -97,7 +98,14 @@ impl FeedIntake {
             mapping,
             limits,
             outbox_len_max: OUTBOX_LEN_MAX,
+            metrics: None,
         }
+    }
+
+    /// Counts every answer in `metrics`.
+    pub fn with_metrics(mut self, metrics: Option<crate::metrics::IntakeMetrics>) -> FeedIntake {
+        self.metrics = metrics;
+        self
     }
 
     /// Refuse feeds while more than `max` outbox events wait for the bus (default
@@ -114,6 +122,22 @@ impl FeedIntake {
     /// Parses `body` as `format` and, if it holds anything, waits for the writer's durable answer.
     /// `feed` names a configured feed (from `?feed=` or the `Muster-Feed` header).
     pub async fn submit(&self, format: Format, feed: Option<&str>, body: &[u8]) -> Answer {
+        let mut resolved = None;
+        let answer = self.submit_inner(format, feed, body, &mut resolved).await;
+        if let Some(metrics) = &self.metrics {
+            metrics.feed_answer(format, resolved.as_deref().or(feed), &answer);
+        }
+        answer
+    }
+
+    /// [`FeedIntake::submit`]; `resolved` is set to the feed the alerts are attributed to.
+    async fn submit_inner(
+        &self,
+        format: Format,
+        feed: Option<&str>,
+        body: &[u8],
+        resolved: &mut Option<String>,
+    ) -> Answer {
         if let Some(name) = feed
             && !self.mapping.feeds().iter().any(|spec| spec.name == name)
         {
@@ -166,6 +190,7 @@ impl FeedIntake {
                 .and_then(|alert| self.mapping.feed_for(alert))
                 .map(|spec| spec.name.clone())
         });
+        resolved.clone_from(&feed);
         let (reply, answer) = oneshot::channel();
         let submission = Submission {
             format,
