@@ -13,7 +13,7 @@ use toml::Spanned;
 
 use crate::Error;
 use crate::class::{IncidentClass, SubType, sub_type, sub_types};
-use crate::grade::{DensityClass, Facts, Grade};
+use crate::grade::{DensityClass, Facts, Grade, WarningLevel};
 use crate::source::{error_at, grouped, parse_toml};
 
 /// The text of the default rulebook, as shipped in `data/region/rulebook.toml`.
@@ -53,6 +53,10 @@ pub struct Rule {
     /// Province overrides: replacement thresholds for incidents in one province.
     #[serde(default)]
     pub overrides: Vec<ProvinceOverride>,
+    /// Warning level → the response level a warning of that colour calls for at least
+    /// (`[rule.warning_response]`): a forecast warning raises the response before any casualty.
+    #[serde(default)]
+    pub warning_response: Vec<(WarningLevel, u8)>,
 }
 
 /// `[[rule.override]]`: a province grading this rule's incidents by its own thresholds.
@@ -171,6 +175,9 @@ struct RuleFile {
     threshold: Vec<Spanned<ThresholdFile>>,
     #[serde(default, rename = "override")]
     overrides: Vec<Spanned<OverrideFile>>,
+    /// `red = 1`, `orange = 2`, ...: the response level each warning colour calls for.
+    #[serde(default)]
+    warning_response: std::collections::BTreeMap<String, Spanned<u8>>,
     /// Free text for readers; not used in grading.
     #[serde(default)]
     #[allow(dead_code)]
@@ -403,6 +410,30 @@ impl Rulebook {
                 });
             }
 
+            let mut warning_response = Vec::new();
+            for (colour, level) in &rule.warning_response {
+                let offset = level.span().start;
+                let Some(warning) = WarningLevel::parse(colour) else {
+                    return Err(at(
+                        offset,
+                        format!(
+                            "rule {id:?}: warning_response key {colour:?} is not a warning colour (red, orange, yellow or blue)"
+                        ),
+                    ));
+                };
+                let level = *level.get_ref();
+                if !(1..=4).contains(&level) {
+                    return Err(at(
+                        offset,
+                        format!(
+                            "rule {id:?}: warning_response.{colour} = {level}: a response level is 1 (highest) to 4"
+                        ),
+                    ));
+                }
+                warning_response.push((warning, level));
+            }
+            warning_response.sort();
+
             rules.push(Rule {
                 id,
                 version: *rule.version.get_ref(),
@@ -414,6 +445,7 @@ impl Rulebook {
                 class,
                 thresholds,
                 overrides,
+                warning_response,
             });
         }
 
@@ -705,6 +737,31 @@ impl Rulebook {
             .iter()
             .find(|rule| rule.class == Some(sub_type.class))
             .map(|rule| (rule, true))
+    }
+
+    /// The response level a warning of `warning`'s colour calls for under the rule that covers
+    /// `sub_type`, with a sentence saying so; `None` when the rule maps no such colour.
+    pub fn warning_response(
+        &self,
+        sub_type: &SubType,
+        warning: WarningLevel,
+    ) -> Option<(u8, String)> {
+        let (rule, _) = self.rule_for(sub_type)?;
+        let level = rule
+            .warning_response
+            .iter()
+            .find(|(colour, _)| *colour == warning)
+            .map(|(_, level)| *level)?;
+        Some((
+            level,
+            format!(
+                "a {} warning ({}预警) calls for response level {level} under {} v{}",
+                warning.as_str(),
+                warning.zh(),
+                rule.id,
+                rule.version
+            ),
+        ))
     }
 
     /// Grades an incident. `density` is the density class of the primary township, `province`

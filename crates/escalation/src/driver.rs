@@ -95,15 +95,26 @@ pub fn grade_incident(region: &Region, report: &IncidentReport) -> Result<Graded
         .tree
         .lead_for(decision.grade, &report.township_codes())
         .map_err(|e| e.to_string())?;
+    // A forecast warning may call for a higher response than the facts so far (the grade, and
+    // with it the lead, still follow the facts).
+    let mut response_level = decision.response_level;
+    let mut reason = decision.reason;
+    if let Some(warning) = report.warning
+        && let Some((level, why)) = region.rulebook.warning_response(sub_type, warning)
+        && response_level.is_none_or(|current| level < current)
+    {
+        response_level = Some(level);
+        reason.push_str(&format!("; {why}"));
+    }
     Ok(Graded {
         grade: decision.grade,
-        response_level: decision.response_level,
+        response_level,
         lead_code: lead.code.clone(),
         lead_name: lead.name.clone(),
         lead_level: lead.level,
         rule_id: decision.rule_id,
         rule_version: decision.rule_version,
-        reason: decision.reason,
+        reason,
         initial_judgement: decision.initial_judgement,
         facts: report.facts.clone(),
         report: report.clone(),

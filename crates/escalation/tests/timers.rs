@@ -302,3 +302,22 @@ fn timers_survive_a_restart_and_fire_once_after_it() {
         "the store mirrors the machine's pending timers"
     );
 }
+
+#[test]
+fn a_red_flood_warning_raises_the_response_level_but_not_the_grade_or_the_lead() {
+    let region = Region::embedded_default();
+    let mut flood = report(0);
+    flood.kind = "natural.flood".into();
+    flood.class = domain::class::IncidentClass::NaturalDisaster;
+    flood.facts = Facts::default();
+    let quiet = escalation::grade_incident(&region, &flood).unwrap();
+    assert_eq!(quiet.grade, Some(Grade::IV));
+    assert_eq!(quiet.response_level, Some(4));
+
+    flood.warning = Some(domain::grade::WarningLevel::Red);
+    let warned = escalation::grade_incident(&region, &flood).unwrap();
+    assert_eq!(warned.grade, Some(Grade::IV), "the grade follows the facts");
+    assert_eq!(warned.lead_code, quiet.lead_code, "and so does the lead");
+    assert_eq!(warned.response_level, Some(1));
+    assert!(warned.reason.contains("red warning"), "{}", warned.reason);
+}

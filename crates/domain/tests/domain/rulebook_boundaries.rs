@@ -667,3 +667,56 @@ fn an_override_province_must_be_a_province_of_the_region() {
     }
     assert!(load_with_rulebook(&base).is_ok());
 }
+
+#[test]
+fn a_warning_colour_calls_for_a_response_level_where_the_rule_maps_it() {
+    use domain::grade::WarningLevel;
+    let rulebook = Region::embedded_default().rulebook;
+    let flood = sub_type("natural.flood").unwrap();
+    let (level, why) = rulebook
+        .warning_response(flood, WarningLevel::Red)
+        .expect("the flood rule maps red");
+    assert_eq!(level, 1);
+    assert!(
+        why.contains("red warning") && why.contains("flood v1"),
+        "{why}"
+    );
+    assert_eq!(
+        rulebook
+            .warning_response(flood, WarningLevel::Yellow)
+            .unwrap()
+            .0,
+        3
+    );
+    // Decree 493 accidents are not forecast: no warning mapping.
+    let chemicals = sub_type("accident.hazardous_chemicals").unwrap();
+    assert!(
+        rulebook
+            .warning_response(chemicals, WarningLevel::Red)
+            .is_none()
+    );
+}
+
+#[test]
+fn a_bad_warning_response_is_refused_at_its_line() {
+    let base = shipped_text();
+    let text = base.replacen("red = 1\n", "purple = 1\n", 1);
+    let message = Rulebook::from_toml("rulebook.toml", &text)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.starts_with(&format!(
+            "rulebook.toml:{}:",
+            line_of(&text, "purple = 1", 0)
+        )) && message.contains("not a warning colour"),
+        "{message}"
+    );
+    let text = base.replacen("orange = 2\n", "orange = 7\n", 1);
+    let message = Rulebook::from_toml("rulebook.toml", &text)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("a response level is 1 (highest) to 4"),
+        "{message}"
+    );
+}
