@@ -1,4 +1,5 @@
-//! The command line: `muster up`, `muster serve <service>` and `muster check-region`.
+//! The command line: `muster up`, `muster serve <service>`, `muster check-region`, and the
+//! operations on a stopped service's store: `backup`, `restore`, `retention`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,6 +24,12 @@ pub enum Command {
     Serve(ServeArgs),
     /// Load the region files and print what they hold, or the first problem as file:line:col.
     CheckRegion(CheckRegionArgs),
+    /// Write a consistent snapshot of one stopped service's store (its --data-dir) to a file.
+    Backup(BackupArgs),
+    /// Restore a snapshot written by `backup` into a service's data directory.
+    Restore(RestoreArgs),
+    /// Delete old drill data (`<kind>/drill.<id>/...` keys) from one stopped service's store.
+    Retention(RetentionArgs),
 }
 
 /// Options `up` and `serve` share.
@@ -166,6 +173,48 @@ pub struct CheckRegionArgs {
     /// Directory with the four region files (default: the sample region built into the binary).
     #[arg(long, env = "MUSTER_REGION_DIR", value_name = "DIR")]
     pub region_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The service's data directory, e.g. .muster/intake (the service must be stopped: sled lets
+    /// one process at a time open it).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+
+    /// The snapshot file to write (written as FILE.partial, renamed when complete).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The snapshot file written by `muster backup`.
+    #[arg(long, value_name = "FILE")]
+    pub from: PathBuf,
+
+    /// The data directory to restore into; it must be missing or empty unless --force.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+
+    /// Delete what the data directory holds (after the snapshot has been verified) and restore.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RetentionArgs {
+    /// The service's data directory (the service must be stopped).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+
+    /// Delete every drill namespace whose last write is more than DAYS days old.
+    #[arg(long, value_name = "DAYS")]
+    pub drill_older_than: u32,
+
+    /// Only list what would be deleted.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `--log-format`; a clap enum so `--help` lists the choices.

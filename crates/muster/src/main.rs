@@ -3,6 +3,7 @@
 
 mod check_region;
 mod cli;
+mod ops;
 mod region;
 mod serve;
 mod service;
@@ -19,6 +20,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         // Checking files needs neither a runtime nor logging.
         Command::CheckRegion(args) => check_region::run(&args),
+        // Store operations are synchronous and offline.
+        Command::Backup(args) => ops::backup(&args),
+        Command::Restore(args) => ops::restore(&args),
+        Command::Retention(args) => ops::retention(&args),
         Command::Up(args) => {
             with_runtime(args.common.log_format, |shutdown| up::run(args, shutdown))
         }

@@ -318,3 +318,212 @@ fn up_serves_and_shuts_down_cleanly_on_sigterm() {
         );
     }
 }
+
+/// `muster` on a store this test process has just closed: sled 0.34 releases its file lock when
+/// deferred cleanup runs, which other tests' threads can hold back for a moment.
+fn muster_on_store(args: &[&str]) -> Output {
+    for _ in 0..100 {
+        let output = muster(args);
+        if !text(&output.stderr).contains("in use by another process") {
+            return output;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("the store stayed locked for 5 s: {args:?}")
+}
+
+/// A stopped service's store, written through the store API: two incidents (one of them in an
+/// old drill), their outbox events, a processed message id.
+fn populate_store(dir: &Path) -> store::Store {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let day_ms = 24 * 60 * 60 * 1000;
+    let store = store::Store::open(dir).unwrap();
+    for (key, updated) in [
+        ("incident/live/INC-1", now_ms - 30 * day_ms),
+        ("incident/drill.old/INC-2", now_ms - 10 * day_ms),
+        ("timer/drill.old/0001/INC-2/ack", now_ms - 20 * day_ms),
+        ("incident/drill.new/INC-3", now_ms - day_ms),
+    ] {
+        let mut commit = store::Commit::new();
+        commit.put(key, &record(updated)).unwrap();
+        commit.event(format!("muster.live.{key}"), key.as_bytes().to_vec());
+        commit.processed(format!("msg-{key}"));
+        store.commit(&commit).unwrap();
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(store.flush()).unwrap();
+    store
+}
+
+/// A record shaped like the services' (a nested `*_unix_ms` field), as a map of maps, so this
+/// test needs no JSON crate.
+type Record = std::collections::BTreeMap<String, std::collections::BTreeMap<String, i64>>;
+
+fn record(updated_at_unix_ms: i64) -> Record {
+    Record::from([(
+        "record".to_string(),
+        [("updated_at_unix_ms".to_string(), updated_at_unix_ms)].into(),
+    )])
+}
+
+#[test]
+fn backup_and_restore_a_stopped_services_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("intake");
+    let file = dir.path().join("intake.snap");
+    drop(populate_store(&data));
+
+    let output = muster_on_store(&[
+        "backup",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+    assert!(stdout.contains("backup of"), "{stdout}");
+    assert!(stdout.contains("outbox"), "{stdout}");
+
+    let restored = dir.path().join("restored");
+    let restore = |force: bool| {
+        let mut args = vec![
+            "restore",
+            "--from",
+            file.to_str().unwrap(),
+            "--data-dir",
+            restored.to_str().unwrap(),
+        ];
+        if force {
+            args.push("--force");
+        }
+        muster_on_store(&args)
+    };
+    let output = restore(false);
+    assert!(
+        output.status.success(),
+        "{}{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+
+    // Restoring over it again needs --force.
+    let output = restore(false);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("not empty") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    let output = restore(true);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    {
+        let store = store::Store::open(&restored).unwrap();
+        assert_eq!(store.outbox_len(), 4);
+        assert!(store.is_processed("msg-incident/live/INC-1").unwrap());
+        assert_eq!(store.scan_prefix::<Record>("incident/").unwrap().len(), 3);
+    }
+
+    // A damaged file is refused, saying why, and the target is left alone.
+    let mut bytes = std::fs::read(&file).unwrap();
+    let at = bytes.len() - 3;
+    bytes[at] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+    let output = muster_on_store(&[
+        "restore",
+        "--from",
+        file.to_str().unwrap(),
+        "--data-dir",
+        dir.path().join("other").to_str().unwrap(),
+    ]);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("corrupt"), "{stderr}");
+    assert!(!dir.path().join("other").exists());
+}
+
+#[test]
+fn backup_refuses_a_store_in_use_and_a_directory_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("intake");
+    let _held = populate_store(&data);
+    let file = dir.path().join("x.snap");
+    let output = muster(&[
+        "backup",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("in use by another process") && stderr.contains("stop the service"),
+        "{stderr}"
+    );
+    assert!(!file.exists());
+
+    let output = muster(&[
+        "backup",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("holds no service store"), "{stderr}");
+}
+
+#[test]
+fn retention_deletes_old_drills_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("intake");
+    drop(populate_store(&data));
+    let retention = |dry_run: bool| {
+        let mut args = vec![
+            "retention",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--drill-older-than",
+            "7",
+        ];
+        if dry_run {
+            args.push("--dry-run");
+        }
+        let output = muster_on_store(&args);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        text(&output.stdout)
+    };
+    let keys = || {
+        let store = store::Store::open(&data).unwrap();
+        store
+            .scan_prefix::<Record>("")
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect::<Vec<_>>()
+    };
+
+    let stdout = retention(true);
+    assert!(
+        stdout.contains("would delete drill.old: 2 keys"),
+        "{stdout}"
+    );
+    assert_eq!(keys().len(), 4);
+
+    // Still 2 keys: the dry run deleted nothing.
+    let stdout = retention(false);
+    assert!(stdout.contains("deleted drill.old: 2 keys"), "{stdout}");
+    assert!(stdout.contains("kept drill.new"), "{stdout}");
+    assert_eq!(
+        keys(),
+        ["incident/drill.new/INC-3", "incident/live/INC-1"],
+        "retention deleted the wrong keys"
+    );
+}

@@ -3,7 +3,11 @@
 //! A service owns one [`Store`]: a sled database with three trees.
 //! - `state`: the service's own records under string keys (`incident/live/<id>`, ...);
 //! - `outbox`: events waiting for the relay to publish them to JetStream;
-//! - `processed`: the ids of bus messages whose effect has been committed.
+//! - `processed`: the ids of bus messages whose effect has been committed;
+//!
+//! and `meta` for the database itself: instance id, schema version (checked and migrated by
+//! [`Store::open`], see `migrate.rs`), id offset (set by a restore). [`Store::snapshot_to`] and
+//! [`Store::restore`] copy all four as one checksummed file (`snapshot.rs`).
 //!
 //! [`Store::commit`] applies a [`Commit`] — state writes, compare-and-swap checks, outbox events
 //! and the processed message id — in one sled transaction: all of it or none of it. A commit is
@@ -22,6 +26,9 @@
 //! corruption instead of being silently misread (sled 0.34 is beta software).
 
 mod codec;
+mod migrate;
+mod retention;
+mod snapshot;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,6 +38,9 @@ use serde::de::DeserializeOwned;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
 pub use codec::{decode_value, encode_value};
+pub use migrate::{MIGRATIONS, Migration, MigrationTrees};
+pub use retention::DrillNamespace;
+pub use snapshot::{Restored, SNAPSHOT_FORMAT_VERSION, SnapshotSummary, TreeSummary};
 
 /// Everything that can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +58,34 @@ pub enum Error {
     },
     #[error("compare-and-swap failed on {key:?}: the stored value changed")]
     Conflict { key: String },
+    #[error(
+        "the database at {path} has schema version {found}, but this build of muster reads \
+         version {supported} at most: it was written by a newer muster; run that version, or \
+         restore a backup taken by this one"
+    )]
+    SchemaTooNew {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error(
+        "migrating the database at {path} from schema version {from} to {to} failed ({problem}); \
+         nothing of this step was written, the database is still at version {from}"
+    )]
+    Migration {
+        path: PathBuf,
+        from: u32,
+        to: u32,
+        problem: String,
+    },
+    #[error("snapshot {path}: {problem}")]
+    Snapshot { path: PathBuf, problem: String },
+    #[error(
+        "{namespace:?} is not a drill namespace (`drill.<id>`); retention never deletes live data"
+    )]
+    NotADrill { namespace: String },
+    #[error("restore target {path}: {problem}")]
+    RestoreTarget { path: PathBuf, problem: String },
 }
 
 /// A pending event in the outbox.
@@ -131,6 +169,15 @@ pub enum Committed {
     AlreadyProcessed,
 }
 
+/// Opens the sled database itself, with the configuration every store uses.
+fn open_db(path: &Path) -> sled::Result<sled::Db> {
+    sled::Config::new()
+        .path(path)
+        // Durability comes from explicit flushes after each group commit, not from a timer.
+        .flush_every_ms(None)
+        .open()
+}
+
 /// Keeps sled writers (transactions, batches) and flushes apart, process-wide: see the module docs.
 static SLED_GATE: std::sync::RwLock<()> = std::sync::RwLock::new(());
 /// One flush at a time, process-wide; a flush makes every earlier commit of its database durable,
@@ -151,6 +198,11 @@ fn gate_shared() -> std::sync::RwLockReadGuard<'static, ()> {
 
 const INSTANCE_KEY: &[u8] = b"instance_id";
 const SCHEMA_KEY: &[u8] = b"schema_version";
+/// Added to sled's id generator: a restored database starts its ids above every id the snapshot
+/// holds (sled's own generator starts again at 0 in a new directory).
+const ID_OFFSET_KEY: &[u8] = b"id_offset";
+/// The trees a snapshot holds, in file order.
+const TREES: [&str; 4] = ["meta", "state", "outbox", "processed"];
 /// The layout version of the trees; bumped with a migration when keys or values change shape.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -161,56 +213,102 @@ pub struct Store {
     state: sled::Tree,
     outbox: sled::Tree,
     processed: sled::Tree,
+    meta: sled::Tree,
     instance_id: Arc<str>,
+    id_offset: u64,
     outbox_signal: Arc<tokio::sync::Notify>,
 }
 
 impl Store {
     /// Opens (or creates) the database in `path`.
+    ///
+    /// The schema version in `meta/schema_version` is checked: a database written by a newer
+    /// build is refused ([`Error::SchemaTooNew`]), an older one is brought up to
+    /// [`SCHEMA_VERSION`] by the steps in [`MIGRATIONS`], each in one transaction.
     pub fn open(path: impl AsRef<Path>) -> Result<Store, Error> {
         let path = path.as_ref();
         let open_error = |source| Error::Open {
             path: path.to_path_buf(),
             source,
         };
-        let db = sled::Config::new()
-            .path(path)
-            // Durability comes from explicit flushes after each group commit, not from a timer.
-            .flush_every_ms(None)
-            .open()
-            .map_err(open_error)?;
+        let db = open_db(path).map_err(open_error)?;
+        Store::from_db(path, db)
+    }
+
+    /// The checks and migrations of [`Store::open`] on a database already open.
+    fn from_db(path: &Path, db: sled::Db) -> Result<Store, Error> {
+        let open_error = |source| Error::Open {
+            path: path.to_path_buf(),
+            source,
+        };
         let state = db.open_tree("state").map_err(open_error)?;
         let outbox = db.open_tree("outbox").map_err(open_error)?;
         let processed = db.open_tree("processed").map_err(open_error)?;
         let meta = db.open_tree("meta").map_err(open_error)?;
+        let had_instance = meta.contains_key(INSTANCE_KEY)?;
+        let mut dirty = false;
+        let found = match meta.get(SCHEMA_KEY)? {
+            Some(bytes) => <[u8; 4]>::try_from(bytes.as_ref())
+                .map(u32::from_be_bytes)
+                .map_err(|_| Error::Corrupt {
+                    key: "meta/schema_version".into(),
+                    problem: format!("{} bytes, expected 4", bytes.len()),
+                })?,
+            // A database from before the key existed holds data; a new one holds nothing.
+            None if had_instance
+                || !state.is_empty()
+                || !outbox.is_empty()
+                || !processed.is_empty() =>
+            {
+                0
+            }
+            None => {
+                meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+                dirty = true;
+                SCHEMA_VERSION
+            }
+        };
+        if found > SCHEMA_VERSION {
+            return Err(Error::SchemaTooNew {
+                path: path.to_path_buf(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if found < SCHEMA_VERSION {
+            migrate::run(path, found, (&state, &outbox, &processed, &meta))?;
+            dirty = true;
+        }
         let instance_id: Arc<str> = match meta.get(INSTANCE_KEY)? {
             Some(bytes) => String::from_utf8_lossy(&bytes).into(),
             None => {
                 let id = codec::random_hex_id();
                 meta.insert(INSTANCE_KEY, id.as_bytes())?;
-                meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
-                let _gate = gate_shared();
-                db.flush()?;
+                dirty = true;
                 id.into()
             }
         };
-        if let Some(bytes) = meta.get(SCHEMA_KEY)? {
-            let found = <[u8; 4]>::try_from(bytes.as_ref())
-                .map(u32::from_be_bytes)
-                .unwrap_or(0);
-            if found != SCHEMA_VERSION {
-                return Err(Error::Corrupt {
-                    key: "meta/schema_version".into(),
-                    problem: format!("schema version {found}, this build reads {SCHEMA_VERSION}"),
-                });
-            }
+        let id_offset = match meta.get(ID_OFFSET_KEY)? {
+            Some(bytes) => <[u8; 8]>::try_from(bytes.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| Error::Corrupt {
+                    key: "meta/id_offset".into(),
+                    problem: format!("{} bytes, expected 8", bytes.len()),
+                })?,
+            None => 0,
+        };
+        if dirty {
+            let _gate = gate_shared();
+            db.flush()?;
         }
         Ok(Store {
             db,
             state,
             outbox,
             processed,
+            meta,
             instance_id,
+            id_offset,
             outbox_signal: Arc::new(tokio::sync::Notify::new()),
         })
     }
@@ -223,7 +321,7 @@ impl Store {
 
     /// A new number, unique and increasing for the life of this database (sled's id generator).
     pub fn generate_id(&self) -> Result<u64, Error> {
-        Ok(self.db.generate_id()?)
+        Ok(self.id_offset + self.db.generate_id()?)
     }
 
     /// Reads and decodes a state value.
@@ -317,6 +415,7 @@ impl Store {
     /// Applies `commit` atomically. Not yet durable: call [`Store::flush`] before acknowledging.
     pub fn commit(&self, commit: &Commit) -> Result<Committed, Error> {
         let instance_id = &*self.instance_id;
+        let id_offset = self.id_offset;
         let _gate = gate_exclusive();
         let result = (&self.state, &self.outbox, &self.processed).transaction(
             |(state, outbox, processed)| {
@@ -339,7 +438,7 @@ impl Store {
                 }
                 let mut msg_ids = Vec::with_capacity(commit.events.len());
                 for (subject, payload) in &commit.events {
-                    let sequence = outbox.generate_id()?;
+                    let sequence = id_offset + outbox.generate_id()?;
                     let msg_id = format!("{instance_id}-{sequence}");
                     let record = codec::encode_outbox(&msg_id, subject, payload);
                     outbox.insert(&sequence.to_be_bytes(), record)?;
