@@ -74,32 +74,81 @@ pub async fn run_consumer<H: Handler>(
     mut handler: H,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(100);
-    'reconnect: while !shutdown.is_cancelled() {
-        let stream = consumer
-            .stream()
-            .max_messages_per_batch(CONSUMER_BATCH_LEN_MAX)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await;
-        let mut messages = match stream {
-            Ok(messages) => messages,
-            Err(error) => {
-                tracing::warn!(consumer = name, %error, "cannot start pulling; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.cancelled() => break,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(100);
+    let mut groups = GroupPuller::new(name, &consumer, CONSUMER_BATCH_LEN_MAX, shutdown);
+    while let Some(group) = groups.next_group().await {
+        if let Err(error) = handle_group(name, &store, &mut handler, group).await {
+            tracing::error!(consumer = name, %error, "group not committed; it will be redelivered");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Acks are fire-and-forget publishes: make sure the last ones left before we go.
+    bus.flush().await;
+    tracing::info!(consumer = name, "consumer drained");
+}
+
+/// Pulls a durable consumer in groups: the first message is awaited, then whatever else is
+/// already buffered, up to `group_max`. Restarts the pull stream when it fails or ends (with
+/// backoff), and ends (`None`) once `shutdown` is cancelled. Every consumer loop in `bus` runs on it.
+pub(crate) struct GroupPuller<'a> {
+    name: &'a str,
+    consumer: &'a PullConsumer,
+    group_max: usize,
+    shutdown: CancellationToken,
+    messages: Option<async_nats::jetstream::consumer::pull::Stream>,
+    backoff: Duration,
+}
+
+impl<'a> GroupPuller<'a> {
+    pub(crate) fn new(
+        name: &'a str,
+        consumer: &'a PullConsumer,
+        group_max: usize,
+        shutdown: CancellationToken,
+    ) -> GroupPuller<'a> {
+        GroupPuller {
+            name,
+            consumer,
+            group_max: group_max.max(1),
+            shutdown,
+            messages: None,
+            backoff: Duration::from_millis(100),
+        }
+    }
+
+    pub(crate) async fn next_group(&mut self) -> Option<Vec<Message>> {
+        let name = self.name;
         loop {
+            if self.shutdown.is_cancelled() {
+                return None;
+            }
+            let Some(messages) = self.messages.as_mut() else {
+                let stream = self
+                    .consumer
+                    .stream()
+                    .max_messages_per_batch(self.group_max)
+                    .heartbeat(Duration::from_secs(5))
+                    .expires(Duration::from_secs(30))
+                    .messages()
+                    .await;
+                match stream {
+                    Ok(messages) => {
+                        self.messages = Some(messages);
+                        self.backoff = Duration::from_millis(100);
+                    }
+                    Err(error) => {
+                        tracing::warn!(consumer = name, %error, "cannot start pulling; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(self.backoff) => {}
+                            _ = self.shutdown.cancelled() => return None,
+                        }
+                        self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+                continue;
+            };
             let first = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break 'reconnect,
+                _ = self.shutdown.cancelled() => return None,
                 next = messages.next() => next,
             };
             let mut group = Vec::new();
@@ -111,25 +160,20 @@ pub async fn run_consumer<H: Handler>(
                 }
                 None => {
                     tracing::warn!(consumer = name, "message stream ended; restarting it");
-                    continue 'reconnect;
+                    self.messages = None;
+                    continue;
                 }
             }
-            while group.len() < CONSUMER_BATCH_LEN_MAX {
+            while group.len() < self.group_max {
                 match messages.next().now_or_never() {
                     Some(Some(Ok(message))) => group.push(message),
                     Some(Some(Err(error))) => tracing::warn!(consumer = name, %error, "pull error"),
                     _ => break,
                 }
             }
-            if let Err(error) = handle_group(name, &store, &mut handler, group).await {
-                tracing::error!(consumer = name, %error, "group not committed; it will be redelivered");
-                tokio::time::sleep(backoff).await;
-            }
+            return Some(group);
         }
     }
-    // Acks are fire-and-forget publishes: make sure the last ones left before we go.
-    bus.flush().await;
-    tracing::info!(consumer = name, "consumer drained");
 }
 
 async fn handle_group<H: Handler>(

@@ -7,13 +7,12 @@
 //! JetStream's own PubAck, so the answer needs a subject of its own.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{self, AckKind, stream};
 use bytes::Bytes;
-use futures_util::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::{Bus, DUPLICATE_WINDOW, Error};
@@ -74,22 +73,7 @@ impl Bus {
             max_message_size: FEED_BYTES_MAX as i32,
             ..Default::default()
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match self.jetstream().get_or_create_stream(config.clone()).await {
-                Ok(_) => return Ok(()),
-                Err(error) if Instant::now() < deadline => {
-                    tracing::debug!(%error, "JetStream not ready; retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(error) => {
-                    return Err(Error::Stream {
-                        stream: FEEDS_STREAM.into(),
-                        message: error.to_string(),
-                    });
-                }
-            }
-        }
+        self.create_stream(config).await
     }
 
     /// The durable pull consumer on the feeds stream.
@@ -155,84 +139,38 @@ pub async fn run_feed_consumer<H: FeedHandler>(
     mut handler: H,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(100);
-    'reconnect: while !shutdown.is_cancelled() {
-        let stream = consumer
-            .stream()
-            .max_messages_per_batch(FEED_GROUP_LEN_MAX)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await;
-        let mut messages = match stream {
-            Ok(messages) => messages,
-            Err(error) => {
-                tracing::warn!(consumer = %name, %error, "cannot start pulling; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.cancelled() => break,
+    let mut groups =
+        crate::consumer::GroupPuller::new(&name, &consumer, FEED_GROUP_LEN_MAX, shutdown);
+    while let Some(group) = groups.next_group().await {
+        let inputs = group
+            .iter()
+            .map(|message| FeedMessage {
+                format: message
+                    .subject
+                    .as_str()
+                    .strip_prefix(FEED_SUBJECT_PREFIX)
+                    .unwrap_or("")
+                    .to_string(),
+                payload: message.payload.clone(),
+                feed_name: header(message.headers.as_ref(), FEED_NAME_HEADER),
+                delivered: message.info().map_or(1, |info| info.delivered),
+            })
+            .collect();
+        let outcomes = handler.handle(inputs).await;
+        for (message, outcome) in group.iter().zip(outcomes) {
+            let acked = match outcome {
+                FeedOutcome::Done { answer } => {
+                    if let Some(reply_to) = header(message.headers.as_ref(), REPLY_HEADER)
+                        && let Err(error) = bus.client().publish(reply_to, answer).await
+                    {
+                        tracing::warn!(consumer = %name, %error, "answer not sent");
+                    }
+                    message.ack().await
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(100);
-        loop {
-            let first = tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => break 'reconnect,
-                next = messages.next() => next,
+                FeedOutcome::Later { delay } => message.ack_with(AckKind::Nak(Some(delay))).await,
             };
-            let mut group = Vec::new();
-            match first {
-                Some(Ok(message)) => group.push(message),
-                Some(Err(error)) => {
-                    tracing::warn!(consumer = %name, %error, "pull error");
-                    continue;
-                }
-                None => continue 'reconnect,
-            }
-            while group.len() < FEED_GROUP_LEN_MAX {
-                match messages.next().now_or_never() {
-                    Some(Some(Ok(message))) => group.push(message),
-                    Some(Some(Err(error))) => {
-                        tracing::warn!(consumer = %name, %error, "pull error")
-                    }
-                    _ => break,
-                }
-            }
-            let inputs = group
-                .iter()
-                .map(|message| FeedMessage {
-                    format: message
-                        .subject
-                        .as_str()
-                        .strip_prefix(FEED_SUBJECT_PREFIX)
-                        .unwrap_or("")
-                        .to_string(),
-                    payload: message.payload.clone(),
-                    feed_name: header(message.headers.as_ref(), FEED_NAME_HEADER),
-                    delivered: message.info().map_or(1, |info| info.delivered),
-                })
-                .collect();
-            let outcomes = handler.handle(inputs).await;
-            for (message, outcome) in group.iter().zip(outcomes) {
-                let acked = match outcome {
-                    FeedOutcome::Done { answer } => {
-                        if let Some(reply_to) = header(message.headers.as_ref(), REPLY_HEADER)
-                            && let Err(error) = bus.client().publish(reply_to, answer).await
-                        {
-                            tracing::warn!(consumer = %name, %error, "answer not sent");
-                        }
-                        message.ack().await
-                    }
-                    FeedOutcome::Later { delay } => {
-                        message.ack_with(AckKind::Nak(Some(delay))).await
-                    }
-                };
-                if let Err(error) = acked {
-                    tracing::warn!(consumer = %name, %error, "ack failed; the message will be redelivered and deduplicated");
-                }
+            if let Err(error) = acked {
+                tracing::warn!(consumer = %name, %error, "ack failed; the message will be redelivered and deduplicated");
             }
         }
     }

@@ -126,6 +126,12 @@ impl Bus {
             max_message_size: EVENT_BYTES_MAX as i32,
             ..Default::default()
         };
+        self.create_stream(config).await
+    }
+
+    /// Creates `config`'s stream unless it exists, retrying for a few seconds while JetStream is
+    /// still starting.
+    pub(crate) async fn create_stream(&self, config: stream::Config) -> Result<(), Error> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match self.jetstream.get_or_create_stream(config.clone()).await {
@@ -136,7 +142,7 @@ impl Bus {
                 }
                 Err(error) => {
                     return Err(Error::Stream {
-                        stream: EVENTS_STREAM.into(),
+                        stream: config.name.clone(),
                         message: error.to_string(),
                     });
                 }

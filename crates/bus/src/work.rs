@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::PullConsumer;
-use futures_util::StreamExt;
 use store::{Commit, Committed, Store};
 use tokio_util::sync::CancellationToken;
 
@@ -45,42 +44,9 @@ pub async fn run_work_consumer<H: WorkHandler>(
     mut handler: H,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(100);
-    'reconnect: while !shutdown.is_cancelled() {
-        let stream = consumer
-            .stream()
-            .max_messages_per_batch(16)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await;
-        let mut messages = match stream {
-            Ok(messages) => messages,
-            Err(error) => {
-                tracing::warn!(consumer = %name, %error, "cannot start pulling; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.cancelled() => break,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(100);
-        loop {
-            let next = tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => break 'reconnect,
-                next = messages.next() => next,
-            };
-            let message = match next {
-                Some(Ok(message)) => message,
-                Some(Err(error)) => {
-                    tracing::warn!(consumer = %name, %error, "pull error");
-                    continue;
-                }
-                None => continue 'reconnect,
-            };
+    let mut groups = crate::consumer::GroupPuller::new(&name, &consumer, 1, shutdown);
+    while let Some(group) = groups.next_group().await {
+        for message in group {
             let delivery = crate::consumer::delivery_of(&message);
             let ack = match work_one(&name, &store, &mut handler, &delivery).await {
                 Settle::Ack => message.ack().await,

@@ -193,7 +193,6 @@ impl FeedIntake {
         resolved.clone_from(&feed);
         let (reply, answer) = oneshot::channel();
         let submission = Submission {
-            format,
             feed,
             alerts,
             reply,

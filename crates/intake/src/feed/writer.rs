@@ -39,7 +39,6 @@ pub const FEED_REPORTER_PREFIX: &str = "feed ";
 
 /// One request's alerts, waiting for the writer.
 pub struct Submission {
-    pub format: feeds::Format,
     /// The configured feed the request came from, when known.
     pub feed: Option<String>,
     pub alerts: Vec<Alert>,
@@ -286,7 +285,6 @@ impl FeedWriter {
 
     /// Stages with `decide`, commits, and on success adopts the staged in-memory state. Redone
     /// from scratch when a compare-and-swap is lost.
-    #[allow(clippy::type_complexity)]
     fn decide_and_commit<T>(
         &mut self,
         now: i64,
