@@ -25,6 +25,7 @@
 //! Values carry a format version and a CRC32 so that a torn or foreign value is reported as
 //! corruption instead of being silently misread (sled 0.34 is beta software).
 
+pub mod audit;
 mod codec;
 mod migrate;
 mod retention;
@@ -202,7 +203,7 @@ const SCHEMA_KEY: &[u8] = b"schema_version";
 /// holds (sled's own generator starts again at 0 in a new directory).
 const ID_OFFSET_KEY: &[u8] = b"id_offset";
 /// The trees a snapshot holds, in file order.
-const TREES: [&str; 4] = ["meta", "state", "outbox", "processed"];
+const TREES: [&str; 5] = ["meta", "state", "outbox", "processed", "audit"];
 /// The layout version of the trees; bumped with a migration when keys or values change shape.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -214,6 +215,10 @@ pub struct Store {
     outbox: sled::Tree,
     processed: sled::Tree,
     meta: sled::Tree,
+    /// The hash-chained audit trail (`audit.rs`), appended outside commits.
+    audit: sled::Tree,
+    audit_append: Arc<std::sync::Mutex<()>>,
+    audit_dirty: Arc<tokio::sync::Notify>,
     instance_id: Arc<str>,
     id_offset: u64,
     outbox_signal: Arc<tokio::sync::Notify>,
@@ -245,6 +250,7 @@ impl Store {
         let outbox = db.open_tree("outbox").map_err(open_error)?;
         let processed = db.open_tree("processed").map_err(open_error)?;
         let meta = db.open_tree("meta").map_err(open_error)?;
+        let audit = db.open_tree("audit").map_err(open_error)?;
         let had_instance = meta.contains_key(INSTANCE_KEY)?;
         let mut dirty = false;
         let found = match meta.get(SCHEMA_KEY)? {
@@ -307,6 +313,9 @@ impl Store {
             outbox,
             processed,
             meta,
+            audit,
+            audit_append: Arc::new(std::sync::Mutex::new(())),
+            audit_dirty: Arc::new(tokio::sync::Notify::new()),
             instance_id,
             id_offset,
             outbox_signal: Arc::new(tokio::sync::Notify::new()),

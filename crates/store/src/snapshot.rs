@@ -27,7 +27,9 @@ use crate::{Error, ID_OFFSET_KEY, INSTANCE_KEY, SCHEMA_KEY, SCHEMA_VERSION, Stor
 
 const MAGIC: &[u8; 8] = b"MUSTRSNP";
 /// The layout of the snapshot file itself (not of the trees: that is the schema version).
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+/// Version 1 snapshots (before the audit tree) are still read: they hold the first four trees.
+const SNAPSHOT_FORMAT_VERSION_V1: u32 = 1;
 
 /// One tree of a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,7 +137,7 @@ fn read_header(reader: &mut impl Read, path: &Path) -> Result<SnapshotSummary, E
         ));
     }
     let format_version = read_u32(reader, path, "the header")?;
-    if format_version != SNAPSHOT_FORMAT_VERSION {
+    if format_version != SNAPSHOT_FORMAT_VERSION && format_version != SNAPSHOT_FORMAT_VERSION_V1 {
         return Err(snapshot_error(
             path,
             format!(
@@ -147,12 +149,17 @@ fn read_header(reader: &mut impl Read, path: &Path) -> Result<SnapshotSummary, E
     let schema_version = read_u32(reader, path, "the header")?;
     let id_floor = read_u64(reader, path, "the header")?;
     let count = read_u32(reader, path, "the header")?;
-    if count as usize != TREES.len() {
+    let expected: &[&str] = if format_version == SNAPSHOT_FORMAT_VERSION_V1 {
+        &TREES[..4]
+    } else {
+        &TREES
+    };
+    if count as usize != expected.len() {
         return Err(snapshot_error(
             path,
             format!(
                 "the header lists {count} trees, expected {}: corrupt",
-                TREES.len()
+                expected.len()
             ),
         ));
     }
@@ -185,10 +192,10 @@ fn read_header(reader: &mut impl Read, path: &Path) -> Result<SnapshotSummary, E
         ));
     }
     let names: Vec<&str> = summary.trees.iter().map(|t| t.name.as_str()).collect();
-    if names != TREES {
+    if names != expected {
         return Err(snapshot_error(
             path,
-            format!("the header lists trees {names:?}, expected {TREES:?}: corrupt"),
+            format!("the header lists trees {names:?}, expected {expected:?}: corrupt"),
         ));
     }
     Ok(summary)
@@ -243,7 +250,13 @@ impl Store {
         let file = File::create(&partial)
             .map_err(|e| io_error(&partial, "cannot create the snapshot file", e))?;
         let mut out = BufWriter::new(file);
-        let trees = [&self.meta, &self.state, &self.outbox, &self.processed];
+        let trees = [
+            &self.meta,
+            &self.state,
+            &self.outbox,
+            &self.processed,
+            &self.audit,
+        ];
         let result = (|| -> Result<SnapshotSummary, Error> {
             out.write_all(&vec![0; header_len(&TREES)])
                 .map_err(|e| io_error(&partial, "cannot write", e))?;

@@ -129,7 +129,8 @@ async fn a_snapshot_restores_every_tree() {
             ("meta", 2),
             ("state", 79),
             ("outbox", 30),
-            ("processed", 40)
+            ("processed", 40),
+            ("audit", 0)
         ]
     );
     assert!(!file.with_extension("snap.partial").exists());
@@ -305,12 +306,12 @@ async fn a_snapshot_of_a_newer_schema_is_refused() {
     let files = tempfile::tempdir().unwrap();
     let file = files.path().join("backup.snap");
     populated(source.path()).await.snapshot_to(&file).unwrap();
-    // Schema version at offset 12; the header CRC covers the 140 bytes before it
-    // (4 trees: meta, state, outbox, processed).
+    // Schema version at offset 12; the header CRC covers the 167 bytes before it
+    // (5 trees: meta, state, outbox, processed, audit).
     let mut bytes = std::fs::read(&file).unwrap();
     bytes[12..16].copy_from_slice(&(SCHEMA_VERSION + 1).to_be_bytes());
-    let crc = crc32(&bytes[..140]);
-    bytes[140..144].copy_from_slice(&crc.to_be_bytes());
+    let crc = crc32(&bytes[..167]);
+    bytes[167..171].copy_from_slice(&crc.to_be_bytes());
     std::fs::write(&file, bytes).unwrap();
 
     let into = target.path().join("r");
