@@ -7,12 +7,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY of set_var: build scripts are single-threaded at this point.
     unsafe { std::env::set_var("PROTOC", protoc) };
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["events", "notify", "intake", "escalation", "dispatch", "audit"]
-        .map(|name| root.join(format!("muster/v1/{name}.proto")));
+    let files = [
+        "events",
+        "notify",
+        "intake",
+        "escalation",
+        "dispatch",
+        "audit",
+    ]
+    .map(|name| root.join(format!("muster/v1/{name}.proto")));
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("muster_v1_descriptor.bin"))
-        .compile_protos(&files, &[root])?;
+        .compile_protos(&files, std::slice::from_ref(&root))?;
+    // The directory too, so a proto file added to the list is noticed by every cached build.
+    println!("cargo:rerun-if-changed=build.rs");
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("muster/v1").display()
+    );
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }

@@ -1,6 +1,7 @@
 //! End-to-end: reports flow intake → escalation → dispatch over a real nats-server and back into
 //! intake's read model, visible over gRPC and through musterctl.
 
+mod access;
 mod dispatch_e2e;
 mod escalation_e2e;
 mod feeds;

@@ -4,6 +4,7 @@
 //! ([`Principal::covers`]): its own jurisdiction and everything below it, nothing sideways or
 //! above.
 
+pub mod feed_secrets;
 pub mod policy;
 pub mod token;
 
@@ -203,7 +204,10 @@ mod tests {
         assert!(!county.covers_incident(tree, "390000", "390202400"));
         let province = principal("390000", Role::Commander);
         assert!(province.covers(tree, "390202400"));
-        assert!(!province.covers(tree, "000000"), "the national level is above");
+        assert!(
+            !province.covers(tree, "000000"),
+            "the national level is above"
+        );
         let national = principal("000000", Role::Admin);
         assert!(national.covers(tree, "") && national.covers(tree, "390102001"));
     }

@@ -8,6 +8,7 @@
 
 use domain::geo::GeoPoint;
 use domain::region::Unit;
+use lifecycle::access::Caller;
 use muster_proto::convert;
 use muster_proto::convert_unit::{self, UnitChange};
 use muster_proto::v1 as pb;
@@ -38,6 +39,75 @@ impl DispatchGrpc {
             config,
             store,
             desk,
+        }
+    }
+
+    /// The lead and township of an incident dispatch knows, for scope checks.
+    fn incident_scope(&self, namespace: &str, incident_id: &str) -> Option<(String, String)> {
+        if incident_id.is_empty() {
+            return None;
+        }
+        let record: AssignmentRecord = self
+            .store
+            .get(&assignment_key(namespace, incident_id))
+            .ok()
+            .flatten()?;
+        Some((
+            record.lead_code.unwrap_or_default(),
+            record.township_code.unwrap_or_default(),
+        ))
+    }
+
+    /// Names the incident on the audit note and refuses it outside the caller's scope. An
+    /// incident dispatch has no record of passes here; the handler answers NOT_FOUND.
+    fn require_incident(
+        &self,
+        caller: &Caller,
+        namespace: &str,
+        incident_id: &str,
+    ) -> Result<(), Status> {
+        caller.note.incident(incident_id);
+        match self.incident_scope(namespace, incident_id) {
+            Some((lead, township)) => caller.require_incident(
+                &self.config.region.tree,
+                incident_id,
+                &lead,
+                &[township.as_str()],
+            ),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the caller may see and move `record`: stationed in its scope, or serving an
+    /// incident in its scope.
+    fn unit_in_scope(&self, caller: &Caller, namespace: &str, record: &UnitRecord) -> bool {
+        let tree = &self.config.region.tree;
+        if caller.principal.covers(tree, &record.unit.home_township) {
+            return true;
+        }
+        record
+            .state
+            .incident_id
+            .as_deref()
+            .and_then(|incident| self.incident_scope(namespace, incident))
+            .is_some_and(|(lead, township)| caller.sees_incident(tree, &lead, &[township.as_str()]))
+    }
+
+    /// Names the unit on the audit note and refuses it outside the caller's scope. An unknown
+    /// unit passes here; the handler answers NOT_FOUND.
+    fn require_unit(&self, caller: &Caller, namespace: &str, unit_id: &str) -> Result<(), Status> {
+        caller.note.unit(unit_id);
+        let record: Option<UnitRecord> = self
+            .store
+            .get(&registry::unit_key(namespace, unit_id))
+            .map_err(storage)?;
+        match record {
+            Some(record) if !self.unit_in_scope(caller, namespace, &record) => {
+                Err(Status::permission_denied(
+                    caller.principal.out_of_scope(&format!("unit {unit_id}")),
+                ))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -286,8 +356,10 @@ impl pb::dispatch_service_server::DispatchService for DispatchGrpc {
         &self,
         request: Request<pb::ListUnitsRequest>,
     ) -> Result<Response<pb::ListUnitsResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.namespace(&request.namespace)?;
+        caller.note.namespace(namespace);
         if request.unit_type.len() > registry::NAME_BYTES_MAX {
             return Err(invalid(format!(
                 "unit_type is longer than {} bytes",
@@ -303,6 +375,7 @@ impl pb::dispatch_service_server::DispatchService for DispatchGrpc {
             .filter(|record| {
                 request.unit_type.is_empty() || record.unit.unit_type == request.unit_type
             })
+            .filter(|record| self.unit_in_scope(&caller, namespace, record))
             .map(|record| {
                 let eta = self.eta_of(namespace, record, &mut etas);
                 self.unit_to_wire(record, now, eta)
@@ -315,8 +388,11 @@ impl pb::dispatch_service_server::DispatchService for DispatchGrpc {
         &self,
         request: Request<pb::GetAssignmentsRequest>,
     ) -> Result<Response<pb::GetAssignmentsResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.namespace(&request.namespace)?;
+        caller.note.namespace(namespace);
+        self.require_incident(&caller, namespace, &request.incident_id)?;
         if request.incident_id.is_empty() {
             return Err(Status::invalid_argument("incident_id is required"));
         }
@@ -358,8 +434,16 @@ impl pb::dispatch_service_server::DispatchService for DispatchGrpc {
         &self,
         request: Request<pb::RegisterUnitRequest>,
     ) -> Result<Response<pb::UnitResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.namespace(&request.namespace)?;
+        caller.note.namespace(namespace);
+        caller.note.unit(&request.id);
+        caller.require_code(
+            &self.config.region.tree,
+            &request.home_township_code,
+            &format!("a unit stationed in {}", request.home_township_code),
+        )?;
         validate_unit_id(&request.id)?;
         registry::validate_call_sign(&request.call_sign).map_err(invalid)?;
         registry::validate_name("unit_type", &request.unit_type).map_err(invalid)?;
@@ -435,8 +519,18 @@ impl pb::dispatch_service_server::DispatchService for DispatchGrpc {
         &self,
         request: Request<pb::UpdateUnitRequest>,
     ) -> Result<Response<pb::UnitResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.namespace(&request.namespace)?;
+        caller.note.namespace(namespace);
+        self.require_unit(&caller, namespace, &request.unit_id)?;
+        if let Some(township) = &request.home_township_code {
+            caller.require_code(
+                &self.config.region.tree,
+                township,
+                &format!("moving a unit to {township}"),
+            )?;
+        }
         if let Some(call_sign) = &request.call_sign {
             registry::validate_call_sign(call_sign).map_err(invalid)?;
         }
@@ -485,8 +579,11 @@ impl pb::dispatch_service_server::DispatchService for DispatchGrpc {
         &self,
         request: Request<pb::RetireUnitRequest>,
     ) -> Result<Response<pb::UnitResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.namespace(&request.namespace)?;
+        caller.note.namespace(namespace);
+        self.require_unit(&caller, namespace, &request.unit_id)?;
         let reason = request.reason.trim().to_string();
         if reason.is_empty() || reason.chars().count() > registry::REASON_CHARS_MAX {
             return Err(invalid(format!(
@@ -526,8 +623,11 @@ impl pb::dispatch_service_server::DispatchService for DispatchGrpc {
         &self,
         request: Request<pb::UpdateUnitStatusRequest>,
     ) -> Result<Response<pb::UnitResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.namespace(&request.namespace)?;
+        caller.note.namespace(namespace);
+        self.require_unit(&caller, namespace, &request.unit_id)?;
         let event = convert_unit::unit_event_from_wire(
             request.event,
             &request.incident_id,
@@ -544,8 +644,11 @@ impl pb::dispatch_service_server::DispatchService for DispatchGrpc {
         &self,
         request: Request<pb::ReportPositionRequest>,
     ) -> Result<Response<pb::ReportPositionResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.namespace(&request.namespace)?;
+        caller.note.namespace(namespace);
+        self.require_unit(&caller, namespace, &request.unit_id)?;
         let now = lifecycle::unix_ms_now();
         let at_unix_ms = if request.at_unix_ms == 0 {
             now
@@ -581,8 +684,19 @@ impl pb::dispatch_service_server::DispatchService for DispatchGrpc {
         &self,
         request: Request<pb::RecommendRequest>,
     ) -> Result<Response<pb::RecommendResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.namespace(&request.namespace)?;
+        caller.note.namespace(namespace);
+        if request.incident_id.is_empty() {
+            caller.require_code(
+                &self.config.region.tree,
+                &request.township_code,
+                &format!("township {}", request.township_code),
+            )?;
+        } else {
+            self.require_incident(&caller, namespace, &request.incident_id)?;
+        }
         let region = self.desk.region();
         for (field, value) in [
             ("kind", &request.kind),
@@ -736,8 +850,12 @@ impl pb::dispatch_service_server::DispatchService for DispatchGrpc {
         &self,
         request: Request<pb::AssignRequest>,
     ) -> Result<Response<pb::AssignResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.namespace(&request.namespace)?;
+        caller.note.namespace(namespace);
+        self.require_incident(&caller, namespace, &request.incident_id)?;
+        caller.note.unit(&request.unit_id);
         validate_incident_id(&request.incident_id)?;
         validate_unit_id(&request.unit_id)?;
         let by = request.by.trim();
@@ -770,8 +888,11 @@ impl pb::dispatch_service_server::DispatchService for DispatchGrpc {
         &self,
         request: Request<pb::AcknowledgeAssignmentRequest>,
     ) -> Result<Response<pb::UnitResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.namespace(&request.namespace)?;
+        caller.note.namespace(namespace);
+        self.require_unit(&caller, namespace, &request.unit_id)?;
         validate_incident_id(&request.incident_id)?;
         let event = UnitEvent::Acknowledge {
             incident_id: request.incident_id,
@@ -786,8 +907,11 @@ impl pb::dispatch_service_server::DispatchService for DispatchGrpc {
         &self,
         request: Request<pb::DeclineAssignmentRequest>,
     ) -> Result<Response<pb::UnitResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.namespace(&request.namespace)?;
+        caller.note.namespace(namespace);
+        self.require_unit(&caller, namespace, &request.unit_id)?;
         validate_incident_id(&request.incident_id)?;
         validate_reason(&request.reason)?;
         let event = UnitEvent::Decline {
@@ -804,8 +928,11 @@ impl pb::dispatch_service_server::DispatchService for DispatchGrpc {
         &self,
         request: Request<pb::ReleaseUnitRequest>,
     ) -> Result<Response<pb::UnitResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.namespace(&request.namespace)?;
+        caller.note.namespace(namespace);
+        self.require_unit(&caller, namespace, &request.unit_id)?;
         validate_incident_id(&request.incident_id)?;
         let event = UnitEvent::Release {
             incident_id: request.incident_id,
@@ -820,8 +947,11 @@ impl pb::dispatch_service_server::DispatchService for DispatchGrpc {
         &self,
         request: Request<pb::ListMutualAidRequest>,
     ) -> Result<Response<pb::ListMutualAidResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.namespace(&request.namespace)?;
+        caller.note.namespace(namespace);
+        self.require_incident(&caller, namespace, &request.incident_id)?;
         validate_incident_id(&request.incident_id)?;
         let known = self
             .store

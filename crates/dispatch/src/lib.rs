@@ -50,6 +50,8 @@ pub struct Config {
     /// `live`, or `drill.<id>`.
     pub namespace: String,
     pub region: Arc<Region>,
+    /// Token verification key and optional TLS for the gRPC server.
+    pub security: lifecycle::grpc::ServerSecurity,
     /// How long a dispatched unit has to acknowledge, in milliseconds; `None` for
     /// [`assignment::ASSIGNMENT_ACK_TIMEOUT_MS_DEFAULT`].
     pub assignment_ack_timeout_ms: Option<i64>,
@@ -185,6 +187,12 @@ pub async fn run(
         health,
         listener,
         shutdown,
+        config.security.for_service(
+            SERVICE_NAME,
+            &config.namespace,
+            runtime.store.clone(),
+            &config.region.tree,
+        ),
     )
     .await;
     timers_shutdown.cancel();

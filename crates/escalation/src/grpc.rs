@@ -3,6 +3,7 @@
 use domain::escalation::{
     Handled, Ignored, Obligation, ObligationId, ObligationStatus, ReportKind,
 };
+use lifecycle::access::Caller;
 use muster_proto::convert;
 use muster_proto::v1 as pb;
 use store::Store;
@@ -37,6 +38,66 @@ impl EscalationGrpc {
     /// The request's namespace (`live` when empty), if this instance serves it.
     fn served_namespace<'a>(&'a self, requested: &str) -> Result<&'a str, Status> {
         lifecycle::grpc::served_namespace(crate::SERVICE_NAME, &self.config.namespace, requested)
+    }
+
+    /// The lead and townships of a graded incident, for scope checks; `None` when escalation has
+    /// not graded it (the handler answers NOT_FOUND).
+    fn incident_scope(
+        &self,
+        namespace: &str,
+        incident_id: &str,
+    ) -> Result<Option<(String, Vec<String>)>, Status> {
+        if incident_id.is_empty() {
+            return Ok(None);
+        }
+        let grading: Option<GradingRecord> = self
+            .store
+            .get(&grading_key(namespace, incident_id))
+            .map_err(storage_error)?;
+        Ok(grading.map(|record| {
+            let townships = record
+                .graded
+                .report
+                .township_codes()
+                .into_iter()
+                .map(str::to_string)
+                .collect();
+            (record.graded.lead_code, townships)
+        }))
+    }
+
+    /// Names the incident on the audit note and refuses it outside the caller's scope.
+    fn require_incident(
+        &self,
+        caller: &Caller,
+        namespace: &str,
+        incident_id: &str,
+    ) -> Result<(), Status> {
+        caller.note.namespace(namespace);
+        caller.note.incident(incident_id);
+        match self.incident_scope(namespace, incident_id)? {
+            Some((lead, townships)) => {
+                let townships: Vec<&str> = townships.iter().map(String::as_str).collect();
+                caller.require_incident(&self.config.region.tree, incident_id, &lead, &townships)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the caller may see the incident (for lists).
+    fn in_scope(
+        &self,
+        caller: &Caller,
+        namespace: &str,
+        incident_id: &str,
+    ) -> Result<bool, Status> {
+        Ok(match self.incident_scope(namespace, incident_id)? {
+            Some((lead, townships)) => {
+                let townships: Vec<&str> = townships.iter().map(String::as_str).collect();
+                caller.sees_incident(&self.config.region.tree, &lead, &townships)
+            }
+            None => caller.principal.jurisdiction() == self.config.region.tree.root().code,
+        })
     }
 
     fn load_command(&self, namespace: &str, incident_id: &str) -> Result<CommandRecord, Status> {
@@ -278,8 +339,10 @@ impl pb::escalation_service_server::EscalationService for EscalationGrpc {
         &self,
         request: Request<pb::GetGradingRequest>,
     ) -> Result<Response<pb::GetGradingResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.served_namespace(&request.namespace)?;
+        self.require_incident(&caller, namespace, &request.incident_id)?;
         if request.incident_id.is_empty() {
             return Err(Status::invalid_argument("incident_id is required"));
         }
@@ -302,8 +365,10 @@ impl pb::escalation_service_server::EscalationService for EscalationGrpc {
         &self,
         request: Request<pb::AcknowledgeRequest>,
     ) -> Result<Response<pb::AcknowledgeResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.served_namespace(&request.namespace)?;
+        self.require_incident(&caller, namespace, &request.incident_id)?;
         let officer = request.officer.trim().to_string();
         if officer.is_empty() {
             return Err(Status::invalid_argument(
@@ -336,8 +401,10 @@ impl pb::escalation_service_server::EscalationService for EscalationGrpc {
         &self,
         request: Request<pb::EscalateRequest>,
     ) -> Result<Response<pb::EscalateResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.served_namespace(&request.namespace)?;
+        self.require_incident(&caller, namespace, &request.incident_id)?;
         let reason = request.reason.trim().to_string();
         if reason.is_empty() {
             return Err(Status::invalid_argument(
@@ -369,16 +436,23 @@ impl pb::escalation_service_server::EscalationService for EscalationGrpc {
         &self,
         request: Request<pb::ListDeadlinesRequest>,
     ) -> Result<Response<pb::ListDeadlinesResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.served_namespace(&request.namespace)?;
         let records = if request.incident_id.is_empty() {
-            self.store
+            let mut visible = Vec::new();
+            for (_, record) in self
+                .store
                 .scan_prefix::<CommandRecord>(&command_prefix(namespace))
                 .map_err(storage_error)?
-                .into_iter()
-                .map(|(_, record)| record)
-                .collect()
+            {
+                if self.in_scope(&caller, namespace, &record.incident_id)? {
+                    visible.push(record);
+                }
+            }
+            visible
         } else {
+            self.require_incident(&caller, namespace, &request.incident_id)?;
             vec![self.load_command(namespace, &request.incident_id)?]
         };
         let now = lifecycle::unix_ms_now();
@@ -398,8 +472,10 @@ impl pb::escalation_service_server::EscalationService for EscalationGrpc {
         &self,
         request: Request<pb::SubmitReportRequest>,
     ) -> Result<Response<pb::SubmitReportResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.served_namespace(&request.namespace)?;
+        self.require_incident(&caller, namespace, &request.incident_id)?;
         let id = ObligationId(request.obligation_id);
         // Unknown obligations are NOT_FOUND, not a refused transition.
         let current = self.load_command(namespace, &request.incident_id)?;
@@ -437,8 +513,10 @@ impl pb::escalation_service_server::EscalationService for EscalationGrpc {
         &self,
         request: Request<pb::ConfirmDowngradeRequest>,
     ) -> Result<Response<pb::ConfirmDowngradeResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.served_namespace(&request.namespace)?;
+        self.require_incident(&caller, namespace, &request.incident_id)?;
         let officer = request.officer.trim().to_string();
         if officer.is_empty() {
             return Err(Status::invalid_argument(
@@ -492,8 +570,10 @@ impl pb::escalation_service_server::EscalationService for EscalationGrpc {
         &self,
         request: Request<pb::TakeCommandRequest>,
     ) -> Result<Response<pb::TakeCommandResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.served_namespace(&request.namespace)?;
+        self.require_incident(&caller, namespace, &request.incident_id)?;
         let code = request.jurisdiction_code.trim().to_string();
         if code.is_empty() {
             return Err(Status::invalid_argument(
@@ -506,6 +586,12 @@ impl pb::escalation_service_server::EscalationService for EscalationGrpc {
                 "jurisdiction_code {code:?} is not a jurisdiction of this region (list them with: musterctl jurisdictions)"
             )));
         };
+        // Command passes to a jurisdiction the caller speaks for: its own or one below it.
+        caller.require_code(
+            &region.tree,
+            &taker.code,
+            &format!("taking command for {} ({})", taker.name, taker.code),
+        )?;
         let taker = jurisdiction_ref(
             &region,
             &domain::escalation::Rung::new(taker.code.clone(), taker.level),
@@ -568,8 +654,10 @@ impl pb::escalation_service_server::EscalationService for EscalationGrpc {
         &self,
         request: Request<pb::SkipLevelReportRequest>,
     ) -> Result<Response<pb::SkipLevelReportResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.served_namespace(&request.namespace)?;
+        self.require_incident(&caller, namespace, &request.incident_id)?;
         let officer = request.officer.trim().to_string();
         if officer.is_empty() {
             return Err(Status::invalid_argument(
@@ -677,8 +765,10 @@ impl pb::escalation_service_server::EscalationService for EscalationGrpc {
         &self,
         request: Request<pb::GetCommandRequest>,
     ) -> Result<Response<pb::GetCommandResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.served_namespace(&request.namespace)?;
+        self.require_incident(&caller, namespace, &request.incident_id)?;
         let record = self.load_command(namespace, &request.incident_id)?;
         Ok(Response::new(pb::GetCommandResponse {
             command: Some(self.command_to_wire(&record)),
@@ -689,8 +779,10 @@ impl pb::escalation_service_server::EscalationService for EscalationGrpc {
         &self,
         request: Request<pb::ListNotificationsRequest>,
     ) -> Result<Response<pb::ListNotificationsResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.served_namespace(&request.namespace)?;
+        self.require_incident(&caller, namespace, &request.incident_id)?;
         if request.incident_id.is_empty() {
             return Err(Status::invalid_argument("incident_id is required"));
         }

@@ -41,6 +41,8 @@ pub struct Config {
     /// `live`, or `drill.<id>`.
     pub namespace: String,
     pub region: Arc<Region>,
+    /// Token verification key and optional TLS for the gRPC server.
+    pub security: lifecycle::grpc::ServerSecurity,
     /// The escalation policy; `None` means the shipped default
     /// ([`EscalationPolicy::embedded_default`]). Tests pass one on a compressed clock.
     pub policy: Option<Arc<EscalationPolicy>>,
@@ -131,6 +133,12 @@ pub async fn run(
         health,
         listener,
         shutdown,
+        config.security.for_service(
+            SERVICE_NAME,
+            &config.namespace,
+            runtime.store.clone(),
+            &config.region.tree,
+        ),
     )
     .await;
     timers_shutdown.cancel();

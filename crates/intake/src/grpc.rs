@@ -4,6 +4,7 @@ use std::pin::Pin;
 
 use bus::subjects;
 use domain::event::{EventBody, IncidentEvent};
+use lifecycle::access::Caller;
 use muster_proto::convert;
 use muster_proto::v1 as pb;
 use store::{Commit, Store};
@@ -23,6 +24,8 @@ use crate::validate::{ValidReport, ValidUpdate, merge_facts, validate_report, va
 /// Default and largest page of `ListIncidents`.
 const LIST_LIMIT_DEFAULT: usize = 100;
 const LIST_LIMIT_MAX: usize = 1000;
+/// How far back a scoped `ListIncidents` looks, in multiples of its limit.
+const SCOPED_SCAN_FACTOR: usize = 20;
 
 pub struct IntakeGrpc {
     config: Config,
@@ -287,6 +290,7 @@ impl IntakeGrpc {
         &self,
         request: Request<pb::ReportIncidentRequest>,
     ) -> Result<Response<pb::ReportIncidentResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.namespace(&request.namespace)?.to_string();
         let valid = validate_report(&request, &self.config.region).map_err(|problems| {
@@ -297,7 +301,21 @@ impl IntakeGrpc {
             };
             Status::invalid_argument(format!("{prefix}{}", problems.join("; ")))
         })?;
+        caller.note.namespace(&namespace);
+        // An officer reports only where their token reaches: every township the report names.
+        for township in valid.report.township_codes() {
+            caller.require_code(
+                &self.config.region.tree,
+                township,
+                &format!("township {township}"),
+            )?;
+        }
+        caller.note.detail(format!(
+            "{} in {}",
+            valid.report.kind, valid.report.township_code
+        ));
         if let Some(incident_id) = self.existing_for_request(&namespace, &valid.request_id)? {
+            caller.note.incident(&incident_id);
             return Ok(Response::new(pb::ReportIncidentResponse {
                 incident_id,
                 duplicate: true,
@@ -307,12 +325,14 @@ impl IntakeGrpc {
         let (incident_id, record) = match self.record_report(&namespace, valid)? {
             Recorded::New(incident_id, record) => (incident_id, record),
             Recorded::Duplicate(incident_id) => {
+                caller.note.incident(&incident_id);
                 return Ok(Response::new(pb::ReportIncidentResponse {
                     incident_id,
                     duplicate: true,
                 }));
             }
         };
+        caller.note.incident(&incident_id);
         // Answer only when the report is on disk: an accepted report is never lost.
         self.store.flush().await.map_err(internal)?;
         let _ = self.changes.send((*record, "reported".into()));
@@ -339,8 +359,11 @@ impl pb::intake_service_server::IntakeService for IntakeGrpc {
         &self,
         request: Request<pb::UpdateIncidentRequest>,
     ) -> Result<Response<pb::UpdateIncidentResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.namespace(&request.namespace)?.to_string();
+        caller.note.namespace(&namespace);
+        caller.note.incident(&request.incident_id);
         let valid = validate_update(&request).map_err(|problems| {
             let prefix = if problems.len() == 1 {
                 String::new()
@@ -349,6 +372,13 @@ impl pb::intake_service_server::IntakeService for IntakeGrpc {
             };
             Status::invalid_argument(format!("{prefix}{}", problems.join("; ")))
         })?;
+        let current = self.load_incident(&namespace, &valid.incident_id)?;
+        caller.require_incident(
+            &self.config.region.tree,
+            &valid.incident_id,
+            lead_of(&current),
+            &current.report.township_codes(),
+        )?;
         let duplicate =
             |incident_id: String| -> Result<Response<pb::UpdateIncidentResponse>, Status> {
                 let record = self.load_incident(&namespace, &incident_id)?;
@@ -381,6 +411,7 @@ impl pb::intake_service_server::IntakeService for IntakeGrpc {
         &self,
         request: Request<pb::GetIncidentRequest>,
     ) -> Result<Response<pb::GetIncidentResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.namespace(&request.namespace)?;
         if request.incident_id.is_empty() {
@@ -396,6 +427,12 @@ impl pb::intake_service_server::IntakeService for IntakeGrpc {
                     request.incident_id
                 ))
             })?;
+        caller.require_incident(
+            &self.config.region.tree,
+            &record.id,
+            lead_of(&record),
+            &record.report.township_codes(),
+        )?;
         Ok(Response::new(pb::GetIncidentResponse {
             incident: Some(incident_to_wire(&record)),
         }))
@@ -405,19 +442,32 @@ impl pb::intake_service_server::IntakeService for IntakeGrpc {
         &self,
         request: Request<pb::ListIncidentsRequest>,
     ) -> Result<Response<pb::ListIncidentsResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.namespace(&request.namespace)?;
         let limit = match request.limit as usize {
             0 => LIST_LIMIT_DEFAULT,
             n => n.min(LIST_LIMIT_MAX),
         };
+        let tree = &self.config.region.tree;
+        // A scoped token gets the newest incidents in its scope among the newest
+        // SCOPED_SCAN_FACTOR × limit; a national one gets exactly the newest `limit`.
+        let window = if caller.principal.jurisdiction() == tree.root().code {
+            limit
+        } else {
+            limit.saturating_mul(SCOPED_SCAN_FACTOR)
+        };
         let records: Vec<(String, IncidentRecord)> = self
             .store
-            .scan_prefix_rev(&incident_key(namespace, ""), limit)
+            .scan_prefix_rev(&incident_key(namespace, ""), window)
             .map_err(internal)?;
         Ok(Response::new(pb::ListIncidentsResponse {
             incidents: records
                 .iter()
+                .filter(|(_, record)| {
+                    caller.sees_incident(tree, lead_of(record), &record.report.township_codes())
+                })
+                .take(limit)
                 .map(|(_, record)| incident_to_wire(record))
                 .collect(),
         }))
@@ -429,11 +479,20 @@ impl pb::intake_service_server::IntakeService for IntakeGrpc {
         &self,
         request: Request<pb::WatchIncidentsRequest>,
     ) -> Result<Response<WatchStream>, Status> {
+        let caller = Caller::of(&request)?;
         let namespace = self.namespace(&request.into_inner().namespace)?.to_string();
         let changes = tokio_stream::wrappers::BroadcastStream::new(self.changes.subscribe());
+        let region = self.config.region.clone();
         let stream = changes
             .filter_map(move |change| match change {
-                Ok((record, event_type)) if record.namespace == namespace => {
+                Ok((record, event_type))
+                    if record.namespace == namespace
+                        && caller.sees_incident(
+                            &region.tree,
+                            lead_of(&record),
+                            &record.report.township_codes(),
+                        ) =>
+                {
                     Some(Ok(pb::WatchIncidentsResponse { incident: Some(incident_to_wire(&record)), event_type }))
                 }
                 Ok(_) => None,
@@ -476,6 +535,14 @@ fn backpressure(store: &Store) -> Result<(), Status> {
         tonic::metadata::MetadataValue::from(crate::feed::RETRY_AFTER_SECONDS),
     );
     Err(status)
+}
+
+/// The lead jurisdiction's code once graded; empty before.
+fn lead_of(record: &IncidentRecord) -> &str {
+    record
+        .grading
+        .as_ref()
+        .map_or("", |graded| graded.lead_code.as_str())
 }
 
 fn internal(error: impl std::fmt::Display) -> Status {

@@ -35,6 +35,10 @@ pub struct Config {
     /// `live`, or `drill.<id>`.
     pub namespace: String,
     pub region: Arc<Region>,
+    /// Shared secrets feeds may post with instead of a token (`None`: tokens only).
+    pub feed_secrets: Option<Arc<auth::feed_secrets::FeedSecrets>>,
+    /// Token verification key and optional TLS for the gRPC server.
+    pub security: lifecycle::grpc::ServerSecurity,
     /// Feed mapping rules; `None` uses the shipped defaults.
     pub mapping: Option<Arc<feeds::mapping::Mapping>>,
     /// How often feed heartbeats and parked updates are checked (default 1 s).
@@ -143,8 +147,20 @@ pub async fn run_with_feeds(
     runtime
         .consume_feeds(feed::nats::NatsFeeds::new(feed_intake.clone()))
         .await?;
-    let http = feeds_listener
-        .map(|listener| tokio::spawn(feed::http::serve(feed_intake, listener, shutdown.clone())));
+    let feed_access = feed::http::FeedAccess {
+        verifier: config.security.verifier.clone(),
+        secrets: config.feed_secrets.clone().unwrap_or_default(),
+        store: runtime.store.clone(),
+        namespace: config.namespace.clone(),
+    };
+    let http = feeds_listener.map(|listener| {
+        tokio::spawn(feed::http::serve(
+            feed_intake,
+            feed_access,
+            listener,
+            shutdown.clone(),
+        ))
+    });
     let service = grpc::IntakeGrpc::new(
         config.clone(),
         runtime.store.clone(),
@@ -165,6 +181,12 @@ pub async fn run_with_feeds(
         health,
         listener,
         shutdown,
+        config.security.for_service(
+            SERVICE_NAME,
+            &config.namespace,
+            runtime.store.clone(),
+            &config.region.tree,
+        ),
     )
     .await;
     if let Some(http) = http {

@@ -1,6 +1,8 @@
-//! Serves a service's gRPC routes together with `grpc.health.v1` and server reflection (v1 and
-//! v1alpha: grpcurl 1.8 and Python's grpcio-reflection only speak v1alpha).
+//! Serves a service's gRPC routes together with `grpc.health.v1`, server reflection (v1 and
+//! v1alpha: grpcurl 1.8 and Python's grpcio-reflection only speak v1alpha) and the service's
+//! `AuditService`, behind the access layer (`access.rs`) and, when configured, TLS.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -11,6 +13,81 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::Error;
+use crate::access::{Access, AccessLayer};
+
+/// TLS for a gRPC server: its certificate chain and key (PEM), and for mutual TLS the CA whose
+/// client certificates it accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Set: clients must present a certificate signed by this CA (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Who may call a server and how the connection is protected.
+#[derive(Debug, Clone)]
+pub struct Security {
+    pub access: Access,
+    pub tls: Option<TlsFiles>,
+}
+
+/// What a service's `Config` carries for its gRPC server: the key that verifies tokens and,
+/// optionally, TLS.
+#[derive(Debug, Clone)]
+pub struct ServerSecurity {
+    pub verifier: auth::VerifyingKey,
+    pub tls: Option<TlsFiles>,
+}
+
+impl ServerSecurity {
+    /// The server's [`Security`]: access checks against `tree`, audit trail in `store`.
+    pub fn for_service(
+        &self,
+        service: &'static str,
+        namespace: &str,
+        store: store::Store,
+        tree: &domain::jurisdiction::JurisdictionTree,
+    ) -> Security {
+        Security {
+            access: Access {
+                service,
+                namespace: namespace.to_string(),
+                verifier: self.verifier.clone(),
+                store,
+                tree: std::sync::Arc::new(tree.clone()),
+            },
+            tls: self.tls.clone(),
+        }
+    }
+}
+
+fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>, Error> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        context: format!("cannot read the {what} {}", path.display()),
+        source,
+    })?;
+    if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+        return Err(Error::Tls(format!(
+            "{}: the {what} is not PEM (no -----BEGIN line)",
+            path.display()
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Loads `files` into tonic's server TLS configuration, naming the file in every error.
+pub fn server_tls(files: &TlsFiles) -> Result<tonic::transport::ServerTlsConfig, Error> {
+    let cert = read_pem(&files.cert, "TLS certificate (--tls-cert)")?;
+    let key = read_pem(&files.key, "TLS key (--tls-key)")?;
+    let mut config = tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(cert, key));
+    if let Some(ca) = &files.client_ca {
+        let ca = read_pem(ca, "client CA (--client-ca)")?;
+        config = config.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+    }
+    Ok(config)
+}
 
 /// The largest request any Muster gRPC server accepts.
 pub const REQUEST_BYTES_MAX: usize = 1024 * 1024;
@@ -23,8 +100,10 @@ pub fn health() -> (
     tonic_health::server::health_reporter()
 }
 
-/// Serves `routes` plus health (already built, so the caller can flip its status) and reflection on
-/// `listener` until `shutdown` is cancelled, then lets in-flight calls finish.
+/// Serves `routes` plus health (already built, so the caller can flip its status), reflection and
+/// the audit trail on `listener` until `shutdown` is cancelled, then lets in-flight calls finish.
+/// Every call but health and reflection passes `security.access` first.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     service_name: &str,
     routes: Routes,
@@ -34,6 +113,7 @@ pub async fn serve(
     >,
     listener: TcpListener,
     shutdown: CancellationToken,
+    security: Security,
 ) -> Result<(), Error> {
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(muster_proto::FILE_DESCRIPTOR_SET)
@@ -43,7 +123,13 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(muster_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
+    let audit = crate::audit_service::AuditServer::new(
+        security.access.service,
+        security.access.store.clone(),
+        security.access.tree.clone(),
+    );
     let routes = routes
+        .add_service(audit.into_service())
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
@@ -54,7 +140,13 @@ pub async fn serve(
         .set_service_status(service_name, ServingStatus::Serving)
         .await;
     let local = listener.local_addr().ok();
-    tracing::info!(service = service_name, addr = ?local, "gRPC serving");
+    tracing::info!(
+        service = service_name,
+        addr = ?local,
+        tls = security.tls.is_some(),
+        mutual_tls = security.tls.as_ref().is_some_and(|tls| tls.client_ca.is_some()),
+        "gRPC serving"
+    );
     let stopping = shutdown.clone();
     let reporter = health_reporter.clone();
     let name = service_name.to_string();
@@ -68,16 +160,33 @@ pub async fn serve(
             .set_service_status(name, ServingStatus::NotServing)
             .await;
     };
-    tonic::transport::Server::builder()
+    let audit_store = security.access.store.clone();
+    let audit_stop = shutdown.clone();
+    let audit_flusher = tokio::spawn(async move {
+        audit_store
+            .run_audit_flusher(audit_stop.cancelled_owned())
+            .await;
+    });
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(files) = &security.tls {
+        builder = builder
+            .tls_config(server_tls(files)?)
+            .map_err(|error| Error::Tls(format!("TLS configuration: {error}")))?;
+    }
+    builder
         .timeout(Duration::from_secs(30))
         .concurrency_limit_per_connection(256)
+        .layer(AccessLayer::new(security.access))
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
         .await
         .map_err(|source| Error::Serve {
             service: service_name.to_string(),
             source,
-        })
+        })?;
+    // The last audit entries (of calls that finished while draining) are flushed.
+    let _ = audit_flusher.await;
+    Ok(())
 }
 
 /// The namespace a request names (empty means `live`), if this instance serves it; otherwise

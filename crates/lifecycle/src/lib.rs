@@ -1,5 +1,7 @@
 //! Process plumbing shared by every Muster service: tracing, signals, gRPC serving, nats-server.
 
+pub mod access;
+pub mod audit_service;
 pub mod grpc;
 pub mod metrics;
 pub mod nats_server;
@@ -26,6 +28,8 @@ pub enum Error {
     },
     #[error("gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("nats-server: {0}")]
     NatsServer(String),
     #[error("{context}: {source}")]

@@ -30,6 +30,60 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Delete old drill data (`<kind>/drill.<id>/...` keys) from one stopped service's store.
     Retention(RetentionArgs),
+    /// Create the token signing key, or issue a bearer token for an officer, feed or auditor.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create an auth directory: signing.pk8 (private, keep it with whoever issues tokens) and
+    /// verify.pub (give it to every service with --verify-key). Does nothing if one exists.
+    Init {
+        /// The auth directory (`muster up` uses <data-dir>/auth).
+        #[arg(
+            long,
+            env = "MUSTER_AUTH_DIR",
+            default_value = ".muster/auth",
+            value_name = "DIR"
+        )]
+        auth_dir: PathBuf,
+    },
+    /// Issue a token and print it on stdout (its claims go to stderr).
+    Issue(IssueArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IssueArgs {
+    /// The auth directory holding signing.pk8.
+    #[arg(
+        long,
+        env = "MUSTER_AUTH_DIR",
+        default_value = ".muster/auth",
+        value_name = "DIR"
+    )]
+    pub auth_dir: PathBuf,
+
+    /// Who the token is for (an officer's name, or a feed's name for --role feed).
+    #[arg(long, value_name = "NAME")]
+    pub officer: String,
+
+    /// The jurisdiction code the token is scoped to: it sees and acts on incidents led in or
+    /// located in this jurisdiction and below (000000: everything).
+    #[arg(long, value_name = "CODE")]
+    pub jurisdiction: String,
+
+    /// officer, commander, dispatcher, auditor, feed or admin.
+    #[arg(long, value_name = "ROLE")]
+    pub role: String,
+
+    /// How long the token is valid: 90s, 30m, 12h, 7d (at most 366d).
+    #[arg(long, default_value = "12h", value_name = "TTL")]
+    pub ttl: String,
+
+    /// Region files to check the jurisdiction against (default: the built-in sample region).
+    #[arg(long, env = "MUSTER_REGION_DIR", value_name = "DIR")]
+    pub region_dir: Option<PathBuf>,
 }
 
 /// Options `up` and `serve` share.
@@ -87,6 +141,38 @@ pub struct CommonArgs {
         value_parser = clap::value_parser!(i64).range(1..)
     )]
     pub escalation_minute_ms: Option<i64>,
+
+    /// Serve gRPC over TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(
+        long,
+        env = "MUSTER_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        env = "MUSTER_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// Mutual TLS: accept only clients whose certificate this CA (PEM) signed. Needs --tls-cert.
+    #[arg(
+        long,
+        env = "MUSTER_CLIENT_CA",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub client_ca: Option<PathBuf>,
+
+    /// Shared secrets feeds may post with instead of a token (TOML: [[feed]] name,
+    /// secret_sha256). Unset: feeds need a token with the feed role.
+    #[arg(long, env = "MUSTER_FEED_SECRETS", value_name = "FILE")]
+    pub feed_secrets: Option<PathBuf>,
 
     /// Log lines as human-readable text or as JSON objects (on stderr).
     #[arg(long, env = "MUSTER_LOG_FORMAT", value_enum, default_value_t = LogFormatArg::Text)]
@@ -151,6 +237,10 @@ pub struct ServeArgs {
     /// The service's own state directory (default: .muster/<service>).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+
+    /// The public key that verifies bearer tokens: verify.pub from `muster token init`.
+    #[arg(long, env = "MUSTER_VERIFY_KEY", value_name = "FILE")]
+    pub verify_key: PathBuf,
 
     /// gRPC address (default: 127.0.0.1:50051 intake, :50052 escalation, :50053 dispatch).
     #[arg(long, value_name = "ADDR")]

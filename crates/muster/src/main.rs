@@ -7,6 +7,7 @@ mod ops;
 mod region;
 mod serve;
 mod service;
+mod token;
 mod up;
 
 use std::process::ExitCode;
@@ -24,6 +25,7 @@ fn main() -> ExitCode {
         Command::Backup(args) => ops::backup(&args),
         Command::Restore(args) => ops::restore(&args),
         Command::Retention(args) => ops::retention(&args),
+        Command::Token(command) => token::run(&command),
         Command::Up(args) => {
             with_runtime(args.common.log_format, |shutdown| up::run(args, shutdown))
         }

@@ -58,6 +58,12 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
         }
         None => None,
     };
+    let verifier = auth::load_verifying_key(&args.verify_key).map_err(|error| {
+        anyhow::anyhow!(
+            "--verify-key {error} (the verify.pub that `muster token init --auth-dir DIR` writes)"
+        )
+    })?;
+    let (security, feed_secrets) = service::load_security(&args.common, verifier)?;
     let settings = Settings {
         nats_url: args.nats_url,
         data_dir,
@@ -68,6 +74,8 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
         notify_drill_webhook_url: args.common.notify_drill_webhook,
         escalation_policy,
         metrics,
+        security,
+        feed_secrets,
     };
     service::run(service, settings, listener, feeds_listener, shutdown).await?;
     tracing::info!(service = service.name(), "stopped");

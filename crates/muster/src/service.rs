@@ -79,6 +79,43 @@ pub struct Settings {
     pub escalation_policy: Option<Arc<domain::escalation::EscalationPolicy>>,
     /// Where the service records its Prometheus series (`None`: no metrics).
     pub metrics: Option<lifecycle::metrics::Registry>,
+    /// Token verification and TLS for the gRPC server.
+    pub security: lifecycle::grpc::ServerSecurity,
+    /// Intake's feed secrets (`None`: tokens only).
+    pub feed_secrets: Option<Arc<auth::feed_secrets::FeedSecrets>>,
+}
+
+/// The TLS files and feed secrets the common flags name, loaded and checked now so that a bad
+/// file stops the start with its name.
+pub fn load_security(
+    common: &crate::cli::CommonArgs,
+    verifier: auth::VerifyingKey,
+) -> anyhow::Result<(
+    lifecycle::grpc::ServerSecurity,
+    Option<Arc<auth::feed_secrets::FeedSecrets>>,
+)> {
+    let tls = match (&common.tls_cert, &common.tls_key) {
+        (Some(cert), Some(key)) => Some(lifecycle::grpc::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: common.client_ca.clone(),
+        }),
+        _ => None,
+    };
+    if let Some(files) = &tls {
+        lifecycle::grpc::server_tls(files).map_err(|e| anyhow!("{e}"))?;
+    }
+    let feed_secrets = common
+        .feed_secrets
+        .as_deref()
+        .map(auth::feed_secrets::FeedSecrets::load)
+        .transpose()
+        .map_err(|e| anyhow!("--feed-secrets {e}"))?
+        .map(Arc::new);
+    Ok((
+        lifecycle::grpc::ServerSecurity { verifier, tls },
+        feed_secrets,
+    ))
 }
 
 /// Runs `service` on `listener` until `shutdown` is cancelled and it has drained.
@@ -99,6 +136,8 @@ pub async fn run(
         notify_drill_webhook_url,
         escalation_policy,
         metrics,
+        security,
+        feed_secrets,
     } = settings;
     // The services' error types differ; their Display is all we need, prefixed with the service.
     match service {
@@ -112,6 +151,8 @@ pub async fn run(
                 feed_tick: None,
                 park_timeout_ms: None,
                 metrics,
+                security,
+                feed_secrets,
             };
             intake::run_with_feeds(config, listener, feeds_listener, shutdown)
                 .await
@@ -127,6 +168,7 @@ pub async fn run(
                 notify_webhook_url,
                 notify_drill_webhook_url,
                 metrics,
+                security,
             };
             escalation::run(config, listener, shutdown)
                 .await
@@ -141,6 +183,7 @@ pub async fn run(
                 assignment_ack_timeout_ms: None,
                 stale_position_ms: None,
                 metrics,
+                security,
             };
             dispatch::run(config, listener, shutdown)
                 .await
@@ -244,4 +287,14 @@ pub fn client_url(addr: SocketAddr) -> String {
         });
     }
     format!("http://{addr}")
+}
+
+/// The URL of a gRPC server, `https://` when it serves TLS.
+pub fn grpc_url(addr: SocketAddr, tls: bool) -> String {
+    let url = client_url(addr);
+    if tls {
+        url.replacen("http://", "https://", 1)
+    } else {
+        url
+    }
 }

@@ -25,6 +25,8 @@ const NATS_STOP_GRACE: Duration = Duration::from_secs(5);
 pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let region = crate::region::load(args.common.region_dir.as_deref())?;
     let data_dir = prepare_data_dir(&args.data_dir)?;
+    let admin = admin_token(&data_dir, &region)?;
+    let (security, feed_secrets) = service::load_security(&args.common, admin.verifier.clone())?;
 
     // Listeners first: a busy port fails fast, before a nats-server child exists to clean up.
     let addrs = [args.intake_addr, args.escalation_addr, args.dispatch_addr];
@@ -58,6 +60,9 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
     };
 
     let loaded = Loaded {
+        admin,
+        security,
+        feed_secrets,
         region,
         mapping,
         escalation_policy,
@@ -124,8 +129,59 @@ async fn ensure_port_free(host: &str, port: u16) -> anyhow::Result<()> {
     }
 }
 
+/// The local user's admin token: `muster up` needs no ceremony, and musterctl finds the token in
+/// `<data-dir>/admin.token`.
+struct AdminToken {
+    verifier: auth::VerifyingKey,
+    officer: String,
+    path: PathBuf,
+    token: String,
+    expires_at_ms: i64,
+}
+
+/// How long the token `up` issues for the local user is valid.
+const ADMIN_TOKEN_TTL_MS: i64 = 30 * 86_400_000;
+
+/// Loads (or on first start creates) `<data-dir>/auth`, and issues a fresh admin token for the
+/// local user, scoped to the whole region, into `<data-dir>/admin.token` (mode 0600).
+fn admin_token(data_dir: &Path, region: &domain::region::Region) -> anyhow::Result<AdminToken> {
+    let keys = auth::KeyDir::new(data_dir.join("auth"));
+    let (signing, created) = keys
+        .load_or_create()
+        .map_err(|e| anyhow!("auth key: {e}"))?;
+    if created {
+        tracing::info!(dir = %keys.dir.display(), "created the token signing key");
+    }
+    let officer = std::env::var("USER")
+        .ok()
+        .filter(|user| !user.trim().is_empty())
+        .unwrap_or_else(|| "local-admin".to_string());
+    let (claims, token) = signing
+        .issue(
+            &officer,
+            &region.tree.root().code,
+            auth::Role::Admin,
+            lifecycle::unix_ms_now(),
+            ADMIN_TOKEN_TTL_MS,
+        )
+        .map_err(|e| anyhow!("issuing the admin token: {e}"))?;
+    let path = data_dir.join("admin.token");
+    auth::token::write_private(&path, format!("{token}\n").as_bytes())
+        .map_err(|e| anyhow!("writing the admin token: {e}"))?;
+    Ok(AdminToken {
+        verifier: signing.verifying_key(),
+        officer,
+        path,
+        token,
+        expires_at_ms: claims.expires_at_ms,
+    })
+}
+
 /// What `up` has loaded and bound before the services start.
 struct Loaded {
+    admin: AdminToken,
+    security: lifecycle::grpc::ServerSecurity,
+    feed_secrets: Option<std::sync::Arc<auth::feed_secrets::FeedSecrets>>,
     region: std::sync::Arc<domain::region::Region>,
     mapping: Option<std::sync::Arc<feeds::mapping::Mapping>>,
     escalation_policy: Option<std::sync::Arc<domain::escalation::EscalationPolicy>>,
@@ -146,6 +202,9 @@ async fn run_services(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let Loaded {
+        admin,
+        security,
+        feed_secrets,
         region,
         mapping,
         escalation_policy,
@@ -166,7 +225,17 @@ async fn run_services(
         .map(TcpListener::local_addr)
         .transpose()
         .context("reading the bound metrics address")?;
-    print_endpoints(data_dir, nats_url, nats, &bound, feeds_addr, metrics_addr);
+    let tls = security.tls.is_some();
+    print_endpoints(
+        data_dir,
+        nats_url,
+        nats,
+        &bound,
+        feeds_addr,
+        metrics_addr,
+        &admin,
+        tls,
+    );
     let mut feeds_listener = Some(feeds_listener);
     // One registry for the process: the three services record into it.
     let metrics = metrics_listener.map(|listener| {
@@ -188,6 +257,8 @@ async fn run_services(
             notify_drill_webhook_url: args.common.notify_drill_webhook.clone(),
             escalation_policy: escalation_policy.clone(),
             metrics: metrics.clone(),
+            security: security.clone(),
+            feed_secrets: feed_secrets.clone(),
         };
         let feeds = if service == Service::Intake {
             feeds_listener.take()
@@ -258,6 +329,7 @@ async fn run_services(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn print_endpoints(
     data_dir: &Path,
     nats_url: &str,
@@ -265,6 +337,8 @@ fn print_endpoints(
     bound: &[(Service, SocketAddr)],
     feeds_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
+    admin: &AdminToken,
+    tls: bool,
 ) {
     let mut text = String::from("Muster is up.\n");
     match nats {
@@ -288,9 +362,10 @@ fn print_endpoints(
     }
     for (service, addr) in bound {
         text.push_str(&format!(
-            "  {:<11} {}  (gRPC)\n",
+            "  {:<11} {}  (gRPC{})\n",
             service.name(),
-            service::client_url(*addr)
+            service::grpc_url(*addr, tls),
+            if tls { ", TLS" } else { "" }
         ));
     }
     text.push_str(&format!(
@@ -304,7 +379,22 @@ fn print_endpoints(
         ));
     }
     text.push_str(&format!("  data dir    {}\n", data_dir.display()));
-    text.push_str(&format!("Check it with:  {}\n", musterctl_hint(bound)));
+    text.push_str(&format!(
+        "  admin token {}  (for {}, whole region, valid {} days; musterctl reads it from ./.muster/admin.token)\n",
+        admin.path.display(),
+        admin.officer,
+        (admin.expires_at_ms - lifecycle::unix_ms_now()) / 86_400_000,
+    ));
+    text.push_str(&format!("    {}\n", admin.token));
+    let token_flag = if default_token_path().as_deref() == Some(admin.path.as_path()) {
+        None
+    } else {
+        Some(admin.path.as_path())
+    };
+    text.push_str(&format!(
+        "Check it with:  {}\n",
+        musterctl_hint(bound, token_flag, tls)
+    ));
     text.push_str("Stop with Ctrl-C (or SIGTERM); the services drain before exiting.\n");
     let mut stdout = std::io::stdout().lock();
     // Stdout may be a closed pipe; the services still run, so a failed print is not fatal.
@@ -312,19 +402,33 @@ fn print_endpoints(
     let _ = stdout.flush();
 }
 
-/// `musterctl status`, with `--intake URL` etc. for each service not on its default address.
-fn musterctl_hint(bound: &[(Service, SocketAddr)]) -> String {
+/// `./.muster/admin.token`, where musterctl looks when given no token, made absolute.
+fn default_token_path() -> Option<PathBuf> {
+    std::env::current_dir()
+        .ok()?
+        .join(".muster")
+        .canonicalize()
+        .ok()
+        .map(|dir| dir.join("admin.token"))
+}
+
+/// `musterctl status`, with `--intake URL` etc. for each service not on its default address
+/// (or served over TLS), and `--token-file` when musterctl would not find the token itself.
+fn musterctl_hint(bound: &[(Service, SocketAddr)], token_file: Option<&Path>, tls: bool) -> String {
     let mut hint = String::from("musterctl");
+    if let Some(path) = token_file {
+        hint.push_str(&format!(" --token-file {}", path.display()));
+    }
     for (service, addr) in bound {
         let default = service.default_addr();
         let same_as_default = addr.port() == default.port()
             && (addr.ip() == default.ip()
                 || addr.ip() == std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        if !same_as_default {
+        if !same_as_default || tls {
             hint.push_str(&format!(
                 " {} {}",
                 service.musterctl_flag(),
-                service::client_url(*addr)
+                service::grpc_url(*addr, tls)
             ));
         }
     }
@@ -342,15 +446,19 @@ mod tests {
             .iter()
             .map(|s| (*s, s.default_addr()))
             .collect();
-        assert_eq!(musterctl_hint(&defaults), "musterctl status");
+        assert_eq!(musterctl_hint(&defaults, None, false), "musterctl status");
         let moved = vec![
             (Service::Intake, "127.0.0.1:6001".parse().unwrap()),
             (Service::Escalation, "0.0.0.0:50052".parse().unwrap()),
             (Service::Dispatch, Service::Dispatch.default_addr()),
         ];
         assert_eq!(
-            musterctl_hint(&moved),
+            musterctl_hint(&moved, None, false),
             "musterctl --intake http://127.0.0.1:6001 status"
+        );
+        assert_eq!(
+            musterctl_hint(&moved, Some(Path::new("/d/admin.token")), false),
+            "musterctl --token-file /d/admin.token --intake http://127.0.0.1:6001 status"
         );
     }
 }

@@ -190,9 +190,14 @@ impl Store {
                 }
             };
             let problem = if key_seq != expected_seq {
-                Some(format!("seq {expected_seq} missing (next stored is {key_seq})"))
+                Some(format!(
+                    "seq {expected_seq} missing (next stored is {key_seq})"
+                ))
             } else if entry.seq != key_seq {
-                Some(format!("stored under seq {key_seq} but says seq {}", entry.seq))
+                Some(format!(
+                    "stored under seq {key_seq} but says seq {}",
+                    entry.seq
+                ))
             } else if entry.prev_hash != prev_hash {
                 Some(format!(
                     "prev_hash does not link to seq {}",
@@ -283,9 +288,7 @@ mod tests {
     fn entries_chain_and_verify() {
         let (_dir, store) = store();
         assert_eq!(store.verify_audit().unwrap().entries, 0);
-        let first = store
-            .append_audit(fields(1, "Li", "INC-1", "ok"))
-            .unwrap();
+        let first = store.append_audit(fields(1, "Li", "INC-1", "ok")).unwrap();
         let second = store
             .append_audit(fields(2, "Wang", "INC-2", "permission_denied"))
             .unwrap();
@@ -380,10 +383,7 @@ mod tests {
             (vec![8, 9, 10], false)
         );
         assert_eq!(
-            list(AuditFilter {
-                limit: 3,
-                ..all
-            }),
+            list(AuditFilter { limit: 3, ..all }),
             (vec![8, 9, 10], true)
         );
     }

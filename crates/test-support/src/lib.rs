@@ -2,6 +2,8 @@
 //!
 //! A missing nats-server is a test failure with instructions, never a silent skip.
 
+pub mod auth;
+
 use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};

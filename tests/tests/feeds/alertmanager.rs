@@ -65,8 +65,9 @@ struct Alertmanager {
 
 impl Alertmanager {
     /// Writes the configuration into `dir` and starts Alertmanager with it on a random port,
-    /// clustering off; returns once `/-/ready` answers 200.
-    async fn start(dir: &Path, feeds_addr: SocketAddr) -> Alertmanager {
+    /// clustering off; returns once `/-/ready` answers 200. The webhook authenticates with
+    /// `token` the way an operator would configure it (`http_config.authorization`).
+    async fn start(dir: &Path, feeds_addr: SocketAddr, token: &str) -> Alertmanager {
         let binary = tool("prometheus-alertmanager");
         let config = dir.join("alertmanager.yml");
         std::fs::write(
@@ -82,7 +83,11 @@ impl Alertmanager {
                  \x20 - name: muster\n\
                  \x20   webhook_configs:\n\
                  \x20     - url: 'http://{feeds_addr}/v1/feeds/alertmanager?feed={FEED}'\n\
-                 \x20       send_resolved: true\n"
+                 \x20       send_resolved: true\n\
+                 \x20       http_config:\n\
+                 \x20         authorization:\n\
+                 \x20           type: Bearer\n\
+                 \x20           credentials: '{token}'\n"
             ),
         )
         .unwrap();
@@ -192,7 +197,12 @@ async fn a_real_alertmanager_raises_a_graded_gas_leak_incident_and_its_resolve_s
         .and_then(|intake| intake.feeds_addr)
         .expect("intake running with a feed listener");
     let dir = test_support::temp_dir("muster-alertmanager-");
-    let alertmanager = Alertmanager::start(dir.path(), feeds_addr).await;
+    let token = system.auth.token(
+        "alertmanager",
+        test_support::auth::NATIONAL,
+        auth::Role::Feed,
+    );
+    let alertmanager = Alertmanager::start(dir.path(), feeds_addr, &token).await;
 
     // Rule am-gas maps alertname ~GasLeak / ~H2S to accident.hazardous_chemicals; severity
     // critical is red; latitude/longitude labels put it in the chemical park.

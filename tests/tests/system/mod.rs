@@ -11,10 +11,15 @@ use muster_proto::v1 as pb;
 use pb::dispatch_service_client::DispatchServiceClient;
 use pb::escalation_service_client::EscalationServiceClient;
 use pb::intake_service_client::IntakeServiceClient;
+use test_support::auth::{Bearer, TestAuth};
 use test_support::{TestNats, eventually};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+
+/// A generated client whose calls carry a bearer token.
+pub type Authed = InterceptedService<Channel, Bearer>;
 
 pub const WAIT: Duration = Duration::from_secs(30);
 pub const CHEMICAL_PARK: &str = "390202400";
@@ -63,6 +68,8 @@ impl Running {
 pub struct System {
     pub nats: TestNats,
     pub dir: tempfile::TempDir,
+    /// The signing key in `<dir>/auth` and an admin token: every client below uses it.
+    pub auth: TestAuth,
     pub region: Arc<Region>,
     pub intake: Option<Running>,
     pub escalation: Option<Running>,
@@ -89,9 +96,11 @@ impl System {
 
     /// Only nats-server; start services with [`System::start_service`].
     pub async fn empty() -> System {
+        let dir = test_support::temp_dir("muster-e2e-");
         System {
             nats: TestNats::start().await,
-            dir: test_support::temp_dir("muster-e2e-"),
+            auth: TestAuth::new(dir.path()),
+            dir,
             region: Arc::new(Region::embedded_default()),
             intake: None,
             escalation: None,
@@ -135,6 +144,10 @@ impl System {
             shutdown.clone(),
         ));
         let metrics = Some(metrics);
+        let security = lifecycle::grpc::ServerSecurity {
+            verifier: self.auth.verifier(),
+            tls: None,
+        };
         let task = match service {
             Service::Intake => tokio::spawn(async move {
                 intake::run_with_feeds(
@@ -147,6 +160,8 @@ impl System {
                         feed_tick: Some(Duration::from_millis(200)),
                         park_timeout_ms,
                         metrics,
+                        security,
+                        feed_secrets: None,
                     },
                     listener,
                     feeds_listener,
@@ -166,6 +181,7 @@ impl System {
                         notify_webhook_url: None,
                         notify_drill_webhook_url: None,
                         metrics,
+                        security,
                     },
                     listener,
                     token,
@@ -183,6 +199,7 @@ impl System {
                         assignment_ack_timeout_ms: dispatch_ack_timeout_ms,
                         stale_position_ms: None,
                         metrics,
+                        security,
                     },
                     listener,
                     token,
@@ -244,9 +261,15 @@ impl System {
             Some(feed) => format!("/v1/feeds/{format}?feed={feed}"),
             None => format!("/v1/feeds/{format}"),
         };
-        let response = test_support::http_post(addr, &path, &[], body)
-            .await
-            .expect("feed listener answers");
+        let authorization = format!(
+            "Bearer {}",
+            self.auth
+                .token("test-feed", test_support::auth::NATIONAL, auth::Role::Feed)
+        );
+        let response =
+            test_support::http_post(addr, &path, &[("authorization", &authorization)], body)
+                .await
+                .expect("feed listener answers");
         let json = serde_json::from_slice(&response.body).unwrap_or(serde_json::Value::Null);
         (response.status, json, response)
     }
@@ -275,22 +298,47 @@ impl System {
             .incidents
     }
 
-    pub async fn intake(&self) -> IntakeServiceClient<Channel> {
-        IntakeServiceClient::connect(self.url(Service::Intake))
+    /// A channel to `service` (no token: wrap it in a client with [`Bearer`]).
+    pub async fn channel(&self, service: Service) -> Channel {
+        tonic::transport::Endpoint::from_shared(self.url(service))
+            .unwrap()
+            .connect()
             .await
             .unwrap()
     }
 
-    pub async fn escalation(&self) -> EscalationServiceClient<Channel> {
-        EscalationServiceClient::connect(self.url(Service::Escalation))
-            .await
-            .unwrap()
+    pub async fn intake(&self) -> IntakeServiceClient<Authed> {
+        self.intake_as(&self.auth.admin_token).await
     }
 
-    pub async fn dispatch(&self) -> DispatchServiceClient<Channel> {
-        DispatchServiceClient::connect(self.url(Service::Dispatch))
-            .await
-            .unwrap()
+    pub async fn escalation(&self) -> EscalationServiceClient<Authed> {
+        self.escalation_as(&self.auth.admin_token).await
+    }
+
+    pub async fn dispatch(&self) -> DispatchServiceClient<Authed> {
+        self.dispatch_as(&self.auth.admin_token).await
+    }
+
+    /// Intake as the holder of `token`.
+    pub async fn intake_as(&self, token: &str) -> IntakeServiceClient<Authed> {
+        IntakeServiceClient::with_interceptor(
+            self.channel(Service::Intake).await,
+            Bearer::new(token),
+        )
+    }
+
+    pub async fn escalation_as(&self, token: &str) -> EscalationServiceClient<Authed> {
+        EscalationServiceClient::with_interceptor(
+            self.channel(Service::Escalation).await,
+            Bearer::new(token),
+        )
+    }
+
+    pub async fn dispatch_as(&self, token: &str) -> DispatchServiceClient<Authed> {
+        DispatchServiceClient::with_interceptor(
+            self.channel(Service::Dispatch).await,
+            Bearer::new(token),
+        )
     }
 
     /// Runs musterctl in-process against this system; returns (exit code or error line, output).
@@ -302,6 +350,8 @@ impl System {
         };
         let mut argv = vec![
             "musterctl".to_string(),
+            "--token".into(),
+            self.auth.admin_token.clone(),
             "--intake".into(),
             url(&self.intake),
             "--escalation".into(),
@@ -420,6 +470,7 @@ impl ServiceProcess {
     }
 
     /// [`ServiceProcess::spawn`] with more `muster serve` arguments (e.g. `--escalation-policy`).
+    /// The token verification key is the system's: `<data_dir>/../auth/verify.pub`.
     pub fn spawn_with(
         service: Service,
         nats_url: &str,
@@ -443,6 +494,14 @@ impl ServiceProcess {
                 "--data-dir",
             ])
             .arg(data_dir)
+            .arg("--verify-key")
+            .arg(
+                data_dir
+                    .parent()
+                    .expect("a service's data dir sits in the system's dir")
+                    .join("auth")
+                    .join(auth::token::VERIFY_KEY_FILE),
+            )
             .args(if service == Service::Intake {
                 &["--feeds-listen", "127.0.0.1:0"][..]
             } else {

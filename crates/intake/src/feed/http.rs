@@ -4,6 +4,14 @@
 //! many alerts). `?feed=<name>` (or the `Muster-Feed` header) names the configured feed it comes
 //! from, for heartbeats. Answers are JSON: 200 accepted, 400 rejected, 413 too large, 503 with
 //! `Retry-After` when intake cannot take it now, 404 for an unknown path.
+//!
+//! Every POST must authenticate with `Authorization: Bearer <credential>`: a Muster token with
+//! the `feed` (or `admin`) role, or the shared secret configured for the named feed
+//! (`--feed-secrets`, see `auth::feed_secrets`). Without one the answer is 401, with a token of
+//! another role 403; nothing is read or stored. Every POST, accepted or refused, is written to
+//! intake's audit trail.
+
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
@@ -18,9 +26,26 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Answer, FeedIntake, RETRY_AFTER_SECONDS};
 
+/// Who may post to the feed endpoints, and where their posts are audited.
+#[derive(Clone)]
+pub struct FeedAccess {
+    pub verifier: auth::VerifyingKey,
+    pub secrets: Arc<auth::feed_secrets::FeedSecrets>,
+    /// Intake's store: its audit trail.
+    pub store: store::Store,
+    pub namespace: String,
+}
+
+#[derive(Clone)]
+struct Feeds {
+    intake: FeedIntake,
+    access: FeedAccess,
+}
+
 /// Serves the feed endpoints on `listener` until `shutdown`, letting requests in flight finish.
 pub async fn serve(
     intake: FeedIntake,
+    access: FeedAccess,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
@@ -29,21 +54,169 @@ pub async fn serve(
         .route("/v1/feeds", get(list_feeds))
         .route("/healthz", get(|| async { "ok\n" }))
         .fallback(not_found)
-        .with_state(intake);
+        .with_state(Feeds { intake, access });
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "feed listener serving");
     }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
+}
+
+/// Who is posting: the verified token's claims, or the feed whose secret matched.
+enum Poster {
+    Token(auth::Claims),
+    Secret(String),
+}
+
+/// Checks the request's credential; the refusal is the response to send.
+fn authenticate(access: &FeedAccess, request: &Request) -> Result<Poster, (StatusCode, String)> {
+    let unauthenticated = |reason: String| (StatusCode::UNAUTHORIZED, reason);
+    let Some(header) = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+    else {
+        return Err(unauthenticated(
+            "no credential: send `Authorization: Bearer <token>` with a token of role feed \
+             (muster token issue --role feed ...) or the feed's shared secret with ?feed=<name>"
+                .into(),
+        ));
+    };
+    let credential = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .unwrap_or(header)
+        .trim();
+    if credential.starts_with(auth::token::PREFIX) {
+        let claims = access
+            .verifier
+            .verify(credential, lifecycle::unix_ms_now())
+            .map_err(|error| unauthenticated(error.to_string()))?;
+        if !claims.role.allows(auth::Permission::Feed) {
+            return Err((
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{} ({}) may not post feed alerts: that needs a token with the feed role",
+                    claims.officer, claims.role
+                ),
+            ));
+        }
+        return Ok(Poster::Token(claims));
+    }
+    let Some(feed) = feed_name(request) else {
+        return Err(unauthenticated(
+            "a shared secret needs the feed's name: add ?feed=<name> or the Muster-Feed header"
+                .into(),
+        ));
+    };
+    if access.secrets.accepts(&feed, credential) {
+        Ok(Poster::Secret(feed))
+    } else {
+        Err(unauthenticated(format!(
+            "the credential is neither a Muster token nor the secret configured for feed {feed:?}"
+        )))
+    }
+}
+
+fn audit_post(
+    access: &FeedAccess,
+    poster: Option<&Poster>,
+    peer: &str,
+    path: &str,
+    result: &str,
+    detail: String,
+) {
+    let (officer, role, jurisdiction, token_id) = match poster {
+        Some(Poster::Token(claims)) => (
+            claims.officer.clone(),
+            claims.role.as_str().to_string(),
+            claims.jurisdiction.clone(),
+            claims.token_id.clone(),
+        ),
+        Some(Poster::Secret(feed)) => (
+            format!("feed:{feed}"),
+            "feed".to_string(),
+            String::new(),
+            String::new(),
+        ),
+        None => Default::default(),
+    };
+    let fields = store::audit::AuditFields {
+        at_unix_ms: lifecycle::unix_ms_now(),
+        service: crate::SERVICE_NAME.to_string(),
+        officer,
+        role,
+        jurisdiction_code: jurisdiction,
+        token_id,
+        peer: peer.to_string(),
+        action: format!("POST {path}"),
+        incident_id: String::new(),
+        unit_id: String::new(),
+        result: result.to_string(),
+        detail,
+        namespace: access.namespace.clone(),
+    };
+    if let Err(error) = access.store.append_audit(fields) {
+        tracing::error!(%error, "cannot append a feed post to the audit trail");
+    }
 }
 
 async fn post_feed(
-    State(intake): State<FeedIntake>,
+    State(feeds): State<Feeds>,
     Path(format_name): Path<String>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     request: Request,
 ) -> Response {
-    let Some(format) = Format::parse(&format_name) else {
+    let path = request.uri().path().to_string();
+    let peer = peer.to_string();
+    let poster = match authenticate(&feeds.access, &request) {
+        Ok(poster) => poster,
+        Err((status, reason)) => {
+            let code = if status == StatusCode::FORBIDDEN {
+                "permission_denied"
+            } else {
+                "unauthenticated"
+            };
+            audit_post(&feeds.access, None, &peer, &path, code, reason.clone());
+            let body = json!({"status": "rejected", "cap_msg_type": "Error", "code": code, "reason": reason});
+            let mut response = (
+                status,
+                json_body(serde_json::to_vec(&body).unwrap_or_default()),
+            )
+                .into_response();
+            if status == StatusCode::UNAUTHORIZED {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"muster-feeds\""),
+                );
+            }
+            return response;
+        }
+    };
+    let response = post_authenticated(&feeds.intake, &format_name, request).await;
+    let status = response.status();
+    let result = if status.is_success() {
+        "ok".to_string()
+    } else {
+        format!("http_{}", status.as_u16())
+    };
+    audit_post(
+        &feeds.access,
+        Some(&poster),
+        &peer,
+        &path,
+        &result,
+        format!("HTTP {}", status.as_u16()),
+    );
+    response
+}
+
+async fn post_authenticated(intake: &FeedIntake, format_name: &str, request: Request) -> Response {
+    let Some(format) = Format::parse(format_name) else {
         return not_found_text(&format!(
             "no feed format {format_name:?}: POST to /v1/feeds/cap, /v1/feeds/alertmanager, /v1/feeds/pagerduty or /v1/feeds/geojson"
         ));
@@ -113,7 +286,7 @@ fn json_body(bytes: Vec<u8>) -> ([(header::HeaderName, &'static str); 1], Body) 
     )
 }
 
-async fn list_feeds(State(intake): State<FeedIntake>) -> Response {
+async fn list_feeds(State(Feeds { intake, .. }): State<Feeds>) -> Response {
     let formats: Vec<&str> = Format::ALL.iter().map(Format::as_str).collect();
     let body = json!({
         "formats": formats,
