@@ -11,6 +11,8 @@ use tokio::net::TcpStream;
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub authority: String,
+    /// The `Authorization` header value sent with every request, if any.
+    pub authorization: Option<String>,
 }
 
 impl Endpoint {
@@ -24,7 +26,13 @@ impl Endpoint {
         }
         Ok(Endpoint {
             authority: authority.to_string(),
+            authorization: None,
         })
+    }
+
+    pub fn with_authorization(mut self, value: String) -> Endpoint {
+        self.authorization = Some(value);
+        self
     }
 }
 
@@ -76,8 +84,14 @@ impl Client {
             self.buf.clear();
         }
         let stream = self.stream.as_mut().expect("connected");
+        let authorization = self
+            .endpoint
+            .authorization
+            .as_deref()
+            .map(|value| format!("Authorization: {value}\r\n"))
+            .unwrap_or_default();
         let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+            "POST {path} HTTP/1.1\r\nHost: {}\r\n{authorization}Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
             self.endpoint.authority,
             body.len()
         );

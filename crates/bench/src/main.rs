@@ -73,6 +73,12 @@ struct Cli {
     /// Intake's feed listener.
     #[arg(long, default_value = "http://127.0.0.1:50080")]
     feeds: String,
+    /// Bearer token for every call (default: $MUSTER_TOKEN, else the file --token-file names).
+    #[arg(long, env = "MUSTER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// File holding the token (`muster up` writes an admin token to <data-dir>/admin.token).
+    #[arg(long, default_value = ".muster/admin.token")]
+    token_file: std::path::PathBuf,
     /// gRPC connections to spread requests over (HTTP/2, multiplexed).
     #[arg(long, default_value_t = 2)]
     connections: usize,
@@ -116,7 +122,26 @@ impl Cli {
 }
 
 /// What every worker shares.
+/// Puts `authorization: Bearer <token>` on every gRPC call.
+#[derive(Clone)]
+struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+type Intake = IntakeServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
+
 struct Ctx {
+    bearer: Bearer,
     cli_rate: f64,
     end: Option<Instant>,
     count: Option<u64>,
@@ -138,7 +163,24 @@ async fn run(options: serde_json::Value, cli: &Cli) -> Result<serde_json::Value>
     anyhow::ensure!(cli.batch > 0, "--batch must be at least 1");
     anyhow::ensure!(cli.epicentres > 0, "--epicentres must be at least 1");
     let towns = generate::townships()?;
-    let feeds = http::Endpoint::parse(&cli.feeds)?;
+    let token = match &cli.token {
+        Some(token) => token.trim().to_string(),
+        None => std::fs::read_to_string(&cli.token_file)
+            .with_context(|| {
+                format!(
+                    "no token: pass --token, set MUSTER_TOKEN, or point --token-file at the admin.token `muster up` wrote ({} is not readable)",
+                    cli.token_file.display()
+                )
+            })?
+            .trim()
+            .to_string(),
+    };
+    let bearer = Bearer(
+        format!("Bearer {token}")
+            .parse()
+            .context("the token is not ASCII")?,
+    );
+    let feeds = http::Endpoint::parse(&cli.feeds)?.with_authorization(format!("Bearer {token}"));
     let mut channels = Vec::new();
     for _ in 0..cli.connections.max(1) {
         let channel = Channel::from_shared(cli.intake.clone())
@@ -158,7 +200,7 @@ async fn run(options: serde_json::Value, cli: &Cli) -> Result<serde_json::Value>
 
     // One watch for the whole run, opened before any load so no change is missed.
     let watch = {
-        let mut client = IntakeServiceClient::new(channels[0].clone())
+        let mut client = IntakeServiceClient::with_interceptor(channels[0].clone(), bearer.clone())
             .max_decoding_message_size(64 * 1024 * 1024);
         let stream = client
             .watch_incidents(pb::WatchIncidentsRequest {
@@ -187,6 +229,7 @@ async fn run(options: serde_json::Value, cli: &Cli) -> Result<serde_json::Value>
     let start = Instant::now();
     let surge = cli.mode == Mode::Surge;
     let ctx = Arc::new(Ctx {
+        bearer,
         cli_rate: cli.rate,
         end: (!surge).then(|| start + Duration::from_secs_f64(cli.duration)),
         count: surge.then(|| cli.count.div_ceil(cli.batch as u64)),
@@ -261,7 +304,7 @@ async fn worker(
         }
         tokio::time::sleep_until(due.into()).await;
         let channel = ctx.channels[(i as usize) % ctx.channels.len()].clone();
-        let mut client = IntakeServiceClient::new(channel);
+        let mut client = IntakeServiceClient::with_interceptor(channel, ctx.bearer.clone());
         match mode {
             Mode::Report => report(&ctx, &mut client, i, due).await,
             Mode::Feeds => {
@@ -360,7 +403,7 @@ fn surge_spot(ctx: &Ctx, k: u64, epicentres: u64) -> Spot {
     }
 }
 
-async fn report(ctx: &Ctx, client: &mut IntakeServiceClient<Channel>, i: u64, due: Instant) {
+async fn report(ctx: &Ctx, client: &mut Intake, i: u64, due: Instant) {
     let request = generate::report(i, &ctx.run, &ctx.namespace, &ctx.towns);
     match client.report_incident(request).await {
         Ok(answer) => {
@@ -377,13 +420,7 @@ async fn report(ctx: &Ctx, client: &mut IntakeServiceClient<Channel>, i: u64, du
     }
 }
 
-async fn update(
-    ctx: &Ctx,
-    client: &mut IntakeServiceClient<Channel>,
-    i: u64,
-    incident_id: &str,
-    due: Instant,
-) {
+async fn update(ctx: &Ctx, client: &mut Intake, i: u64, incident_id: &str, due: Instant) {
     match client
         .update_incident(generate::update(i, &ctx.run, &ctx.namespace, incident_id))
         .await
@@ -435,7 +472,8 @@ async fn wait_linked(ctx: &Ctx, start: Instant, limit_s: f64) -> Result<serde_js
     let sent_at = start.elapsed();
     let expected = ctx.stats.linked_alerts();
     let ids = ctx.stats.surge_incidents();
-    let mut client = IntakeServiceClient::new(ctx.channels[0].clone());
+    let mut client =
+        IntakeServiceClient::with_interceptor(ctx.channels[0].clone(), ctx.bearer.clone());
     let deadline = Instant::now() + Duration::from_secs_f64(limit_s);
     let mut counted;
     loop {

@@ -106,6 +106,8 @@ fn bench(muster: &Muster, dir: &Path, mode: &str, extra: &[&str]) -> serde_json:
         .arg(mode)
         .args(["--intake", &muster.intake, "--feeds", &muster.feeds])
         .args(["--pids", &muster.pids])
+        .arg("--token-file")
+        .arg(dir.join("muster").join("admin.token"))
         .args(["--concurrency", "4", "--drain", "10"])
         .args(extra)
         .arg("--json")

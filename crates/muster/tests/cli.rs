@@ -23,6 +23,14 @@ fn repo_region_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/region")
 }
 
+/// `muster token init` in `dir/auth`; returns the verify.pub path for `serve --verify-key`.
+fn verify_key(dir: &Path) -> String {
+    let auth_dir = dir.join("auth");
+    let output = muster(&["token", "init", "--auth-dir", auth_dir.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    auth_dir.join("verify.pub").to_str().unwrap().to_string()
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -138,6 +146,8 @@ fn serve_points_at_the_broken_line_of_an_escalation_policy() {
         "127.0.0.1:0",
         "--data-dir",
         temp.path().join("data").to_str().unwrap(),
+        "--verify-key",
+        &verify_key(temp.path()),
         "--escalation-policy",
         policy.to_str().unwrap(),
     ]);
@@ -286,6 +296,23 @@ fn up_serves_and_shuts_down_cleanly_on_sigterm() {
         .map(|url| url.trim_start_matches("http://").to_string())
         .collect();
     assert_eq!(grpc_addrs.len(), 3, "three gRPC endpoints in:\n{text}");
+    // The admin token is printed and written for musterctl, readable by the owner only.
+    let token_file = data.path().canonicalize().unwrap().join("admin.token");
+    let written = std::fs::read_to_string(&token_file).expect("admin.token written");
+    assert!(written.starts_with("mst1."), "{written}");
+    assert!(
+        text.contains(written.trim()),
+        "the token is printed:\n{text}"
+    );
+    assert!(
+        text.contains(&format!("--token-file {}", token_file.display())),
+        "the hint names the token file when musterctl would not find it:\n{text}"
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
     for addr in &grpc_addrs {
         std::net::TcpStream::connect(addr)
             .unwrap_or_else(|e| panic!("{addr} does not accept connections: {e}"));
@@ -526,4 +553,81 @@ fn retention_deletes_old_drills_only() {
         ["incident/drill.new/INC-3", "incident/live/INC-1"],
         "retention deleted the wrong keys"
     );
+}
+
+#[test]
+fn token_issue_checks_role_jurisdiction_and_ttl_and_prints_a_token() {
+    let temp = tempfile::tempdir().unwrap();
+    let auth_dir = temp.path().join("auth");
+    let dir = auth_dir.to_str().unwrap();
+    let issue = |extra: &[&str]| {
+        let mut args = vec!["token", "issue", "--auth-dir", dir, "--officer", "Li Wei"];
+        args.extend_from_slice(extra);
+        muster(&args)
+    };
+    // No key yet: say how to make one.
+    let output = issue(&["--jurisdiction", "390102", "--role", "officer"]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("muster token init"),
+        "{}",
+        text(&output.stderr)
+    );
+    verify_key(temp.path());
+    for (args, expected) in [
+        (
+            &["--jurisdiction", "390102", "--role", "root"][..],
+            "--role",
+        ),
+        (
+            &["--jurisdiction", "123456", "--role", "officer"][..],
+            "--jurisdiction \"123456\"",
+        ),
+        (
+            &[
+                "--jurisdiction",
+                "390102",
+                "--role",
+                "officer",
+                "--ttl",
+                "12",
+            ][..],
+            "ttl",
+        ),
+    ] {
+        let output = issue(args);
+        assert!(!output.status.success(), "{args:?}");
+        assert!(
+            text(&output.stderr).contains(expected),
+            "{expected} missing from {}",
+            text(&output.stderr)
+        );
+    }
+    let output = issue(&[
+        "--jurisdiction",
+        "390102",
+        "--role",
+        "officer",
+        "--ttl",
+        "8h",
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let token = text(&output.stdout).trim().to_string();
+    assert!(token.starts_with("mst1.") && !token.contains(char::is_whitespace));
+    assert!(
+        text(&output.stderr).contains("officer at"),
+        "{}",
+        text(&output.stderr)
+    );
+    let key = auth::load_verifying_key(&auth_dir.join("verify.pub")).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let claims = key.verify(&token, now).unwrap();
+    assert_eq!(
+        (claims.officer.as_str(), claims.jurisdiction.as_str()),
+        ("Li Wei", "390102")
+    );
+    assert_eq!(claims.expires_at_ms - claims.issued_at_ms, 8 * 3_600_000);
 }
