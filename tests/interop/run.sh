@@ -33,6 +33,8 @@ case "$target" in /*) ;; *) target="$repo/$target" ;; esac
 tools="$target/interop"
 mkdir -p "$tools"
 started=$SECONDS
+command -v python3 >/dev/null 2>&1 ||
+    die "python3 is needed for the interop test (a Python gRPC client): install Python 3.9 or newer (on Debian: apt-get install python3 python3-venv)"
 
 # --- 1. buf lint --------------------------------------------------------------------------------
 # buf is a single Go binary shipped in the npm package's platform sub-package; installed once
@@ -53,8 +55,6 @@ say "buf lint (buf $BUF_VERSION, buf.yaml)"
 "$buf" lint || die "buf lint found problems in proto/ (above); fix them, or add a justified except to buf.yaml"
 
 # --- 2. the venv --------------------------------------------------------------------------------
-command -v python3 >/dev/null 2>&1 ||
-    die "python3 is needed for the interop test (a Python gRPC client): install Python 3.9 or newer (on Debian: apt-get install python3 python3-venv)"
 requirements="tests/interop/requirements.txt"
 venv="$tools/venv"
 python="$venv/bin/python"
