@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The interop test: proves that a client generated from proto/muster/v1 in another language
 # (Python, grpcio-tools) works against a real Muster.
-#   1. `buf lint` (the pinned buf from npm) checks the proto files against buf.yaml;
+#   1. `buf lint` (the pinned buf from npm) checks the proto files against buf.yaml, and
+#      `buf breaking` checks that they only add to muster.v1 (proto/baseline/muster-v1.json);
 #   2. a venv with tests/interop/requirements.txt (kept under the cargo target directory and
 #      re-created only when that file or the Python version changes);
 #   3. Python stubs generated from proto/ with `python -m grpc_tools.protoc` into a temp dir;
@@ -53,6 +54,9 @@ if [[ ! -x "$buf" ]] || [[ "$("$buf" --version 2>/dev/null)" != "$BUF_VERSION" ]
 fi
 say "buf lint (buf $BUF_VERSION, buf.yaml)"
 "$buf" lint || die "buf lint found problems in proto/ (above); fix them, or add a justified except to buf.yaml"
+say "buf breaking against proto/baseline/muster-v1.json"
+"$buf" breaking --against proto/baseline/muster-v1.json ||
+    die "proto/ breaks muster.v1 (above): v1 only changes additively (fields are never renumbered, retyped, renamed or reused); see buf.yaml"
 
 # --- 2. the venv --------------------------------------------------------------------------------
 requirements="tests/interop/requirements.txt"
