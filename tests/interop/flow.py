@@ -105,7 +105,7 @@ def wait_ready(channels, metadata, muster_pid):
             if time.monotonic() >= deadline:
                 raise Failure(f"{name} not SERVING within {READY_TIMEOUT_S:.0f} s (last: {last})")
             time.sleep(0.2)
-    step(f"health: intake, escalation and dispatch are SERVING")
+    step("health: intake, escalation and dispatch are SERVING")
 
 
 def process_alive(pid):
