@@ -29,8 +29,9 @@ pub enum Error {
         timeout_ms: u64,
     },
 
-    /// The service answered with a gRPC error status.
-    #[error("{service} {verb}: {message} ({})", code_name(*code))]
+    /// The service answered with a gRPC error status. For UNAUTHENTICATED and PERMISSION_DENIED
+    /// the line ends with what to do about it.
+    #[error("{service} {verb}: {message} ({}){}", code_name(*code), hint(*code))]
     Rpc {
         service: &'static str,
         /// What the service did, phrased to follow its name: "rejected the report".
@@ -38,6 +39,35 @@ pub enum Error {
         code: Code,
         message: String,
     },
+
+    /// The config file does not parse, or has an unknown key or a value of the wrong type.
+    #[error("{}:{line}:{column}: {problem}", path.display())]
+    Config {
+        path: std::path::PathBuf,
+        line: usize,
+        column: usize,
+        problem: String,
+    },
+
+    /// The config file named by `--config` or `MUSTER_CONFIG` cannot be read.
+    #[error("cannot read config file {}: {reason}", path.display())]
+    ConfigUnreadable {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+
+    /// A setting that is present but unusable: a token file that cannot be read, a client
+    /// certificate without its key. `origin` says where the setting came from.
+    #[error("{origin}: {problem}")]
+    Setting { origin: String, problem: String },
+
+    /// A TLS file that cannot be read, or a TLS configuration tonic refuses.
+    #[error("TLS: {0}")]
+    Tls(String),
+
+    /// A terminal that cannot be set up for `top`.
+    #[error("terminal: {0}")]
+    Terminal(String),
 
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -68,8 +98,28 @@ impl Error {
             Error::Rpc { code, .. } => Some(*code),
             Error::Unreachable { .. } => Some(Code::Unavailable),
             Error::Timeout { .. } => Some(Code::DeadlineExceeded),
-            Error::InvalidEndpoint { .. } | Error::Output(_) | Error::Json(_) => None,
+            Error::InvalidEndpoint { .. }
+            | Error::Config { .. }
+            | Error::ConfigUnreadable { .. }
+            | Error::Setting { .. }
+            | Error::Tls(_)
+            | Error::Terminal(_)
+            | Error::Output(_)
+            | Error::Json(_) => None,
         }
+    }
+}
+
+/// What an officer can do about a refusal, appended to the error line; empty for other codes.
+pub fn hint(code: Code) -> &'static str {
+    match code {
+        Code::Unauthenticated => {
+            " — no valid token: pass --token, set MUSTER_TOKEN, or put token/token_file in the config file; `muster up` writes one to .muster/admin.token"
+        }
+        Code::PermissionDenied => {
+            " — the token's role or jurisdiction scope does not cover this: use a token issued for it (`musterctl config show` names the token in use)"
+        }
+        _ => "",
     }
 }
 
