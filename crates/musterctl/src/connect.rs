@@ -156,9 +156,14 @@ impl Target {
             })?
             .connect_timeout(self.timeout());
         if let Some(tls) = &self.transport.tls {
-            endpoint = endpoint
-                .tls_config(tls.clone())
-                .map_err(|error| Error::Tls(describe_connect_error(&error)))?;
+            endpoint = endpoint.tls_config(tls.clone()).map_err(|error| {
+                Error::Tls(format!(
+                    "{} at {}: {}",
+                    self.service,
+                    self.endpoint,
+                    describe_connect_error(&error)
+                ))
+            })?;
         }
         match tokio::time::timeout(self.timeout(), endpoint.connect()).await {
             Ok(Ok(channel)) => Ok(InterceptedService::new(

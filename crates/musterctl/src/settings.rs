@@ -307,7 +307,12 @@ impl Settings {
             _ => path,
         };
         let env_string = |name: &str| environment.var(name).map(str::to_owned);
-        let env_path = |name: &str| environment.var(name).map(PathBuf::from);
+        let env_path = |name: &str| {
+            environment
+                .var(name)
+                .map(|p| environment.absolute(Path::new(p)))
+        };
+        let flag_path = |path: &Option<PathBuf>| path.as_deref().map(|p| environment.absolute(p));
         let at = config_path.as_deref();
 
         let intake = or_default(
@@ -419,7 +424,7 @@ impl Settings {
         };
 
         let ca_cert = pick(
-            cli.ca_cert.clone(),
+            flag_path(&cli.ca_cert),
             "--ca-cert",
             env_path("MUSTER_CA_CERT"),
             "MUSTER_CA_CERT",
@@ -428,7 +433,7 @@ impl Settings {
             "ca_cert",
         );
         let tls_cert = pick(
-            cli.tls_cert.clone(),
+            flag_path(&cli.tls_cert),
             "--tls-cert",
             env_path("MUSTER_TLS_CERT"),
             "MUSTER_TLS_CERT",
@@ -437,7 +442,7 @@ impl Settings {
             "tls_cert",
         );
         let tls_key = pick(
-            cli.tls_key.clone(),
+            flag_path(&cli.tls_key),
             "--tls-key",
             env_path("MUSTER_TLS_KEY"),
             "MUSTER_TLS_KEY",
