@@ -14,7 +14,10 @@ pub enum Error {
     },
 
     /// No connection could be made to a service.
-    #[error("cannot reach {service} at {endpoint}: {reason} — is \"muster up\" running?")]
+    #[error(
+        "cannot reach {service} at {endpoint}: {reason} — {}",
+        connection_hint(reason)
+    )]
     Unreachable {
         service: &'static str,
         endpoint: String,
@@ -31,7 +34,7 @@ pub enum Error {
 
     /// The service answered with a gRPC error status. For UNAUTHENTICATED and PERMISSION_DENIED
     /// the line ends with what to do about it.
-    #[error("{service} {verb}: {message} ({}){}", code_name(*code), hint(*code))]
+    #[error("{service} {verb}: {message} ({}){}", code_name(*code), hint(*code, message))]
     Rpc {
         service: &'static str,
         /// What the service did, phrased to follow its name: "rejected the report".
@@ -79,11 +82,19 @@ pub enum Error {
 impl Error {
     /// Builds the error for a failed call, keeping the server's message as the explanation.
     pub fn from_status(service: &'static str, verb: &'static str, status: &tonic::Status) -> Self {
-        let message = if status.message().is_empty() {
+        let mut message = if status.message().is_empty() {
             status.code().description().to_owned()
         } else {
             status.message().to_owned()
         };
+        // A status made on this side from a transport failure ("transport error") carries the
+        // real cause, e.g. the server's TLS alert, in its source chain.
+        if let Some(source) = std::error::Error::source(status) {
+            let cause = crate::connect::describe_connect_error(source);
+            if !message.contains(&cause) {
+                message = format!("{message}: {cause}");
+            }
+        }
         Error::Rpc {
             service,
             verb,
@@ -110,9 +121,44 @@ impl Error {
     }
 }
 
-/// What an officer can do about a refusal, appended to the error line; empty for other codes.
-pub fn hint(code: Code) -> &'static str {
+/// What to check when a connection fails: TLS settings when the failure is about certificates
+/// or the handshake, else whether the services run at all.
+pub fn connection_hint(reason: &str) -> &'static str {
+    let reason = reason.to_ascii_lowercase();
+    if [
+        "certificate",
+        "tls",
+        "alert",
+        "handshake",
+        "unknownissuer",
+        "notvalidforname",
+    ]
+    .iter()
+    .any(|word| reason.contains(word))
+    {
+        "check --ca-cert (the CA that signed the services' certificates), --tls-cert/--tls-key for mutual TLS, and --tls-domain"
+    } else {
+        "is \"muster up\" running?"
+    }
+}
+
+/// What an officer can do about a failed call, appended to the error line; empty when there is
+/// nothing better to say than the message.
+pub fn hint(code: Code, message: &str) -> &'static str {
+    let lower = message.to_ascii_lowercase();
     match code {
+        Code::Unknown | Code::Internal | Code::Unavailable
+            if lower.contains("h2 protocol error") || lower.contains("http2 error") =>
+        {
+            " — the service may expect TLS: give --ca-cert or an https:// endpoint"
+        }
+        Code::Unknown | Code::Internal | Code::Unavailable
+            if ["certificate", "tls", "alert", "handshake"]
+                .iter()
+                .any(|word| lower.contains(word)) =>
+        {
+            " — check --ca-cert, --tls-cert/--tls-key for mutual TLS, and --tls-domain"
+        }
         Code::Unauthenticated => {
             " — no valid token: pass --token, set MUSTER_TOKEN, or put token/token_file in the config file; `muster up` writes one to .muster/admin.token"
         }

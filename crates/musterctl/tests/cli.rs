@@ -6,6 +6,7 @@ mod cli {
     pub mod audit;
     pub mod settings;
     pub mod timeline;
+    pub mod tls;
     pub mod top;
     pub mod watch;
 }

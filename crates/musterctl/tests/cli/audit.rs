@@ -11,16 +11,16 @@ use crate::{DEAD, clean_environment, parse, run_in_environment, run_to_string, s
 
 /// One service's audit trail and chain state, with every request and token it saw.
 #[derive(Clone, Default)]
-struct FakeAudit {
-    service: &'static str,
-    entries: Vec<pb::AuditEntry>,
-    truncated: bool,
+pub(crate) struct FakeAudit {
+    pub(crate) service: &'static str,
+    pub(crate) entries: Vec<pb::AuditEntry>,
+    pub(crate) truncated: bool,
     /// `None`: the chain verifies; `Some((seq, problem))`: it breaks there.
-    broken_at: Option<(u64, &'static str)>,
+    pub(crate) broken_at: Option<(u64, &'static str)>,
     /// Answer UNAUTHENTICATED unless this bearer token comes with the call.
-    required_token: Option<&'static str>,
-    requests: Arc<Mutex<Vec<pb::ListAuditRequest>>>,
-    authorizations: Arc<Mutex<Vec<String>>>,
+    pub(crate) required_token: Option<&'static str>,
+    pub(crate) requests: Arc<Mutex<Vec<pb::ListAuditRequest>>>,
+    pub(crate) authorizations: Arc<Mutex<Vec<String>>>,
 }
 
 impl FakeAudit {
@@ -130,7 +130,7 @@ async fn spawn_audit(fake: FakeAudit) -> String {
 }
 
 /// Three services whose entries interleave in time.
-fn three_fakes() -> [FakeAudit; 3] {
+pub(crate) fn three_fakes() -> [FakeAudit; 3] {
     let intake = FakeAudit {
         service: "intake",
         entries: vec![
