@@ -16,7 +16,7 @@ use ratatui::backend::CrosstermBackend;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use ratatui::crossterm::execute;
 use ratatui::crossterm::terminal::{
-    EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
+    Clear, ClearType, EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
 };
 use tokio::sync::mpsc;
 
@@ -52,9 +52,6 @@ pub(super) async fn run(context: &Context, args: TopArgs) -> Result<i32, Error> 
     let officer = officer_name(args.officer);
     let _restore = TerminalGuard::enter()?;
     let mut terminal = Terminal::new(CrosstermBackend::new(std::io::stdout()))
-        .map_err(|error| Error::Terminal(error.to_string()))?;
-    terminal
-        .clear()
         .map_err(|error| Error::Terminal(error.to_string()))?;
 
     let now = now_unix_ms();
@@ -382,7 +379,14 @@ impl TerminalGuard {
             previous(info);
         }));
         enable_raw_mode().map_err(|error| Error::Terminal(error.to_string()))?;
-        if let Err(error) = execute!(std::io::stdout(), EnterAlternateScreen) {
+        // The alternate screen is cleared here rather than with `Terminal::clear`, which asks
+        // the terminal for the cursor position and fails on terminals that do not answer.
+        if let Err(error) = execute!(
+            std::io::stdout(),
+            EnterAlternateScreen,
+            Clear(ClearType::All),
+            ratatui::crossterm::cursor::Hide
+        ) {
             restore_terminal();
             return Err(Error::Terminal(error.to_string()));
         }
