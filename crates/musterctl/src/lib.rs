@@ -84,7 +84,7 @@ pub struct Cli {
     /// users in the process list: prefer --token-file or MUSTER_TOKEN. Without any, musterctl
     /// uses ./.muster/admin.token when it exists (written by `muster up`).
     #[arg(long, global = true, value_name = "TOKEN")]
-    pub token: Option<String>,
+    pub token: Option<TokenArg>,
 
     /// File holding the bearer token [env: MUSTER_TOKEN_FILE] [config: token_file].
     #[arg(long, global = true, value_name = "FILE")]
@@ -189,6 +189,26 @@ pub enum Command {
     /// Print a shell completion script, e.g. `musterctl completions bash >
     /// ~/.local/share/bash-completion/completions/musterctl`.
     Completions(CompletionsArgs),
+}
+
+/// A token given with `--token`. `Debug` shows only its first 8 characters, so a printed `Cli`
+/// (a test failure, a debug log) never carries the whole token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenArg(pub String);
+
+impl std::str::FromStr for TokenArg {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(Self(text.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for TokenArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let prefix: String = self.0.chars().take(8).collect();
+        write!(f, "TokenArg({prefix:?}…)")
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -645,7 +645,7 @@ fn resolve_token(
         })
     };
     if let Some(token) = &cli.token {
-        return inline(token, Source::Flag("--token")).map(Some);
+        return inline(&token.0, Source::Flag("--token")).map(Some);
     }
     if let Some(token) = environment.var("MUSTER_TOKEN") {
         return inline(token, Source::Env("MUSTER_TOKEN")).map(Some);

@@ -209,6 +209,14 @@ fn the_token_comes_from_flag_env_file_config_then_the_local_admin_token() {
         "{source}"
     );
 
+    // A printed command line shows no more of the token than `config show` does.
+    let cli = parse(&["status", "--token", "mst1.abcdefSECRET"]);
+    let printed = format!("{cli:?}");
+    assert!(
+        printed.contains("mst1.abc") && !printed.contains("SECRET"),
+        "{printed}"
+    );
+
     // No token anywhere is not an error: the server decides.
     assert_eq!(
         token_of(&["status"], &Environment::empty("/nonexistent")),
@@ -387,4 +395,18 @@ async fn completions_cover_every_shell_and_name_the_subcommands() {
         musterctl::Cli::try_parse_from(["musterctl", "completions", "tcsh"]).is_err(),
         "unknown shells are usage errors"
     );
+}
+
+#[test]
+fn the_example_config_file_parses_with_every_key() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("musterctl.example.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let config = musterctl::settings::ConfigFile::parse(&path, &text).unwrap();
+    assert_eq!(
+        config.escalation.as_deref(),
+        Some("https://muster.example.gov:50052")
+    );
+    assert_eq!(config.token_file.as_deref(), Some(Path::new("duty.token")));
+    assert_eq!(config.output, Some(OutputFormat::Table));
+    assert_eq!(config.timeout_ms, Some(5000));
 }
