@@ -39,7 +39,12 @@ pub const EXIT_FAILURE: i32 = 1;
 /// (--config, MUSTER_CONFIG, else $XDG_CONFIG_HOME/muster/musterctl.toml), then built-in
 /// defaults; `musterctl config show` prints the effective ones and where each came from.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "musterctl", version, about)]
+#[command(
+    name = "musterctl",
+    version,
+    about,
+    next_help_heading = "Global options"
+)]
 pub struct Cli {
     /// Config file (TOML) [env: MUSTER_CONFIG] [default: $XDG_CONFIG_HOME/muster/musterctl.toml,
     /// else ~/.config/muster/musterctl.toml; a missing default file is fine].
@@ -249,7 +254,8 @@ pub struct AuditArgs {
     /// Only refused commands (result other than ok).
     #[arg(long)]
     pub refused: bool,
-    /// At most this many entries per service, newest kept (server default 100, max 1000).
+    /// At most this many entries in all, the newest kept (each service is asked for as many;
+    /// server default 100, max 1000).
     #[arg(long, value_name = "N")]
     pub limit: Option<u32>,
 }

@@ -140,6 +140,30 @@ fn a_status_becomes_one_readable_line() {
     assert_eq!(error.grpc_code(), Some(Code::InvalidArgument));
 }
 
+#[test]
+fn refusals_for_missing_rights_say_what_to_do() {
+    let status = Status::permission_denied("3202 is outside the token's scope 3201");
+    let line = Error::from_status("escalation", "refused the acknowledgement", &status).to_string();
+    assert!(
+        line.starts_with("escalation refused the acknowledgement: 3202 is outside the token's scope 3201 (PERMISSION_DENIED) — "),
+        "{line}"
+    );
+    assert!(line.contains("use a token issued for it"), "{line}");
+    let status = Status::unauthenticated("token expired");
+    let line = Error::from_status("intake", "rejected the report", &status).to_string();
+    assert!(
+        line.contains("(UNAUTHENTICATED) — no valid token: pass --token"),
+        "{line}"
+    );
+    // Other refusals need no advice beyond the server's message.
+    let status = Status::not_found("no incident INC-9");
+    let line = Error::from_status("intake", "could not get the incident", &status).to_string();
+    assert_eq!(
+        line,
+        "intake could not get the incident: no incident INC-9 (NOT_FOUND)"
+    );
+}
+
 // ---- argument parsing -------------------------------------------------------------------------
 
 #[test]
