@@ -377,3 +377,19 @@ fn the_detail_screen_shows_the_timeline_with_late_rows_in_red() {
         "a acknowledges the open incident from its detail too"
     );
 }
+
+#[test]
+fn small_terminals_still_show_the_gravest_incident_first_and_never_panic() {
+    let state = state();
+    let buffer = draw(&state, 80, 24);
+    let screen = lines(&buffer);
+    let first_incident = screen
+        .iter()
+        .find(|line| line.contains("INC-"))
+        .expect("an incident row");
+    assert!(first_incident.contains("INC-I "), "{first_incident}");
+    // Tiny and empty screens draw without panicking.
+    draw(&state, 20, 5);
+    draw(&state, 1, 1);
+    draw(&TopState::new("drill.1", NOW, 0), 80, 24);
+}
