@@ -15,28 +15,35 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::connect::Target;
+use crate::connect::{Target, Transport};
+use crate::settings::Settings;
 use crate::table::Table;
-use crate::time::format_time_of_day_ms;
+use crate::timeline::{local_offset_seconds, timeline_rows, timeline_table};
 use crate::view::{
     CommandView, DeadlineView, IncidentView, JurisdictionView, PositionReportView, ReportView,
-    ServiceStatusView, StatusView, UnitView, UpdateView, WatchEventView, or_dash,
+    ServiceStatusView, StatusView, UnitView, UpdateView, or_dash,
 };
 use crate::{
     AckArgs, AssignArgs, Cli, Command, CommandArgs, ConfirmDowngradeArgs, DeadlinesArgs,
     EXIT_FAILURE, EXIT_OK, Error, EscalateArgs, IncidentsArgs, JurisdictionsArgs, LevelArg,
     RecommendArgs, ReportArgs, ReportFiledArgs, ShowArgs, SkipReportArgs, TakeCommandArgs,
     UnitAssignmentArgs, UnitDeclineArgs, UnitEventArg, UnitPositionArgs, UnitStatusArgs, UnitsArgs,
-    UpdateArgs, WatchArgs,
+    UpdateArgs,
 };
+use crate::{ConfigCommand, Environment};
 
+mod audit;
+mod completions;
 mod mutual_aid;
 mod notifications;
+mod top;
+mod watch;
 
 type Out<'a> = &'a mut (dyn Write + Send);
 
-/// What every command needs from the global flags.
-struct Context {
+/// What every command needs from the global settings.
+#[derive(Clone)]
+pub(crate) struct Context {
     intake: Target,
     escalation: Target,
     dispatch: Target,
@@ -46,17 +53,34 @@ struct Context {
 
 pub async fn execute(
     cli: Cli,
+    environment: &Environment,
     out: Out<'_>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<i32, Error> {
+    // Completions need no settings: a broken config file must not stop a shell from starting.
+    if let Command::Completions(args) = &cli.command {
+        completions::write(args.shell, out)?;
+        out.flush()?;
+        return Ok(EXIT_OK);
+    }
+    let settings = Settings::resolve(&cli, environment)?;
+    if let Command::Config(ConfigCommand::Show) = &cli.command {
+        config_show(&settings, out)?;
+        out.flush()?;
+        return Ok(EXIT_OK);
+    }
+    let transport = Transport::from_settings(&settings)?;
     let context = Context {
-        intake: Target::new("intake", &cli.intake_url, cli.timeout_ms),
-        escalation: Target::new("escalation", &cli.escalation_url, cli.timeout_ms),
-        dispatch: Target::new("dispatch", &cli.dispatch_url, cli.timeout_ms),
-        namespace: cli.namespace,
-        json: cli.json,
+        intake: Target::new("intake", &settings.intake.value, &transport),
+        escalation: Target::new("escalation", &settings.escalation.value, &transport),
+        dispatch: Target::new("dispatch", &settings.dispatch.value, &transport),
+        namespace: settings.namespace.value.clone(),
+        json: settings.json(),
     };
     let exit_code = match cli.command {
+        Command::Completions(_) | Command::Config(_) => EXIT_OK,
+        Command::Audit(args) => audit::audit(&context, args, out).await?,
+        Command::Top(args) => top::run(&context, args).await?,
         Command::Status => status(&context, out).await?,
         Command::Jurisdictions(args) => jurisdictions(&context, args, out).await?,
         Command::Units(args) => units(&context, args, out).await?,
@@ -64,7 +88,7 @@ pub async fn execute(
         Command::Update(args) => update(&context, args, out).await?,
         Command::Incidents(args) => incidents(&context, args, out).await?,
         Command::Show(args) => show(&context, args, out).await?,
-        Command::Watch(args) => watch(&context, args, out, shutdown).await?,
+        Command::Watch(args) => watch::watch(&context, args, out, shutdown).await?,
         Command::Ack(args) => ack(&context, args, out).await?,
         Command::Escalate(args) => escalate(&context, args, out).await?,
         Command::ConfirmDowngrade(args) => confirm_downgrade(&context, args, out).await?,
@@ -85,6 +109,30 @@ pub async fn execute(
     };
     out.flush()?;
     Ok(exit_code)
+}
+
+/// `config show`: one row per setting with its value and source.
+fn config_show(settings: &Settings, out: Out<'_>) -> Result<(), Error> {
+    let rows = settings.describe();
+    if settings.json() {
+        let object: serde_json::Map<String, serde_json::Value> = rows
+            .into_iter()
+            .map(|(name, value, source)| {
+                (
+                    name.to_owned(),
+                    serde_json::json!({ "value": value, "source": source }),
+                )
+            })
+            .collect();
+        write_json(out, &object)?;
+        return Ok(());
+    }
+    let mut table = Table::new(["SETTING", "VALUE", "SOURCE"]);
+    for (name, value, source) in rows {
+        table.row([name.to_owned(), value, source]);
+    }
+    table.write_to(out)?;
+    Ok(())
 }
 
 fn write_json(out: Out<'_>, value: &impl Serialize) -> Result<(), Error> {
@@ -420,7 +468,7 @@ async fn show(context: &Context, args: ShowArgs, out: Out<'_>) -> Result<i32, Er
     let mut client = IntakeServiceClient::new(target.connect().await?);
     let request = pb::GetIncidentRequest {
         namespace: context.namespace.clone(),
-        incident_id: args.id,
+        incident_id: args.id.clone(),
     };
     let response = target
         .call("could not get the incident", client.get_incident(request))
@@ -428,14 +476,99 @@ async fn show(context: &Context, args: ShowArgs, out: Out<'_>) -> Result<i32, Er
     let view: IncidentView = response.incident.unwrap_or_default().into();
     if context.json {
         write_json(out, &view)?;
-    } else {
-        write_incident(out, &view)?;
+        return Ok(EXIT_OK);
     }
+    let escalation = escalation_state(context, &args.id).await;
+    let now_ms = now_unix_ms();
+    let offset_seconds = if args.utc {
+        0
+    } else {
+        local_offset_seconds(now_ms)
+    };
+    write_incident(out, &view, &escalation, now_ms, offset_seconds)?;
     Ok(EXIT_OK)
 }
 
-/// The readable `show` view: header, grading, assignments with shortfalls, then the timeline.
-fn write_incident(out: Out<'_>, view: &IncidentView) -> std::io::Result<()> {
+/// What escalation knows about one incident beyond intake's timeline: its report deadlines and
+/// its acknowledgement chain. Asked for on a best-effort basis: without it the timeline is still
+/// worth showing, with a note saying what is missing.
+#[derive(Debug, Default)]
+pub(crate) struct EscalationState {
+    pub deadlines: Vec<DeadlineView>,
+    pub command: Option<CommandView>,
+    /// Why deadlines or acknowledgement are missing, when they are.
+    pub note: Option<String>,
+}
+
+pub(crate) async fn escalation_state(context: &Context, incident_id: &str) -> EscalationState {
+    let target = &context.escalation;
+    let mut client = match target.connect().await {
+        Ok(channel) => EscalationServiceClient::new(channel),
+        Err(error) => {
+            return EscalationState {
+                note: Some(format!("deadlines and acknowledgement not shown: {error}")),
+                ..EscalationState::default()
+            };
+        }
+    };
+    let deadlines_request = pb::ListDeadlinesRequest {
+        namespace: context.namespace.clone(),
+        incident_id: incident_id.to_owned(),
+    };
+    let command_request = pb::GetCommandRequest {
+        namespace: context.namespace.clone(),
+        incident_id: incident_id.to_owned(),
+    };
+    let mut command_client = client.clone();
+    let (deadlines, command) = tokio::join!(
+        target.call(
+            "could not list deadlines",
+            client.list_deadlines(deadlines_request)
+        ),
+        target.call(
+            "could not get the command",
+            command_client.get_command(command_request)
+        ),
+    );
+    let mut state = EscalationState::default();
+    match deadlines {
+        Ok(response) => {
+            state.deadlines = response.deadlines.into_iter().map(Into::into).collect();
+        }
+        Err(error) => state.note = Some(format!("deadlines not shown: {error}")),
+    }
+    match command {
+        Ok(response) => state.command = response.command.map(Into::into),
+        // Not graded yet: there is no chain to show, and nothing is wrong.
+        Err(Error::Rpc {
+            code: tonic::Code::NotFound,
+            ..
+        }) => {}
+        Err(error) if state.note.is_none() => {
+            state.note = Some(format!("acknowledgement not shown: {error}"));
+        }
+        Err(_) => {}
+    }
+    state
+}
+
+pub(crate) fn now_unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}
+
+/// The readable `show` view: header, grading, assignments with shortfalls, then the timeline
+/// with report deadlines and the pending acknowledgement.
+pub(crate) fn write_incident(
+    out: Out<'_>,
+    view: &IncidentView,
+    escalation: &EscalationState,
+    now_ms: i64,
+    offset_seconds: i32,
+) -> std::io::Result<()> {
     let kind = match &view.class {
         Some(class) => format!("{} ({class})", view.kind),
         None => view.kind.clone(),
@@ -576,80 +709,21 @@ recent alerts (newest last)"
     }
 
     writeln!(out, "\ntimeline")?;
-    if view.timeline.is_empty() {
+    let rows = timeline_rows(
+        view,
+        &escalation.deadlines,
+        escalation.command.as_ref(),
+        now_ms,
+    );
+    if rows.is_empty() {
         writeln!(out, "  no events")?;
     } else {
-        let mut table = Table::new(["  TIME (UTC)", "EVENT", "SOURCE", "DESCRIPTION"]);
-        for entry in &view.timeline {
-            table.row([
-                format!("  {}", format_time_of_day_ms(entry.at_unix_ms)),
-                entry.event_type.clone(),
-                entry.source_service.clone(),
-                entry.description.clone(),
-            ]);
-        }
-        table.write_to(out)?;
+        timeline_table(&rows, view.reported_at_unix_ms, offset_seconds).write_to(out)?;
+    }
+    if let Some(note) = &escalation.note {
+        writeln!(out, "  ({note})")?;
     }
     Ok(())
-}
-
-async fn watch(
-    context: &Context,
-    args: WatchArgs,
-    out: Out<'_>,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<i32, Error> {
-    let target = &context.intake;
-    let mut client = IntakeServiceClient::new(target.connect().await?);
-    let request = pb::WatchIncidentsRequest {
-        namespace: context.namespace.clone(),
-    };
-    // The timeout bounds opening the stream only; the stream itself runs until stopped.
-    let mut stream = target
-        .call("refused the watch", client.watch_incidents(request))
-        .await?;
-    let mut shutdown = std::pin::pin!(shutdown);
-    let mut seen: u64 = 0;
-    loop {
-        if args.max_events.is_some_and(|max| seen >= max) {
-            return Ok(EXIT_OK);
-        }
-        let next = tokio::select! {
-            () = &mut shutdown => return Ok(EXIT_OK),
-            next = stream.message() => next,
-        };
-        let message = match next {
-            Ok(Some(message)) => message,
-            Ok(None) => return Ok(EXIT_OK),
-            Err(status) => {
-                return Err(Error::from_status(
-                    target.service,
-                    "watch stream failed",
-                    &status,
-                ));
-            }
-        };
-        seen += 1;
-        let view = WatchEventView::from(message);
-        if context.json {
-            serde_json::to_writer(&mut *out, &view)?;
-            writeln!(out)?;
-        } else {
-            let incident = &view.incident;
-            writeln!(
-                out,
-                "{} {} {} grade={} lead={} status={}",
-                incident.updated_at,
-                or_dash(Some(&incident.id)),
-                or_dash(Some(&view.event_type)),
-                incident.grade_label(),
-                incident.lead_code(),
-                incident.status_label(),
-            )?;
-        }
-        // Each line is flushed so that a pipe or a test sees it as it happens.
-        out.flush()?;
-    }
 }
 
 /// Prints a command state as `key  value` lines, as `show` prints its header.

@@ -7,16 +7,22 @@
 mod commands;
 mod connect;
 mod error;
+pub mod settings;
 pub mod table;
 pub mod time;
+pub mod timeline;
+pub mod top;
 pub mod view;
+pub mod watch_filter;
 
 use std::future::Future;
 use std::io::Write;
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use error::{Error, code_name};
+pub use settings::{Environment, Settings};
 
 /// The name the brief and older callers use for [`Error`].
 pub type CliError = Error;
@@ -26,63 +32,87 @@ pub const EXIT_OK: i32 = 0;
 /// Exit code of `status` when a service is not serving (or not reachable), and of any error.
 pub const EXIT_FAILURE: i32 = 1;
 
-/// Muster's duty officer CLI: service status, incident reports, incidents, units and a live watch.
+/// Muster's duty officer CLI: service status, incident reports, incidents, units, audit and a
+/// live dashboard.
+///
+/// Settings come from flags, then MUSTER_* environment variables, then the config file
+/// (--config, MUSTER_CONFIG, else $XDG_CONFIG_HOME/muster/musterctl.toml), then built-in
+/// defaults; `musterctl config show` prints the effective ones and where each came from.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "musterctl", version, about)]
+#[command(
+    name = "musterctl",
+    version,
+    about,
+    next_help_heading = "Global options"
+)]
 pub struct Cli {
-    /// Intake service URL.
-    #[arg(
-        long = "intake",
-        global = true,
-        env = "MUSTER_INTAKE_URL",
-        default_value = "http://127.0.0.1:50051",
-        value_name = "URL"
-    )]
-    pub intake_url: String,
+    /// Config file (TOML) [env: MUSTER_CONFIG] [default: $XDG_CONFIG_HOME/muster/musterctl.toml,
+    /// else ~/.config/muster/musterctl.toml; a missing default file is fine].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 
-    /// Escalation service URL.
-    #[arg(
-        long = "escalation",
-        global = true,
-        env = "MUSTER_ESCALATION_URL",
-        default_value = "http://127.0.0.1:50052",
-        value_name = "URL"
-    )]
-    pub escalation_url: String,
+    /// Intake service URL [env: MUSTER_INTAKE_URL] [config: intake] [default:
+    /// http://127.0.0.1:50051].
+    #[arg(long = "intake", global = true, value_name = "URL")]
+    pub intake_url: Option<String>,
 
-    /// Dispatch service URL.
-    #[arg(
-        long = "dispatch",
-        global = true,
-        env = "MUSTER_DISPATCH_URL",
-        default_value = "http://127.0.0.1:50053",
-        value_name = "URL"
-    )]
-    pub dispatch_url: String,
+    /// Escalation service URL [env: MUSTER_ESCALATION_URL] [config: escalation] [default:
+    /// http://127.0.0.1:50052].
+    #[arg(long = "escalation", global = true, value_name = "URL")]
+    pub escalation_url: Option<String>,
 
-    /// `live`, or `drill.<id>` for an exercise.
-    #[arg(
-        long,
-        global = true,
-        env = "MUSTER_NAMESPACE",
-        default_value = "live",
-        value_name = "NS"
-    )]
-    pub namespace: String,
+    /// Dispatch service URL [env: MUSTER_DISPATCH_URL] [config: dispatch] [default:
+    /// http://127.0.0.1:50053].
+    #[arg(long = "dispatch", global = true, value_name = "URL")]
+    pub dispatch_url: Option<String>,
 
-    /// Machine output: JSON instead of tables (one object per line for `watch`).
+    /// `live`, or `drill.<id>` for an exercise [env: MUSTER_NAMESPACE] [config: namespace]
+    /// [default: live].
+    #[arg(long, global = true, value_name = "NS")]
+    pub namespace: Option<String>,
+
+    /// Machine output: JSON instead of tables (one object per line for `watch`); the same as
+    /// `--output json`.
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// Connect timeout, and the timeout of each call (not of the `watch` stream once open).
-    #[arg(
-        long,
-        global = true,
-        env = "MUSTER_TIMEOUT_MS",
-        default_value_t = 5000,
-        value_name = "MS"
-    )]
-    pub timeout_ms: u64,
+    /// Output format [env: MUSTER_OUTPUT] [config: output] [default: table].
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub output: Option<OutputArg>,
+
+    /// Connect timeout, and the timeout of each call (not of the `watch` stream once open)
+    /// [env: MUSTER_TIMEOUT_MS] [config: timeout_ms] [default: 5000].
+    #[arg(long, global = true, value_name = "MS")]
+    pub timeout_ms: Option<u64>,
+
+    /// Bearer token sent with every call [env: MUSTER_TOKEN] [config: token]. Visible to other
+    /// users in the process list: prefer --token-file or MUSTER_TOKEN. Without any, musterctl
+    /// uses ./.muster/admin.token when it exists (written by `muster up`).
+    #[arg(long, global = true, value_name = "TOKEN")]
+    pub token: Option<TokenArg>,
+
+    /// File holding the bearer token [env: MUSTER_TOKEN_FILE] [config: token_file].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// PEM CA certificate the services' certificates must chain to; implies TLS
+    /// [env: MUSTER_CA_CERT] [config: ca_cert].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// PEM client certificate for mutual TLS, with --tls-key [env: MUSTER_TLS_CERT]
+    /// [config: tls_cert].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert [env: MUSTER_TLS_KEY] [config: tls_key].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Server name to check the services' certificates against, instead of the endpoint's host
+    /// [env: MUSTER_TLS_DOMAIN] [config: tls_domain].
+    #[arg(long, global = true, value_name = "NAME")]
+    pub tls_domain: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -152,6 +182,99 @@ pub enum Command {
     UnitDecline(UnitDeclineArgs),
     /// The incident lets a unit go (DispatchService.ReleaseUnit).
     UnitRelease(UnitAssignmentArgs),
+    /// The audit trail of all three services, merged by time (AuditService.ListAudit);
+    /// `audit verify` checks each service's hash chain (AuditService.VerifyAudit).
+    Audit(AuditArgs),
+    /// A live dashboard: open incidents by grade, deadline countdowns, the unit board;
+    /// j/k to select, a to acknowledge, Enter for the timeline, q to quit.
+    Top(TopArgs),
+    /// musterctl's own settings.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a shell completion script, e.g. `musterctl completions bash >
+    /// ~/.local/share/bash-completion/completions/musterctl`.
+    Completions(CompletionsArgs),
+}
+
+/// A token given with `--token`. `Debug` shows only its first 8 characters, so a printed `Cli`
+/// (a test failure, a debug log) never carries the whole token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenArg(pub String);
+
+impl std::str::FromStr for TokenArg {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(Self(text.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for TokenArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let prefix: String = self.0.chars().take(8).collect();
+        write!(f, "TokenArg({prefix:?}…)")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputArg {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ConfigCommand {
+    /// The effective settings and where each came from (flag, env, config file, default).
+    /// The token itself is never printed, only its source and first 8 characters.
+    Show,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    pub verify: Option<AuditCommand>,
+    /// Only entries about this incident.
+    #[arg(long = "incident", value_name = "ID")]
+    pub incident_id: Option<String>,
+    /// Only entries by this officer (exact name, as in the token).
+    #[arg(long, value_name = "NAME")]
+    pub officer: Option<String>,
+    /// Only entries at or after this time: RFC 3339 (2026-11-28T06:00:00Z), Unix milliseconds,
+    /// or an age such as 30m, 2h, 1d.
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// Only refused commands (result other than ok).
+    #[arg(long)]
+    pub refused: bool,
+    /// At most this many entries in all, the newest kept (each service is asked for as many;
+    /// server default 100, max 1000).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute each service's hash chain; exits non-zero if any chain is broken or any
+    /// service cannot be asked.
+    Verify,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TopArgs {
+    /// How often to poll the services, milliseconds.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub refresh_ms: u64,
+    /// The acknowledging officer for `a` (default: $USER).
+    #[arg(long, value_name = "NAME")]
+    pub officer: Option<String>,
 }
 
 /// An incident id, or a hypothetical incident given by --kind, --township and --grade.
@@ -328,13 +451,38 @@ pub struct IncidentsArgs {
 pub struct ShowArgs {
     /// The incident id.
     pub id: String,
+    /// Print timeline times in UTC instead of local time.
+    #[arg(long)]
+    pub utc: bool,
 }
 
+/// Filters combine with AND; a repeated filter matches any of its values.
 #[derive(Debug, Clone, Args)]
 pub struct WatchArgs {
-    /// Stop after this many messages.
+    /// Stop after this many printed messages (after filtering).
     #[arg(long, value_name = "N")]
     pub max_events: Option<u64>,
+    /// Only incidents of this grade: I, II, III or IV (repeatable). Ungraded incidents never match.
+    #[arg(long, value_name = "GRADE", value_parser = ["I", "II", "III", "IV"])]
+    pub grade: Vec<String>,
+    /// Only incidents of this class: natural_disaster, accident, public_health,
+    /// social_safety or unclassified (repeatable).
+    #[arg(long, value_name = "CLASS", value_parser = ["natural_disaster", "accident", "public_health", "social_safety", "unclassified"])]
+    pub class: Vec<String>,
+    /// Only incidents led by, or located in, this jurisdiction or any jurisdiction below it
+    /// (repeatable; the tree is read from escalation once at start).
+    #[arg(long, value_name = "CODE")]
+    pub jurisdiction: Vec<String>,
+    /// Only incidents in this status: reported, graded, responding or closed (repeatable).
+    #[arg(long, value_name = "STATUS", value_parser = ["reported", "graded", "responding", "closed"])]
+    pub status: Vec<String>,
+    /// Only this incident (repeatable).
+    #[arg(long = "incident", value_name = "ID")]
+    pub incident: Vec<String>,
+    /// Only changes caused by this event type, e.g. graded, escalated, acknowledged,
+    /// units_assigned (repeatable).
+    #[arg(long = "event", value_name = "TYPE")]
+    pub event: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -479,17 +627,19 @@ pub struct UnitPositionArgs {
     pub at_ms: Option<i64>,
 }
 
-/// Runs one command, writing its output to `out`, and returns the process exit code:
-/// [`EXIT_OK`], or [`EXIT_FAILURE`] when `status` finds a service not serving. `watch` stops on
-/// Ctrl-C, at the end of the stream, or after `--max-events`.
+/// Runs one command in the process's environment, writing its output to `out`, and returns the
+/// process exit code: [`EXIT_OK`], or [`EXIT_FAILURE`] when `status` finds a service not serving
+/// or `audit verify` a broken chain. `watch` stops on Ctrl-C, at the end of the stream, or after
+/// `--max-events`.
 pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<i32, Error> {
-    run_until(cli, out, async {
-        // If no signal handler can be installed, wait forever rather than stopping at once.
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    })
-    .await
+    run_until(cli, out, ctrl_c()).await
+}
+
+async fn ctrl_c() {
+    // If no signal handler can be installed, wait forever rather than stopping at once.
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// [`run`], with `shutdown` instead of Ctrl-C ending a `watch`; other commands ignore it.
@@ -498,5 +648,16 @@ pub async fn run_until(
     out: &mut (dyn Write + Send),
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<i32, Error> {
-    commands::execute(cli, out, shutdown).await
+    run_in(cli, &Environment::from_process(), out, shutdown).await
+}
+
+/// [`run_until`] in a given environment (variables, working directory) instead of the
+/// process's: how tests keep the developer's own config file and token out of the way.
+pub async fn run_in(
+    cli: Cli,
+    environment: &Environment,
+    out: &mut (dyn Write + Send),
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<i32, Error> {
+    commands::execute(cli, environment, out, shutdown).await
 }

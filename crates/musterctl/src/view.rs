@@ -334,6 +334,11 @@ pub struct IncidentView {
     pub timeline: Vec<TimelineEntryView>,
     pub reported_at: String,
     pub updated_at: String,
+    /// Kept for T+ offsets and sorting; the JSON carries `reported_at` and `updated_at`.
+    #[serde(skip)]
+    pub reported_at_unix_ms: i64,
+    #[serde(skip)]
+    pub updated_at_unix_ms: i64,
     /// Monitoring-feed alerts linked to the incident, and how many are still open.
     pub alert_count: u64,
     pub open_alert_count: u64,
@@ -433,6 +438,8 @@ impl From<pb::Incident> for IncidentView {
             timeline: incident.timeline.into_iter().map(Into::into).collect(),
             reported_at: format_rfc3339_ms(incident.reported_at_unix_ms),
             updated_at: format_rfc3339_ms(incident.updated_at_unix_ms),
+            reported_at_unix_ms: incident.reported_at_unix_ms,
+            updated_at_unix_ms: incident.updated_at_unix_ms,
             alert_count: incident.alert_count,
             open_alert_count: incident.open_alert_count,
             recent_alerts: incident.recent_alerts.into_iter().map(Into::into).collect(),
@@ -586,6 +593,11 @@ pub struct CommandView {
     pub pending_downgrade: Option<String>,
     /// The commander named when the lead took command.
     pub commander_name: Option<String>,
+    /// Kept for countdowns and the timeline; the JSON carries `ack_due_at`/`acknowledged_at`.
+    #[serde(skip)]
+    pub ack_due_at_unix_ms: i64,
+    #[serde(skip)]
+    pub acknowledged_at_unix_ms: i64,
 }
 
 impl CommandView {
@@ -644,6 +656,8 @@ impl From<pb::Command> for CommandView {
             escalation_count: command.escalation_count,
             pending_downgrade: grade_name(command.pending_downgrade),
             commander_name: non_empty(command.commander_name),
+            ack_due_at_unix_ms: command.ack_due_at_unix_ms,
+            acknowledged_at_unix_ms: command.acknowledged_at_unix_ms,
         }
     }
 }
@@ -665,8 +679,13 @@ pub struct DeadlineView {
     pub sent_at: Option<String>,
     /// Met: sent minus due (0 if on time); late: now minus due; open: 0.
     pub late_by_ms: i64,
-    /// `open`, `late` or `met`.
+    /// `open`, `late`, `met` or `waived`.
     pub status: Option<String>,
+    /// Kept for countdowns and the timeline; the JSON carries `due_at` and `sent_at`.
+    #[serde(skip)]
+    pub due_at_unix_ms: i64,
+    #[serde(skip)]
+    pub sent_at_unix_ms: i64,
 }
 
 impl DeadlineView {
@@ -725,6 +744,8 @@ impl From<pb::Deadline> for DeadlineView {
             sent_at: time_if_set(deadline.sent_at_unix_ms),
             late_by_ms: deadline.late_by_ms,
             status: deadline_status_name(deadline.status),
+            due_at_unix_ms: deadline.due_at_unix_ms,
+            sent_at_unix_ms: deadline.sent_at_unix_ms,
         }
     }
 }

@@ -1,5 +1,15 @@
 //! musterctl's tests: formatting helpers, argument parsing, unreachable services, and every
-//! command against small in-process fake services (no Muster servers needed).
+//! command against small in-process fake services (no Muster servers needed). The newer areas
+//! live in modules under `tests/cli/`, still one test binary.
+
+mod cli {
+    pub mod audit;
+    pub mod settings;
+    pub mod timeline;
+    pub mod tls;
+    pub mod top;
+    pub mod watch;
+}
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -14,7 +24,7 @@ use musterctl::table::{Table, display_width};
 use musterctl::time::{
     civil_from_days, format_duration_ms, format_rfc3339_ms, format_time_of_day_ms,
 };
-use musterctl::{Cli, Command, Error, LevelArg, UnitEventArg, code_name};
+use musterctl::{Cli, Command, Environment, Error, LevelArg, UnitEventArg, code_name};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Request, Response, Status};
@@ -27,9 +37,19 @@ fn parse(args: &[&str]) -> Cli {
         .unwrap_or_else(|error| panic!("{args:?} should parse: {error}"))
 }
 
+/// An environment with no variables and a working directory without `.muster/`, so neither the
+/// developer's config file nor a local admin token reaches the tests.
+fn clean_environment() -> Environment {
+    Environment::empty("/nonexistent/musterctl-tests")
+}
+
 async fn run_to_string(cli: Cli) -> (Result<i32, Error>, String) {
+    run_in_environment(cli, &clean_environment()).await
+}
+
+async fn run_in_environment(cli: Cli, environment: &Environment) -> (Result<i32, Error>, String) {
     let mut buffer = Vec::new();
-    let result = musterctl::run(cli, &mut buffer).await;
+    let result = musterctl::run_in(cli, environment, &mut buffer, std::future::pending()).await;
     (result, String::from_utf8(buffer).expect("output is UTF-8"))
 }
 
@@ -120,6 +140,30 @@ fn a_status_becomes_one_readable_line() {
     assert_eq!(error.grpc_code(), Some(Code::InvalidArgument));
 }
 
+#[test]
+fn refusals_for_missing_rights_say_what_to_do() {
+    let status = Status::permission_denied("3202 is outside the token's scope 3201");
+    let line = Error::from_status("escalation", "refused the acknowledgement", &status).to_string();
+    assert!(
+        line.starts_with("escalation refused the acknowledgement: 3202 is outside the token's scope 3201 (PERMISSION_DENIED) — "),
+        "{line}"
+    );
+    assert!(line.contains("use a token issued for it"), "{line}");
+    let status = Status::unauthenticated("token expired");
+    let line = Error::from_status("intake", "rejected the report", &status).to_string();
+    assert!(
+        line.contains("(UNAUTHENTICATED) — no valid token: pass --token"),
+        "{line}"
+    );
+    // Other refusals need no advice beyond the server's message.
+    let status = Status::not_found("no incident INC-9");
+    let line = Error::from_status("intake", "could not get the incident", &status).to_string();
+    assert_eq!(
+        line,
+        "intake could not get the incident: no incident INC-9 (NOT_FOUND)"
+    );
+}
+
 // ---- argument parsing -------------------------------------------------------------------------
 
 #[test]
@@ -177,9 +221,9 @@ fn global_flags_work_after_the_subcommand() {
         "250",
     ]);
     assert!(cli.json);
-    assert_eq!(cli.escalation_url, "http://10.0.0.1:9");
-    assert_eq!(cli.namespace, "drill.7");
-    assert_eq!(cli.timeout_ms, 250);
+    assert_eq!(cli.escalation_url.as_deref(), Some("http://10.0.0.1:9"));
+    assert_eq!(cli.namespace.as_deref(), Some("drill.7"));
+    assert_eq!(cli.timeout_ms, Some(250));
     let Command::Jurisdictions(args) = cli.command else {
         panic!("not jurisdictions");
     };
@@ -582,7 +626,16 @@ async fn a_rejected_report_shows_the_servers_message_and_code() {
 #[tokio::test]
 async fn show_prints_header_grading_assignments_and_timeline() {
     let (url, _) = spawn_intake().await;
-    let (result, output) = run_to_string(parse(&["show", "INC-7", "--intake", &url])).await;
+    let cli = parse(&[
+        "show",
+        "INC-7",
+        "--intake",
+        &url,
+        "--escalation",
+        DEAD,
+        "--utc",
+    ]);
+    let (result, output) = run_to_string(cli).await;
     assert_eq!(result.unwrap(), 0);
     for expected in [
         "incident   INC-7",
@@ -602,7 +655,10 @@ async fn show_prints_header_grading_assignments_and_timeline() {
         "assignments (plan plan.hazchem)",
         "3.2",
         "ambulance: 0 of 2 assigned — none available",
-        "06:27:24.123",
+        "TIME (UTC)",
+        "11-28 06:27:24  T+00:00:00  REPORTED  intake  reported by Officer Li",
+        // Without escalation the timeline says what it lacks instead of failing.
+        "(deadlines and acknowledgement not shown: cannot reach escalation",
     ] {
         assert!(
             output.contains(expected),
@@ -687,7 +743,7 @@ async fn watch_stops_on_shutdown() {
     let task = tokio::spawn(async move {
         let mut buffer = Vec::new();
         let cli = parse(&["watch", "--intake", &url]);
-        let result = musterctl::run_until(cli, &mut buffer, async {
+        let result = musterctl::run_in(cli, &clean_environment(), &mut buffer, async {
             let _ = stopped.await;
         })
         .await;
@@ -840,7 +896,27 @@ impl EscalationService for FakeEscalation {
         &self,
         _request: Request<pb::ListJurisdictionsRequest>,
     ) -> Result<Response<pb::ListJurisdictionsResponse>, Status> {
-        Err(Status::unimplemented("not in this fake"))
+        // Two cities of one province, each with a county and townships.
+        let jurisdiction = |code: &str, parent: &str| pb::Jurisdiction {
+            code: code.to_owned(),
+            name: format!("J{code}"),
+            level: pb::JurisdictionLevel::Unspecified as i32,
+            parent_code: parent.to_owned(),
+            centroid: None,
+            density: pb::DensityClass::Unspecified as i32,
+        };
+        Ok(Response::new(pb::ListJurisdictionsResponse {
+            jurisdictions: vec![
+                jurisdiction("32", ""),
+                jurisdiction("3201", "32"),
+                jurisdiction("320102", "3201"),
+                jurisdiction("320102001", "320102"),
+                jurisdiction("320102002", "320102"),
+                jurisdiction("3202", "32"),
+                jurisdiction("320201", "3202"),
+                jurisdiction("320201001", "320201"),
+            ],
+        }))
     }
 
     async fn get_grading(
