@@ -60,21 +60,16 @@ def step(message):
     print(f"interop: ok   {message}", flush=True)
 
 
-def warn(message):
-    print(f"interop: warning: {message}", file=sys.stderr, flush=True)
-
-
 def call_metadata(token_file):
     """The metadata every call sends: `authorization: Bearer <token>` with the admin token that
     `muster up` writes to <data-dir>/admin.token. This is the one place that reads the token.
 
-    A server without authentication has no token file; then no header is sent, with a warning."""
+    Muster refuses every call without it, so a missing file is a failure."""
     try:
         with open(token_file, encoding="utf-8") as f:
             token = f.read().strip()
     except FileNotFoundError:
-        warn(f"no token file at {token_file}: calling without an authorization header")
-        return ()
+        raise Failure(f"no token file at {token_file}: `muster up` writes <data-dir>/admin.token")
     if not token:
         raise Failure(f"the token file {token_file} is empty")
     return (("authorization", f"Bearer {token}"),)
@@ -180,6 +175,18 @@ class Watch:
     def close(self):
         self.call.cancel()
         self.thread.join(timeout=CALL_TIMEOUT_S)
+
+
+def no_token_is_unauthenticated(intake):
+    """A call without the bearer token is refused with UNAUTHENTICATED, before anything is stored."""
+    try:
+        intake.ListIncidents(intake_pb2.ListIncidentsRequest(), timeout=CALL_TIMEOUT_S)
+    except grpc.RpcError as error:
+        if error.code() != grpc.StatusCode.UNAUTHENTICATED:
+            raise Failure(f"no token: expected UNAUTHENTICATED, got {describe(error)}")
+        step(f"ListIncidents without a token: UNAUTHENTICATED ({error.details()[:60]}...)")
+        return
+    raise Failure("ListIncidents without a token was answered")
 
 
 def bad_request_is_invalid_argument(intake, metadata):
@@ -313,6 +320,7 @@ def main():
         intake = intake_pb2_grpc.IntakeServiceStub(channels["intake"])
         escalation = escalation_pb2_grpc.EscalationServiceStub(channels["escalation"])
 
+        no_token_is_unauthenticated(intake)
         bad_request_is_invalid_argument(intake, metadata)
 
         # Watch first: the stream carries changes made after it is established.
