@@ -269,6 +269,9 @@ async fn single_node_accounts_let_each_service_work_and_refuse_what_it_may_not_p
 
     // The three services as separate processes, each with its own user, and a report through
     // them: intake → escalation grades → dispatch assigns → intake's read model.
+    // Tokens as a deployment makes them: one signing key (kept by whoever issues tokens), its
+    // public half given to every service.
+    let auth = test_support::auth::TestAuth::new(dir.path());
     let mut services = Vec::new();
     let mut intake_addr = None;
     for (service, password) in [
@@ -287,6 +290,8 @@ async fn single_node_accounts_let_each_service_work_and_refuse_what_it_may_not_p
             ])
             .args(["--listen", &addr.to_string(), "--data-dir"])
             .arg(dir.path().join(service))
+            .arg("--verify-key")
+            .arg(auth.verify_key_path())
             .stdin(Stdio::null());
         if service == "intake" {
             command.args(["--feeds-listen", "127.0.0.1:0"]);
@@ -298,12 +303,20 @@ async fn single_node_accounts_let_each_service_work_and_refuse_what_it_may_not_p
         ));
         wait_serving(addr).await;
     }
-    let mut intake = pb::intake_service_client::IntakeServiceClient::connect(format!(
-        "http://{}",
-        intake_addr.unwrap()
-    ))
-    .await
-    .unwrap();
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", intake_addr.unwrap()))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let mut intake = pb::intake_service_client::IntakeServiceClient::with_interceptor(
+        channel,
+        test_support::auth::Bearer::new(&auth.token(
+            "duty officer Li",
+            "390000",
+            auth::Role::Officer,
+        )),
+    );
     let incident_id = intake
         .report_incident(pb::ReportIncidentRequest {
             kind: "accident.hazardous_chemicals".into(),
