@@ -430,7 +430,15 @@ async fn roles_hold_only_their_permissions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feeds_need_a_feed_token_or_their_shared_secret() {
-    let system = System::start().await;
+    let mut system = System::empty().await;
+    // sha256("cea-shared-secret"), as `--feed-secrets` holds it.
+    let secrets = "[[feed]]\nname = \"chem-park-gas\"\nsecret_sha256 = \"b786081144ddc7531209ca936a1e273b6c0f6a63954e72b4697deed7390e6880\"\n";
+    system.feed_secrets = Some(std::sync::Arc::new(
+        auth::feed_secrets::FeedSecrets::parse("secrets.toml", secrets).unwrap(),
+    ));
+    for service in [Service::Intake, Service::Escalation, Service::Dispatch] {
+        system.start_service(service).await;
+    }
     let addr = system.intake.as_ref().unwrap().feeds_addr.unwrap();
     let body = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -461,8 +469,17 @@ async fn feeds_need_a_feed_token_or_their_shared_secret() {
         "{}",
         forbidden.text()
     );
-    let wrong = post(Some("Bearer hunter2".into()), "/v1/feeds/cap?feed=cea").await;
+    let wrong = post(Some("Bearer hunter2".into()), "/v1/feeds/cap?feed=chem-park-gas").await;
     assert_eq!(wrong.status, 401, "{}", wrong.text());
+    let nameless = post(Some("Bearer cea-shared-secret".into()), "/v1/feeds/cap").await;
+    assert_eq!(nameless.status, 401, "a secret without the feed's name");
+    assert!(nameless.text().contains("?feed="), "{}", nameless.text());
+    let other_feed = post(
+        Some("Bearer cea-shared-secret".into()),
+        "/v1/feeds/cap?feed=usgs-quakes",
+    )
+    .await;
+    assert_eq!(other_feed.status, 401, "the secret belongs to another feed");
     assert!(system.incidents().await.is_empty(), "nothing was stored");
     let feed = system.auth.token("cea-quake", NATIONAL, Role::Feed);
     let accepted = post(Some(format!("Bearer {feed}")), "/v1/feeds/cap").await;
@@ -472,6 +489,12 @@ async fn feeds_need_a_feed_token_or_their_shared_secret() {
         accepted.status,
         accepted.text()
     );
+    let by_secret = post(
+        Some("Bearer cea-shared-secret".into()),
+        "/v1/feeds/cap?feed=chem-park-gas",
+    )
+    .await;
+    assert_eq!(by_secret.status, accepted.status, "{}", by_secret.text());
     let trail = audit_client(&system, Service::Intake, &system.auth.admin_token)
         .await
         .list_audit(pb::ListAuditRequest::default())
@@ -483,8 +506,10 @@ async fn feeds_need_a_feed_token_or_their_shared_secret() {
         .iter()
         .filter(|e| e.action == "POST /v1/feeds/cap")
         .collect();
-    assert_eq!(feed_entries.len(), 4, "{trail:#?}");
-    assert_eq!(feed_entries[3].officer, "cea-quake");
+    assert_eq!(feed_entries.len(), 7, "{trail:#?}");
+    assert_eq!(feed_entries[5].officer, "cea-quake");
+    assert_eq!(feed_entries[6].officer, "feed:chem-park-gas");
+    assert!(feed_entries[..5].iter().all(|e| e.result != "ok"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -566,6 +591,19 @@ async fn the_audit_trail_records_commands_verifies_and_shows_tampering() {
     assert!(check.ok, "{check:?}");
     assert_eq!(check.head_seq, escalation_trail[0].seq);
 
+    // The duty officer's view: musterctl merges the three trails by time and verifies them.
+    let (result, out) = system.musterctl(&["audit", "--incident", &incident]).await;
+    assert_eq!(result, Ok(0), "{out}");
+    let report_at = out.find("ReportIncident").expect(&out);
+    let ack_at = out.find("Acknowledge").expect(&out);
+    assert!(report_at < ack_at, "merged oldest first:\n{out}");
+    assert!(out.contains("Zhao"), "{out}");
+    let (result, out) = system.musterctl(&["audit", "verify"]).await;
+    assert_eq!(result, Ok(0), "{out}");
+    for service in ["intake", "escalation", "dispatch"] {
+        assert!(out.contains(service), "{out}");
+    }
+
     // Someone with access to the disk rewrites who acknowledged; the chain shows it.
     system.stop_service(Service::Escalation).await;
     {
@@ -584,6 +622,8 @@ async fn the_audit_trail_records_commands_verifies_and_shows_tampering() {
     assert!(!check.ok, "{check:?}");
     assert_eq!(check.first_bad_seq, escalation_trail[0].seq);
     assert!(check.problem.contains("hash mismatch"), "{check:?}");
+    let (result, out) = system.musterctl(&["audit", "verify"]).await;
+    assert_ne!(result, Ok(0), "a broken chain fails the command:\n{out}");
     assert!(verify(&system, Service::Intake).await.ok);
 }
 

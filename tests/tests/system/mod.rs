@@ -82,6 +82,8 @@ pub struct System {
     pub feed_mapping: Option<Arc<feeds::mapping::Mapping>>,
     /// How long intake parks an update for an unknown alert (`None`: the default).
     pub park_timeout_ms: Option<i64>,
+    /// Shared secrets intake's feed endpoints accept (`None`: tokens only).
+    pub feed_secrets: Option<Arc<auth::feed_secrets::FeedSecrets>>,
 }
 
 impl System {
@@ -109,6 +111,7 @@ impl System {
             dispatch_ack_timeout_ms: None,
             feed_mapping: None,
             park_timeout_ms: None,
+            feed_secrets: None,
         }
     }
 
@@ -130,6 +133,7 @@ impl System {
         let escalation_policy = self.escalation_policy.clone();
         let dispatch_ack_timeout_ms = self.dispatch_ack_timeout_ms;
         let (mapping, park_timeout_ms) = (self.feed_mapping.clone(), self.park_timeout_ms);
+        let feed_secrets = self.feed_secrets.clone();
         let feeds_listener = match service {
             Service::Intake => Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
             _ => None,
@@ -161,7 +165,7 @@ impl System {
                         park_timeout_ms,
                         metrics,
                         security,
-                        feed_secrets: None,
+                        feed_secrets,
                     },
                     listener,
                     feeds_listener,
