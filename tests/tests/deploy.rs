@@ -431,6 +431,7 @@ async fn single_node_accounts_let_each_service_work_and_refuse_what_it_may_not_p
             "muster.drill.x1.incident.INC-X.reported".into(),
             "deploy-test-1",
             "allowed".into(),
+            None,
         )
         .await
         .unwrap()
@@ -555,6 +556,7 @@ async fn the_three_cluster_configs_form_a_jetstream_cluster_that_replicates_the_
         "muster.live.incident.INC-1.graded".into(),
         "cluster-test-1",
         "graded".into(),
+        None,
     )
     .await
     .unwrap()

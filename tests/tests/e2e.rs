@@ -7,6 +7,7 @@ mod escalation_e2e;
 mod feeds;
 mod metrics;
 mod system;
+mod trace_context;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -946,6 +947,7 @@ mod unit_registry {
             "muster.live.unit.DH-HAZ-2.position".into(),
             "avl-DH-HAZ-2-1",
             payload.into(),
+            None,
         )
         .await
         .unwrap()

@@ -185,7 +185,12 @@ async fn handle_group<H: Handler>(
     let mut outcomes = Vec::with_capacity(group.len());
     for message in &group {
         let delivery = delivery_of(message);
-        let outcome = commit_one(name, store, handler, &delivery);
+        // The handler continues the sender's trace: its events carry it on (store::trace).
+        let context = trace_of(message);
+        let span = handler_span(name, &delivery, &context);
+        let outcome = span.in_scope(|| {
+            store::trace::sync_scope(context, || commit_one(name, store, handler, &delivery))
+        });
         outcomes.push((delivery, outcome));
     }
     store.flush().await?;
@@ -260,6 +265,40 @@ fn commit_one<H: Handler>(
         }
     }
     Outcome::Retry
+}
+
+/// The W3C trace context header on bus messages.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+
+/// The message's trace continued with a new span, or a new trace when it carries none.
+pub(crate) fn trace_of(message: &Message) -> store::trace::TraceContext {
+    let header = message
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get(TRACEPARENT_HEADER))
+        .map(|value| value.as_str());
+    store::trace::TraceContext::continue_or_new(header)
+}
+
+/// The span a handler runs in: every log line of it names the trace, the message and the subject
+/// (which names the incident).
+pub(crate) fn handler_span(
+    consumer: &str,
+    delivery: &Delivery,
+    context: &store::trace::TraceContext,
+) -> tracing::Span {
+    let incident_id = crate::subjects::parse_incident_event(&delivery.subject)
+        .map_or("", |(_, incident_id, _)| incident_id);
+    tracing::info_span!(
+        "handle",
+        consumer,
+        incident_id,
+        subject = %delivery.subject,
+        msg_id = %delivery.msg_id,
+        trace_id = %context.trace_id,
+        span_id = %context.span_id,
+        parent_span_id = context.parent_span_id.as_deref().unwrap_or(""),
+    )
 }
 
 pub(crate) fn delivery_of(message: &Message) -> Delivery {

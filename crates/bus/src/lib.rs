@@ -150,17 +150,22 @@ impl Bus {
         }
     }
 
-    /// Publishes with `Nats-Msg-Id` and returns the future of the server's ack, so that callers can
-    /// keep many publishes in flight and await the acks together.
+    /// Publishes with `Nats-Msg-Id` (and the W3C `traceparent` header when given) and returns the
+    /// future of the server's ack, so that callers can keep many publishes in flight and await the
+    /// acks together.
     pub async fn publish_dedup(
         &self,
         subject: String,
         msg_id: &str,
         payload: Bytes,
+        traceparent: Option<&str>,
     ) -> Result<jetstream::context::PublishAckFuture, Error> {
-        let message = jetstream::message::PublishMessage::build()
+        let mut message = jetstream::message::PublishMessage::build()
             .payload(payload)
             .message_id(msg_id);
+        if let Some(traceparent) = traceparent {
+            message = message.header(consumer::TRACEPARENT_HEADER, traceparent);
+        }
         self.jetstream
             .send_publish(subject.clone(), message)
             .await

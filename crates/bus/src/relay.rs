@@ -77,6 +77,7 @@ pub async fn relay_once(store: &Store, bus: &Bus) -> Result<usize, crate::Error>
                 event.subject.clone(),
                 &event.msg_id,
                 event.payload.clone().into(),
+                event.traceparent.as_deref(),
             )
             .await?;
         acks.push(ack);

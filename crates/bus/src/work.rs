@@ -48,7 +48,14 @@ pub async fn run_work_consumer<H: WorkHandler>(
     while let Some(group) = groups.next_group().await {
         for message in group {
             let delivery = crate::consumer::delivery_of(&message);
-            let ack = match work_one(&name, &store, &mut handler, &delivery).await {
+            let context = crate::consumer::trace_of(&message);
+            let span = crate::consumer::handler_span(&name, &delivery, &context);
+            let settle = tracing::Instrument::instrument(
+                store::trace::scope(context, work_one(&name, &store, &mut handler, &delivery)),
+                span,
+            )
+            .await;
+            let ack = match settle {
                 Settle::Ack => message.ack().await,
                 Settle::Term => message.ack_with(AckKind::Term).await,
                 Settle::Nak(delay) => message.ack_with(AckKind::Nak(Some(delay))).await,

@@ -31,13 +31,13 @@ async fn a_second_publish_with_the_same_msg_id_is_dropped() {
     let bus = connect(&nats).await;
     let subject = subjects::incident_event("live", "INC-1", subjects::REPORTED).unwrap();
     let first = bus
-        .publish_dedup(subject.clone(), "abc-1", "one".into())
+        .publish_dedup(subject.clone(), "abc-1", "one".into(), None)
         .await
         .unwrap()
         .await
         .unwrap();
     let second = bus
-        .publish_dedup(subject.clone(), "abc-1", "one again".into())
+        .publish_dedup(subject.clone(), "abc-1", "one again".into(), None)
         .await
         .unwrap()
         .await
@@ -49,7 +49,7 @@ async fn a_second_publish_with_the_same_msg_id_is_dropped() {
     );
     assert_eq!(first.sequence, second.sequence);
     let third = bus
-        .publish_dedup(subject, "abc-2", "two".into())
+        .publish_dedup(subject, "abc-2", "two".into(), None)
         .await
         .unwrap()
         .await
@@ -80,6 +80,7 @@ async fn the_relay_publishes_outbox_events_once_and_empties_the_outbox() {
             event.subject.clone(),
             &event.msg_id,
             event.payload.clone().into(),
+            None,
         )
         .await
         .unwrap()
@@ -125,7 +126,7 @@ async fn a_message_redelivered_after_a_crash_before_the_ack_is_processed_once() 
     let nats = TestNats::start().await;
     let bus = connect(&nats).await;
     let subject = subjects::incident_event("live", "INC-9", subjects::REPORTED).unwrap();
-    bus.publish_dedup(subject.clone(), "evt-9", "x".into())
+    bus.publish_dedup(subject.clone(), "evt-9", "x".into(), None)
         .await
         .unwrap()
         .await
@@ -243,7 +244,7 @@ async fn a_poison_message_is_terminated_not_redelivered_forever() {
     let nats = TestNats::start().await;
     let bus = connect(&nats).await;
     let subject = subjects::incident_event("live", "INC-5", subjects::GRADED).unwrap();
-    bus.publish_dedup(subject, "bad-1", "garbage".into())
+    bus.publish_dedup(subject, "bad-1", "garbage".into(), None)
         .await
         .unwrap()
         .await

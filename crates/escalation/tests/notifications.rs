@@ -183,7 +183,7 @@ impl Harness {
         let payload = muster_proto::convert::encode_event(&event);
         self.runtime
             .bus
-            .publish_dedup(subject, "grader-1", payload.into())
+            .publish_dedup(subject, "grader-1", payload.into(), None)
             .await
             .unwrap()
             .await

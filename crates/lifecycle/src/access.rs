@@ -267,7 +267,31 @@ where
             let note = AuditNote::default();
             request.extensions_mut().insert(principal.clone());
             request.extensions_mut().insert(note.clone());
-            let response = inner.call(request).await?;
+            // Continue the caller's W3C trace (or start one): the events this call commits carry
+            // it to the next services (store::trace), and the answer names it.
+            let context = store::trace::TraceContext::continue_or_new(
+                request
+                    .headers()
+                    .get("traceparent")
+                    .and_then(|value| value.to_str().ok()),
+            );
+            let traceparent = context.traceparent();
+            let span = tracing::info_span!(
+                "grpc",
+                service = access.service,
+                method = %path,
+                officer = %principal.officer(),
+                trace_id = %context.trace_id,
+                span_id = %context.span_id,
+            );
+            let mut response = tracing::Instrument::instrument(
+                store::trace::scope(context, inner.call(request)),
+                span,
+            )
+            .await?;
+            if let Ok(value) = http::HeaderValue::from_str(&traceparent) {
+                response.headers_mut().insert("traceparent", value);
+            }
             let status = response
                 .headers()
                 .get("grpc-status")

@@ -6,7 +6,9 @@ use serde::de::DeserializeOwned;
 use crate::Error;
 
 const VALUE_FORMAT_JSON: u8 = 1;
-const OUTBOX_FORMAT: u8 = 1;
+const OUTBOX_FORMAT: u8 = 2;
+/// Outbox records from before trace context.
+const OUTBOX_FORMAT_V1: u8 = 1;
 
 /// Encodes a state value as versioned, checksummed JSON.
 pub fn encode_value<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
@@ -53,10 +55,23 @@ fn unframe(format: u8, bytes: &[u8]) -> Result<&[u8], String> {
     Ok(body)
 }
 
-/// Outbox record body: `[u16 msg id len][msg id][u16 subject len][subject][payload]`.
-pub(crate) fn encode_outbox(msg_id: &str, subject: &str, payload: &[u8]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(4 + msg_id.len() + subject.len() + payload.len());
-    for field in [msg_id.as_bytes(), subject.as_bytes()] {
+/// Outbox record body, format 2: `[u16 msg id len][msg id][u16 subject len][subject]
+/// [u16 traceparent len][traceparent][payload]` (an empty traceparent: none). Format 1 records
+/// (before trace context) have no traceparent field and are still read.
+pub(crate) fn encode_outbox(
+    msg_id: &str,
+    subject: &str,
+    traceparent: Option<&str>,
+    payload: &[u8],
+) -> Vec<u8> {
+    let traceparent = traceparent.unwrap_or("");
+    let mut body =
+        Vec::with_capacity(6 + msg_id.len() + subject.len() + traceparent.len() + payload.len());
+    for field in [
+        msg_id.as_bytes(),
+        subject.as_bytes(),
+        traceparent.as_bytes(),
+    ] {
         body.extend_from_slice(&(field.len() as u16).to_le_bytes());
         body.extend_from_slice(field);
     }
@@ -64,8 +79,15 @@ pub(crate) fn encode_outbox(msg_id: &str, subject: &str, payload: &[u8]) -> Vec<
     frame(OUTBOX_FORMAT, &body)
 }
 
-pub(crate) fn decode_outbox(bytes: &[u8]) -> Result<(String, String, Vec<u8>), String> {
-    let mut rest = unframe(OUTBOX_FORMAT, bytes)?;
+/// (msg id, subject, traceparent, payload) of an outbox record of format 1 or 2.
+pub(crate) fn decode_outbox(
+    bytes: &[u8],
+) -> Result<(String, String, Option<String>, Vec<u8>), String> {
+    let format = match bytes.first() {
+        Some(&OUTBOX_FORMAT_V1) => OUTBOX_FORMAT_V1,
+        _ => OUTBOX_FORMAT,
+    };
+    let mut rest = unframe(format, bytes)?;
     let mut take_str = || -> Result<String, String> {
         if rest.len() < 2 {
             return Err("truncated length".into());
@@ -80,7 +102,12 @@ pub(crate) fn decode_outbox(bytes: &[u8]) -> Result<(String, String, Vec<u8>), S
     };
     let msg_id = take_str()?;
     let subject = take_str()?;
-    Ok((msg_id, subject, rest.to_vec()))
+    let traceparent = if format == OUTBOX_FORMAT_V1 {
+        None
+    } else {
+        Some(take_str()?).filter(|tp| !tp.is_empty())
+    };
+    Ok((msg_id, subject, traceparent, rest.to_vec()))
 }
 
 /// A 64-bit random id in hex, from the standard library's randomly keyed hasher.
@@ -95,4 +122,38 @@ pub(crate) fn random_hex_id() -> String {
     );
     hasher.write_u32(std::process::id());
     format!("{:016x}", hasher.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbox_records_round_trip_with_and_without_trace_and_format_1_still_reads() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let record = encode_outbox("i-1", "muster.live.incident.X.reported", Some(tp), b"{}");
+        assert_eq!(
+            decode_outbox(&record).unwrap(),
+            (
+                "i-1".to_string(),
+                "muster.live.incident.X.reported".to_string(),
+                Some(tp.to_string()),
+                b"{}".to_vec()
+            )
+        );
+        let record = encode_outbox("i-2", "s", None, b"p");
+        assert_eq!(decode_outbox(&record).unwrap().2, None);
+        // A record written before trace context existed.
+        let mut body = Vec::new();
+        for field in [&b"i-3"[..], &b"s"[..]] {
+            body.extend_from_slice(&(field.len() as u16).to_le_bytes());
+            body.extend_from_slice(field);
+        }
+        body.extend_from_slice(b"payload");
+        let old = frame(OUTBOX_FORMAT_V1, &body);
+        assert_eq!(
+            decode_outbox(&old).unwrap(),
+            ("i-3".into(), "s".into(), None, b"payload".to_vec())
+        );
+    }
 }

@@ -30,6 +30,7 @@ mod codec;
 mod migrate;
 mod retention;
 mod snapshot;
+pub mod trace;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -98,6 +99,8 @@ pub struct OutboxEvent {
     pub msg_id: String,
     pub subject: String,
     pub payload: Vec<u8>,
+    /// W3C trace context of the handler that committed it, published as `traceparent`.
+    pub traceparent: Option<String>,
 }
 
 /// What one commit writes. Build it with the methods, then hand it to [`Store::commit`].
@@ -105,7 +108,8 @@ pub struct OutboxEvent {
 pub struct Commit {
     writes: Vec<(String, Option<Vec<u8>>)>,
     expectations: Vec<(String, Option<Vec<u8>>)>,
-    events: Vec<(String, Vec<u8>)>,
+    /// Subject, payload, and the `traceparent` of the trace the commit was built in.
+    events: Vec<(String, Vec<u8>, Option<String>)>,
     processed_msg_id: Option<String>,
 }
 
@@ -143,9 +147,11 @@ impl Commit {
         self
     }
 
-    /// Adds an event to the outbox, to be published on `subject`.
+    /// Adds an event to the outbox, to be published on `subject`, with the current trace (see
+    /// [`trace`]) as its `traceparent`.
     pub fn event(&mut self, subject: impl Into<String>, payload: Vec<u8>) -> &mut Self {
-        self.events.push((subject.into(), payload));
+        let traceparent = trace::current().map(|context| context.traceparent());
+        self.events.push((subject.into(), payload, traceparent));
         self
     }
 
@@ -446,10 +452,11 @@ impl Store {
                     };
                 }
                 let mut msg_ids = Vec::with_capacity(commit.events.len());
-                for (subject, payload) in &commit.events {
+                for (subject, payload, traceparent) in &commit.events {
                     let sequence = id_offset + outbox.generate_id()?;
                     let msg_id = format!("{instance_id}-{sequence}");
-                    let record = codec::encode_outbox(&msg_id, subject, payload);
+                    let record =
+                        codec::encode_outbox(&msg_id, subject, traceparent.as_deref(), payload);
                     outbox.insert(&sequence.to_be_bytes(), record)?;
                     msg_ids.push(msg_id);
                 }
@@ -497,7 +504,7 @@ impl Store {
                 key: format!("outbox/{key:?}"),
                 problem: "outbox key is not 8 bytes".into(),
             })?;
-            let (msg_id, subject, payload) =
+            let (msg_id, subject, traceparent, payload) =
                 codec::decode_outbox(&value).map_err(|problem| Error::Corrupt {
                     key: format!("outbox/{}", u64::from_be_bytes(key)),
                     problem,
@@ -507,6 +514,7 @@ impl Store {
                 msg_id,
                 subject,
                 payload,
+                traceparent,
             });
         }
         Ok(out)

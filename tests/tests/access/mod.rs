@@ -469,7 +469,11 @@ async fn feeds_need_a_feed_token_or_their_shared_secret() {
         "{}",
         forbidden.text()
     );
-    let wrong = post(Some("Bearer hunter2".into()), "/v1/feeds/cap?feed=chem-park-gas").await;
+    let wrong = post(
+        Some("Bearer hunter2".into()),
+        "/v1/feeds/cap?feed=chem-park-gas",
+    )
+    .await;
     assert_eq!(wrong.status, 401, "{}", wrong.text());
     let nameless = post(Some("Bearer cea-shared-secret".into()), "/v1/feeds/cap").await;
     assert_eq!(nameless.status, 401, "a secret without the feed's name");

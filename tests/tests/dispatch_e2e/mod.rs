@@ -165,6 +165,7 @@ async fn publish_command(
         subject,
         msg_id,
         muster_proto::convert_unit::encode_unit_command(event, incident_id, reason, 0).into(),
+        None,
     )
     .await
     .unwrap()
