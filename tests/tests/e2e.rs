@@ -6,6 +6,7 @@ mod dispatch_e2e;
 mod escalation_e2e;
 mod feeds;
 mod metrics;
+mod personal_data;
 mod system;
 mod trace_context;
 

@@ -87,6 +87,14 @@ pub const METHODS: &[(&str, Rule)] = &[
     ("/muster.v1.IntakeService/GetIncident", read()),
     ("/muster.v1.IntakeService/ListIncidents", read()),
     ("/muster.v1.IntakeService/WatchIncidents", read()),
+    (
+        "/muster.v1.IntakeService/CloseIncident",
+        command(Permission::Command),
+    ),
+    (
+        "/muster.v1.IntakeService/SetLegalHold",
+        command(Permission::Command),
+    ),
     // Escalation
     ("/muster.v1.EscalationService/ListJurisdictions", read()),
     ("/muster.v1.EscalationService/GetGrading", read()),

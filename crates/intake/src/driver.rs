@@ -75,6 +75,8 @@ impl Handler for Projection {
                 alert_count: 0,
                 open_alert_count: 0,
                 recent_alerts: Vec::new(),
+                legal_hold: None,
+                personal_data_erased_at_unix_ms: None,
             },
             (None, _) => {
                 return Err(HandlerError::Poison(format!(
@@ -96,7 +98,14 @@ impl Handler for Projection {
             }
             _ => false,
         };
-        let applied = record.apply(&event);
+        let mut applied = record.apply(&event);
+        // The response has ended: the personal data goes with the same commit, unless held.
+        if record.personal_data_due_for_erasure() {
+            record.erase_personal_data(event.at_unix_ms);
+            if applied == Applied::AlreadyThere {
+                applied = Applied::Changed;
+            }
+        }
         if first_booking && applied == Applied::Changed && self.metrics.is_some() {
             let latency_ms = event.at_unix_ms - record.reported_at_unix_ms;
             self.pending_latency

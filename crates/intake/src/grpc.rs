@@ -151,6 +151,8 @@ impl IntakeGrpc {
             alert_count: 0,
             open_alert_count: 0,
             recent_alerts: Vec::new(),
+            legal_hold: None,
+            personal_data_erased_at_unix_ms: None,
         };
         let subject = subjects::incident_event(namespace, &incident_id, subjects::REPORTED)
             .map_err(internal)?;
@@ -248,6 +250,59 @@ impl IntakeGrpc {
         Err(Status::aborted(format!(
             "incident {:?} kept changing while it was updated; retry",
             valid.incident_id
+        )))
+    }
+
+    /// Changes the stored incident with `change` (which may name an event to publish with it),
+    /// committed with a compare-and-swap on the record (the projection writes it too) and
+    /// flushed before it returns.
+    async fn change_incident(
+        &self,
+        namespace: &str,
+        incident_id: &str,
+        mut change: impl FnMut(&mut IncidentRecord, i64) -> Result<Option<IncidentEvent>, Status>,
+    ) -> Result<IncidentRecord, Status> {
+        let key = incident_key(namespace, incident_id);
+        for _attempt in 0..UPDATE_ATTEMPTS_MAX {
+            let raw = self.store.get_raw(&key).map_err(internal)?.ok_or_else(|| {
+                Status::not_found(format!(
+                    "no incident {incident_id:?} in namespace {namespace}"
+                ))
+            })?;
+            let mut record: IncidentRecord = store::decode_value(&key, &raw).map_err(internal)?;
+            let now = lifecycle::unix_ms_now();
+            let event = change(&mut record, now)?;
+            record.updated_at_unix_ms = record.updated_at_unix_ms.max(now);
+            let mut commit = Commit::new();
+            commit.expect_raw(key.clone(), Some(raw));
+            if let Some(event) = &event {
+                record.timeline.push(TimelineEntry {
+                    at_unix_ms: now,
+                    event_type: event.body.event_type().into(),
+                    source_service: crate::SERVICE_NAME.into(),
+                    description: event.describe(),
+                    event_id: String::new(),
+                });
+                let subject =
+                    subjects::incident_event(namespace, incident_id, event.body.event_type())
+                        .map_err(|e| Status::invalid_argument(format!("incident_id: {e}")))?;
+                commit.event(subject, convert::encode_event(event));
+            }
+            if record.personal_data_due_for_erasure() {
+                record.erase_personal_data(now);
+            }
+            commit.put(key.clone(), &record).map_err(internal)?;
+            match self.store.commit(&commit) {
+                Ok(_) => {
+                    self.store.flush().await.map_err(internal)?;
+                    return Ok(record);
+                }
+                Err(store::Error::Conflict { .. }) => continue,
+                Err(error) => return Err(internal(error)),
+            }
+        }
+        Err(Status::aborted(format!(
+            "incident {incident_id:?} kept changing meanwhile; retry"
         )))
     }
 
@@ -516,6 +571,119 @@ impl pb::intake_service_server::IntakeService for IntakeGrpc {
             futures_util::StreamExt::take_until(stream, self.shutdown.clone().cancelled_owned());
         Ok(Response::new(Box::pin(stream)))
     }
+
+    async fn close_incident(
+        &self,
+        request: Request<pb::CloseIncidentRequest>,
+    ) -> Result<Response<pb::CloseIncidentResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let request = request.into_inner();
+        let namespace = self.namespace(&request.namespace)?.to_string();
+        caller.note.namespace(&namespace);
+        let (incident_id, reason) = closing_fields(&request.incident_id, &request.reason)?;
+        let current = self.load_incident(&namespace, &incident_id)?;
+        caller.require_incident(
+            &self.config.region.tree,
+            &incident_id,
+            lead_of(&current),
+            &current.report.township_codes(),
+        )?;
+        caller.note.detail(format!("closed: {reason}"));
+        let by = caller.principal.officer().to_string();
+        let record = self
+            .change_incident(&namespace, &incident_id, |record, now| {
+                if record.status == IncidentStatus::Closed {
+                    return Err(Status::failed_precondition(format!(
+                        "incident {incident_id} is already closed"
+                    )));
+                }
+                record.status = IncidentStatus::Closed;
+                Ok(Some(IncidentEvent {
+                    event_id: String::new(),
+                    incident_id: incident_id.clone(),
+                    namespace: namespace.clone(),
+                    at_unix_ms: now,
+                    source_service: crate::SERVICE_NAME.into(),
+                    body: EventBody::Closed(domain::event::IncidentClosed {
+                        by: by.clone(),
+                        reason: reason.clone(),
+                    }),
+                }))
+            })
+            .await?;
+        let _ = self.changes.send((record.clone(), subjects::CLOSED.into()));
+        tracing::info!(%incident_id, namespace, erased = record.personal_data_erased_at_unix_ms.is_some(), "incident closed");
+        Ok(Response::new(pb::CloseIncidentResponse {
+            incident: Some(incident_to_wire(&record)),
+        }))
+    }
+
+    async fn set_legal_hold(
+        &self,
+        request: Request<pb::SetLegalHoldRequest>,
+    ) -> Result<Response<pb::SetLegalHoldResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let request = request.into_inner();
+        let namespace = self.namespace(&request.namespace)?.to_string();
+        caller.note.namespace(&namespace);
+        let (incident_id, reason) = closing_fields(&request.incident_id, &request.reason)?;
+        let current = self.load_incident(&namespace, &incident_id)?;
+        caller.require_incident(
+            &self.config.region.tree,
+            &incident_id,
+            lead_of(&current),
+            &current.report.township_codes(),
+        )?;
+        let verb = if request.hold { "held" } else { "released" };
+        caller.note.detail(format!("legal hold {verb}: {reason}"));
+        let by = caller.principal.officer().to_string();
+        let record = self
+            .change_incident(&namespace, &incident_id, |record, now| {
+                if request.hold {
+                    if let Some(erased) = record.personal_data_erased_at_unix_ms {
+                        return Err(Status::failed_precondition(format!(
+                            "the personal data of {incident_id} was erased at {erased} (Unix ms) \
+                             when its response ended; a hold cannot bring it back"
+                        )));
+                    }
+                    record.legal_hold = Some(crate::record::LegalHold {
+                        by: by.clone(),
+                        reason: reason.clone(),
+                        since_unix_ms: now,
+                    });
+                } else {
+                    record.legal_hold = None;
+                }
+                record.timeline.push(TimelineEntry {
+                    at_unix_ms: now,
+                    event_type: "legal_hold".into(),
+                    source_service: crate::SERVICE_NAME.into(),
+                    description: format!("legal hold {verb} by {by}: {reason}"),
+                    event_id: String::new(),
+                });
+                Ok(None)
+            })
+            .await?;
+        let _ = self.changes.send((record.clone(), "legal_hold".into()));
+        Ok(Response::new(pb::SetLegalHoldResponse {
+            incident: Some(incident_to_wire(&record)),
+        }))
+    }
+}
+
+/// The incident id and a reason of 1 to 500 characters, or INVALID_ARGUMENT naming the field.
+fn closing_fields(incident_id: &str, reason: &str) -> Result<(String, String), Status> {
+    let incident_id = incident_id.trim();
+    if incident_id.is_empty() {
+        return Err(Status::invalid_argument("incident_id is required"));
+    }
+    let reason = reason.trim();
+    if reason.is_empty() || reason.chars().count() > 500 {
+        return Err(Status::invalid_argument(
+            "reason: say why, in 1 to 500 characters",
+        ));
+    }
+    Ok((incident_id.to_string(), reason.to_string()))
 }
 
 /// Refuses new work with `UNAVAILABLE` (and a `retry-after` of 1 s) while the outbox holds more
@@ -578,6 +746,12 @@ fn incident_to_wire(record: &IncidentRecord) -> pb::Incident {
         updated_at_unix_ms: record.updated_at_unix_ms,
         alert_count: record.alert_count,
         open_alert_count: record.open_alert_count,
+        legal_hold: record.legal_hold.as_ref().map(|hold| pb::LegalHold {
+            by: hold.by.clone(),
+            reason: hold.reason.clone(),
+            since_unix_ms: hold.since_unix_ms,
+        }),
+        personal_data_erased_at_unix_ms: record.personal_data_erased_at_unix_ms.unwrap_or(0),
         recent_alerts: record
             .recent_alerts
             .iter()

@@ -72,7 +72,24 @@ pub struct IncidentRecord {
     /// The newest linked alerts, at most [`RECENT_ALERTS_MAX`], oldest first.
     #[serde(default)]
     pub recent_alerts: Vec<AlertLink>,
+    /// Set while the incident is on legal hold: its personal data outlives the response.
+    #[serde(default)]
+    pub legal_hold: Option<LegalHold>,
+    /// When the personal data was erased (the response ended without a hold).
+    #[serde(default)]
+    pub personal_data_erased_at_unix_ms: Option<i64>,
 }
+
+/// Who put an incident on legal hold, why, since when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegalHold {
+    pub by: String,
+    pub reason: String,
+    pub since_unix_ms: i64,
+}
+
+/// What an erased field reads afterwards.
+pub const ERASED: &str = "[erased: personal data, Art. 85]";
 
 /// Serialises incident numbering between the gRPC front door and the feed writer.
 pub type Numbering = std::sync::Arc<std::sync::Mutex<()>>;
@@ -118,6 +135,39 @@ pub fn update_request_key(namespace: &str, request_id: &str) -> String {
 }
 
 impl IncidentRecord {
+    /// Whether the personal data must go now: the response has ended (closed), there is no
+    /// legal hold, and it is still there.
+    pub fn personal_data_due_for_erasure(&self) -> bool {
+        self.status == IncidentStatus::Closed
+            && self.legal_hold.is_none()
+            && self.personal_data_erased_at_unix_ms.is_none()
+    }
+
+    /// Erases the personal data intake holds about the incident: the reporter's identity in the
+    /// report, in the grading's copy of it, and wherever the timeline repeats it. A feed's name
+    /// (`feed <name>`) is not personal and stays. The facts, the place and the summary of what
+    /// happened stay: they are the public record of the response.
+    pub fn erase_personal_data(&mut self, now_unix_ms: i64) {
+        let reporter = self.report.reported_by.clone();
+        let personal = !reporter.is_empty()
+            && reporter != ERASED
+            && !reporter.starts_with(crate::feed::writer::FEED_REPORTER_PREFIX);
+        if personal {
+            self.report.reported_by = ERASED.to_string();
+            if let Some(grading) = &mut self.grading
+                && grading.report.reported_by == reporter
+            {
+                grading.report.reported_by = ERASED.to_string();
+            }
+            for entry in &mut self.timeline {
+                if entry.description.contains(&reporter) {
+                    entry.description = entry.description.replace(&reporter, ERASED);
+                }
+            }
+        }
+        self.personal_data_erased_at_unix_ms = Some(now_unix_ms);
+    }
+
     /// Links a feed alert: counts it and keeps it among the recent ones.
     pub fn link_alert(&mut self, link: AlertLink, open: bool) {
         self.alert_count += 1;

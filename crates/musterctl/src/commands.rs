@@ -24,11 +24,11 @@ use crate::view::{
     ServiceStatusView, StatusView, UnitView, UpdateView, or_dash,
 };
 use crate::{
-    AckArgs, AssignArgs, Cli, Command, CommandArgs, ConfirmDowngradeArgs, DeadlinesArgs,
-    EXIT_FAILURE, EXIT_OK, Error, EscalateArgs, IncidentsArgs, JurisdictionsArgs, LevelArg,
-    RecommendArgs, ReportArgs, ReportFiledArgs, ShowArgs, SkipReportArgs, TakeCommandArgs,
-    UnitAssignmentArgs, UnitDeclineArgs, UnitEventArg, UnitPositionArgs, UnitStatusArgs, UnitsArgs,
-    UpdateArgs,
+    AckArgs, AssignArgs, Cli, CloseArgs, Command, CommandArgs, ConfirmDowngradeArgs, DeadlinesArgs,
+    EXIT_FAILURE, EXIT_OK, Error, EscalateArgs, HoldArgs, IncidentsArgs, JurisdictionsArgs,
+    LevelArg, RecommendArgs, ReportArgs, ReportFiledArgs, ShowArgs, SkipReportArgs,
+    TakeCommandArgs, UnitAssignmentArgs, UnitDeclineArgs, UnitEventArg, UnitPositionArgs,
+    UnitStatusArgs, UnitsArgs, UpdateArgs,
 };
 use crate::{ConfigCommand, Environment};
 
@@ -90,6 +90,8 @@ pub async fn execute(
         Command::Show(args) => show(&context, args, out).await?,
         Command::Watch(args) => watch::watch(&context, args, out, shutdown).await?,
         Command::Ack(args) => ack(&context, args, out).await?,
+        Command::Close(args) => close(&context, args, out).await?,
+        Command::Hold(args) => hold(&context, args, out).await?,
         Command::Escalate(args) => escalate(&context, args, out).await?,
         Command::ConfirmDowngrade(args) => confirm_downgrade(&context, args, out).await?,
         Command::TakeCommand(args) => take_command(&context, args, out).await?,
@@ -745,6 +747,70 @@ fn write_command(out: Out<'_>, view: &CommandView) -> std::io::Result<()> {
         table.row(["commander", commander.as_str()]);
     }
     table.write_to(out)
+}
+
+async fn close(context: &Context, args: CloseArgs, out: Out<'_>) -> Result<i32, Error> {
+    let target = &context.intake;
+    let mut client = IntakeServiceClient::new(target.connect().await?);
+    let request = pb::CloseIncidentRequest {
+        namespace: context.namespace.clone(),
+        incident_id: args.incident_id,
+        reason: args.reason,
+    };
+    let response = target
+        .call(
+            "refused to close the incident",
+            client.close_incident(request),
+        )
+        .await?;
+    let incident = response.incident.unwrap_or_default();
+    if context.json {
+        write_json(out, &IncidentView::from(incident))?;
+        return Ok(EXIT_OK);
+    }
+    let data = if incident.personal_data_erased_at_unix_ms > 0 {
+        "personal data erased"
+    } else {
+        "personal data kept (legal hold)"
+    };
+    writeln!(out, "closed {}; units released; {data}", incident.id)?;
+    Ok(EXIT_OK)
+}
+
+async fn hold(context: &Context, args: HoldArgs, out: Out<'_>) -> Result<i32, Error> {
+    let target = &context.intake;
+    let mut client = IntakeServiceClient::new(target.connect().await?);
+    let request = pb::SetLegalHoldRequest {
+        namespace: context.namespace.clone(),
+        incident_id: args.incident_id,
+        hold: !args.release,
+        reason: args.reason,
+    };
+    let response = target
+        .call(
+            "refused the legal hold change",
+            client.set_legal_hold(request),
+        )
+        .await?;
+    let incident = response.incident.unwrap_or_default();
+    if context.json {
+        write_json(out, &IncidentView::from(incident))?;
+        return Ok(EXIT_OK);
+    }
+    match &incident.legal_hold {
+        Some(hold) => writeln!(
+            out,
+            "{} is on legal hold (by {}: {}); its personal data is kept after the response",
+            incident.id, hold.by, hold.reason
+        )?,
+        None if incident.personal_data_erased_at_unix_ms > 0 => writeln!(
+            out,
+            "{}: hold released; the response had ended, its personal data is erased",
+            incident.id
+        )?,
+        None => writeln!(out, "{}: hold released", incident.id)?,
+    }
+    Ok(EXIT_OK)
 }
 
 async fn ack(context: &Context, args: AckArgs, out: Out<'_>) -> Result<i32, Error> {

@@ -182,6 +182,12 @@ pub enum Command {
     UnitDecline(UnitDeclineArgs),
     /// The incident lets a unit go (DispatchService.ReleaseUnit).
     UnitRelease(UnitAssignmentArgs),
+    /// End the response to an incident: every service closes it, and the reporter's personal
+    /// data is erased unless it is on legal hold (IntakeService.CloseIncident; commanders).
+    Close(CloseArgs),
+    /// Put an incident on legal hold, so its personal data outlives the response, or release
+    /// the hold with --release (IntakeService.SetLegalHold; commanders).
+    Hold(HoldArgs),
     /// The audit trail of all three services, merged by time (AuditService.ListAudit);
     /// `audit verify` checks each service's hash chain (AuditService.VerifyAudit).
     Audit(AuditArgs),
@@ -483,6 +489,27 @@ pub struct WatchArgs {
     /// units_assigned (repeatable).
     #[arg(long = "event", value_name = "TYPE")]
     pub event: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CloseArgs {
+    /// The incident id.
+    pub incident_id: String,
+    /// Why the response ends; it goes into the timeline and the audit trail.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HoldArgs {
+    /// The incident id.
+    pub incident_id: String,
+    /// Why (the case or the order).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: String,
+    /// Release the hold instead (a closed incident's personal data is erased then).
+    #[arg(long)]
+    pub release: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -862,6 +862,8 @@ impl<'w> Tx<'w> {
             alert_count: 0,
             open_alert_count: 0,
             recent_alerts: Vec::new(),
+            legal_hold: None,
+            personal_data_erased_at_unix_ms: None,
         };
         let change = IncidentChange {
             created: true,
