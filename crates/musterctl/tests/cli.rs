@@ -405,6 +405,8 @@ fn sample_incident() -> pb::Incident {
                 received_at_unix_ms: at,
             },
         ],
+        legal_hold: None,
+        personal_data_erased_at_unix_ms: 0,
     }
 }
 
@@ -483,6 +485,20 @@ impl IntakeService for FakeIntake {
         Ok(Response::new(pb::ListIncidentsResponse {
             incidents: vec![ungraded, sample_incident()],
         }))
+    }
+
+    async fn close_incident(
+        &self,
+        _request: Request<pb::CloseIncidentRequest>,
+    ) -> Result<Response<pb::CloseIncidentResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn set_legal_hold(
+        &self,
+        _request: Request<pb::SetLegalHoldRequest>,
+    ) -> Result<Response<pb::SetLegalHoldResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
     }
 
     type WatchIncidentsStream = WatchStream;

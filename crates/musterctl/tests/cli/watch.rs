@@ -106,6 +106,20 @@ impl IntakeService for StreamingIntake {
         Err(Status::unimplemented("not in this fake"))
     }
 
+    async fn close_incident(
+        &self,
+        _request: Request<pb::CloseIncidentRequest>,
+    ) -> Result<Response<pb::CloseIncidentResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn set_legal_hold(
+        &self,
+        _request: Request<pb::SetLegalHoldRequest>,
+    ) -> Result<Response<pb::SetLegalHoldResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
     type WatchIncidentsStream = WatchStream;
 
     async fn watch_incidents(
