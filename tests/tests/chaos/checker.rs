@@ -33,6 +33,21 @@ async fn jetstream_context(nats_url: &str) -> jetstream::Context {
     jetstream::new(client)
 }
 
+/// Waits until JetStream answers (a cluster has elected its meta leader), at most `bound`.
+pub async fn wait_jetstream(nats_url: &str, bound: Duration) {
+    let js = jetstream_context(nats_url).await;
+    let started = Instant::now();
+    loop {
+        match js.query_account().await {
+            Ok(_) => return,
+            Err(error) if started.elapsed() > bound => {
+                panic!("JetStream at {nats_url} not ready within {bound:?}: {error}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
 /// Waits until the pipeline is quiet: the event stream stops growing and every durable consumer
 /// on it has nothing pending or unacknowledged, for `quiet` in a row, at most `bound`.
 /// Returns how long it took, or `None` when the bound passed first.

@@ -230,8 +230,9 @@ struct Processes {
 #[derive(Default, Debug)]
 struct Tally {
     kills: BTreeMap<&'static str, usize>,
-    /// Processes that ended without being killed: (service, exit status, seconds into the run).
-    unexpected_exits: Vec<String>,
+    /// Processes that ended without being killed, by service and last log line: how often, and
+    /// the first and last time (seconds into the run).
+    unexpected_exits: BTreeMap<(&'static str, String), (usize, f64, f64)>,
     stops: Vec<String>,
     disk: Vec<String>,
     cluster: Vec<String>,
@@ -291,6 +292,9 @@ pub async fn run(mode: Mode) {
     for node in &processes.nats {
         node.wait_ready().await;
     }
+    // A cluster elects its JetStream meta leader after the nodes find each other; the services
+    // give stream creation only a few seconds, so wait for it here.
+    checker::wait_jetstream(&nats_url, START_WAIT).await;
 
     let mut notes = Vec::new();
     let disk = match mode.disk_full {
@@ -566,8 +570,10 @@ impl Run {
         for cluster in &tally.cluster {
             lines.push(format!("  cluster: {cluster}"));
         }
-        for exit in &tally.unexpected_exits {
-            lines.push(format!("  unexpected exit: {exit}"));
+        for ((service, last_line), (count, first, last)) in &tally.unexpected_exits {
+            lines.push(format!(
+                "  unexpected exit: {service} x{count} between {first:.1} s and {last:.1} s (restarted each time), last log line: {last_line}"
+            ));
         }
         let mut errors: Vec<(&String, &u64)> = ledger.errors.iter().collect();
         errors.sort_by(|a, b| b.1.cmp(a.1));
@@ -596,10 +602,13 @@ impl Run {
             self.seed,
             self.dir.display()
         );
-        // Passed: stop everything, then remove the run directory (kept on failure for the logs).
+        // Passed: stop everything, then remove the run directory (kept on failure for the logs,
+        // and with MUSTER_CHAOS_KEEP=1).
         drop(self.processes);
         drop(self.disk);
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::env::var_os("MUSTER_CHAOS_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 
     async fn kill_and_restart(&self, service: Service, down_for: Duration) {
@@ -659,12 +668,15 @@ async fn watchdog(
         let mut processes = processes.lock().unwrap();
         for process in processes.services.values_mut() {
             if let Some(status) = process.exited() {
-                tally.lock().unwrap().unexpected_exits.push(format!(
-                    "{} {status} at {:.1} s; log tail:\n{}",
+                let at = started.elapsed().as_secs_f64();
+                let key = (
                     process.service.name(),
-                    started.elapsed().as_secs_f64(),
-                    process.log_tail(6)
-                ));
+                    format!("{status}: {}", process.log_tail(1)),
+                );
+                let mut tally = tally.lock().unwrap();
+                let entry = tally.unexpected_exits.entry(key).or_insert((0, at, at));
+                entry.0 += 1;
+                entry.2 = at;
                 process.spawn();
             }
         }
@@ -734,7 +746,9 @@ async fn disk_full_for(
                 .push(format!("  while full, clients were told x{new}: {error}"));
         }
     }
-    let log = std::fs::read_to_string(&intake_log).unwrap_or_default();
+    let log = crate::chaos::harness::strip_ansi(
+        &std::fs::read_to_string(&intake_log).unwrap_or_default(),
+    );
     let space_lines: Vec<&str> = log
         .lines()
         .filter(|line| {
