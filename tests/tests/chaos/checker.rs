@@ -24,10 +24,11 @@ pub struct StreamEvents {
     pub replicas: usize,
 }
 
+/// `nats_url` may list several servers, comma-separated (the cluster run).
 async fn jetstream_context(nats_url: &str) -> jetstream::Context {
     let client = async_nats::ConnectOptions::new()
         .connection_timeout(Duration::from_secs(5))
-        .connect(nats_url)
+        .connect(nats_url.split(',').collect::<Vec<_>>())
         .await
         .unwrap_or_else(|error| panic!("checker cannot connect to {nats_url}: {error}"));
     jetstream::new(client)
@@ -154,6 +155,7 @@ pub struct Findings {
     pub feed_incidents: usize,
     pub escalations: usize,
     pub overdue_escalations: usize,
+    pub acknowledgements: usize,
     pub bookings: usize,
     pub releases: usize,
 }
@@ -368,6 +370,41 @@ pub async fn check(
         }
     }
 
+    // The read model's list agrees with the stream (while it fits in one ListIncidents page).
+    if reported.len() < 1000 {
+        match client::intake(targets.intake)
+            .list_incidents(pb::ListIncidentsRequest {
+                namespace: String::new(),
+                limit: 1000,
+            })
+            .await
+        {
+            Ok(answer) => {
+                let listed: BTreeSet<String> = answer
+                    .into_inner()
+                    .incidents
+                    .into_iter()
+                    .map(|incident| incident.id)
+                    .collect();
+                for incident in reported.keys() {
+                    if !listed.contains(*incident) {
+                        violations.push(format!(
+                            "incident {incident} is on the stream but ListIncidents does not list it"
+                        ));
+                    }
+                }
+                for incident in &listed {
+                    if !reported.contains_key(incident.as_str()) {
+                        violations.push(format!(
+                            "ListIncidents lists {incident}, which has no `reported` event on the stream"
+                        ));
+                    }
+                }
+            }
+            Err(status) => violations.push(format!("ListIncidents failed at the end: {status}")),
+        }
+    }
+
     // 6. Units on the stream: never committed to two incidents at once.
     let mut holder: BTreeMap<&str, (&str, u64)> = BTreeMap::new();
     for (seq, event) in &events.unit_events {
@@ -508,9 +545,34 @@ pub async fn check(
     // most once per reason (the policy has no repeat loop, the workload never regrades), and an
     // overdue obligation escalates once; so two equal (incident, from, to, reason) are a timer
     // that fired twice.
+    // An acknowledgement stops the chain of the level that gave it: a deadline escalation from
+    // that level after it is a timer that lost its race and still fired. (Levels only go up, so
+    // that level's chain never restarts.)
+    let mut acknowledged_at: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     let mut escalations: BTreeMap<(&str, &str, &str, &str), Vec<u64>> = BTreeMap::new();
     for (seq, event) in &events.incident_events {
+        if let Some(pb::incident_event::Body::Acknowledged(acknowledged)) = &event.body {
+            findings.acknowledgements += 1;
+            acknowledged_at
+                .entry((&event.incident_id, &acknowledged.jurisdiction_code))
+                .or_insert(*seq);
+        }
         if let Some(pb::incident_event::Body::Escalated(escalated)) = &event.body {
+            if !escalated.manual
+                && !escalated.reason.contains("overdue")
+                && let Some(ack_seq) = acknowledged_at.get(&(
+                    event.incident_id.as_str(),
+                    escalated.from_jurisdiction_code.as_str(),
+                ))
+            {
+                violations.push(format!(
+                    "incident {} escalated {} → {} for its deadline (stream seq {seq}) after {} acknowledged (seq {ack_seq})",
+                    event.incident_id,
+                    escalated.from_jurisdiction_code,
+                    escalated.to_jurisdiction_code,
+                    escalated.from_jurisdiction_code
+                ));
+            }
             findings.escalations += 1;
             if escalated.reason.contains("overdue") {
                 findings.overdue_escalations += 1;

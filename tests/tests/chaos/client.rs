@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use muster_proto::v1 as pb;
 use pb::dispatch_service_client::DispatchServiceClient;
+use pb::escalation_service_client::EscalationServiceClient;
 use pb::intake_service_client::IntakeServiceClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
@@ -39,6 +40,7 @@ impl tonic::service::Interceptor for Auth {
 
 pub type Intake = IntakeServiceClient<InterceptedService<Channel, Auth>>;
 pub type Dispatch = DispatchServiceClient<InterceptedService<Channel, Auth>>;
+pub type Escalation = EscalationServiceClient<InterceptedService<Channel, Auth>>;
 
 /// A lazily connecting channel with short timeouts: a killed service is noticed at once and a
 /// restarted one is found again on the next call.
@@ -56,6 +58,10 @@ pub fn intake(addr: SocketAddr) -> Intake {
 
 pub fn dispatch(addr: SocketAddr) -> Dispatch {
     DispatchServiceClient::with_interceptor(channel(addr), Auth)
+}
+
+pub fn escalation(addr: SocketAddr) -> Escalation {
+    EscalationServiceClient::with_interceptor(channel(addr), Auth)
 }
 
 /// POSTs a feed body to intake's feed listener: the HTTP status and the JSON answer, or the

@@ -312,7 +312,11 @@ pub async fn run(mode: Mode) {
     } else {
         vec![]
     };
-    for service in Service::ALL {
+    for (index, service) in Service::ALL.into_iter().enumerate() {
+        // `muster serve --nats-url` takes one server; in the cluster each service starts on its
+        // own node (intake n1, escalation n2, dispatch n3) and learns the others from the
+        // server's INFO, so killing a node moves its service's connection elsewhere.
+        let service_nats_url = processes.nats[index % processes.nats.len()].url();
         let data_dir = match (&disk, service) {
             (Some(disk), Service::Intake) => disk.mount_point.join("db"),
             _ => dir.join(service.name()),
@@ -331,7 +335,7 @@ pub async fn run(mode: Mode) {
             service,
             &dir,
             data_dir,
-            nats_url.clone(),
+            service_nats_url,
             extra,
             env.clone(),
         );
@@ -343,6 +347,7 @@ pub async fn run(mode: Mode) {
         feeds: processes.services[&Service::Intake]
             .feeds_addr()
             .expect("intake has a feed listener"),
+        escalation: processes.services[&Service::Escalation].grpc_addr(),
         dispatch: processes.services[&Service::Dispatch].grpc_addr(),
     };
     let addrs: Vec<_> = processes
@@ -392,6 +397,25 @@ impl Run {
             inputs_count,
         ));
         let faults = schedule(&self.mode, &mut rng);
+        let plan: Vec<String> = faults
+            .iter()
+            .map(|f| {
+                format!(
+                    "{:.1}s {:?} down {:.1}s",
+                    f.at.as_secs_f64(),
+                    f.fault,
+                    f.down_for.as_secs_f64()
+                )
+            })
+            .collect();
+        std::fs::write(self.dir.join("schedule.txt"), plan.join("\n")).expect("write the schedule");
+        println!(
+            "chaos {}: {} faults from {:.1} s to {:.1} s (schedule.txt in the run directory)",
+            self.mode.name,
+            faults.len(),
+            faults.first().map_or(0.0, |f| f.at.as_secs_f64()),
+            faults.last().map_or(0.0, |f| f.at.as_secs_f64())
+        );
         let ledger = Arc::new(Mutex::new(Ledger::default()));
         let give_up = CancellationToken::new();
         let stop_side_tasks = CancellationToken::new();
@@ -406,6 +430,12 @@ impl Run {
         ));
         let churn_task = tokio::spawn(workload::churn_units(
             targets,
+            self.seed,
+            stop_side_tasks.clone(),
+        ));
+        let acknowledge_task = tokio::spawn(workload::acknowledge_incidents(
+            targets,
+            ledger.clone(),
             self.seed,
             stop_side_tasks.clone(),
         ));
@@ -485,6 +515,8 @@ impl Run {
         let all_sent = self.started.elapsed();
         stop_side_tasks.cancel();
         let (unit_changes, unit_refusals) = churn_task.await.expect("churn task");
+        let (acknowledgements, acknowledgements_refused) =
+            acknowledge_task.await.expect("acknowledge task");
         watchdog_task.await.expect("watchdog");
 
         // Quiet twice: once for the pipeline (messages a killed consumer held come back after
@@ -560,6 +592,10 @@ impl Run {
                 findings.overdue_escalations
             ),
             format!("  unit churn by the clients: {unit_changes} changes, {unit_refusals} refused"),
+            format!(
+                "  officers' acknowledgements: {acknowledgements} accepted, {acknowledgements_refused} refused; acknowledged events on the stream {}",
+                findings.acknowledgements
+            ),
         ];
         for stop in &tally.stops {
             lines.push(format!("  stop: {stop}"));
@@ -614,10 +650,13 @@ impl Run {
     async fn kill_and_restart(&self, service: Service, down_for: Duration) {
         // A SIGSTOPped process is left to its stop; the kill waits for the SIGCONT.
         loop {
-            let mut processes = self.processes.lock().unwrap();
-            let process = processes.services.get_mut(&service).expect("service");
-            if !process.paused {
-                if process.kill9() {
+            let killed = {
+                let mut processes = self.processes.lock().unwrap();
+                let process = processes.services.get_mut(&service).expect("service");
+                (!process.paused).then(|| process.kill9())
+            };
+            match killed {
+                Some(true) => {
                     *self
                         .tally
                         .lock()
@@ -625,11 +664,11 @@ impl Run {
                         .kills
                         .entry(service.name())
                         .or_default() += 1;
+                    break;
                 }
-                break;
+                Some(false) => break,
+                None => tokio::time::sleep(Duration::from_millis(50)).await,
             }
-            drop(processes);
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tokio::time::sleep(down_for).await;
         let mut processes = self.processes.lock().unwrap();

@@ -23,7 +23,7 @@ pub enum Input {
     /// An officer's report; `key` is its request id.
     Report {
         key: String,
-        request: pb::ReportIncidentRequest,
+        request: Box<pb::ReportIncidentRequest>,
     },
     /// One GeoJSON feature; `key` is its feature id (intake's dedup key). Alerts of one `group`
     /// are close in space and time and must correlate into one incident.
@@ -130,7 +130,7 @@ pub fn generate(rng: &mut Rng, run: &str, count: usize) -> Vec<Input> {
             let key = format!("chaos-{run}-r{reports}");
             let town = &towns[rng.below(towns.len() as u64) as usize].0;
             inputs.push(Input::Report {
-                request: report_request(reports, &key, town),
+                request: Box::new(report_request(reports, &key, town)),
                 key,
             });
             reports += 1;
@@ -200,6 +200,7 @@ impl Ledger {
 pub struct Targets {
     pub intake: SocketAddr,
     pub feeds: SocketAddr,
+    pub escalation: SocketAddr,
     pub dispatch: SocketAddr,
 }
 
@@ -208,7 +209,7 @@ async fn send_once(targets: Targets, input: &Input) -> Result<Ack, String> {
     match input {
         Input::Report { key, request } => {
             let answer = client::intake(targets.intake)
-                .report_incident(request.clone())
+                .report_incident(request.as_ref().clone())
                 .await
                 .map_err(|status| {
                     format!("ReportIncident {:?}: {}", status.code(), status.message())
@@ -440,4 +441,45 @@ pub async fn acknowledge_all_dispatched(targets: Targets) -> usize {
         }
     }
     acknowledged
+}
+
+/// Officers acknowledging incidents at random moments, racing the escalation timers: a timer
+/// that loses the race must change nothing. Returns (acknowledged, refused).
+pub async fn acknowledge_incidents(
+    targets: Targets,
+    ledger: Arc<Mutex<Ledger>>,
+    seed: u64,
+    stop: CancellationToken,
+) -> (u64, u64) {
+    let mut rng = Rng::new(seed ^ 0x61636b);
+    let (mut acknowledged, mut refused) = (0u64, 0u64);
+    while !stop.is_cancelled() {
+        let pause = Duration::from_millis(200 + rng.below(600));
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.cancelled() => break,
+        }
+        let incident_id = {
+            let ledger = ledger.lock().unwrap();
+            if ledger.acks.is_empty() {
+                continue;
+            }
+            ledger.acks[rng.below(ledger.acks.len() as u64) as usize]
+                .incident_id
+                .clone()
+        };
+        let request = pb::AcknowledgeRequest {
+            namespace: String::new(),
+            incident_id,
+            officer: "chaos duty officer".into(),
+        };
+        match client::escalation(targets.escalation)
+            .acknowledge(request)
+            .await
+        {
+            Ok(_) => acknowledged += 1,
+            Err(_) => refused += 1,
+        }
+    }
+    (acknowledged, refused)
 }
