@@ -34,6 +34,12 @@ async fn full_20_kills_per_service_nats_kills_a_30_s_sigstop_and_a_full_disk() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root (mount -t tmpfs); about a minute (docs/RELIABILITY.md)"]
+async fn disk_full_intake_refuses_is_killed_while_full_and_serves_again_when_space_is_freed() {
+    run(Mode::disk()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "minutes: the 3-node R3 cluster run (docs/RELIABILITY.md)"]
 async fn cluster_r3_with_one_node_killed_mid_run() {
     run(Mode::cluster()).await;
