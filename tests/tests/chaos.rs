@@ -5,8 +5,9 @@
 //! A checker then compares the clients' ledger of acknowledged inputs with the final state.
 //!
 //! - `cargo test -p muster-e2e --test chaos`: the CI smoke (seconds).
-//! - `cargo test -p muster-e2e --test chaos -- --ignored --nocapture`: the full runs
-//!   (docs/RELIABILITY.md has the figures). `MUSTER_CHAOS_SEED` replays a run.
+//! - `cargo test -p muster-e2e --test chaos <full_run|disk_fills|cluster_r3> -- --ignored
+//!   --nocapture`: the full runs, one at a time (docs/RELIABILITY.md has the commands and the
+//!   figures). `MUSTER_CHAOS_SEED` replays a run.
 //!
 //! The `muster` binary must be built first (`cargo build -p muster`, or `cargo test --workspace`).
 
@@ -29,13 +30,13 @@ async fn smoke_kill_9_each_service_and_nats_server_and_sigstop_a_consumer_withou
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "minutes: the full fault run (docs/RELIABILITY.md)"]
-async fn full_20_kills_per_service_nats_kills_a_30_s_sigstop_and_a_full_disk() {
+async fn full_run_20_kills_per_service_nats_kills_a_30_s_sigstop_and_a_full_disk() {
     run(Mode::full()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root (mount -t tmpfs); about a minute (docs/RELIABILITY.md)"]
-async fn disk_full_intake_refuses_is_killed_while_full_and_serves_again_when_space_is_freed() {
+async fn disk_fills_intake_refuses_is_killed_while_full_and_serves_again_when_space_is_freed() {
     run(Mode::disk()).await;
 }
 
