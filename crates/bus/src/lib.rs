@@ -30,6 +30,12 @@ pub const EVENTS_STREAM: &str = "MUSTER_EVENTS";
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
 /// The largest event Muster publishes; nats-server is configured with the same `max_payload`.
 pub const EVENT_BYTES_MAX: usize = 1024 * 1024;
+/// Environment variable naming how many copies JetStream keeps of each stream Muster creates
+/// (1 on a single nats-server; 3 on a 3-node cluster). Read when a stream is created: an
+/// existing stream keeps the replicas it was created with.
+pub const STREAM_REPLICAS_ENV: &str = "MUSTER_STREAM_REPLICAS";
+/// JetStream allows at most five replicas of a stream.
+pub const STREAM_REPLICAS_MAX: usize = 5;
 
 /// Everything that can go wrong on the bus.
 #[derive(Debug, thiserror::Error)]
@@ -44,8 +50,48 @@ pub enum Error {
     Publish { subject: String, message: String },
     #[error("invalid subject token {token:?}: {reason}")]
     Subject { token: String, reason: &'static str },
+    #[error("{variable}={value:?}: {reason}")]
+    Setting {
+        variable: &'static str,
+        value: String,
+        reason: String,
+    },
     #[error(transparent)]
     Store(#[from] store::Error),
+}
+
+/// The stream replica count from `MUSTER_STREAM_REPLICAS` (unset or empty: 1).
+pub fn stream_replicas_from_env() -> Result<usize, Error> {
+    match std::env::var(STREAM_REPLICAS_ENV) {
+        Ok(value) if !value.trim().is_empty() => parse_stream_replicas(&value),
+        Ok(_) | Err(std::env::VarError::NotPresent) => Ok(1),
+        Err(std::env::VarError::NotUnicode(value)) => Err(Error::Setting {
+            variable: STREAM_REPLICAS_ENV,
+            value: value.to_string_lossy().into_owned(),
+            reason: "not valid UTF-8".into(),
+        }),
+    }
+}
+
+/// Parses a stream replica count: a whole number from 1 to [`STREAM_REPLICAS_MAX`].
+pub fn parse_stream_replicas(value: &str) -> Result<usize, Error> {
+    let invalid = |reason: String| Error::Setting {
+        variable: STREAM_REPLICAS_ENV,
+        value: value.to_string(),
+        reason,
+    };
+    let replicas: usize = value.trim().parse().map_err(|_| {
+        invalid(format!(
+            "the number of stream replicas must be a whole number from 1 to {STREAM_REPLICAS_MAX}"
+        ))
+    })?;
+    if !(1..=STREAM_REPLICAS_MAX).contains(&replicas) {
+        return Err(invalid(format!(
+            "the number of stream replicas must be from 1 to {STREAM_REPLICAS_MAX} (JetStream's \
+             limit); use 1 on a single nats-server and at most the cluster's size otherwise"
+        )));
+    }
+    Ok(replicas)
 }
 
 /// `url` with the password in it, if any, replaced by `***`, for logs and errors.
@@ -130,8 +176,11 @@ impl Bus {
     }
 
     /// Creates `config`'s stream unless it exists, retrying for a few seconds while JetStream is
-    /// still starting.
-    pub(crate) async fn create_stream(&self, config: stream::Config) -> Result<(), Error> {
+    /// still starting, with the replicas of [`stream_replicas_from_env`].
+    pub(crate) async fn create_stream(&self, mut config: stream::Config) -> Result<(), Error> {
+        // A replicated stream needs a cluster with at least that many JetStream servers;
+        // nats-server refuses it otherwise, which the error below reports after the retries.
+        config.num_replicas = stream_replicas_from_env()?;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match self.jetstream.get_or_create_stream(config.clone()).await {

@@ -282,3 +282,17 @@ async fn a_poison_message_is_terminated_not_redelivered_forever() {
     shutdown.cancel();
     running.await.unwrap();
 }
+
+#[test]
+fn stream_replicas_are_a_whole_number_from_1_to_5_with_a_clear_error_otherwise() {
+    assert_eq!(bus::parse_stream_replicas("1").unwrap(), 1);
+    assert_eq!(bus::parse_stream_replicas(" 3 ").unwrap(), 3);
+    assert_eq!(bus::parse_stream_replicas("5").unwrap(), 5);
+    for bad in ["0", "6", "-1", "three", "2.5"] {
+        let message = bus::parse_stream_replicas(bad).unwrap_err().to_string();
+        assert!(
+            message.contains("MUSTER_STREAM_REPLICAS") && message.contains("from 1 to 5"),
+            "{bad}: {message}"
+        );
+    }
+}
