@@ -1,5 +1,5 @@
 //! Every gRPC client and every feed POST of the fault suite is made here, so that credentials
-//! (a bearer token, once the services require one) are added in one place: [`auth_headers`].
+//! (the bearer token of the suite's signing key) are added in one place: [`auth_headers`].
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,9 +14,30 @@ use tonic::transport::{Channel, Endpoint};
 /// One attempt of a client call may take this long before the client gives up and retries.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The headers every request carries (none yet; the services' bearer token goes here).
+/// The suite's signing key (in a directory that lives as long as the process) and its admin
+/// token; the services verify with its `verify.pub` ([`verify_key_path`]).
+fn suite_auth() -> &'static test_support::auth::TestAuth {
+    static AUTH: std::sync::OnceLock<(tempfile::TempDir, test_support::auth::TestAuth)> =
+        std::sync::OnceLock::new();
+    let (_dir, auth) = AUTH.get_or_init(|| {
+        let dir = test_support::temp_dir("muster-chaos-auth-");
+        let auth = test_support::auth::TestAuth::new(dir.path());
+        (dir, auth)
+    });
+    auth
+}
+
+/// `verify.pub` for `muster serve --verify-key`.
+pub fn verify_key_path() -> std::path::PathBuf {
+    suite_auth().verify_key_path()
+}
+
+/// The headers every request carries: the admin token (it may report, act and post feeds).
 pub fn auth_headers() -> Vec<(&'static str, String)> {
-    Vec::new()
+    vec![(
+        "authorization",
+        format!("Bearer {}", suite_auth().admin_token),
+    )]
 }
 
 /// Adds [`auth_headers`] to a gRPC request.

@@ -247,6 +247,8 @@ impl ServiceProcess {
             .arg(self.grpc_addr().to_string())
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .arg("--verify-key")
+            .arg(super::client::verify_key_path())
             .args(&self.extra_args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "info")
