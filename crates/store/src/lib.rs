@@ -178,11 +178,38 @@ pub enum Committed {
 
 /// Opens the sled database itself, with the configuration every store uses.
 fn open_db(path: &Path) -> sled::Result<sled::Db> {
+    remove_unfinished_snapshots(path);
     sled::Config::new()
         .path(path)
         // Durability comes from explicit flushes after each group commit, not from a timer.
         .flush_every_ms(None)
         .open()
+}
+
+/// Deletes `snap.<lsn>.generating` files: sled 0.34 writes a snapshot there and renames it when
+/// complete, but a failed write (a full disk) leaves the file behind, empty or torn, and every
+/// later open takes it for the newest snapshot and fails with "Read corrupted data"
+/// (spacejam/sled#1527). The finished snapshots and the log are untouched, so nothing is lost.
+fn remove_unfinished_snapshots(path: &Path) {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => eprintln!(
+                    "store: removed the unfinished sled snapshot {} (left by a failed write)",
+                    entry.path().display()
+                ),
+                Err(error) => eprintln!(
+                    "store: cannot remove the unfinished sled snapshot {}: {error}",
+                    entry.path().display()
+                ),
+            }
+        }
+    }
 }
 
 /// Keeps sled writers (transactions, batches) and flushes apart, process-wide: see the module docs.
