@@ -177,7 +177,7 @@ impl IntakeGrpc {
                 .ok_or_else(|| {
                     Status::aborted("concurrent report with the same request_id; retry")
                 }),
-            Err(error) => Err(internal(error)),
+            Err(error) => Err(storage(error)),
         }
     }
 }
@@ -244,7 +244,7 @@ impl IntakeGrpc {
                         return Ok(Updated::Duplicate(existing));
                     }
                 }
-                Err(error) => return Err(internal(error)),
+                Err(error) => return Err(storage(error)),
             }
         }
         Err(Status::aborted(format!(
@@ -294,11 +294,11 @@ impl IntakeGrpc {
             commit.put(key.clone(), &record).map_err(internal)?;
             match self.store.commit(&commit) {
                 Ok(_) => {
-                    self.store.flush().await.map_err(internal)?;
+                    self.store.flush().await.map_err(storage)?;
                     return Ok(record);
                 }
                 Err(store::Error::Conflict { .. }) => continue,
-                Err(error) => return Err(internal(error)),
+                Err(error) => return Err(storage(error)),
             }
         }
         Err(Status::aborted(format!(
@@ -389,7 +389,7 @@ impl IntakeGrpc {
         };
         caller.note.incident(&incident_id);
         // Answer only when the report is on disk: an accepted report is never lost.
-        self.store.flush().await.map_err(internal)?;
+        self.store.flush().await.map_err(storage)?;
         let _ = self.changes.send((*record, "reported".into()));
         tracing::info!(%incident_id, namespace, "incident reported");
         Ok(Response::new(pb::ReportIncidentResponse {
@@ -451,7 +451,7 @@ impl pb::intake_service_server::IntakeService for IntakeGrpc {
             Updated::Duplicate(incident_id) => return duplicate(incident_id),
         };
         // Answer only when the update is on disk.
-        self.store.flush().await.map_err(internal)?;
+        self.store.flush().await.map_err(storage)?;
         let facts = convert::facts_to_wire(&record.report.facts);
         let _ = self.changes.send((*record, subjects::UPDATED.into()));
         tracing::info!(incident_id = %valid.incident_id, namespace, "incident updated");
@@ -711,6 +711,26 @@ fn lead_of(record: &IncidentRecord) -> &str {
         .grading
         .as_ref()
         .map_or("", |graded| graded.lead_code.as_str())
+}
+
+/// A failed commit or flush. A full disk is `UNAVAILABLE` with `retry-after` (nothing of the
+/// request was kept; retry with the same request id once space is freed), like the feed
+/// endpoints' 503; anything else is `INTERNAL`.
+fn storage(error: store::Error) -> Status {
+    if error.is_out_of_space() {
+        tracing::error!(%error, "disk full: refusing work until space is freed");
+        let mut status = Status::unavailable(format!(
+            "intake's disk is full ({error}); nothing was stored: retry with the same request_id \
+             in {} s",
+            crate::feed::RETRY_AFTER_SECONDS
+        ));
+        status.metadata_mut().insert(
+            "retry-after",
+            tonic::metadata::MetadataValue::from(crate::feed::RETRY_AFTER_SECONDS),
+        );
+        return status;
+    }
+    internal(error)
 }
 
 fn internal(error: impl std::fmt::Display) -> Status {

@@ -90,6 +90,22 @@ pub enum Error {
     RestoreTarget { path: PathBuf, problem: String },
 }
 
+impl Error {
+    /// Whether the disk under the store is full (ENOSPC): the write did not happen and can be
+    /// retried once space is freed.
+    pub fn is_out_of_space(&self) -> bool {
+        let io = match self {
+            Error::Sled(sled::Error::Io(io))
+            | Error::Open {
+                source: sled::Error::Io(io),
+                ..
+            } => io,
+            _ => return false,
+        };
+        io.kind() == std::io::ErrorKind::StorageFull || io.raw_os_error() == Some(28)
+    }
+}
+
 /// A pending event in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxEvent {

@@ -317,3 +317,12 @@ fn a_snapshot_left_half_written_by_a_full_disk_does_not_brick_the_store() {
     assert_eq!(store.get::<u64>("keep/live/1").unwrap(), Some(1));
     assert!(!path.join("snap.7FFFFFFFFFFFFFFF.generating").exists());
 }
+
+#[test]
+fn a_full_disk_is_told_apart_from_other_storage_errors() {
+    let full = store::Error::Sled(sled::Error::Io(std::io::Error::from_raw_os_error(28)));
+    assert!(full.is_out_of_space());
+    let other = store::Error::Sled(sled::Error::Io(std::io::Error::from_raw_os_error(5)));
+    assert!(!other.is_out_of_space());
+    assert!(!store::Error::Conflict { key: "k".into() }.is_out_of_space());
+}
