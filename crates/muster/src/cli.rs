@@ -174,6 +174,16 @@ pub struct CommonArgs {
     #[arg(long, env = "MUSTER_FEED_SECRETS", value_name = "FILE")]
     pub feed_secrets: Option<PathBuf>,
 
+    /// Replicas of the JetStream streams Muster creates when they are missing (1 to 5; 3 on a
+    /// 3-node cluster). An existing stream keeps its replicas.
+    #[arg(
+        long,
+        env = "MUSTER_STREAM_REPLICAS",
+        value_name = "N",
+        value_parser = clap::value_parser!(u8).range(1..=5)
+    )]
+    pub stream_replicas: Option<u8>,
+
     /// Log lines as human-readable text or as JSON objects (on stderr).
     #[arg(long, env = "MUSTER_LOG_FORMAT", value_enum, default_value_t = LogFormatArg::Text)]
     pub log_format: LogFormatArg,

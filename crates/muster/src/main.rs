@@ -27,11 +27,13 @@ fn main() -> ExitCode {
         Command::Retention(args) => ops::retention(&args),
         Command::Token(command) => token::run(&command),
         Command::Up(args) => {
+            pass_stream_replicas(args.common.stream_replicas);
             with_runtime(args.common.log_format, |shutdown| up::run(args, shutdown))
         }
-        Command::Serve(args) => with_runtime(args.common.log_format, |shutdown| {
-            serve::run(args, shutdown)
-        }),
+        Command::Serve(args) => {
+            pass_stream_replicas(args.common.stream_replicas);
+            with_runtime(args.common.log_format, |shutdown| serve::run(args, shutdown))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -40,6 +42,15 @@ fn main() -> ExitCode {
             eprintln!("muster: error: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Hands `--stream-replicas` to the bus, which reads `MUSTER_STREAM_REPLICAS` where it creates
+/// the streams.
+fn pass_stream_replicas(replicas: Option<u8>) {
+    if let Some(replicas) = replicas {
+        // SAFETY: called from main before the runtime or any other thread exists.
+        unsafe { std::env::set_var(bus::STREAM_REPLICAS_ENV, replicas.to_string()) };
     }
 }
 
