@@ -96,6 +96,13 @@ pub fn parse_stream_replicas(value: &str) -> Result<usize, Error> {
 
 /// `url` with the password in it, if any, replaced by `***`, for logs and errors.
 pub fn redact_password(url: &str) -> String {
+    if url.contains(',') {
+        return url
+            .split(',')
+            .map(|one| redact_password(one.trim()))
+            .collect::<Vec<_>>()
+            .join(",");
+    }
     match url.split_once("://") {
         Some((scheme, rest)) => match rest.split_once('@') {
             Some((userinfo, host)) if !userinfo.contains('/') => {
@@ -106,6 +113,32 @@ pub fn redact_password(url: &str) -> String {
         },
         None => url.to_string(),
     }
+}
+
+/// The servers of a `--nats-url`: one URL, or several separated by commas (the nodes of a
+/// cluster: a service then connects to whichever answers, and fails over).
+pub fn server_addrs(url: &str) -> Result<Vec<async_nats::ServerAddr>, Error> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|one| !one.is_empty())
+        .map(|one| {
+            one.parse::<async_nats::ServerAddr>()
+                .map_err(|error| Error::Connect {
+                    url: redact_password(one),
+                    message: format!("not a NATS URL: {error}"),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|addrs| {
+            if addrs.is_empty() {
+                Err(Error::Connect {
+                    url: String::new(),
+                    message: "no NATS URL given".into(),
+                })
+            } else {
+                Ok(addrs)
+            }
+        })
 }
 
 /// A connection to NATS with its JetStream context.
@@ -125,13 +158,13 @@ impl Bus {
                 .connection_timeout(Duration::from_secs(2))
                 .max_reconnects(None);
             // async-nats ignores a user and password in the URL; deploy/ puts them there.
-            if let Ok(addr) = url.parse::<async_nats::ServerAddr>()
-                && let Some(user) = addr.username()
-            {
+            let addrs = server_addrs(url)?;
+            if let Some(addr) = addrs.iter().find(|addr| addr.username().is_some()) {
+                let user = addr.username().unwrap_or_default();
                 let password = addr.password().unwrap_or_default();
                 options = options.user_and_password(user.to_string(), password.to_string());
             }
-            match options.connect(url).await {
+            match options.connect(addrs).await {
                 Ok(client) => break client,
                 Err(error) if Instant::now() < deadline => {
                     tracing::debug!(%error, url = %redact_password(url), "NATS not reachable yet; retrying");

@@ -296,3 +296,23 @@ fn stream_replicas_are_a_whole_number_from_1_to_5_with_a_clear_error_otherwise()
         );
     }
 }
+
+#[tokio::test]
+async fn a_list_of_servers_connects_to_one_that_answers() {
+    let nats = TestNats::start().await;
+    // The first node is down (nothing listens on port 1); the second answers.
+    let url = format!("nats://127.0.0.1:1, {}", nats.url());
+    let bus = Bus::connect(&url, "bus-test", Duration::from_secs(10))
+        .await
+        .expect("connects through the node that is up");
+    bus.ensure_streams().await.unwrap();
+    assert_eq!(
+        bus::redact_password("nats://a:secret@h1:4222,nats://a:secret@h2:4222"),
+        "nats://a:***@h1:4222,nats://a:***@h2:4222"
+    );
+    let error = Bus::connect("nats://h1:4222,::bad::", "bus-test", Duration::from_secs(1))
+        .await
+        .err()
+        .expect("a bad URL in the list is refused");
+    assert!(error.to_string().contains("not a NATS URL"), "{error}");
+}

@@ -240,7 +240,8 @@ pub struct ServeArgs {
     #[arg(value_enum)]
     pub service: Service,
 
-    /// The NATS server, e.g. nats://127.0.0.1:4222.
+    /// The NATS server, e.g. nats://127.0.0.1:4222, or the nodes of a cluster separated by
+    /// commas (nats://n1:4222,nats://n2:4222,nats://n3:4222): the service fails over between them.
     #[arg(long, env = "MUSTER_NATS_URL", value_name = "URL")]
     pub nats_url: String,
 

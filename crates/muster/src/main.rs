@@ -32,7 +32,9 @@ fn main() -> ExitCode {
         }
         Command::Serve(args) => {
             pass_stream_replicas(args.common.stream_replicas);
-            with_runtime(args.common.log_format, |shutdown| serve::run(args, shutdown))
+            with_runtime(args.common.log_format, |shutdown| {
+                serve::run(args, shutdown)
+            })
         }
     };
     match result {
