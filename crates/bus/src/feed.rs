@@ -78,14 +78,6 @@ impl Bus {
 
     /// The durable pull consumer on the feeds stream.
     pub async fn feed_consumer(&self, durable_name: &str) -> Result<PullConsumer, Error> {
-        let stream = self
-            .jetstream()
-            .get_stream(FEEDS_STREAM)
-            .await
-            .map_err(|error| Error::Stream {
-                stream: FEEDS_STREAM.into(),
-                message: error.to_string(),
-            })?;
         let config = jetstream::consumer::pull::Config {
             durable_name: Some(durable_name.to_string()),
             filter_subject: format!("{FEED_SUBJECT_PREFIX}>"),
@@ -95,13 +87,7 @@ impl Bus {
             deliver_policy: jetstream::consumer::DeliverPolicy::All,
             ..Default::default()
         };
-        stream
-            .create_consumer(config)
-            .await
-            .map_err(|error| Error::Consumer {
-                consumer: durable_name.to_string(),
-                message: error.to_string(),
-            })
+        self.create_consumer_patiently(FEEDS_STREAM, config).await
     }
 
     /// Publishes a feed message into the stream and waits for JetStream's ack (used by tests and

@@ -34,6 +34,8 @@ pub const EVENT_BYTES_MAX: usize = 1024 * 1024;
 /// (1 on a single nats-server; 3 on a 3-node cluster). Read when a stream is created: an
 /// existing stream keeps the replicas it was created with.
 pub const STREAM_REPLICAS_ENV: &str = "MUSTER_STREAM_REPLICAS";
+/// How long creating a consumer is retried while JetStream is not ready.
+pub const CONSUMER_PATIENCE: Duration = Duration::from_secs(15);
 /// JetStream allows at most five replicas of a stream.
 pub const STREAM_REPLICAS_MAX: usize = 5;
 
@@ -263,18 +265,6 @@ impl Bus {
         durable_name: &str,
         filter_subjects: Vec<String>,
     ) -> Result<PullConsumer, Error> {
-        let consumer_error = |message: String| Error::Consumer {
-            consumer: durable_name.to_string(),
-            message,
-        };
-        let stream = self
-            .jetstream
-            .get_stream(EVENTS_STREAM)
-            .await
-            .map_err(|error| Error::Stream {
-                stream: EVENTS_STREAM.into(),
-                message: error.to_string(),
-            })?;
         let config = jetstream::consumer::pull::Config {
             durable_name: Some(durable_name.to_string()),
             filter_subjects,
@@ -284,11 +274,45 @@ impl Bus {
             deliver_policy: jetstream::consumer::DeliverPolicy::All,
             ..Default::default()
         };
-        // create_consumer is create-or-update on nats-server 2.10+, so a changed filter is applied.
-        stream
-            .create_consumer(config)
-            .await
-            .map_err(|error| consumer_error(error.to_string()))
+        self.create_consumer_patiently(EVENTS_STREAM, config).await
+    }
+
+    /// Creates (or updates: create-or-update on nats-server 2.10+, so a changed filter is
+    /// applied) a durable pull consumer on `stream`, retrying for [`CONSUMER_PATIENCE`] while
+    /// the stream or the cluster's leaders are not ready (a node restarting, an election).
+    pub(crate) async fn create_consumer_patiently(
+        &self,
+        stream: &str,
+        config: jetstream::consumer::pull::Config,
+    ) -> Result<PullConsumer, Error> {
+        let durable_name = config.durable_name.clone().unwrap_or_default();
+        let deadline = Instant::now() + CONSUMER_PATIENCE;
+        loop {
+            let attempt = async {
+                let handle = self
+                    .jetstream
+                    .get_stream(stream)
+                    .await
+                    .map_err(|error| format!("stream {stream}: {error}"))?;
+                handle
+                    .create_consumer(config.clone())
+                    .await
+                    .map_err(|error| error.to_string())
+            };
+            match attempt.await {
+                Ok(consumer) => return Ok(consumer),
+                Err(message) if Instant::now() < deadline => {
+                    tracing::warn!(consumer = %durable_name, %message, "JetStream not ready for the consumer; retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(message) => {
+                    return Err(Error::Consumer {
+                        consumer: durable_name,
+                        message,
+                    });
+                }
+            }
+        }
     }
 
     /// A durable consumer's lag: messages not yet delivered (`num_pending`) plus messages
