@@ -189,6 +189,8 @@ struct Player<'a> {
     /// The latest unit board.
     board: Vec<pb::Unit>,
     sequence: u64,
+    /// Surges still being sent: (index in the log, the task).
+    background: Vec<(usize, tokio::task::JoinHandle<(bool, String, Option<String>)>)>,
 }
 
 fn now_unix_ms() -> i64 {
@@ -281,33 +283,17 @@ impl Player<'_> {
             Action::Geojson(g) => {
                 let prefix = format!("drill-{}-{label}-{}", self.options.id, self.sequence);
                 self.sequence += 1;
-                let mut sent = 0;
-                let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
-                let mut ok = true;
-                while sent < g.count {
-                    let n = g.batch.min(g.count - sent);
-                    let body = feeds::geojson_batch(g, &prefix, sent, n, now_unix_ms());
-                    let (batch_ok, detail) =
-                        self.post_feed("geojson", "application/json", body, &label).await;
-                    if !batch_ok {
-                        ok = false;
-                        outcomes.insert(format!("error: {detail}"), 1);
-                        break;
-                    }
-                    for part in detail.split(", ") {
-                        if let Some((outcome, count)) = part.split_once('×') {
-                            *outcomes.entry(outcome.to_owned()).or_default() +=
-                                count.parse::<u64>().unwrap_or(0);
-                        }
-                    }
-                    sent += n;
-                }
                 let what = format!("GeoJSON surge: {} × M{}", g.count, g.magnitude);
-                let detail = outcomes
-                    .iter()
-                    .map(|(o, n)| format!("{o}×{n}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let work = surge(self.clients.feeds.clone(), self.clients.token.clone(), g.clone(), prefix);
+                if self.ids.contains_key(&label) {
+                    // A surge into a known incident runs beside the timeline, as a real one would.
+                    self.background.push((self.log.len(), tokio::spawn(work)));
+                    return (true, what, "sending in the background".into());
+                }
+                let (ok, detail, first) = work.await;
+                if let Some(id) = first {
+                    self.ids.insert(label, id);
+                }
                 (ok, what, detail)
             }
             Action::Alertmanager(a) => {
@@ -319,7 +305,7 @@ impl Player<'_> {
                 (ok, what, detail)
             }
             Action::Unit(u) => {
-                let (done, detail) = self.unit_event(&id, u, u.count).await;
+                let (done, detail) = self.unit_event(&label, u, u.count).await;
                 let wanted = u.count.map_or(String::new(), |c| format!(" (wanted {c})"));
                 let what = format!(
                     "units {}: {}{}",
@@ -374,7 +360,7 @@ impl Player<'_> {
         }
     }
 
-    /// Posts one feed body; on 503 retries for a while. Names the first incident it touched.
+    /// Posts one feed body; names the label's incident from the first answer that has one.
     async fn post_feed(
         &mut self,
         format: &str,
@@ -382,57 +368,34 @@ impl Player<'_> {
         body: Vec<u8>,
         label: &str,
     ) -> (bool, String) {
-        let path = format!("/v1/feeds/{format}");
-        for _attempt in 0..50 {
-            let answer = super::http::post(
-                &self.clients.feeds,
-                &path,
-                &self.clients.token,
-                content_type,
-                &body,
-                Duration::from_secs(30),
-            )
-            .await;
-            match answer {
-                Ok((503, _)) => tokio::time::sleep(Duration::from_millis(100)).await,
-                Ok((200, body)) => {
-                    let json: serde_json::Value =
-                        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-                    let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
-                    for result in json["results"].as_array().into_iter().flatten() {
-                        let outcome = result["outcome"].as_str().unwrap_or("?").to_owned();
-                        *outcomes.entry(outcome).or_default() += 1;
-                        if let Some(id) = result["incident_id"].as_str()
-                            && !self.ids.contains_key(label)
-                        {
-                            self.ids.insert(label.to_owned(), id.to_owned());
-                        }
-                    }
-                    let detail = outcomes
-                        .iter()
-                        .map(|(o, n)| format!("{o}×{n}"))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    return (true, detail);
+        match post_feed(&self.clients.feeds, &self.clients.token, format, content_type, &body).await {
+            Ok((detail, first_incident)) => {
+                if let Some(id) = first_incident
+                    && !self.ids.contains_key(label)
+                {
+                    self.ids.insert(label.to_owned(), id);
                 }
-                Ok((status, body)) => {
-                    return (
-                        false,
-                        format!("HTTP {status}: {}", String::from_utf8_lossy(&body)),
-                    );
-                }
-                Err(error) => return (false, error),
+                (true, detail)
             }
+            Err(error) => (false, error),
         }
-        (false, "intake stayed busy (503)".into())
     }
 
     /// Applies a unit event to up to `count` qualifying units on the incident; returns how many
     /// and a description.
-    async fn unit_event(&mut self, incident_id: &str, u: &UnitInject, count: Option<u32>) -> (u32, String) {
+    async fn unit_event(&mut self, label: &str, u: &UnitInject, count: Option<u32>) -> (u32, String) {
         self.refresh_board().await;
+        let incident_id = self.ids.get(label).cloned().unwrap_or_default();
+        let incident_id = incident_id.as_str();
+        let seen = &self.unit_seen;
         let qualifies = |unit: &pb::Unit| {
             let status = unit_status_name(unit.status).unwrap_or_default();
+            if u.event == "return_to_service" {
+                // Units that served this incident and broke down.
+                return status == "out_of_service"
+                    && seen.get(&unit.id).is_some_and(|(_, l, _)| l == label)
+                    && u.unit_type.as_ref().is_none_or(|t| &unit.unit_type == t);
+            }
             unit.incident_id == incident_id
                 && u.unit_type.as_ref().is_none_or(|t| &unit.unit_type == t)
                 && match u.event.as_str() {
@@ -458,6 +421,7 @@ impl Player<'_> {
                 }
                 "arrive" => vec![pb::UnitStatusEvent::Arrive],
                 "out_of_service" => vec![pb::UnitStatusEvent::GoOutOfService],
+                "return_to_service" => vec![pb::UnitStatusEvent::ReturnToService],
                 _ => vec![pb::UnitStatusEvent::Release],
             };
             let mut ok = true;
@@ -470,7 +434,10 @@ impl Player<'_> {
                     namespace: self.ns(),
                     unit_id: unit.id.clone(),
                     event: event as i32,
-                    incident_id: if matches!(event, pb::UnitStatusEvent::GoOutOfService) {
+                    incident_id: if matches!(
+                        event,
+                        pb::UnitStatusEvent::GoOutOfService | pb::UnitStatusEvent::ReturnToService
+                    ) {
                         String::new()
                     } else {
                         incident_id.to_owned()
@@ -599,6 +566,84 @@ impl Player<'_> {
     }
 }
 
+/// Posts one feed body, retrying while intake answers 503; returns the outcomes (`created×1,
+/// correlated×999`) and the first incident named.
+async fn post_feed(
+    feeds: &str,
+    token: &str,
+    format: &str,
+    content_type: &str,
+    body: &[u8],
+) -> Result<(String, Option<String>), String> {
+    let path = format!("/v1/feeds/{format}");
+    for _attempt in 0..100 {
+        let answer =
+            super::http::post(feeds, &path, token, content_type, body, Duration::from_secs(30))
+                .await?;
+        match answer {
+            (503, _) => tokio::time::sleep(Duration::from_millis(100)).await,
+            (200, body) => {
+                let json: serde_json::Value =
+                    serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
+                let mut first = None;
+                for result in json["results"].as_array().into_iter().flatten() {
+                    let outcome = result["outcome"].as_str().unwrap_or("?").to_owned();
+                    *outcomes.entry(outcome).or_default() += 1;
+                    if first.is_none() {
+                        first = result["incident_id"].as_str().map(str::to_owned);
+                    }
+                }
+                let detail = outcomes
+                    .iter()
+                    .map(|(o, n)| format!("{o}×{n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Ok((detail, first));
+            }
+            (status, body) => {
+                return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body)));
+            }
+        }
+    }
+    Err("intake stayed busy (503)".into())
+}
+
+/// Sends a GeoJSON surge in batches; sums the outcomes.
+async fn surge(
+    feeds: String,
+    token: String,
+    g: super::scenario::GeojsonInject,
+    prefix: String,
+) -> (bool, String, Option<String>) {
+    let mut sent = 0;
+    let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
+    let mut first = None;
+    while sent < g.count {
+        let n = g.batch.min(g.count - sent);
+        let body = feeds::geojson_batch(&g, &prefix, sent, n, now_unix_ms());
+        match post_feed(&feeds, &token, "geojson", "application/json", &body).await {
+            Ok((detail, incident)) => {
+                first = first.or(incident);
+                for part in detail.split(", ") {
+                    if let Some((outcome, count)) = part.split_once('×') {
+                        *outcomes.entry(outcome.to_owned()).or_default() +=
+                            count.parse::<u64>().unwrap_or(0);
+                    }
+                }
+            }
+            Err(error) => return (false, format!("after {sent}: {error}"), first),
+        }
+        sent += n;
+    }
+    let detail = outcomes
+        .iter()
+        .map(|(o, n)| format!("{o}×{n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    (true, detail, first)
+}
+
 fn push_span(history: &mut IncidentHistory, unit: &pb::Unit, status: &str, now: i64) {
     match history.units.iter_mut().find(|t| t.unit_id == unit.id) {
         Some(track) => track.spans.push((status.to_owned(), now)),
@@ -658,6 +703,7 @@ pub async fn play(scenario: &Scenario, clients: Clients, options: &Options) -> D
         unit_seen: HashMap::new(),
         board: Vec::new(),
         sequence: 0,
+        background: Vec::new(),
     };
     // Arrivals that found fewer units than asked are retried while the drill runs.
     let mut pending_units: Vec<(Inject, u32)> = Vec::new();
@@ -691,8 +737,7 @@ pub async fn play(scenario: &Scenario, clients: Clients, options: &Options) -> D
         let mut still = Vec::new();
         for (inject, missing) in std::mem::take(&mut pending_units) {
             let Action::Unit(u) = &inject.action else { continue };
-            let id = player.ids.get(&inject.incident).cloned().unwrap_or_default();
-            let (done, detail) = player.unit_event(&id, u, Some(missing)).await;
+            let (done, detail) = player.unit_event(&inject.incident, u, Some(missing)).await;
             if done > 0 {
                 let fired_ms = player.now();
                 player.log.push(InjectLog {
@@ -719,6 +764,16 @@ pub async fn play(scenario: &Scenario, clients: Clients, options: &Options) -> D
     }
     if options.progress {
         eprintln!();
+    }
+    for (index, task) in std::mem::take(&mut player.background) {
+        let (ok, detail) = match task.await {
+            Ok((ok, detail, _)) => (ok, detail),
+            Err(error) => (false, error.to_string()),
+        };
+        if let Some(entry) = player.log.get_mut(index) {
+            entry.ok = ok;
+            entry.detail = detail;
+        }
     }
     collect(&mut player).await;
     let verdicts = judge_all(scenario, &player.histories);

@@ -187,7 +187,8 @@ fn one() -> u32 {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct UnitInject {
-    /// acknowledge, arrive (acknowledges first when needed), decline, out_of_service, release.
+    /// acknowledge, arrive (acknowledges first when needed), decline, out_of_service,
+    /// return_to_service (units of this incident that went out of service), release.
     pub event: String,
     /// Only units of this type (default: any type).
     #[serde(default)]
@@ -486,11 +487,12 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             actions.push(Action::Alertmanager(alertmanager.clone()));
         }
         if let Some(unit) = &inject.unit {
-            const EVENTS: [&str; 5] = [
+            const EVENTS: [&str; 6] = [
                 "acknowledge",
                 "arrive",
                 "decline",
                 "out_of_service",
+                "return_to_service",
                 "release",
             ];
             if !EVENTS.contains(&unit.get_ref().event.as_str()) {
