@@ -184,6 +184,7 @@ async fn a_drill_beside_live_traffic_never_crosses() {
     assert!(!live_seen.is_empty() && !drill_seen.is_empty());
     let namespace_of = |payload: &[u8]| pb::IncidentEvent::decode(payload).ok().map(|e| e.namespace);
     let mut checked = (0, 0);
+    let mut notified = 0;
     for (subject, payload) in &live_seen {
         assert!(!subject.contains("drill"), "a drill subject under muster.live: {subject}");
         if subject.contains(".incident.") {
@@ -199,12 +200,15 @@ async fn a_drill_beside_live_traffic_never_crosses() {
             assert_eq!(ns, "drill.iso", "live event on drill subject {subject}");
             checked.1 += 1;
         }
-        if subject.contains(".notification.") {
+        if subject.contains(".notification.") && subject.ends_with(".requested") {
             let request = pb::NotificationRequested::decode(payload.as_slice()).unwrap();
             assert!(request.drill, "a drill notification is marked as one: {request:?}");
+            assert_eq!(request.namespace, "drill.iso");
+            notified += 1;
         }
     }
     assert!(checked.0 > 0 && checked.1 > 0, "{checked:?}");
+    assert!(notified > 0, "the unacknowledged drill incident notified its (drill) roster");
 
     // Live queries: exactly the live reports, all in namespace live.
     let live = system.incidents().await;
