@@ -35,6 +35,7 @@ use crate::{ConfigCommand, Environment};
 mod audit;
 mod completions;
 mod drill;
+mod replay;
 mod mutual_aid;
 mod notifications;
 mod top;
@@ -87,6 +88,7 @@ pub async fn execute(
         Command::Completions(_) | Command::Config(_) | Command::Drill(_) => EXIT_OK,
         Command::Audit(args) => audit::audit(&context, args, out).await?,
         Command::Top(args) => top::run(&context, args).await?,
+        Command::Replay(args) => replay::replay(&context, args, out).await?,
         Command::Status => status(&context, out).await?,
         Command::Jurisdictions(args) => jurisdictions(&context, args, out).await?,
         Command::Units(args) => units(&context, args, out).await?,

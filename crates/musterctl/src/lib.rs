@@ -7,6 +7,7 @@
 mod commands;
 mod connect;
 pub mod drill;
+pub mod replay;
 mod error;
 pub mod settings;
 pub mod table;
@@ -193,6 +194,10 @@ pub enum Command {
     /// after-action report.
     #[command(subcommand)]
     Drill(DrillCommand),
+    /// Re-run an incident's recorded inputs (report, fact updates) through the domain core and
+    /// check that grades, leads and plans come out as recorded, or print the first divergence;
+    /// with --region-dir, against another rulebook.
+    Replay(ReplayArgs),
     /// musterctl's own settings.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -719,4 +724,14 @@ pub struct DrillReportArgs {
     /// md, html or json.
     #[arg(long, default_value = "md", value_name = "FORMAT")]
     pub format: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    /// The incident, `INC-…`.
+    pub incident_id: String,
+    /// Replay against the region files (jurisdictions, units, plans, rulebook) in DIR instead of
+    /// the sample built in: how a rulebook change is tested against history.
+    #[arg(long, value_name = "DIR")]
+    pub region_dir: Option<PathBuf>,
 }

@@ -255,3 +255,73 @@ async fn a_drill_beside_live_traffic_never_crosses() {
         .sum();
     assert_eq!(open as usize, live_ids.len(), "{text}");
 }
+
+/// `musterctl replay`: an incident's report and updates through the domain core give the grades,
+/// leads and plans the services recorded; a changed rulebook shows the first divergence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_matches_the_record_and_names_a_rulebook_divergence() {
+    let system = System::start().await;
+    let id = system
+        .intake()
+        .await
+        .report_incident(report(
+            "accident.hazardous_chemicals",
+            CHEMICAL_PARK,
+            pb::Facts { deaths: Some(3), ..Default::default() },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .incident_id;
+    system.responding(&id).await;
+    system
+        .intake()
+        .await
+        .update_incident(pb::UpdateIncidentRequest {
+            incident_id: id.clone(),
+            facts: Some(pb::Facts { deaths: Some(12), ..Default::default() }),
+            updated_by: "scene".into(),
+            request_id: "u1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    system
+        .incident_when("regraded and reassigned", &id, |i| {
+            i.timeline.iter().filter(|t| t.event_type == "graded").count() == 2
+                && i.timeline.iter().filter(|t| t.event_type == "units_assigned").count() >= 2
+        })
+        .await;
+
+    let (result, out) = system.musterctl(&["replay", &id]).await;
+    assert_eq!(result, Ok(0), "{out}");
+    assert!(out.contains("SAME"), "{out}");
+    assert!(out.contains("hazchem-III → hazchem-II"), "{out}");
+
+    // A rulebook where 12 deaths are still grade III (the sample province's own override, which
+    // is the rule that applies in it): the second grading diverges.
+    let region = system.dir.path().join("region");
+    std::fs::create_dir_all(&region).unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/region");
+    for name in domain::region::DEFAULT_FILE_NAMES {
+        let mut text = std::fs::read_to_string(data.join(name)).unwrap();
+        if name == "rulebook.toml" {
+            let before = "[[rule.override.threshold]]\ngrade = \"II\"\ndeaths_min = 10\n";
+            assert!(text.contains(before));
+            text = text.replacen(
+                before,
+                "[[rule.override.threshold]]\ngrade = \"II\"\ndeaths_min = 20\n",
+                1,
+            );
+        }
+        std::fs::write(region.join(name), text).unwrap();
+    }
+    let (result, out) = system
+        .musterctl(&["replay", &id, "--region-dir", region.to_str().unwrap()])
+        .await;
+    assert_eq!(result, Ok(1), "{out}");
+    assert!(
+        out.contains("DIVERGES at grading 2: recorded grade II, the replay does not grade again"),
+        "{out}"
+    );
+}
