@@ -74,7 +74,7 @@ async fn chemical_explosion_runs_green_and_reports() {
         .musterctl(&["drill", "report", "chem", "--drills-dir", dir])
         .await;
     assert_eq!(result, Ok(0), "{md}");
-    assert!(md.contains("Expectations met: **8/8**"), "{md}");
+    assert!(md.contains("Expectations met: **9/9**"), "{md}");
     assert!(md.contains("| plant |"), "{md}");
     let (_, html) = system
         .musterctl(&["drill", "report", "chem", "--drills-dir", dir, "--format", "html"])

@@ -65,6 +65,12 @@ impl DrillServices {
             .args(["--dispatch-addr", "127.0.0.1:0"])
             .args(["--feeds-addr", "127.0.0.1:0"])
             .args(["--escalation-minute-ms", &minute_ms.to_string()])
+            // Dispatch's 90-second acknowledgement timer runs on the drill's clock too, but
+            // never below 1 real second: the player answers for the simulated crews over gRPC.
+            .args([
+                "--dispatch-ack-timeout-ms",
+                &(((90_000.0 / speed).round() as i64).max(1_000)).to_string(),
+            ])
             .env_remove("MUSTER_NOTIFY_WEBHOOK")
             .stdout(Stdio::piped())
             .stderr(log)
@@ -189,6 +195,10 @@ struct Player<'a> {
     /// The latest unit board.
     board: Vec<pb::Unit>,
     sequence: u64,
+    /// Units whose simulated crew never acknowledges (dispatch times them out).
+    silent: std::collections::HashSet<String>,
+    /// (label, unit type or "") → how many of the next dispatched units stay silent.
+    silent_quota: HashMap<(String, String), u32>,
     /// Surges still being sent: (index in the log, the task).
     background: Vec<(usize, tokio::task::JoinHandle<(bool, String, Option<String>)>)>,
 }
@@ -303,6 +313,16 @@ impl Player<'_> {
                 let what = format!("Alertmanager {} {} × {}", a.status, a.alertname, a.count);
                 let (ok, detail) = self.post_feed("alertmanager", "application/json", body, &label).await;
                 (ok, what, detail)
+            }
+            Action::Unit(u) if u.event == "no_ack" => {
+                let count = u.count.unwrap_or(1);
+                let key = (label.clone(), u.unit_type.clone().unwrap_or_default());
+                *self.silent_quota.entry(key).or_default() += count;
+                let what = format!(
+                    "the crews of the next {count} {} unit(s) dispatched will not acknowledge",
+                    u.unit_type.as_deref().unwrap_or("any")
+                );
+                (true, what, String::new())
             }
             Action::Unit(u) => {
                 let (done, detail) = self.unit_event(&label, u, u.count).await;
@@ -511,6 +531,7 @@ impl Player<'_> {
                 (None, None) => {}
             }
         }
+        self.crews_acknowledge(&by_id).await;
         let ids: Vec<(String, String)> = self.ids.iter().map(|(l, i)| (l.clone(), i.clone())).collect();
         for (label, id) in ids {
             let answer = self
@@ -533,6 +554,46 @@ impl Player<'_> {
                     history.warnings.push((now, warning));
                 }
             }
+        }
+    }
+
+    /// The simulated crews: a unit newly dispatched to a drill incident acknowledges at once,
+    /// unless a `no_ack` inject said its crew stays silent.
+    async fn crews_acknowledge(&mut self, by_id: &HashMap<String, String>) {
+        let dispatched: Vec<(String, String, String, String)> = self
+            .board
+            .iter()
+            .filter(|u| unit_status_name(u.status).as_deref() == Some("dispatched"))
+            .filter_map(|u| {
+                let label = by_id.get(&u.incident_id)?;
+                Some((u.id.clone(), u.unit_type.clone(), u.incident_id.clone(), label.clone()))
+            })
+            .collect();
+        for (unit_id, unit_type, incident_id, label) in dispatched {
+            let key = format!("{unit_id}@{incident_id}");
+            if self.silent.contains(&key) {
+                continue;
+            }
+            let quota = [unit_type.clone(), String::new()].into_iter().find_map(|t| {
+                let k = (label.clone(), t);
+                self.silent_quota.get(&k).filter(|n| **n > 0).map(|_| k)
+            });
+            if let Some(k) = quota {
+                if let Some(n) = self.silent_quota.get_mut(&k) {
+                    *n -= 1;
+                }
+                self.silent.insert(key);
+                continue;
+            }
+            let request = pb::UpdateUnitStatusRequest {
+                namespace: self.ns(),
+                unit_id: unit_id.clone(),
+                event: pb::UnitStatusEvent::Acknowledge as i32,
+                incident_id,
+                reason: String::new(),
+            };
+            // A failure (a race with a timeout or a release) is retried at the next look.
+            let _ = self.clients.dispatch.update_unit_status(request).await;
         }
     }
 
@@ -703,6 +764,8 @@ pub async fn play(scenario: &Scenario, clients: Clients, options: &Options) -> D
         unit_seen: HashMap::new(),
         board: Vec::new(),
         sequence: 0,
+        silent: Default::default(),
+        silent_quota: HashMap::new(),
         background: Vec::new(),
     };
     // Arrivals that found fewer units than asked are retried while the drill runs.
@@ -717,6 +780,7 @@ pub async fn play(scenario: &Scenario, clients: Clients, options: &Options) -> D
             let fired_ms = player.now();
             let (ok, what, detail) = player.fire(&inject).await;
             if let Action::Unit(u) = &inject.action
+                && u.event != "no_ack"
                 && let Some(count) = u.count
             {
                 let done = detail.split(", ").filter(|s| !s.is_empty()).count() as u32;

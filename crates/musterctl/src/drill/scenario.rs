@@ -187,8 +187,10 @@ fn one() -> u32 {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct UnitInject {
-    /// acknowledge, arrive (acknowledges first when needed), decline, out_of_service,
-    /// return_to_service (units of this incident that went out of service), release.
+    /// no_ack (the crews of the next `count` units dispatched never acknowledge: dispatch times
+    /// them out and books replacements; every other crew acknowledges at once), acknowledge,
+    /// arrive (acknowledges first when needed), decline, out_of_service, return_to_service (units
+    /// of this incident that went out of service), release.
     pub event: String,
     /// Only units of this type (default: any type).
     #[serde(default)]
@@ -487,7 +489,8 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             actions.push(Action::Alertmanager(alertmanager.clone()));
         }
         if let Some(unit) = &inject.unit {
-            const EVENTS: [&str; 6] = [
+            const EVENTS: [&str; 7] = [
+                "no_ack",
                 "acknowledge",
                 "arrive",
                 "decline",
