@@ -120,6 +120,17 @@ impl DeadlineLog {
     pub fn met(&self) -> bool {
         self.sent_ms.is_some_and(|sent| sent <= self.due_ms)
     }
+
+    /// `met`, `late` (filed after its due time), `missed` (unfiled and due before the drill
+    /// ended) or `open` (unfiled, due after the drill's end: not judged).
+    pub fn state(&self, end_ms: i64) -> &'static str {
+        match self.sent_ms {
+            Some(sent) if sent <= self.due_ms => "met",
+            Some(_) => "late",
+            None if self.due_ms <= end_ms => "missed",
+            None => "open",
+        }
+    }
 }
 
 /// One unit's statuses while it served this incident.
@@ -362,11 +373,12 @@ pub struct IncidentMetrics {
     pub to_grade_ms: Option<i64>,
     pub to_first_unit_ms: Option<i64>,
     pub to_on_scene_ms: Option<i64>,
+    /// Of the deadlines that fell due during the drill (or were filed), how many were met.
     pub deadlines_met: usize,
     pub deadlines_total: usize,
 }
 
-pub fn metrics(h: &IncidentHistory) -> IncidentMetrics {
+pub fn metrics(h: &IncidentHistory, end_ms: i64) -> IncidentMetrics {
     let start = h.reported_ms.unwrap_or(0);
     let since = |at: Option<i64>| at.map(|at| (at - start).max(0));
     IncidentMetrics {
@@ -375,7 +387,11 @@ pub fn metrics(h: &IncidentHistory) -> IncidentMetrics {
         to_first_unit_ms: since(h.units.iter().filter_map(UnitTrack::assigned_ms).min()),
         to_on_scene_ms: since(h.units.iter().filter_map(|u| u.first("on_scene")).min()),
         deadlines_met: h.deadlines.iter().filter(|d| d.met()).count(),
-        deadlines_total: h.deadlines.len(),
+        deadlines_total: h
+            .deadlines
+            .iter()
+            .filter(|d| d.state(end_ms) != "open")
+            .count(),
     }
 }
 
@@ -390,7 +406,7 @@ pub fn improvements(record: &DrillRecord) -> Vec<String> {
     }
     for (label, h) in &record.incidents {
         for d in &h.deadlines {
-            if !d.met() {
+            if matches!(d.state(record.duration_ms), "late" | "missed") {
                 items.push(format!(
                     "{label}: the {} report to {} due at T+{} was {}.",
                     d.kind,
@@ -522,7 +538,7 @@ grade = "I"
         let mut h = history();
         h.reported_ms = Some(10_000);
         h.acks.push((130_000, "Wang".into()));
-        let m = metrics(&h);
+        let m = metrics(&h, 7_200_000);
         assert_eq!(m.to_grade_ms, Some(50_000));
         assert_eq!(m.to_acknowledge_ms, Some(120_000));
         assert_eq!(m.to_first_unit_ms, Some(60_000));

@@ -23,7 +23,7 @@ pub fn json(record: &DrillRecord) -> String {
         metrics: record
             .incidents
             .iter()
-            .map(|(label, h)| (label.as_str(), metrics(h)))
+            .map(|(label, h)| (label.as_str(), metrics(h, record.duration_ms)))
             .collect(),
         expectations_met: record.verdicts.iter().filter(|v| v.met).count(),
         expectations_total: record.verdicts.len(),
@@ -75,7 +75,7 @@ pub fn markdown(record: &DrillRecord) -> String {
         "\n## Metrics per incident\n\n| incident | id | to acknowledge | to grade | to first unit | to on scene | deadlines met |\n|---|---|---|---|---|---|---|"
     );
     for (label, h) in &record.incidents {
-        let m = metrics(h);
+        let m = metrics(h, record.duration_ms);
         let _ = writeln!(
             md,
             "| {label} | {} | {} | {} | {} | {} | {}/{} |",
@@ -98,7 +98,7 @@ pub fn markdown(record: &DrillRecord) -> String {
                 d.to,
                 format_offset(d.due_ms),
                 d.sent_ms.map_or("never".into(), |s| format!("T+{}", format_offset(s))),
-                if d.met() { "met" } else { "missed" }
+                d.state(record.duration_ms)
             );
         }
     }
@@ -210,9 +210,10 @@ pub fn svg(record: &DrillRecord) -> String {
         for e in &h.escalations {
             marks.push((e.at_ms, "#d9534f", format!("escalated to {} ({})", e.to_level, e.to_code)));
         }
-        for d in &h.deadlines {
-            let colour = if d.met() { "#5cb85c" } else { "#d9534f" };
-            marks.push((d.due_ms, colour, format!("{} report to {} due ({})", d.kind, d.to, if d.met() { "met" } else { "missed" })));
+        for d in h.deadlines.iter().filter(|d| d.due_ms <= record.duration_ms) {
+            let state = d.state(record.duration_ms);
+            let colour = if state == "met" { "#5cb85c" } else { "#d9534f" };
+            marks.push((d.due_ms, colour, format!("{} report to {} due ({state})", d.kind, d.to)));
         }
         for (at, level) in &h.warnings {
             marks.push((*at, "#f0ad4e", format!("{level} warning")));
@@ -327,7 +328,10 @@ mod tests {
                 grades: vec![GradeChange { at_ms: 60_000, grade: Some("II".into()), response_level: Some(2) }],
                 leads: vec![LeadChange { at_ms: 60_000, code: "390000".into(), level: "province".into() }],
                 escalations: vec![Escalation { at_ms: 900_000, to_code: "390200".into(), to_level: "city".into() }],
-                deadlines: vec![DeadlineLog { kind: "first".into(), to: "county".into(), created_ms: 0, due_ms: 3_600_000, sent_ms: None, status: "late".into() }],
+                deadlines: vec![
+                    DeadlineLog { kind: "first".into(), to: "county".into(), created_ms: 0, due_ms: 3_600_000, sent_ms: None, status: "late".into() },
+                    DeadlineLog { kind: "final".into(), to: "county".into(), created_ms: 0, due_ms: 90_000_000, sent_ms: None, status: "open".into() },
+                ],
                 units: vec![UnitTrack { unit_id: "HZ-1".into(), unit_type: "hazmat".into(), spans: vec![("dispatched".into(), 70_000), ("on_scene".into(), 600_000)] }],
                 ..Default::default()
             },
@@ -358,6 +362,9 @@ mod tests {
         assert!(md.contains("Expectations met: **0/1**"), "{md}");
         assert!(md.contains("| ❌ failed | plant: grade I | never graded I (II) |"), "{md}");
         assert!(md.contains("| plant | INC-1 | — | 1m | 1m10s | 10m | 0/1 |"), "{md}");
+        // A report due after the drill ended is open, not missed.
+        assert!(md.contains("| plant | final | county | T+25h00m | never | open |"), "{md}");
+        assert!(!md.contains("final report"), "{md}");
         assert!(md.contains("the first report to county due at T+1h00m was never filed"), "{md}");
         assert!(md.contains("nobody acknowledged; the chain escalated 1 time(s)"), "{md}");
     }
