@@ -35,9 +35,9 @@ use crate::{ConfigCommand, Environment};
 mod audit;
 mod completions;
 mod drill;
-mod replay;
 mod mutual_aid;
 mod notifications;
+mod replay;
 mod top;
 mod watch;
 

@@ -7,8 +7,8 @@
 mod commands;
 mod connect;
 pub mod drill;
-pub mod replay;
 mod error;
+pub mod replay;
 pub mod settings;
 pub mod table;
 pub mod time;

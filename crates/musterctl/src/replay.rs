@@ -35,7 +35,10 @@ pub struct Step {
 pub fn parse_facts(text: &str) -> Facts {
     let mut facts = Facts::default();
     for part in text.split(", ").map(str::trim) {
-        let number = |suffix: &str| part.strip_suffix(suffix).and_then(|n| n.trim().parse().ok());
+        let number = |suffix: &str| {
+            part.strip_suffix(suffix)
+                .and_then(|n| n.trim().parse().ok())
+        };
         if let Some(n) = number(" dead") {
             facts.deaths = Some(n);
         } else if let Some(n) = number(" missing") {
@@ -64,7 +67,11 @@ pub fn inputs(timeline: &[(i64, String, String)]) -> Vec<Input> {
             "reported" => {
                 let head = description.split(" warning").next().unwrap_or(description);
                 let head = head.rsplit_once(", ").map_or(head, |(h, tail)| {
-                    if ["red", "orange", "yellow", "blue"].contains(&tail) { h } else { head }
+                    if ["red", "orange", "yellow", "blue"].contains(&tail) {
+                        h
+                    } else {
+                        head
+                    }
                 });
                 match (head.rfind(" ("), head.ends_with(')')) {
                     (Some(open), true) => head[open + 2..head.len() - 1].to_owned(),
@@ -79,7 +86,14 @@ pub fn inputs(timeline: &[(i64, String, String)]) -> Vec<Input> {
         };
         out.push(Input {
             at_unix_ms: *at,
-            what: format!("{event_type}: {}", if facts_text.is_empty() { "no facts" } else { &facts_text }),
+            what: format!(
+                "{event_type}: {}",
+                if facts_text.is_empty() {
+                    "no facts"
+                } else {
+                    &facts_text
+                }
+            ),
             facts: parse_facts(&facts_text),
         });
     }
@@ -97,7 +111,12 @@ fn rank(grade: Option<Grade>) -> u8 {
 }
 
 /// Grades `facts` for an incident of `kind` in `townships` as escalation does.
-pub fn grade(region: &Region, kind: &str, townships: &[&str], facts: &Facts) -> Result<(Option<Grade>, String), String> {
+pub fn grade(
+    region: &Region,
+    kind: &str,
+    townships: &[&str],
+    facts: &Facts,
+) -> Result<(Option<Grade>, String), String> {
     let sub_type = domain::class::sub_type(kind).ok_or_else(|| format!("unknown kind {kind:?}"))?;
     let township = region
         .tree
@@ -121,7 +140,12 @@ pub fn grade(region: &Region, kind: &str, townships: &[&str], facts: &Facts) -> 
 
 /// Replays the inputs: the first grading always; later ones only when the grade rises (an
 /// upgrade applies at once; a downgrade waits for an officer and emits no grading).
-pub fn replay(region: &Region, kind: &str, townships: &[&str], inputs: &[Input]) -> Result<Vec<Step>, String> {
+pub fn replay(
+    region: &Region,
+    kind: &str,
+    townships: &[&str],
+    inputs: &[Input],
+) -> Result<Vec<Step>, String> {
     let mut current: Option<Option<Grade>> = None;
     let mut steps = Vec::new();
     for input in inputs {
@@ -208,7 +232,13 @@ mod tests {
     #[test]
     fn upgrades_grade_again_and_downgrades_do_not() {
         let region = Region::embedded_default();
-        let steps = replay(&region, "accident.hazardous_chemicals", &["390202400"], &inputs(&timeline())).unwrap();
+        let steps = replay(
+            &region,
+            "accident.hazardous_chemicals",
+            &["390202400"],
+            &inputs(&timeline()),
+        )
+        .unwrap();
         let grades: Vec<Option<String>> = steps
             .iter()
             .map(|s| s.replayed.as_ref().and_then(|o| o.grade.clone()))
@@ -223,12 +253,29 @@ mod tests {
 
     #[test]
     fn the_first_divergence_is_named() {
-        let o = |g: &str, l: &str| Outcome { grade: Some(g.into()), lead_code: l.into() };
-        assert_eq!(first_divergence(&[o("III", "a"), o("II", "b")], &[o("III", "a"), o("II", "b")]), None);
+        let o = |g: &str, l: &str| Outcome {
+            grade: Some(g.into()),
+            lead_code: l.into(),
+        };
         assert_eq!(
-            first_divergence(&[o("III", "a"), o("II", "b")], &[o("III", "a"), o("I", "n")]).unwrap(),
+            first_divergence(
+                &[o("III", "a"), o("II", "b")],
+                &[o("III", "a"), o("II", "b")]
+            ),
+            None
+        );
+        assert_eq!(
+            first_divergence(
+                &[o("III", "a"), o("II", "b")],
+                &[o("III", "a"), o("I", "n")]
+            )
+            .unwrap(),
             "grading 2: recorded grade II lead b, replayed grade I lead n"
         );
-        assert!(first_divergence(&[o("III", "a")], &[o("III", "a"), o("II", "b")]).unwrap().contains("replay grades again"));
+        assert!(
+            first_divergence(&[o("III", "a")], &[o("III", "a"), o("II", "b")])
+                .unwrap()
+                .contains("replay grades again")
+        );
     }
 }

@@ -42,7 +42,10 @@ async fn drill_run(system: &System, file: &str, id: &str, speed: &str) -> (i32, 
             "--quiet",
         ])
         .await;
-    eprintln!("drill {id} took {:.1}s:\n{out}", started.elapsed().as_secs_f64());
+    eprintln!(
+        "drill {id} took {:.1}s:\n{out}",
+        started.elapsed().as_secs_f64()
+    );
     let code = result.unwrap_or_else(|e| panic!("drill run failed: {e}\n{out}"));
     (code, out, drills)
 }
@@ -62,7 +65,10 @@ async fn chemical_explosion_runs_green_and_reports() {
         serde_json::from_slice(&std::fs::read(drills.join("chem/drill.json")).unwrap()).unwrap();
     assert_eq!(record["namespace"], "drill.chem");
     let plant = &record["incidents"]["plant"];
-    assert!(plant["escalations"].as_array().unwrap().len() >= 1, "{plant}");
+    assert!(
+        !plant["escalations"].as_array().unwrap().is_empty(),
+        "{plant}"
+    );
     // Drill notifications went to the drill sink only.
     for n in record["notifications"].as_array().unwrap() {
         assert!(n["recipient"].as_str().unwrap().ends_with(", drill"), "{n}");
@@ -77,11 +83,30 @@ async fn chemical_explosion_runs_green_and_reports() {
     assert!(md.contains("Expectations met: **9/9**"), "{md}");
     assert!(md.contains("| plant |"), "{md}");
     let (_, html) = system
-        .musterctl(&["drill", "report", "chem", "--drills-dir", dir, "--format", "html"])
+        .musterctl(&[
+            "drill",
+            "report",
+            "chem",
+            "--drills-dir",
+            dir,
+            "--format",
+            "html",
+        ])
         .await;
-    assert!(html.contains("<svg") && html.contains("class=\"unit\""), "{html}");
+    assert!(
+        html.contains("<svg") && html.contains("class=\"unit\""),
+        "{html}"
+    );
     let (_, json) = system
-        .musterctl(&["drill", "report", "chem", "--drills-dir", dir, "--format", "json"])
+        .musterctl(&[
+            "drill",
+            "report",
+            "chem",
+            "--drills-dir",
+            dir,
+            "--format",
+            "json",
+        ])
         .await;
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert!(json["metrics"]["plant"]["to_on_scene_ms"].as_i64().unwrap() > 0);
@@ -98,7 +123,10 @@ async fn quake_surge_runs_green() {
     let (_system, drills) = green("quake-surge.toml", "quake", "600").await;
     let record: serde_json::Value =
         serde_json::from_slice(&std::fs::read(drills.join("quake/drill.json")).unwrap()).unwrap();
-    assert_eq!(record["incidents"]["quake"]["alert_count"], 5001, "one incident for the whole surge");
+    assert_eq!(
+        record["incidents"]["quake"]["alert_count"], 5001,
+        "one incident for the whole surge"
+    );
 }
 
 /// A bad scenario is refused with file:line:col before anything starts.
@@ -108,10 +136,19 @@ async fn a_bad_scenario_names_file_line_col() {
     let file = system.dir.path().join("bad.toml");
     std::fs::write(&file, "[drill]\nname = \"x\"\nduration = \"10z\"\n").unwrap();
     let (result, _) = system
-        .musterctl(&["drill", "run", file.to_str().unwrap(), "--nats-url", system.nats.url()])
+        .musterctl(&[
+            "drill",
+            "run",
+            file.to_str().unwrap(),
+            "--nats-url",
+            system.nats.url(),
+        ])
         .await;
     let error = result.unwrap_err();
-    assert!(error.contains(&format!("{}:3:12: offset \"10z\"", file.display())), "{error}");
+    assert!(
+        error.contains(&format!("{}:3:12: offset \"10z\"", file.display())),
+        "{error}"
+    );
 }
 
 /// Live traffic and a drill at once: no drill message on a live subject, no live one on the
@@ -158,10 +195,25 @@ async fn a_drill_beside_live_traffic_never_crosses() {
             let mut n = 0;
             while !stop.is_cancelled() && n < 200 {
                 n += 1;
-                let township = if n % 2 == 0 { CHEMICAL_PARK } else { DENSE_TOWNSHIP };
-                let kind = if n % 2 == 0 { "accident.hazardous_chemicals" } else { "accident.fire" };
+                let township = if n % 2 == 0 {
+                    CHEMICAL_PARK
+                } else {
+                    DENSE_TOWNSHIP
+                };
+                let kind = if n % 2 == 0 {
+                    "accident.hazardous_chemicals"
+                } else {
+                    "accident.fire"
+                };
                 let answer = intake
-                    .report_incident(report(kind, township, pb::Facts { deaths: Some(1), ..Default::default() }))
+                    .report_incident(report(
+                        kind,
+                        township,
+                        pb::Facts {
+                            deaths: Some(1),
+                            ..Default::default()
+                        },
+                    ))
                     .await
                     .expect("live intake answers");
                 ids.push(answer.into_inner().incident_id);
@@ -174,7 +226,11 @@ async fn a_drill_beside_live_traffic_never_crosses() {
     stop.cancel();
     let live_ids = live_traffic.await.unwrap();
     assert_eq!(code, 0, "{out}");
-    assert!(live_ids.len() >= 10, "live traffic flowed during the drill: {}", live_ids.len());
+    assert!(
+        live_ids.len() >= 10,
+        "live traffic flowed during the drill: {}",
+        live_ids.len()
+    );
     // Let the live incidents settle (graded, units booked) before comparing boards.
     tokio::time::sleep(Duration::from_secs(2)).await;
     done.cancel();
@@ -182,11 +238,15 @@ async fn a_drill_beside_live_traffic_never_crosses() {
     let live_seen = live_seen.await.unwrap();
     let drill_seen = drill_seen.await.unwrap();
     assert!(!live_seen.is_empty() && !drill_seen.is_empty());
-    let namespace_of = |payload: &[u8]| pb::IncidentEvent::decode(payload).ok().map(|e| e.namespace);
+    let namespace_of =
+        |payload: &[u8]| pb::IncidentEvent::decode(payload).ok().map(|e| e.namespace);
     let mut checked = (0, 0);
     let mut notified = 0;
     for (subject, payload) in &live_seen {
-        assert!(!subject.contains("drill"), "a drill subject under muster.live: {subject}");
+        assert!(
+            !subject.contains("drill"),
+            "a drill subject under muster.live: {subject}"
+        );
         if subject.contains(".incident.") {
             let ns = namespace_of(payload).expect("incident events decode");
             assert_eq!(ns, "live", "drill event on live subject {subject}");
@@ -202,13 +262,19 @@ async fn a_drill_beside_live_traffic_never_crosses() {
         }
         if subject.contains(".notification.") && subject.ends_with(".requested") {
             let request = pb::NotificationRequested::decode(payload.as_slice()).unwrap();
-            assert!(request.drill, "a drill notification is marked as one: {request:?}");
+            assert!(
+                request.drill,
+                "a drill notification is marked as one: {request:?}"
+            );
             assert_eq!(request.namespace, "drill.iso");
             notified += 1;
         }
     }
     assert!(checked.0 > 0 && checked.1 > 0, "{checked:?}");
-    assert!(notified > 0, "the unacknowledged drill incident notified its (drill) roster");
+    assert!(
+        notified > 0,
+        "the unacknowledged drill incident notified its (drill) roster"
+    );
 
     // Live queries: exactly the live reports, all in namespace live.
     let live = system.incidents().await;
@@ -222,7 +288,10 @@ async fn a_drill_beside_live_traffic_never_crosses() {
         let full = system
             .intake()
             .await
-            .get_incident(pb::GetIncidentRequest { namespace: String::new(), incident_id: incident.id.clone() })
+            .get_incident(pb::GetIncidentRequest {
+                namespace: String::new(),
+                incident_id: incident.id.clone(),
+            })
             .await
             .unwrap()
             .into_inner()
@@ -242,11 +311,16 @@ async fn a_drill_beside_live_traffic_never_crosses() {
         .units;
     for unit in units.iter().filter(|u| !u.incident_id.is_empty()) {
         assert!(reported.contains(unit.incident_id.as_str()), "{unit:?}");
-        assert!(booked.contains(&unit.id), "a live unit busy without a live booking: {unit:?}");
+        assert!(
+            booked.contains(&unit.id),
+            "a live unit busy without a live booking: {unit:?}"
+        );
     }
     // Live metrics count live incidents only.
     let metrics_addr = system.intake.as_ref().unwrap().metrics_addr.unwrap();
-    let scrape = test_support::http_get(metrics_addr, "/metrics").await.unwrap();
+    let scrape = test_support::http_get(metrics_addr, "/metrics")
+        .await
+        .unwrap();
     let text = String::from_utf8_lossy(&scrape.body);
     let open: f64 = text
         .lines()
@@ -267,7 +341,10 @@ async fn replay_matches_the_record_and_names_a_rulebook_divergence() {
         .report_incident(report(
             "accident.hazardous_chemicals",
             CHEMICAL_PARK,
-            pb::Facts { deaths: Some(3), ..Default::default() },
+            pb::Facts {
+                deaths: Some(3),
+                ..Default::default()
+            },
         ))
         .await
         .unwrap()
@@ -279,7 +356,10 @@ async fn replay_matches_the_record_and_names_a_rulebook_divergence() {
         .await
         .update_incident(pb::UpdateIncidentRequest {
             incident_id: id.clone(),
-            facts: Some(pb::Facts { deaths: Some(12), ..Default::default() }),
+            facts: Some(pb::Facts {
+                deaths: Some(12),
+                ..Default::default()
+            }),
             updated_by: "scene".into(),
             request_id: "u1".into(),
             ..Default::default()
@@ -288,8 +368,16 @@ async fn replay_matches_the_record_and_names_a_rulebook_divergence() {
         .unwrap();
     system
         .incident_when("regraded and reassigned", &id, |i| {
-            i.timeline.iter().filter(|t| t.event_type == "graded").count() == 2
-                && i.timeline.iter().filter(|t| t.event_type == "units_assigned").count() >= 2
+            i.timeline
+                .iter()
+                .filter(|t| t.event_type == "graded")
+                .count()
+                == 2
+                && i.timeline
+                    .iter()
+                    .filter(|t| t.event_type == "units_assigned")
+                    .count()
+                    >= 2
         })
         .await;
 

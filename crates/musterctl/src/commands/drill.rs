@@ -12,7 +12,10 @@ use crate::drill::player::{self, Clients, DrillServices, Endpoints, Options, dri
 use crate::drill::record::DrillRecord;
 use crate::drill::{default_id, drill_dir, report, scenario, valid_id};
 use crate::settings::Settings;
-use crate::{Cli, DrillCommand, DrillReportArgs, DrillRunArgs, EXIT_FAILURE, EXIT_OK, Environment, Error, TokenArg};
+use crate::{
+    Cli, DrillCommand, DrillReportArgs, DrillRunArgs, EXIT_FAILURE, EXIT_OK, Environment, Error,
+    TokenArg,
+};
 
 pub async fn execute(
     command: DrillCommand,
@@ -57,7 +60,9 @@ async fn clients(settings: &Settings, feeds: String, namespace: String) -> Resul
         .as_ref()
         .map(|t| t.token.clone())
         .unwrap_or_default();
-    let intake = Target::new("intake", &settings.intake.value, &transport).connect().await?;
+    let intake = Target::new("intake", &settings.intake.value, &transport)
+        .connect()
+        .await?;
     let escalation = Target::new("escalation", &settings.escalation.value, &transport)
         .connect()
         .await?;
@@ -88,7 +93,10 @@ async fn run(
     };
     let scenario = scenario::load(&file).map_err(|e| drill_error(e.to_string()))?;
     if !(args.speed.is_finite() && args.speed > 0.0) {
-        return Err(drill_error(format!("--speed {} must be above 0", args.speed)));
+        return Err(drill_error(format!(
+            "--speed {} must be above 0",
+            args.speed
+        )));
     }
     let id = match &args.id {
         Some(id) => id.clone(),
@@ -163,7 +171,14 @@ async fn run(
     if failed_injects > 0 {
         writeln!(out, "  {failed_injects} inject(s) failed:")?;
         for i in record.injects.iter().filter(|i| !i.ok) {
-            writeln!(out, "    T+{} {} ({}): {}", scenario::format_offset(i.planned_ms), i.what, i.source, i.detail)?;
+            writeln!(
+                out,
+                "    T+{} {} ({}): {}",
+                scenario::format_offset(i.planned_ms),
+                i.what,
+                i.source,
+                i.detail
+            )?;
         }
     }
     for v in &record.verdicts {
@@ -181,7 +196,11 @@ async fn run(
         record.verdicts.len(),
         dir.display()
     )?;
-    Ok(if met == record.verdicts.len() { EXIT_OK } else { EXIT_FAILURE })
+    Ok(if met == record.verdicts.len() {
+        EXIT_OK
+    } else {
+        EXIT_FAILURE
+    })
 }
 
 fn lifecycle_now_ms() -> i64 {
@@ -199,11 +218,18 @@ fn write_record(dir: &Path, record: &DrillRecord) -> Result<(), Error> {
     Ok(())
 }
 
-fn report_command(args: DrillReportArgs, environment: &Environment, out: Out<'_>) -> Result<i32, Error> {
+fn report_command(
+    args: DrillReportArgs,
+    environment: &Environment,
+    out: Out<'_>,
+) -> Result<i32, Error> {
     let dir = drill_dir(&drills_dir(args.drills_dir.as_ref(), environment), &args.id);
     let path = dir.join("drill.json");
     let text = std::fs::read(&path).map_err(|e| {
-        drill_error(format!("no drill record at {}: {e} (run `musterctl drill run` first)", path.display()))
+        drill_error(format!(
+            "no drill record at {}: {e} (run `musterctl drill run` first)",
+            path.display()
+        ))
     })?;
     let record: DrillRecord = serde_json::from_slice(&text)
         .map_err(|e| drill_error(format!("{}: {e}", path.display())))?;
@@ -211,7 +237,11 @@ fn report_command(args: DrillReportArgs, environment: &Environment, out: Out<'_>
         "md" | "markdown" => report::markdown(&record),
         "html" => report::html(&record),
         "json" => report::json(&record),
-        other => return Err(drill_error(format!("report format {other:?}: md, html or json"))),
+        other => {
+            return Err(drill_error(format!(
+                "report format {other:?}: md, html or json"
+            )));
+        }
     };
     out.write_all(text.as_bytes())?;
     if !text.ends_with('\n') {

@@ -27,10 +27,16 @@ fn region(dir: Option<&std::path::Path>) -> Result<Arc<Region>, Error> {
         })?);
     }
     let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-    let source = |i: usize| SourceFile { name: &names[i], text: &texts[i] };
+    let source = |i: usize| SourceFile {
+        name: &names[i],
+        text: &texts[i],
+    };
     Region::from_sources(source(0), source(1), source(2), source(3))
         .map(Arc::new)
-        .map_err(|e| Error::Setting { origin: "--region-dir".into(), problem: e.to_string() })
+        .map_err(|e| Error::Setting {
+            origin: "--region-dir".into(),
+            problem: e.to_string(),
+        })
 }
 
 #[derive(Serialize)]
@@ -67,8 +73,13 @@ pub async fn replay(context: &Context, args: ReplayArgs, out: Out<'_>) -> Result
         .collect();
     let mut townships = vec![report.township_code.as_str()];
     townships.extend(report.other_township_codes.iter().map(String::as_str));
-    let steps = run_replay(&region, &report.kind, &townships, &inputs(&timeline))
-        .map_err(|problem| Error::Setting { origin: "replay".into(), problem })?;
+    let steps =
+        run_replay(&region, &report.kind, &townships, &inputs(&timeline)).map_err(|problem| {
+            Error::Setting {
+                origin: "replay".into(),
+                problem,
+            }
+        })?;
     let replayed: Vec<Outcome> = steps.iter().filter_map(|s| s.replayed.clone()).collect();
     let recorded: Vec<Outcome> = timeline
         .iter()
@@ -85,7 +96,10 @@ pub async fn replay(context: &Context, args: ReplayArgs, out: Out<'_>) -> Result
     let mut recorded_plans: Vec<String> = Vec::new();
     for (_, t, d) in &timeline {
         if t == "units_assigned"
-            && let Some(plan) = d.split("under plan ").nth(1).and_then(|r| r.split(':').next())
+            && let Some(plan) = d
+                .split("under plan ")
+                .nth(1)
+                .and_then(|r| r.split(':').next())
             && !plan.is_empty()
             && !recorded_plans.iter().any(|p| p == plan)
         {
@@ -122,12 +136,23 @@ pub async fn replay(context: &Context, args: ReplayArgs, out: Out<'_>) -> Result
     if context.json {
         write_json(out, &view)?;
     } else {
-        writeln!(out, "Replay of {} ({}) through the domain core:", view.incident_id, view.kind)?;
+        writeln!(
+            out,
+            "Replay of {} ({}) through the domain core:",
+            view.incident_id, view.kind
+        )?;
         let mut table = Table::new(["#", "INPUT", "REPLAYED"]);
         for (i, step) in view.steps.iter().enumerate() {
-            let replayed = step.replayed.as_ref().map_or("no new grading".to_owned(), |o| {
-                format!("grade {} lead {}", o.grade.as_deref().unwrap_or("-"), o.lead_code)
-            });
+            let replayed = step
+                .replayed
+                .as_ref()
+                .map_or("no new grading".to_owned(), |o| {
+                    format!(
+                        "grade {} lead {}",
+                        o.grade.as_deref().unwrap_or("-"),
+                        o.lead_code
+                    )
+                });
             table.row([(i + 1).to_string(), step.input.clone(), replayed]);
         }
         table.write_to(out)?;
@@ -136,13 +161,25 @@ pub async fn replay(context: &Context, args: ReplayArgs, out: Out<'_>) -> Result
             "gradings: {} recorded, {} replayed; plans recorded {}, replayed {}",
             view.recorded.len(),
             view.replayed.len(),
-            if view.recorded_plans.is_empty() { "-".into() } else { view.recorded_plans.join(" → ") },
-            if view.replayed_plans.is_empty() { "-".into() } else { view.replayed_plans.join(" → ") },
+            if view.recorded_plans.is_empty() {
+                "-".into()
+            } else {
+                view.recorded_plans.join(" → ")
+            },
+            if view.replayed_plans.is_empty() {
+                "-".into()
+            } else {
+                view.replayed_plans.join(" → ")
+            },
         )?;
         match &divergence {
             None => writeln!(out, "SAME: grades, leads and plans come out as recorded.")?,
             Some(d) => writeln!(out, "DIVERGES at {d}")?,
         }
     }
-    Ok(if divergence.is_none() { EXIT_OK } else { EXIT_FAILURE })
+    Ok(if divergence.is_none() {
+        EXIT_OK
+    } else {
+        EXIT_FAILURE
+    })
 }

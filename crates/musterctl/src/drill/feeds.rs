@@ -73,7 +73,13 @@ pub fn cap_xml(cap: &CapInject, identifier: &str, sent: &str, references: &[Stri
 }
 
 /// Features `first..first+n` of a GeoJSON surge: distinct ids, slightly spread positions.
-pub fn geojson_batch(g: &GeojsonInject, id_prefix: &str, first: u32, n: u32, now_ms: i64) -> Vec<u8> {
+pub fn geojson_batch(
+    g: &GeojsonInject,
+    id_prefix: &str,
+    first: u32,
+    n: u32,
+    now_ms: i64,
+) -> Vec<u8> {
     let features: Vec<_> = (first..first + n)
         .map(|i| {
             // Spread within ~2 km so they correlate as one quake.
@@ -156,7 +162,9 @@ mod tests {
         let xml = cap_xml(&cap("Update"), "d-2", &cap_time(1_700_000_000_000), &refs);
         assert!(xml.contains("<status>Exercise</status>"));
         assert!(xml.contains("&lt;rising&gt; &amp; more"));
-        assert!(xml.contains("<references>drill@musterctl,d-1,1970-01-01T00:00:00+00:00</references>"));
+        assert!(
+            xml.contains("<references>drill@musterctl,d-1,1970-01-01T00:00:00+00:00</references>")
+        );
         assert_eq!(cap_time(1_700_000_000_123), "2023-11-14T22:13:20+00:00");
         let alert = cap_xml(&cap("Alert"), "d-1", &cap_time(0), &refs);
         assert!(!alert.contains("<references>"));
@@ -172,8 +180,14 @@ mod tests {
             batch: 1000,
             place: None,
         };
-        let body: serde_json::Value = serde_json::from_slice(&geojson_batch(&g, "x", 10, 3, 5)).unwrap();
-        let ids: Vec<_> = body["features"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap().to_owned()).collect();
+        let body: serde_json::Value =
+            serde_json::from_slice(&geojson_batch(&g, "x", 10, 3, 5)).unwrap();
+        let ids: Vec<_> = body["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["id"].as_str().unwrap().to_owned())
+            .collect();
         assert_eq!(ids, ["x-10", "x-11", "x-12"]);
         assert_eq!(body["features"][0]["properties"]["mag"], 6.5);
     }

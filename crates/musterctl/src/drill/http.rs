@@ -57,10 +57,10 @@ fn parse_response(answer: &[u8]) -> Result<(u16, Vec<u8>), String> {
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("no status in {head:?}"))?;
     let mut body = answer[split + 4..].to_vec();
-    if head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"))
-    {
+    if head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    }) {
         body = dechunk(&body)?;
     }
     Ok((status, body))

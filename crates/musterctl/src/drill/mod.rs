@@ -37,7 +37,11 @@ pub fn default_id(name: &str, now_ms: i64) -> String {
     }
     let slug = slug.trim_matches('-');
     let slug: String = slug.chars().take(40).collect();
-    let slug = if slug.is_empty() { "drill".to_owned() } else { slug };
+    let slug = if slug.is_empty() {
+        "drill".to_owned()
+    } else {
+        slug
+    };
     format!("{}-{}", slug.trim_end_matches('-'), now_ms / 1000)
 }
 

@@ -102,7 +102,12 @@ impl DrillServices {
                 ))
             })
         };
-        let endpoints = match (get("intake"), get("escalation"), get("dispatch"), get("feeds")) {
+        let endpoints = match (
+            get("intake"),
+            get("escalation"),
+            get("dispatch"),
+            get("feeds"),
+        ) {
             (Ok(intake), Ok(escalation), Ok(dispatch), Ok(feeds)) => Endpoints {
                 intake,
                 escalation,
@@ -178,6 +183,9 @@ pub struct Options {
     pub scenario_file: String,
 }
 
+/// A GeoJSON surge being sent: (ok, outcomes, the first incident named).
+type SurgeTask = tokio::task::JoinHandle<(bool, String, Option<String>)>;
+
 struct Player<'a> {
     scenario: &'a Scenario,
     clients: Clients,
@@ -200,7 +208,7 @@ struct Player<'a> {
     /// (label, unit type or "") → how many of the next dispatched units stay silent.
     silent_quota: HashMap<(String, String), u32>,
     /// Surges still being sent: (index in the log, the task).
-    background: Vec<(usize, tokio::task::JoinHandle<(bool, String, Option<String>)>)>,
+    background: Vec<(usize, SurgeTask)>,
 }
 
 fn now_unix_ms() -> i64 {
@@ -287,14 +295,21 @@ impl Player<'_> {
                     .entry(label.clone())
                     .or_default()
                     .push(format!("{},{identifier},{sent}", feeds::CAP_SENDER));
-                let (ok, detail) = self.post_feed("cap", "application/xml", xml.into_bytes(), &label).await;
+                let (ok, detail) = self
+                    .post_feed("cap", "application/xml", xml.into_bytes(), &label)
+                    .await;
                 (ok, what, detail)
             }
             Action::Geojson(g) => {
                 let prefix = format!("drill-{}-{label}-{}", self.options.id, self.sequence);
                 self.sequence += 1;
                 let what = format!("GeoJSON surge: {} × M{}", g.count, g.magnitude);
-                let work = surge(self.clients.feeds.clone(), self.clients.token.clone(), g.clone(), prefix);
+                let work = surge(
+                    self.clients.feeds.clone(),
+                    self.clients.token.clone(),
+                    g.clone(),
+                    prefix,
+                );
                 if self.ids.contains_key(&label) {
                     // A surge into a known incident runs beside the timeline, as a real one would.
                     self.background.push((self.log.len(), tokio::spawn(work)));
@@ -311,7 +326,9 @@ impl Player<'_> {
                 self.sequence += 1;
                 let body = feeds::alertmanager_body(a, &prefix, &feeds::cap_time(now_unix_ms()));
                 let what = format!("Alertmanager {} {} × {}", a.status, a.alertname, a.count);
-                let (ok, detail) = self.post_feed("alertmanager", "application/json", body, &label).await;
+                let (ok, detail) = self
+                    .post_feed("alertmanager", "application/json", body, &label)
+                    .await;
                 (ok, what, detail)
             }
             Action::Unit(u) if u.event == "no_ack" => {
@@ -373,7 +390,11 @@ impl Player<'_> {
                     obligation_id: open.obligation_id,
                 };
                 match self.clients.escalation.submit_report(request).await {
-                    Ok(_) => (true, format!("{what}: {} to {}", open.kind, open.to_tier), id),
+                    Ok(_) => (
+                        true,
+                        format!("{what}: {} to {}", open.kind, open.to_tier),
+                        id,
+                    ),
                     Err(status) => (false, what, status.message().to_owned()),
                 }
             }
@@ -388,7 +409,15 @@ impl Player<'_> {
         body: Vec<u8>,
         label: &str,
     ) -> (bool, String) {
-        match post_feed(&self.clients.feeds, &self.clients.token, format, content_type, &body).await {
+        match post_feed(
+            &self.clients.feeds,
+            &self.clients.token,
+            format,
+            content_type,
+            &body,
+        )
+        .await
+        {
             Ok((detail, first_incident)) => {
                 if let Some(id) = first_incident
                     && !self.ids.contains_key(label)
@@ -403,7 +432,12 @@ impl Player<'_> {
 
     /// Applies a unit event to up to `count` qualifying units on the incident; returns how many
     /// and a description.
-    async fn unit_event(&mut self, label: &str, u: &UnitInject, count: Option<u32>) -> (u32, String) {
+    async fn unit_event(
+        &mut self,
+        label: &str,
+        u: &UnitInject,
+        count: Option<u32>,
+    ) -> (u32, String) {
         self.refresh_board().await;
         let incident_id = self.ids.get(label).cloned().unwrap_or_default();
         let incident_id = incident_id.as_str();
@@ -421,10 +455,17 @@ impl Player<'_> {
                 && match u.event.as_str() {
                     "acknowledge" | "decline" => status == "dispatched",
                     "arrive" => ["dispatched", "enroute", "staging"].contains(&status.as_str()),
-                    _ => ["dispatched", "enroute", "staging", "on_scene"].contains(&status.as_str()),
+                    _ => {
+                        ["dispatched", "enroute", "staging", "on_scene"].contains(&status.as_str())
+                    }
                 }
         };
-        let mut units: Vec<pb::Unit> = self.board.iter().filter(|u| qualifies(u)).cloned().collect();
+        let mut units: Vec<pb::Unit> = self
+            .board
+            .iter()
+            .filter(|u| qualifies(u))
+            .cloned()
+            .collect();
         units.sort_by(|a, b| a.id.cmp(&b.id));
         if let Some(count) = count {
             units.truncate(count as usize);
@@ -437,7 +478,10 @@ impl Player<'_> {
                 "acknowledge" => vec![pb::UnitStatusEvent::Acknowledge],
                 "decline" => vec![pb::UnitStatusEvent::Decline],
                 "arrive" if status == "dispatched" => {
-                    vec![pb::UnitStatusEvent::Acknowledge, pb::UnitStatusEvent::Arrive]
+                    vec![
+                        pb::UnitStatusEvent::Acknowledge,
+                        pb::UnitStatusEvent::Arrive,
+                    ]
                 }
                 "arrive" => vec![pb::UnitStatusEvent::Arrive],
                 "out_of_service" => vec![pb::UnitStatusEvent::GoOutOfService],
@@ -462,9 +506,19 @@ impl Player<'_> {
                     } else {
                         incident_id.to_owned()
                     },
-                    reason: if needs_reason { reason.clone() } else { String::new() },
+                    reason: if needs_reason {
+                        reason.clone()
+                    } else {
+                        String::new()
+                    },
                 };
-                if self.clients.dispatch.update_unit_status(request).await.is_err() {
+                if self
+                    .clients
+                    .dispatch
+                    .update_unit_status(request)
+                    .await
+                    .is_err()
+                {
                     ok = false;
                     break;
                 }
@@ -512,15 +566,21 @@ impl Player<'_> {
                     if changed {
                         let history = self.histories.entry(label.clone()).or_default();
                         push_span(history, unit, &status, now);
-                        self.unit_seen
-                            .insert(unit.id.clone(), (unit.unit_type.clone(), label.clone(), status));
+                        self.unit_seen.insert(
+                            unit.id.clone(),
+                            (unit.unit_type.clone(), label.clone(), status),
+                        );
                     }
                 }
                 (None, Some((_, old_label, old_status))) => {
                     // Left the incident (released, out of service, replaced).
                     if old_status != "left" {
                         let history = self.histories.entry(old_label.clone()).or_default();
-                        let left = if status == "out_of_service" { "out_of_service" } else { "left" };
+                        let left = if status == "out_of_service" {
+                            "out_of_service"
+                        } else {
+                            "left"
+                        };
                         push_span(history, unit, left, now);
                         self.unit_seen.insert(
                             unit.id.clone(),
@@ -532,7 +592,11 @@ impl Player<'_> {
             }
         }
         self.crews_acknowledge(&by_id).await;
-        let ids: Vec<(String, String)> = self.ids.iter().map(|(l, i)| (l.clone(), i.clone())).collect();
+        let ids: Vec<(String, String)> = self
+            .ids
+            .iter()
+            .map(|(l, i)| (l.clone(), i.clone()))
+            .collect();
         for (label, id) in ids {
             let answer = self
                 .clients
@@ -566,7 +630,12 @@ impl Player<'_> {
             .filter(|u| unit_status_name(u.status).as_deref() == Some("dispatched"))
             .filter_map(|u| {
                 let label = by_id.get(&u.incident_id)?;
-                Some((u.id.clone(), u.unit_type.clone(), u.incident_id.clone(), label.clone()))
+                Some((
+                    u.id.clone(),
+                    u.unit_type.clone(),
+                    u.incident_id.clone(),
+                    label.clone(),
+                ))
             })
             .collect();
         for (unit_id, unit_type, incident_id, label) in dispatched {
@@ -574,10 +643,12 @@ impl Player<'_> {
             if self.silent.contains(&key) {
                 continue;
             }
-            let quota = [unit_type.clone(), String::new()].into_iter().find_map(|t| {
-                let k = (label.clone(), t);
-                self.silent_quota.get(&k).filter(|n| **n > 0).map(|_| k)
-            });
+            let quota = [unit_type.clone(), String::new()]
+                .into_iter()
+                .find_map(|t| {
+                    let k = (label.clone(), t);
+                    self.silent_quota.get(&k).filter(|n| **n > 0).map(|_| k)
+                });
             if let Some(k) = quota {
                 if let Some(n) = self.silent_quota.get_mut(&k) {
                     *n -= 1;
@@ -638,9 +709,15 @@ async fn post_feed(
 ) -> Result<(String, Option<String>), String> {
     let path = format!("/v1/feeds/{format}");
     for _attempt in 0..100 {
-        let answer =
-            super::http::post(feeds, &path, token, content_type, body, Duration::from_secs(30))
-                .await?;
+        let answer = super::http::post(
+            feeds,
+            &path,
+            token,
+            content_type,
+            body,
+            Duration::from_secs(30),
+        )
+        .await?;
         match answer {
             (503, _) => tokio::time::sleep(Duration::from_millis(100)).await,
             (200, body) => {
@@ -800,7 +877,9 @@ pub async fn play(scenario: &Scenario, clients: Clients, options: &Options) -> D
         }
         let mut still = Vec::new();
         for (inject, missing) in std::mem::take(&mut pending_units) {
-            let Action::Unit(u) = &inject.action else { continue };
+            let Action::Unit(u) = &inject.action else {
+                continue;
+            };
             let (done, detail) = player.unit_event(&inject.incident, u, Some(missing)).await;
             if done > 0 {
                 let fired_ms = player.now();
@@ -808,7 +887,11 @@ pub async fn play(scenario: &Scenario, clients: Clients, options: &Options) -> D
                     planned_ms: inject.at_ms,
                     fired_ms,
                     incident: inject.incident.clone(),
-                    what: format!("units {} (retried): {}", u.event, u.unit_type.as_deref().unwrap_or("any type")),
+                    what: format!(
+                        "units {} (retried): {}",
+                        u.event,
+                        u.unit_type.as_deref().unwrap_or("any type")
+                    ),
                     ok: true,
                     detail,
                     source: inject.source.clone(),
@@ -850,7 +933,11 @@ pub async fn play(scenario: &Scenario, clients: Clients, options: &Options) -> D
         objectives: scenario.objectives.clone(),
         jurisdictions: scenario.jurisdictions.clone(),
         duration_ms: scenario.duration_ms,
-        phases: scenario.phases.iter().map(|p| (p.name.clone(), p.at_ms)).collect(),
+        phases: scenario
+            .phases
+            .iter()
+            .map(|p| (p.name.clone(), p.at_ms))
+            .collect(),
         speed: options.speed,
         started_at_unix_ms: start_unix_ms,
         finished_at_unix_ms: now_unix_ms(),
@@ -877,7 +964,11 @@ async fn collect(player: &mut Player<'_>) {
         })
         .unwrap_or_default();
     let level = |code: &str| levels.get(code).cloned().unwrap_or_else(|| "?".into());
-    let ids: Vec<(String, String)> = player.ids.iter().map(|(l, i)| (l.clone(), i.clone())).collect();
+    let ids: Vec<(String, String)> = player
+        .ids
+        .iter()
+        .map(|(l, i)| (l.clone(), i.clone()))
+        .collect();
     for (label, id) in ids {
         let incident = player
             .clients
@@ -920,17 +1011,30 @@ async fn collect(player: &mut Player<'_>) {
                 match entry.event_type.as_str() {
                     "graded" => {
                         let (grade, response_level, lead) = parse_graded(&entry.description);
-                        let grade = grade.filter(|g| ["I", "II", "III", "IV"].contains(&g.as_str()));
-                        history.grades.push(GradeChange { at_ms, grade, response_level });
+                        let grade =
+                            grade.filter(|g| ["I", "II", "III", "IV"].contains(&g.as_str()));
+                        history.grades.push(GradeChange {
+                            at_ms,
+                            grade,
+                            response_level,
+                        });
                         if let Some(code) = lead
                             && history.leads.last().is_none_or(|l| l.code != code)
                         {
-                            history.leads.push(LeadChange { at_ms, level: level(&code), code });
+                            history.leads.push(LeadChange {
+                                at_ms,
+                                level: level(&code),
+                                code,
+                            });
                         }
                     }
                     "lead_changed" => {
                         if let Some(code) = parse_to_code(&entry.description) {
-                            history.leads.push(LeadChange { at_ms, level: level(&code), code });
+                            history.leads.push(LeadChange {
+                                at_ms,
+                                level: level(&code),
+                                code,
+                            });
                         }
                     }
                     "acknowledged" => {
@@ -944,7 +1048,11 @@ async fn collect(player: &mut Player<'_>) {
                     }
                     "escalated" => {
                         if let Some(code) = parse_to_code(&entry.description) {
-                            history.escalations.push(Escalation { at_ms, to_level: level(&code), to_code: code });
+                            history.escalations.push(Escalation {
+                                at_ms,
+                                to_level: level(&code),
+                                to_code: code,
+                            });
                         }
                     }
                     "mutual_aid_committed" => {
@@ -960,7 +1068,8 @@ async fn collect(player: &mut Player<'_>) {
                         // Exact booking times for units seen on the board.
                         if let Some(list) = entry.description.split(": ").nth(1) {
                             for unit_id in list.split([',', ';']).map(str::trim) {
-                                if let Some(track) = history.units.iter_mut().find(|t| t.unit_id == unit_id)
+                                if let Some(track) =
+                                    history.units.iter_mut().find(|t| t.unit_id == unit_id)
                                     && track.spans.first().is_some_and(|(_, at)| *at > at_ms)
                                 {
                                     track.spans.insert(0, ("dispatched".into(), at_ms));
@@ -975,7 +1084,11 @@ async fn collect(player: &mut Player<'_>) {
         for d in deadlines {
             history.deadlines.push(DeadlineLog {
                 kind: d.kind.clone(),
-                to: if d.to_tier.is_empty() { d.to_jurisdiction_code.clone() } else { d.to_tier.clone() },
+                to: if d.to_tier.is_empty() {
+                    d.to_jurisdiction_code.clone()
+                } else {
+                    d.to_tier.clone()
+                },
                 created_ms: speed_ms(d.created_at_unix_ms),
                 due_ms: speed_ms(d.due_at_unix_ms),
                 sent_ms: (d.sent_at_unix_ms != 0).then(|| speed_ms(d.sent_at_unix_ms)),
@@ -988,7 +1101,11 @@ async fn collect(player: &mut Player<'_>) {
 
 async fn collect_notifications(player: &mut Player<'_>) -> Vec<NotificationLog> {
     let mut out = Vec::new();
-    let ids: Vec<(String, String)> = player.ids.iter().map(|(l, i)| (l.clone(), i.clone())).collect();
+    let ids: Vec<(String, String)> = player
+        .ids
+        .iter()
+        .map(|(l, i)| (l.clone(), i.clone()))
+        .collect();
     for (label, id) in ids {
         let answer = player
             .clients
@@ -998,11 +1115,21 @@ async fn collect_notifications(player: &mut Player<'_>) -> Vec<NotificationLog> 
                 incident_id: id,
             })
             .await;
-        for n in answer.map(|a| a.into_inner().notifications).unwrap_or_default() {
+        for n in answer
+            .map(|a| a.into_inner().notifications)
+            .unwrap_or_default()
+        {
             let recipient = n
                 .request
                 .as_ref()
-                .map(|r| format!("{} ({}){}", r.recipient_name, r.role, if r.drill { ", drill" } else { "" }))
+                .map(|r| {
+                    format!(
+                        "{} ({}){}",
+                        r.recipient_name,
+                        r.role,
+                        if r.drill { ", drill" } else { "" }
+                    )
+                })
                 .unwrap_or_default();
             out.push(NotificationLog {
                 incident: label.clone(),

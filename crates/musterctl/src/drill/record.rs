@@ -144,7 +144,10 @@ pub struct UnitTrack {
 
 impl UnitTrack {
     pub fn first(&self, status: &str) -> Option<i64> {
-        self.spans.iter().find(|(s, _)| s == status).map(|(_, at)| *at)
+        self.spans
+            .iter()
+            .find(|(s, _)| s == status)
+            .map(|(_, at)| *at)
     }
 
     pub fn assigned_ms(&self) -> Option<i64> {
@@ -220,7 +223,9 @@ pub fn judge(expectation: &Expectation, history: Option<&IncidentHistory>) -> Ve
                 .iter()
                 .find(|g| g.grade.as_deref() == Some(grade.as_str()))
             {
-                Some(g) if g.at_ms <= by => verdict(true, format!("graded {grade} {}", when(g.at_ms))),
+                Some(g) if g.at_ms <= by => {
+                    verdict(true, format!("graded {grade} {}", when(g.at_ms)))
+                }
                 Some(g) => verdict(false, format!("graded {grade} only {}", when(g.at_ms))),
                 None => verdict(false, format!("never graded {grade} ({})", grade_path(h))),
             }
@@ -303,11 +308,19 @@ pub fn judge(expectation: &Expectation, history: Option<&IncidentHistory>) -> Ve
             match hit {
                 Some(e) => verdict(
                     *yes,
-                    format!("escalated to {} ({}) {}", e.to_level, e.to_code, when(e.at_ms)),
+                    format!(
+                        "escalated to {} ({}) {}",
+                        e.to_level,
+                        e.to_code,
+                        when(e.at_ms)
+                    ),
                 ),
                 None => verdict(
                     !*yes,
-                    format!("{} escalation(s) in time", h.escalations.iter().filter(|e| e.at_ms <= by).count()),
+                    format!(
+                        "{} escalation(s) in time",
+                        h.escalations.iter().filter(|e| e.at_ms <= by).count()
+                    ),
                 ),
             }
         }
@@ -331,7 +344,10 @@ pub fn judge(expectation: &Expectation, history: Option<&IncidentHistory>) -> Ve
                 Some(g) if g.at_ms <= by => {
                     verdict(true, format!("response level {level} {}", when(g.at_ms)))
                 }
-                Some(g) => verdict(false, format!("response level {level} only {}", when(g.at_ms))),
+                Some(g) => verdict(
+                    false,
+                    format!("response level {level} only {}", when(g.at_ms)),
+                ),
                 None => verdict(false, format!("never response level {level}")),
             }
         }
@@ -358,7 +374,10 @@ fn grade_path(h: &IncidentHistory) -> String {
 }
 
 /// Judges every expectation of a scenario.
-pub fn judge_all(scenario: &Scenario, incidents: &BTreeMap<String, IncidentHistory>) -> Vec<Verdict> {
+pub fn judge_all(
+    scenario: &Scenario,
+    incidents: &BTreeMap<String, IncidentHistory>,
+) -> Vec<Verdict> {
     scenario
         .expectations
         .iter()
@@ -450,7 +469,8 @@ mod tests {
         assert_eq!(level, None);
         assert_eq!(lead.as_deref(), Some("390202"));
         assert_eq!(
-            parse_to_code("escalated from 港北区 (390202) to 明港市 (390200): no acknowledgement").as_deref(),
+            parse_to_code("escalated from 港北区 (390202) to 明港市 (390200): no acknowledgement")
+                .as_deref(),
             Some("390200")
         );
     }
@@ -460,19 +480,54 @@ mod tests {
             id: "INC-1".into(),
             reported_ms: Some(0),
             grades: vec![
-                GradeChange { at_ms: 60_000, grade: Some("III".into()), response_level: Some(3) },
-                GradeChange { at_ms: 600_000, grade: Some("II".into()), response_level: Some(2) },
+                GradeChange {
+                    at_ms: 60_000,
+                    grade: Some("III".into()),
+                    response_level: Some(3),
+                },
+                GradeChange {
+                    at_ms: 600_000,
+                    grade: Some("II".into()),
+                    response_level: Some(2),
+                },
             ],
             leads: vec![
-                LeadChange { at_ms: 60_000, code: "390200".into(), level: "city".into() },
-                LeadChange { at_ms: 600_000, code: "390000".into(), level: "province".into() },
+                LeadChange {
+                    at_ms: 60_000,
+                    code: "390200".into(),
+                    level: "city".into(),
+                },
+                LeadChange {
+                    at_ms: 600_000,
+                    code: "390000".into(),
+                    level: "province".into(),
+                },
             ],
             units: vec![
-                UnitTrack { unit_id: "u1".into(), unit_type: "hazmat".into(), spans: vec![("dispatched".into(), 70_000), ("on_scene".into(), 900_000)] },
-                UnitTrack { unit_id: "u2".into(), unit_type: "hazmat".into(), spans: vec![("dispatched".into(), 80_000)] },
-                UnitTrack { unit_id: "u3".into(), unit_type: "fire".into(), spans: vec![("dispatched".into(), 80_000), ("on_scene".into(), 400_000)] },
+                UnitTrack {
+                    unit_id: "u1".into(),
+                    unit_type: "hazmat".into(),
+                    spans: vec![("dispatched".into(), 70_000), ("on_scene".into(), 900_000)],
+                },
+                UnitTrack {
+                    unit_id: "u2".into(),
+                    unit_type: "hazmat".into(),
+                    spans: vec![("dispatched".into(), 80_000)],
+                },
+                UnitTrack {
+                    unit_id: "u3".into(),
+                    unit_type: "fire".into(),
+                    spans: vec![("dispatched".into(), 80_000), ("on_scene".into(), 400_000)],
+                },
             ],
-            deadlines: vec![DeadlineLog { kind: "first".into(), to: "county".into(), created_ms: 0, due_ms: 3_600_000, sent_ms: Some(1_200_000), status: "met".into() }],
+            deadlines: vec![DeadlineLog {
+                kind: "first".into(),
+                to: "county".into(),
+                created_ms: 0,
+                due_ms: 3_600_000,
+                sent_ms: Some(1_200_000),
+                status: "met".into(),
+            }],
             ..Default::default()
         }
     }
@@ -525,7 +580,11 @@ grade = "I"
         incidents.insert("a".to_owned(), history());
         let verdicts = judge_all(&scenario, &incidents);
         let met: Vec<bool> = verdicts.iter().map(|v| v.met).collect();
-        assert_eq!(met, [false, true, true, false, true, false, true, true, false], "{verdicts:#?}");
+        assert_eq!(
+            met,
+            [false, true, true, false, true, false, true, true, false],
+            "{verdicts:#?}"
+        );
         assert_eq!(verdicts[0].detail, "graded II only at T+10m");
         assert_eq!(verdicts[5].detail, "1 in time");
         assert_eq!(verdicts[8].detail, "never graded I (III → II)");

@@ -60,7 +60,10 @@ pub fn markdown(record: &DrillRecord) -> String {
         }
         md.push('\n');
     }
-    let _ = writeln!(md, "## Expectations\n\n| | expectation | observed |\n|---|---|---|");
+    let _ = writeln!(
+        md,
+        "## Expectations\n\n| | expectation | observed |\n|---|---|---|"
+    );
     for v in &record.verdicts {
         let _ = writeln!(
             md,
@@ -88,7 +91,10 @@ pub fn markdown(record: &DrillRecord) -> String {
             m.deadlines_total
         );
     }
-    let _ = writeln!(md, "\n## Reporting deadlines\n\n| incident | report | to | due | filed | |\n|---|---|---|---|---|---|");
+    let _ = writeln!(
+        md,
+        "\n## Reporting deadlines\n\n| incident | report | to | due | filed | |\n|---|---|---|---|---|---|"
+    );
     for (label, h) in &record.incidents {
         for d in &h.deadlines {
             let _ = writeln!(
@@ -97,40 +103,67 @@ pub fn markdown(record: &DrillRecord) -> String {
                 d.kind,
                 d.to,
                 format_offset(d.due_ms),
-                d.sent_ms.map_or("never".into(), |s| format!("T+{}", format_offset(s))),
+                d.sent_ms
+                    .map_or("never".into(), |s| format!("T+{}", format_offset(s))),
                 d.state(record.duration_ms)
             );
         }
     }
-    let _ = writeln!(md, "\n## Timeline\n\n| T+ | incident | what |\n|---|---|---|");
+    let _ = writeln!(
+        md,
+        "\n## Timeline\n\n| T+ | incident | what |\n|---|---|---|"
+    );
     let mut rows: Vec<(i64, String, String)> = Vec::new();
     for i in &record.injects {
         rows.push((
             i.fired_ms,
             i.incident.clone(),
-            format!("inject: {}{}", i.what, if i.ok { String::new() } else { format!(" (FAILED: {})", i.detail) }),
+            format!(
+                "inject: {}{}",
+                i.what,
+                if i.ok {
+                    String::new()
+                } else {
+                    format!(" (FAILED: {})", i.detail)
+                }
+            ),
         ));
     }
     for (label, h) in &record.incidents {
         for e in &h.events {
-            rows.push((e.at_ms, label.clone(), format!("{}: {}", e.event_type, e.description)));
+            rows.push((
+                e.at_ms,
+                label.clone(),
+                format!("{}: {}", e.event_type, e.description),
+            ));
         }
     }
     rows.sort_by_key(|r| r.0);
     for (at, label, what) in rows {
-        let _ = writeln!(md, "| {} | {label} | {} |", format_offset(at), what.replace('|', "/"));
+        let _ = writeln!(
+            md,
+            "| {} | {label} | {} |",
+            format_offset(at),
+            what.replace('|', "/")
+        );
     }
     let items = improvements(record);
     let _ = writeln!(md, "\n## Improvement items\n");
     if items.is_empty() {
-        let _ = writeln!(md, "None: every expectation was met and every report was on time.");
+        let _ = writeln!(
+            md,
+            "None: every expectation was met and every report was on time."
+        );
     }
     for item in items {
         let _ = writeln!(md, "- {item}");
     }
     if !record.notifications.is_empty() {
-        let sinks: std::collections::BTreeSet<&str> =
-            record.notifications.iter().map(|n| n.sink.as_str()).collect();
+        let sinks: std::collections::BTreeSet<&str> = record
+            .notifications
+            .iter()
+            .map(|n| n.sink.as_str())
+            .collect();
         let _ = writeln!(
             md,
             "\n{} notification(s), delivered to: {}.",
@@ -165,7 +198,8 @@ pub fn svg(record: &DrillRecord) -> String {
     let width = 1000.0;
     let left = 170.0;
     let span = record.duration_ms.max(1) as f64;
-    let x = |ms: i64| left + (ms.clamp(0, record.duration_ms) as f64 / span) * (width - left - 20.0);
+    let x =
+        |ms: i64| left + (ms.clamp(0, record.duration_ms) as f64 / span) * (width - left - 20.0);
     let mut body = String::new();
     let mut y = 30.0;
     // Axis.
@@ -185,7 +219,12 @@ pub fn svg(record: &DrillRecord) -> String {
             y + 12.0,
             esc(label)
         );
-        let _ = write!(body, r##"<line x1="{left}" y1="{0:.1}" x2="{1}" y2="{0:.1}" stroke="#999"/>"##, y + 8.0, width - 20.0);
+        let _ = write!(
+            body,
+            r##"<line x1="{left}" y1="{0:.1}" x2="{1}" y2="{0:.1}" stroke="#999"/>"##,
+            y + 8.0,
+            width - 20.0
+        );
         for g in &h.grades {
             let _ = write!(
                 body,
@@ -208,12 +247,24 @@ pub fn svg(record: &DrillRecord) -> String {
             marks.push((*at, "#5cb85c", format!("acknowledged by {who}")));
         }
         for e in &h.escalations {
-            marks.push((e.at_ms, "#d9534f", format!("escalated to {} ({})", e.to_level, e.to_code)));
+            marks.push((
+                e.at_ms,
+                "#d9534f",
+                format!("escalated to {} ({})", e.to_level, e.to_code),
+            ));
         }
-        for d in h.deadlines.iter().filter(|d| d.due_ms <= record.duration_ms) {
+        for d in h
+            .deadlines
+            .iter()
+            .filter(|d| d.due_ms <= record.duration_ms)
+        {
             let state = d.state(record.duration_ms);
             let colour = if state == "met" { "#5cb85c" } else { "#d9534f" };
-            marks.push((d.due_ms, colour, format!("{} report to {} due ({state})", d.kind, d.to)));
+            marks.push((
+                d.due_ms,
+                colour,
+                format!("{} report to {} due ({state})", d.kind, d.to),
+            ));
         }
         for (at, level) in &h.warnings {
             marks.push((*at, "#f0ad4e", format!("{level} warning")));
@@ -238,7 +289,10 @@ pub fn svg(record: &DrillRecord) -> String {
                 esc(&unit.unit_type)
             );
             for (i, (status, from)) in unit.spans.iter().enumerate() {
-                let to = unit.spans.get(i + 1).map_or(record.duration_ms, |(_, t)| *t);
+                let to = unit
+                    .spans
+                    .get(i + 1)
+                    .map_or(record.duration_ms, |(_, t)| *t);
                 if status == "left" {
                     continue;
                 }
@@ -325,14 +379,44 @@ mod tests {
             IncidentHistory {
                 id: "INC-1".into(),
                 reported_ms: Some(0),
-                grades: vec![GradeChange { at_ms: 60_000, grade: Some("II".into()), response_level: Some(2) }],
-                leads: vec![LeadChange { at_ms: 60_000, code: "390000".into(), level: "province".into() }],
-                escalations: vec![Escalation { at_ms: 900_000, to_code: "390200".into(), to_level: "city".into() }],
+                grades: vec![GradeChange {
+                    at_ms: 60_000,
+                    grade: Some("II".into()),
+                    response_level: Some(2),
+                }],
+                leads: vec![LeadChange {
+                    at_ms: 60_000,
+                    code: "390000".into(),
+                    level: "province".into(),
+                }],
+                escalations: vec![Escalation {
+                    at_ms: 900_000,
+                    to_code: "390200".into(),
+                    to_level: "city".into(),
+                }],
                 deadlines: vec![
-                    DeadlineLog { kind: "first".into(), to: "county".into(), created_ms: 0, due_ms: 3_600_000, sent_ms: None, status: "late".into() },
-                    DeadlineLog { kind: "final".into(), to: "county".into(), created_ms: 0, due_ms: 90_000_000, sent_ms: None, status: "open".into() },
+                    DeadlineLog {
+                        kind: "first".into(),
+                        to: "county".into(),
+                        created_ms: 0,
+                        due_ms: 3_600_000,
+                        sent_ms: None,
+                        status: "late".into(),
+                    },
+                    DeadlineLog {
+                        kind: "final".into(),
+                        to: "county".into(),
+                        created_ms: 0,
+                        due_ms: 90_000_000,
+                        sent_ms: None,
+                        status: "open".into(),
+                    },
                 ],
-                units: vec![UnitTrack { unit_id: "HZ-1".into(), unit_type: "hazmat".into(), spans: vec![("dispatched".into(), 70_000), ("on_scene".into(), 600_000)] }],
+                units: vec![UnitTrack {
+                    unit_id: "HZ-1".into(),
+                    unit_type: "hazmat".into(),
+                    spans: vec![("dispatched".into(), 70_000), ("on_scene".into(), 600_000)],
+                }],
                 ..Default::default()
             },
         );
@@ -351,7 +435,11 @@ mod tests {
             finished_at_unix_ms: 12_000,
             injects: vec![],
             incidents,
-            verdicts: vec![Verdict { expectation: "plant: grade I".into(), met: false, detail: "never graded I (II)".into() }],
+            verdicts: vec![Verdict {
+                expectation: "plant: grade I".into(),
+                met: false,
+                detail: "never graded I (II)".into(),
+            }],
             notifications: vec![],
         }
     }
@@ -360,13 +448,28 @@ mod tests {
     fn markdown_names_failures_deadlines_and_improvements() {
         let md = markdown(&record());
         assert!(md.contains("Expectations met: **0/1**"), "{md}");
-        assert!(md.contains("| ❌ failed | plant: grade I | never graded I (II) |"), "{md}");
-        assert!(md.contains("| plant | INC-1 | — | 1m | 1m10s | 10m | 0/1 |"), "{md}");
+        assert!(
+            md.contains("| ❌ failed | plant: grade I | never graded I (II) |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| plant | INC-1 | — | 1m | 1m10s | 10m | 0/1 |"),
+            "{md}"
+        );
         // A report due after the drill ended is open, not missed.
-        assert!(md.contains("| plant | final | county | T+25h00m | never | open |"), "{md}");
+        assert!(
+            md.contains("| plant | final | county | T+25h00m | never | open |"),
+            "{md}"
+        );
         assert!(!md.contains("final report"), "{md}");
-        assert!(md.contains("the first report to county due at T+1h00m was never filed"), "{md}");
-        assert!(md.contains("nobody acknowledged; the chain escalated 1 time(s)"), "{md}");
+        assert!(
+            md.contains("the first report to county due at T+1h00m was never filed"),
+            "{md}"
+        );
+        assert!(
+            md.contains("nobody acknowledged; the chain escalated 1 time(s)"),
+            "{md}"
+        );
     }
 
     #[test]

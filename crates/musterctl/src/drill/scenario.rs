@@ -226,9 +226,13 @@ pub struct Expectation {
 #[serde(rename_all = "snake_case", tag = "type")]
 pub enum Check {
     /// The incident was graded exactly this (I..IV) at some point.
-    Grade { grade: String },
+    Grade {
+        grade: String,
+    },
     /// The lead's level (county, city, province, national) at `by` (or at the end).
-    Lead { level: String },
+    Lead {
+        level: String,
+    },
     /// At least `at_least` units (of a type) reached `status` (assigned or on_scene).
     Units {
         unit_type: Option<String>,
@@ -236,17 +240,32 @@ pub enum Check {
         status: String,
     },
     /// The first statutory report was (true) or was not (false) filed before its deadline.
-    FirstReportOnTime { on_time: bool },
-    Acknowledged { yes: bool },
+    FirstReportOnTime {
+        on_time: bool,
+    },
+    Acknowledged {
+        yes: bool,
+    },
     /// Escalated at least once (optionally to a level).
-    Escalated { yes: bool, to_level: Option<String> },
+    Escalated {
+        yes: bool,
+        to_level: Option<String>,
+    },
     /// The warning level (red/orange/yellow/blue) was reached.
-    Warning { level: String },
+    Warning {
+        level: String,
+    },
     /// The response level (1..4) was reached.
-    ResponseLevel { level: u32 },
+    ResponseLevel {
+        level: u32,
+    },
     /// Mutual aid committed units.
-    MutualAid { yes: bool },
-    Closed { yes: bool },
+    MutualAid {
+        yes: bool,
+    },
+    Closed {
+        yes: bool,
+    },
 }
 
 // ---- the file as written ----------------------------------------------------------------------
@@ -356,10 +375,9 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
-    let col = before
-        .rfind('\n')
-        .map_or(before.chars().count(), |nl| before[nl + 1..].chars().count())
-        + 1;
+    let col = before.rfind('\n').map_or(before.chars().count(), |nl| {
+        before[nl + 1..].chars().count()
+    }) + 1;
     (line, col)
 }
 
@@ -613,7 +631,9 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             } else {
                 Err(at(
                     value.span(),
-                    format!("{level:?} is not a level (township, county, city, province, national)"),
+                    format!(
+                        "{level:?} is not a level (township, county, city, province, national)"
+                    ),
                 ))
             }
         };
@@ -733,11 +753,16 @@ pub fn describe_check(label: &str, check: &Check, by_ms: Option<i64>) -> String 
                 .map_or(String::new(), |t| format!("{t} ")),
             status.replace('_', " ")
         ),
-        Check::FirstReportOnTime { on_time: true } => "first report filed before its deadline".into(),
+        Check::FirstReportOnTime { on_time: true } => {
+            "first report filed before its deadline".into()
+        }
         Check::FirstReportOnTime { on_time: false } => "first report missed its deadline".into(),
         Check::Acknowledged { yes: true } => "acknowledged".into(),
         Check::Acknowledged { yes: false } => "never acknowledged".into(),
-        Check::Escalated { yes: true, to_level } => match to_level {
+        Check::Escalated {
+            yes: true,
+            to_level,
+        } => match to_level {
             Some(level) => format!("escalated to {level}"),
             None => "escalated".into(),
         },
@@ -911,19 +936,43 @@ units = { type = "hazmat", at_least = 4, status = "on_scene" }
             error(&bad_offset),
             "s.toml:17:6: offset \"10q\": unknown unit 'q' (use h, m, s or ms, as in 1h30m)"
         );
-        let unknown_label = GOOD.replace("incident = \"plant\"\nupdate", "incident = \"plnt\"\nupdate");
+        let unknown_label = GOOD.replace(
+            "incident = \"plant\"\nupdate",
+            "incident = \"plnt\"\nupdate",
+        );
         let message = error(&unknown_label);
-        assert!(message.starts_with("s.toml:18:12: incident \"plnt\" is not created"), "{message}");
+        assert!(
+            message.starts_with("s.toml:18:12: incident \"plnt\" is not created"),
+            "{message}"
+        );
         let late = GOOD.replace("by = \"15m\"", "by = \"2h\"");
-        assert!(error(&late).starts_with("s.toml:29:6: 2h is past the end"), "{}", error(&late));
+        assert!(
+            error(&late).starts_with("s.toml:29:6: 2h is past the end"),
+            "{}",
+            error(&late)
+        );
         let grade = GOOD.replace("grade = \"II\"", "grade = \"V\"");
-        assert!(error(&grade).starts_with("s.toml:28:9: grade \"V\""), "{}", error(&grade));
+        assert!(
+            error(&grade).starts_with("s.toml:28:9: grade \"V\""),
+            "{}",
+            error(&grade)
+        );
         let unknown_field = GOOD.replace("grade = \"II\"", "grde = \"II\"");
         let message = error(&unknown_field);
-        assert!(message.starts_with("s.toml:28:1: unknown field `grde`"), "{message}");
+        assert!(
+            message.starts_with("s.toml:28:1: unknown field `grde`"),
+            "{message}"
+        );
         let syntax = GOOD.replace("name = \"alarm\"", "name = alarm");
-        assert!(error(&syntax).starts_with("s.toml:13:8:"), "{}", error(&syntax));
-        let two = GOOD.replace("update = { deaths = 12 }", "update = { deaths = 12 }\nack = { officer = \"W\" }");
+        assert!(
+            error(&syntax).starts_with("s.toml:13:8:"),
+            "{}",
+            error(&syntax)
+        );
+        let two = GOOD.replace(
+            "update = { deaths = 12 }",
+            "update = { deaths = 12 }\nack = { officer = \"W\" }",
+        );
         assert!(error(&two).contains("exactly one thing"), "{}", error(&two));
     }
 
@@ -934,7 +983,11 @@ units = { type = "hazmat", at_least = 4, status = "on_scene" }
             "at = \"1m\"\nincident = \"plant\"\nreport",
         );
         let message = error(&early);
-        assert!(message.contains("is not created by any earlier inject") || message.contains("before it is created"), "{message}");
+        assert!(
+            message.contains("is not created by any earlier inject")
+                || message.contains("before it is created"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -949,6 +1002,9 @@ units = { type = "hazmat", at_least = 4, status = "on_scene" }
                 count += 1;
             }
         }
-        assert!(count >= 3, "at least three shipped scenarios, found {count}");
+        assert!(
+            count >= 3,
+            "at least three shipped scenarios, found {count}"
+        );
     }
 }
