@@ -115,7 +115,34 @@ async fn chemical_explosion_runs_green_and_reports() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flood_warning_runs_green() {
     // The CAP messages carry status Exercise; the drill's intake keeps them in drill.flood.
-    green("flood-warning.toml", "flood", "600").await;
+    let (_system, drills) = green("flood-warning.toml", "flood", "600").await;
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(drills.join("flood/drill.json")).unwrap()).unwrap();
+    let caps: Vec<&serde_json::Value> = record["injects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["what"].as_str().unwrap().starts_with("CAP "))
+        .collect();
+    assert_eq!(caps.len(), 4);
+    assert!(
+        caps.iter()
+            .all(|i| i["what"].as_str().unwrap().contains("(Exercise)"))
+    );
+    assert_eq!(
+        caps[0]["detail"], "created in drill.flood×1",
+        "{:?}",
+        caps[0]
+    );
+    for cap in &caps[1..] {
+        assert!(
+            cap["detail"]
+                .as_str()
+                .unwrap()
+                .ends_with("in drill.flood×1"),
+            "{cap:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -726,7 +726,12 @@ async fn post_feed(
                 let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
                 let mut first = None;
                 for result in json["results"].as_array().into_iter().flatten() {
-                    let outcome = result["outcome"].as_str().unwrap_or("?").to_owned();
+                    // Where intake put it: the drill's own namespace, or it is worth seeing.
+                    let outcome = format!(
+                        "{} in {}",
+                        result["outcome"].as_str().unwrap_or("?"),
+                        result["namespace"].as_str().unwrap_or("?")
+                    );
                     *outcomes.entry(outcome).or_default() += 1;
                     if first.is_none() {
                         first = result["incident_id"].as_str().map(str::to_owned);
