@@ -205,9 +205,14 @@ pub fn svg(record: &DrillRecord) -> String {
     // Axis.
     for i in 0..=10 {
         let ms = record.duration_ms * i / 10;
+        let anchor = match i {
+            0 => "start",
+            10 => "end",
+            _ => "middle",
+        };
         let _ = write!(
             body,
-            r##"<line x1="{0:.1}" y1="20" x2="{0:.1}" y2="{{H}}" stroke="#eee"/><text x="{0:.1}" y="14" font-size="10" text-anchor="middle">T+{1}</text>"##,
+            r##"<line x1="{0:.1}" y1="20" x2="{0:.1}" y2="{{H}}" stroke="#eee"/><text x="{0:.1}" y="14" font-size="10" text-anchor="{anchor}">T+{1}</text>"##,
             x(ms),
             format_offset(ms)
         );
@@ -313,6 +318,30 @@ pub fn svg(record: &DrillRecord) -> String {
         }
         y += 12.0;
     }
+    // Legend.
+    let legend: [(&str, &str); 9] = [
+        ("#c9302c", "grade"),
+        ("#337ab7", "lead"),
+        ("#5cb85c", "ack / report met / on scene"),
+        ("#d9534f", "escalation / report missed / out of service"),
+        ("#f0ad4e", "warning / dispatched"),
+        ("#5bc0de", "en route"),
+        ("#9b59b6", "staging"),
+        ("#cccccc", "other"),
+        ("#ffffff", ""),
+    ];
+    let mut lx = 4.0;
+    for (colour, text) in legend.iter().filter(|(_, t)| !t.is_empty()) {
+        let _ = write!(
+            body,
+            r##"<rect x="{lx:.1}" y="{:.1}" width="10" height="10" fill="{colour}"/><text x="{:.1}" y="{:.1}" font-size="10">{text}</text>"##,
+            y,
+            lx + 13.0,
+            y + 9.0
+        );
+        lx += 20.0 + text.len() as f64 * 5.2;
+    }
+    y += 14.0;
     let height = y + 10.0;
     let body = body.replace("{H}", &format!("{height:.1}"));
     format!(
