@@ -3,6 +3,7 @@
 
 mod access;
 mod dispatch_e2e;
+mod drill;
 mod escalation_e2e;
 mod feeds;
 mod metrics;

@@ -142,6 +142,17 @@ pub struct CommonArgs {
     )]
     pub escalation_minute_ms: Option<i64>,
 
+    /// How long a dispatched unit has to acknowledge, in milliseconds (default 90000). Drills
+    /// compress it with their clock. Not for production.
+    #[arg(
+        long,
+        env = "MUSTER_DISPATCH_ACK_TIMEOUT_MS",
+        value_name = "MS",
+        hide = true,
+        value_parser = clap::value_parser!(i64).range(1..=86_400_000)
+    )]
+    pub dispatch_ack_timeout_ms: Option<i64>,
+
     /// Serve gRPC over TLS with this certificate chain (PEM); needs --tls-key.
     #[arg(
         long,

@@ -73,6 +73,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
         notify_webhook_url: args.common.notify_webhook,
         notify_drill_webhook_url: args.common.notify_drill_webhook,
         escalation_policy,
+        dispatch_ack_timeout_ms: args.common.dispatch_ack_timeout_ms,
         metrics,
         security,
         feed_secrets,

@@ -77,6 +77,8 @@ pub struct Settings {
     pub notify_drill_webhook_url: Option<String>,
     /// Escalation's policy (`None`: the shipped default).
     pub escalation_policy: Option<Arc<domain::escalation::EscalationPolicy>>,
+    /// Dispatch's assignment acknowledgement timeout (`None`: the default).
+    pub dispatch_ack_timeout_ms: Option<i64>,
     /// Where the service records its Prometheus series (`None`: no metrics).
     pub metrics: Option<lifecycle::metrics::Registry>,
     /// Token verification and TLS for the gRPC server.
@@ -135,6 +137,7 @@ pub async fn run(
         notify_webhook_url,
         notify_drill_webhook_url,
         escalation_policy,
+        dispatch_ack_timeout_ms,
         metrics,
         security,
         feed_secrets,
@@ -180,7 +183,7 @@ pub async fn run(
                 data_dir,
                 namespace,
                 region,
-                assignment_ack_timeout_ms: None,
+                assignment_ack_timeout_ms: dispatch_ack_timeout_ms,
                 stale_position_ms: None,
                 metrics,
                 security,

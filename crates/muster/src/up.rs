@@ -256,6 +256,7 @@ async fn run_services(
             notify_webhook_url: args.common.notify_webhook.clone(),
             notify_drill_webhook_url: args.common.notify_drill_webhook.clone(),
             escalation_policy: escalation_policy.clone(),
+            dispatch_ack_timeout_ms: args.common.dispatch_ack_timeout_ms,
             metrics: metrics.clone(),
             security: security.clone(),
             feed_secrets: feed_secrets.clone(),

@@ -34,8 +34,10 @@ use crate::{ConfigCommand, Environment};
 
 mod audit;
 mod completions;
+mod drill;
 mod mutual_aid;
 mod notifications;
+mod replay;
 mod top;
 mod watch;
 
@@ -69,6 +71,11 @@ pub async fn execute(
         out.flush()?;
         return Ok(EXIT_OK);
     }
+    if let Command::Drill(command) = &cli.command {
+        let code = drill::execute(command.clone(), &cli, &settings, environment, out).await?;
+        out.flush()?;
+        return Ok(code);
+    }
     let transport = Transport::from_settings(&settings)?;
     let context = Context {
         intake: Target::new("intake", &settings.intake.value, &transport),
@@ -78,9 +85,10 @@ pub async fn execute(
         json: settings.json(),
     };
     let exit_code = match cli.command {
-        Command::Completions(_) | Command::Config(_) => EXIT_OK,
+        Command::Completions(_) | Command::Config(_) | Command::Drill(_) => EXIT_OK,
         Command::Audit(args) => audit::audit(&context, args, out).await?,
         Command::Top(args) => top::run(&context, args).await?,
+        Command::Replay(args) => replay::replay(&context, args, out).await?,
         Command::Status => status(&context, out).await?,
         Command::Jurisdictions(args) => jurisdictions(&context, args, out).await?,
         Command::Units(args) => units(&context, args, out).await?,

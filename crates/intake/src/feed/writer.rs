@@ -543,6 +543,11 @@ impl<'w> Tx<'w> {
         };
         let ns = match alert.status {
             Status::Actual => self.config.namespace.clone(),
+            // A drill's own intake keeps its exercises; a live one sends them to the mapping's
+            // exercise namespace, never to live.
+            Status::Exercise if self.config.namespace.starts_with("drill.") => {
+                self.config.namespace.clone()
+            }
             Status::Exercise => self.config.mapping.exercise_namespace().to_string(),
             Status::Test | Status::Draft | Status::System => {
                 return Ok(ignored(
