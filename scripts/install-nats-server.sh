@@ -36,6 +36,11 @@ if command -v nats-server >/dev/null 2>&1; then
     say "found nats-server ${have:+v$have }at $found; installing v$NATS_SERVER_VERSION"
 fi
 
+# pip's own CA list misses a TLS-inspecting proxy's CA that only the system store holds.
+if [[ -z "${PIP_CERT:-}" && -r /etc/ssl/certs/ca-certificates.crt ]]; then
+    export PIP_CERT=/etc/ssl/certs/ca-certificates.crt
+fi
+
 # pip: python3 -m pip, installing Debian's python3-pip when we are root and it is missing.
 if ! command -v python3 >/dev/null 2>&1 || ! python3 -m pip --version >/dev/null 2>&1; then
     if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then

@@ -34,6 +34,15 @@ case "$target" in /*) ;; *) target="$repo/$target" ;; esac
 tools="$target/interop"
 mkdir -p "$tools"
 started=$SECONDS
+
+# Node and the venv's pip carry their own CA lists and ignore the system store. Where a
+# TLS-inspecting proxy's CA is only in the system store (as on our CI machines), npm fails with
+# SELF_SIGNED_CERT_IN_CHAIN (and retries for minutes) unless pointed at it; so is pip.
+system_ca=/etc/ssl/certs/ca-certificates.crt
+if [[ -r $system_ca ]]; then
+    export NODE_EXTRA_CA_CERTS="${NODE_EXTRA_CA_CERTS:-$system_ca}"
+    export PIP_CERT="${PIP_CERT:-$system_ca}"
+fi
 command -v python3 >/dev/null 2>&1 ||
     die "python3 is needed for the interop test (a Python gRPC client): install Python 3.9 or newer (on Debian: apt-get install python3 python3-venv)"
 
@@ -47,8 +56,9 @@ if [[ ! -x "$buf" ]] || [[ "$("$buf" --version 2>/dev/null)" != "$BUF_VERSION" ]
         die "npm is needed to install buf $BUF_VERSION (@bufbuild/buf) for the proto lint: install Node.js and npm (on Debian: apt-get install npm)"
     say "installing buf $BUF_VERSION (npm @bufbuild/buf) into $buf_dir"
     rm -rf "$buf_dir"
-    npm install --silent --no-save --no-audit --no-fund --prefix "$buf_dir" "@bufbuild/buf@$BUF_VERSION" >/dev/null ||
-        die "npm could not install @bufbuild/buf@$BUF_VERSION"
+    timeout 300 npm install --silent --no-save --no-audit --no-fund --fetch-retries 2 \
+        --prefix "$buf_dir" "@bufbuild/buf@$BUF_VERSION" >/dev/null ||
+        die "npm could not install @bufbuild/buf@$BUF_VERSION within 5 minutes (the npm log in ~/.npm/_logs says why; a TLS-inspecting proxy needs NODE_EXTRA_CA_CERTS)"
     [[ "$("$buf" --version 2>/dev/null)" == "$BUF_VERSION" ]] ||
         die "$buf does not run or is not version $BUF_VERSION"
 fi
