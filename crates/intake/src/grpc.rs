@@ -316,6 +316,24 @@ impl IntakeGrpc {
             .map_err(internal)
     }
 
+    /// The stored incident, if the caller's scope covers it (naming it on the audit note);
+    /// NOT_FOUND or PERMISSION_DENIED otherwise.
+    fn incident_in_scope(
+        &self,
+        caller: &Caller,
+        namespace: &str,
+        incident_id: &str,
+    ) -> Result<IncidentRecord, Status> {
+        let record = self.load_incident(namespace, incident_id)?;
+        caller.require_incident(
+            &self.config.region.tree,
+            incident_id,
+            lead_of(&record),
+            &record.report.township_codes(),
+        )?;
+        Ok(record)
+    }
+
     fn load_incident(&self, namespace: &str, incident_id: &str) -> Result<IncidentRecord, Status> {
         self.store
             .get(&incident_key(namespace, incident_id))
@@ -427,13 +445,7 @@ impl pb::intake_service_server::IntakeService for IntakeGrpc {
             };
             Status::invalid_argument(format!("{prefix}{}", problems.join("; ")))
         })?;
-        let current = self.load_incident(&namespace, &valid.incident_id)?;
-        caller.require_incident(
-            &self.config.region.tree,
-            &valid.incident_id,
-            lead_of(&current),
-            &current.report.township_codes(),
-        )?;
+        self.incident_in_scope(&caller, &namespace, &valid.incident_id)?;
         let duplicate =
             |incident_id: String| -> Result<Response<pb::UpdateIncidentResponse>, Status> {
                 let record = self.load_incident(&namespace, &incident_id)?;
@@ -581,13 +593,7 @@ impl pb::intake_service_server::IntakeService for IntakeGrpc {
         let namespace = self.namespace(&request.namespace)?.to_string();
         caller.note.namespace(&namespace);
         let (incident_id, reason) = closing_fields(&request.incident_id, &request.reason)?;
-        let current = self.load_incident(&namespace, &incident_id)?;
-        caller.require_incident(
-            &self.config.region.tree,
-            &incident_id,
-            lead_of(&current),
-            &current.report.township_codes(),
-        )?;
+        self.incident_in_scope(&caller, &namespace, &incident_id)?;
         caller.note.detail(format!("closed: {reason}"));
         let by = caller.principal.officer().to_string();
         let record = self
@@ -627,13 +633,7 @@ impl pb::intake_service_server::IntakeService for IntakeGrpc {
         let namespace = self.namespace(&request.namespace)?.to_string();
         caller.note.namespace(&namespace);
         let (incident_id, reason) = closing_fields(&request.incident_id, &request.reason)?;
-        let current = self.load_incident(&namespace, &incident_id)?;
-        caller.require_incident(
-            &self.config.region.tree,
-            &incident_id,
-            lead_of(&current),
-            &current.report.township_codes(),
-        )?;
+        self.incident_in_scope(&caller, &namespace, &incident_id)?;
         let verb = if request.hold { "held" } else { "released" };
         caller.note.detail(format!("legal hold {verb}: {reason}"));
         let by = caller.principal.officer().to_string();
