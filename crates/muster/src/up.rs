@@ -384,7 +384,8 @@ fn print_endpoints(
         "  admin token {}  (for {}, whole region, valid {} days; musterctl reads it from ./.muster/admin.token)\n",
         admin.path.display(),
         admin.officer,
-        (admin.expires_at_ms - lifecycle::unix_ms_now()) / 86_400_000,
+        // Rounded to the nearest day: "30", not "29" a millisecond after issuing.
+        (admin.expires_at_ms - lifecycle::unix_ms_now() + 43_200_000) / 86_400_000,
     ));
     text.push_str(&format!("    {}\n", admin.token));
     let token_flag = if default_token_path().as_deref() == Some(admin.path.as_path()) {
