@@ -35,6 +35,10 @@ enum Mode {
     Surge,
     /// Officer reports, feed alerts and UpdateIncident together (5:3:2).
     Mixed,
+    /// No Muster: alerts POSTed flat out to a Prometheus Alertmanager's own API
+    /// (`/api/v2/alerts`, --batch alerts per request) at --alertmanager, for the comparison in
+    /// docs/BENCHMARKS.md.
+    AlertmanagerApi,
 }
 
 /// Load generator for a running Muster (`muster up`): latency, throughput, errors, CPU and RSS.
@@ -79,6 +83,9 @@ struct Cli {
     /// File holding the token (`muster up` writes an admin token to <data-dir>/admin.token).
     #[arg(long, default_value = ".muster/admin.token")]
     token_file: std::path::PathBuf,
+    /// alertmanager-api: the Alertmanager to post to.
+    #[arg(long, default_value = "http://127.0.0.1:9093")]
+    alertmanager: String,
     /// gRPC connections to spread requests over (HTTP/2, multiplexed).
     #[arg(long, default_value_t = 2)]
     connections: usize,
@@ -100,6 +107,15 @@ struct Cli {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
+    if cli.mode == Mode::AlertmanagerApi {
+        let results = alertmanager_api(&cli).await?;
+        println!("{}", serde_json::to_string_pretty(&results)?);
+        if let Some(path) = &cli.json {
+            std::fs::write(path, serde_json::to_vec_pretty(&results)?)
+                .with_context(|| format!("write {}", path.display()))?;
+        }
+        return Ok(());
+    }
     let results = run(cli.clone_for_json(), &cli).await?;
     print!("{}", stats::table(&results));
     if let Some(path) = &cli.json {
@@ -107,6 +123,83 @@ async fn main() -> Result<()> {
             .with_context(|| format!("write {}", path.display()))?;
     }
     Ok(())
+}
+
+/// Posts alerts to Alertmanager's API flat out with --concurrency connections for --duration
+/// seconds: alerts accepted per second, errors, and request latency percentiles.
+async fn alertmanager_api(cli: &Cli) -> Result<serde_json::Value> {
+    anyhow::ensure!(cli.concurrency > 0, "--concurrency must be at least 1");
+    anyhow::ensure!(cli.batch > 0, "--batch must be at least 1");
+    let endpoint = http::Endpoint::parse(&cli.alertmanager)?;
+    let accepted = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let next = Arc::new(AtomicU64::new(0));
+    let latencies = Arc::new(std::sync::Mutex::new(
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?,
+    ));
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(cli.duration);
+    let run = format!("{:x}", std::process::id());
+    let mut workers = Vec::new();
+    for _ in 0..cli.concurrency {
+        let (endpoint, accepted, errors, next, latencies, run) = (
+            endpoint.clone(),
+            accepted.clone(),
+            errors.clone(),
+            next.clone(),
+            latencies.clone(),
+            run.clone(),
+        );
+        let batch = cli.batch;
+        workers.push(tokio::spawn(async move {
+            let mut client = http::Client::new(endpoint);
+            while Instant::now() < end {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                // Distinct label sets, so Alertmanager stores every alert (no dedup by fingerprint).
+                let alerts: Vec<serde_json::Value> = (0..batch as u64)
+                    .map(|k| {
+                        serde_json::json!({
+                            "labels": {"alertname": "GasLeak", "site": "chem-park",
+                                       "bench": run, "n": format!("{}", i * batch as u64 + k)},
+                            "annotations": {"summary": "H2S over limit"},
+                        })
+                    })
+                    .collect();
+                let body = serde_json::to_vec(&alerts).expect("json");
+                let sent = Instant::now();
+                match client
+                    .post("/api/v2/alerts", "application/json", &body)
+                    .await
+                {
+                    Ok(response) if response.status == 200 => {
+                        accepted.fetch_add(batch as u64, Ordering::Relaxed);
+                        let micros = sent.elapsed().as_micros().max(1) as u64;
+                        let _ = latencies.lock().expect("histogram").record(micros);
+                    }
+                    _ => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await?;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let histogram = latencies.lock().expect("histogram");
+    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    Ok(serde_json::json!({
+        "mode": "alertmanager-api",
+        "alertmanager": cli.alertmanager,
+        "concurrency": cli.concurrency,
+        "batch": cli.batch,
+        "elapsed_s": elapsed,
+        "alerts_accepted": accepted.load(Ordering::Relaxed),
+        "alerts_per_s": accepted.load(Ordering::Relaxed) as f64 / elapsed,
+        "request_errors": errors.load(Ordering::Relaxed),
+        "request_latency_ms": {"p50": ms(0.5), "p99": ms(0.99), "max": histogram.max() as f64 / 1000.0},
+    }))
 }
 
 impl Cli {
@@ -121,7 +214,6 @@ impl Cli {
     }
 }
 
-/// What every worker shares.
 /// Puts `authorization: Bearer <token>` on every gRPC call.
 #[derive(Clone)]
 struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
@@ -140,6 +232,7 @@ impl tonic::service::Interceptor for Bearer {
 
 type Intake = IntakeServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
 
+/// What every worker shares.
 struct Ctx {
     bearer: Bearer,
     cli_rate: f64,
@@ -355,6 +448,8 @@ async fn worker(
                     }
                 }
             },
+            // Handled by `alertmanager_api` before any Muster connection is made.
+            Mode::AlertmanagerApi => unreachable!("alertmanager-api does not drive Muster"),
         }
     }
 }
