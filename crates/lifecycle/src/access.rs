@@ -153,27 +153,6 @@ impl Caller {
             Err(Status::permission_denied(self.principal.out_of_scope(what)))
         }
     }
-
-    /// Names `unit_id` on the audit note and requires the unit's home jurisdiction in scope, or
-    /// (for a unit sent across a border or lent by mutual aid) the incident it serves.
-    pub fn require_unit(
-        &self,
-        tree: &JurisdictionTree,
-        unit_id: &str,
-        home: &str,
-        serving: Option<(&str, &[&str])>,
-    ) -> Result<(), Status> {
-        self.note.unit(unit_id);
-        let serves_in_scope =
-            serving.is_some_and(|(lead, locations)| self.sees_incident(tree, lead, locations));
-        if self.principal.covers(tree, home) || serves_in_scope {
-            Ok(())
-        } else {
-            Err(Status::permission_denied(
-                self.principal.out_of_scope(&format!("unit {unit_id}")),
-            ))
-        }
-    }
 }
 
 /// The caller of a request that passed the layer (see [`Caller::of`]).
