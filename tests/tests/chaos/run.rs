@@ -121,6 +121,31 @@ impl Mode {
         }
     }
 
+    /// CI: the 3-node cluster with R3 streams, one node killed mid-run, two kills per service.
+    pub fn cluster_smoke() -> Mode {
+        Mode {
+            name: "cluster-r3-smoke",
+            duration: Duration::from_secs(15),
+            kills_per_service: 2,
+            nats_kills: 0,
+            stop: Duration::from_secs(2),
+            disk_full: None,
+            cluster: true,
+            rate_per_s: 6.0,
+            concurrency: 8,
+        }
+    }
+
+    /// `ci` as it is, or `full` when `MUSTER_CHAOS_SCALE=full`: the same test, run for minutes
+    /// (the figures in docs/RELIABILITY.md).
+    pub fn scaled(ci: Mode, full: Mode) -> Mode {
+        if std::env::var("MUSTER_CHAOS_SCALE").is_ok_and(|v| v.trim() == "full") {
+            full
+        } else {
+            ci
+        }
+    }
+
     /// The 3-node cluster with replicated streams; one node killed mid-run.
     pub fn cluster() -> Mode {
         Mode {
