@@ -444,7 +444,7 @@ impl IncidentEvent {
 }
 
 /// `3 dead, 1 missing` (empty when nothing is known).
-fn describe_facts(f: &Facts) -> String {
+pub fn describe_facts(f: &Facts) -> String {
     let mut facts = Vec::new();
     if let Some(n) = f.deaths {
         facts.push(format!("{n} dead"));

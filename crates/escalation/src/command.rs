@@ -113,29 +113,8 @@ pub enum TransitionError {
     Contended { incident_id: String },
 }
 
-/// The escalation ladder of a graded incident: the county of its primary township, then every
-/// ancestor up to national. A lead off that ladder (a cross-county lead above the county of the
-/// primary township is always on it) gets its own ancestors instead.
-pub fn ladder_for(region: &Region, graded: &Graded) -> Vec<Rung> {
-    let tree = &region.tree;
-    let start = tree
-        .county_of(&graded.report.township_code)
-        .map(|county| county.code.clone())
-        .unwrap_or_else(|| graded.lead_code.clone());
-    let mut ladder: Vec<Rung> = tree
-        .ancestors(&start)
-        .into_iter()
-        .map(|j| Rung::new(j.code.clone(), j.level))
-        .collect();
-    if !ladder.iter().any(|rung| rung.code == graded.lead_code) {
-        ladder = tree
-            .ancestors(&graded.lead_code)
-            .into_iter()
-            .map(|j| Rung::new(j.code.clone(), j.level))
-            .collect();
-    }
-    ladder
-}
+/// The escalation ladder of a graded incident (shared with `musterctl replay`).
+pub use domain::grading::ladder_for;
 
 /// A new record for a freshly graded incident, its machine started at `now`.
 pub fn new_record(

@@ -6,10 +6,9 @@ use std::sync::Arc;
 use bus::{Delivery, Handler, HandlerError, subjects};
 use domain::escalation::EscalationPolicy;
 use domain::event::{
-    DowngradeProposed, EventBody, Graded, IncidentClosed, IncidentEvent, IncidentReport,
-    IncidentUpdated,
+    DowngradeProposed, EventBody, Graded, IncidentClosed, IncidentEvent, IncidentUpdated,
 };
-use domain::grade::DensityClass;
+use domain::grading::{Regrade, apply_regrade, casualties_changed};
 use domain::region::Region;
 use serde::{Deserialize, Serialize};
 use store::{Commit, Store};
@@ -58,68 +57,13 @@ pub fn outgoing(
     Ok((subject, muster_proto::convert::encode_event(&out)))
 }
 
-/// What new facts did to an incident's grade.
-enum Regrade {
-    /// A more severe grade applied at once.
-    Upgraded,
-    /// A lower grade was proposed (newly: a repeat proposal changes nothing).
-    DowngradeProposed,
-    /// The grade stands (perhaps a pending downgrade was withdrawn).
-    Unchanged,
-}
-
 /// `grading/<ns>/<id>`.
 pub fn grading_key(namespace: &str, incident_id: &str) -> String {
     format!("grading/{namespace}/{incident_id}")
 }
 
-/// Grades a report and names its lead: the pure decision, with no I/O.
-pub fn grade_incident(region: &Region, report: &IncidentReport) -> Result<Graded, String> {
-    let sub_type = domain::class::sub_type(&report.kind)
-        .ok_or_else(|| format!("unknown kind {:?}", report.kind))?;
-    let township = region
-        .tree
-        .get(&report.township_code)
-        .ok_or_else(|| format!("unknown township {:?}", report.township_code))?;
-    // A township without a density class is graded as fairly dense, the base column of the table.
-    let density = township.density.unwrap_or(DensityClass::FairlyDense);
-    let province = region.tree.province_of(&report.township_code);
-    let decision = region.rulebook.grade(
-        sub_type,
-        &report.facts,
-        density,
-        province.map(|p| p.code.as_str()),
-        province.and_then(|p| p.gdp_cny),
-    );
-    let lead = region
-        .tree
-        .lead_for(decision.grade, &report.township_codes())
-        .map_err(|e| e.to_string())?;
-    // A forecast warning may call for a higher response than the facts so far (the grade, and
-    // with it the lead, still follow the facts).
-    let mut response_level = decision.response_level;
-    let mut reason = decision.reason;
-    if let Some(warning) = report.warning
-        && let Some((level, why)) = region.rulebook.warning_response(sub_type, warning)
-        && response_level.is_none_or(|current| level < current)
-    {
-        response_level = Some(level);
-        reason.push_str(&format!("; {why}"));
-    }
-    Ok(Graded {
-        grade: decision.grade,
-        response_level,
-        lead_code: lead.code.clone(),
-        lead_name: lead.name.clone(),
-        lead_level: lead.level,
-        rule_id: decision.rule_id,
-        rule_version: decision.rule_version,
-        reason,
-        initial_judgement: decision.initial_judgement,
-        facts: report.facts.clone(),
-        report: report.clone(),
-    })
-}
+/// Grades a report and names its lead: the pure decision, shared with `musterctl replay`.
+pub use domain::grading::grade_incident;
 
 pub struct Grader {
     store: Store,
@@ -158,10 +102,7 @@ impl Grader {
                 "update for incident {incident_id}, which escalation never graded"
             )));
         };
-        let old = &grading.graded.report.facts;
-        let casualties_changed = old.deaths != update.facts.deaths
-            || old.missing != update.facts.missing
-            || old.serious_injuries != update.facts.serious_injuries;
+        let casualties_changed = casualties_changed(&grading.graded.report.facts, &update.facts);
         let mut report = grading.graded.report.clone();
         report.facts = update.facts.clone();
         let regraded = grade_incident(&self.region, &report)
@@ -174,32 +115,9 @@ impl Grader {
             incident_id,
             now,
             |record, now| {
-                let machine = &mut record.machine;
-                let before = machine.grade();
-                let pending_before = machine.pending_downgrade();
-                let outcome = match regraded.grade {
-                    Some(new) if before != Some(new) && pending_before != Some(new) => {
-                        machine.handle_regrade(new, now);
-                        if machine.grade() != before {
-                            Regrade::Upgraded
-                        } else if machine.pending_downgrade() == Some(new) {
-                            Regrade::DowngradeProposed
-                        } else {
-                            Regrade::Unchanged
-                        }
-                    }
-                    // The grade in force again: a pending downgrade is withdrawn.
-                    Some(new) if before == Some(new) && pending_before.is_some() => {
-                        machine.handle_regrade(new, now);
-                        Regrade::Unchanged
-                    }
-                    _ => Regrade::Unchanged,
-                };
-                if casualties_changed && !matches!(outcome, Regrade::Upgraded) {
-                    // Inside the re-report window new casualty figures owe a follow-up report.
-                    machine.handle_casualties_changed(now);
-                }
-                Ok((outcome, machine.lead().cloned()))
+                let outcome =
+                    apply_regrade(&mut record.machine, regraded.grade, casualties_changed, now);
+                Ok((outcome, record.machine.lead().cloned()))
             },
         )
         .map_err(|error| match error {
