@@ -87,6 +87,7 @@ pub const METHODS: &[(&str, Rule)] = &[
     ("/muster.v1.IntakeService/GetIncident", read()),
     ("/muster.v1.IntakeService/ListIncidents", read()),
     ("/muster.v1.IntakeService/WatchIncidents", read()),
+    ("/muster.v1.IntakeService/ListIncidentEvents", read()),
     (
         "/muster.v1.IntakeService/CloseIncident",
         command(Permission::Command),
@@ -151,6 +152,14 @@ pub const METHODS: &[(&str, Rule)] = &[
     // A dry run, but it names units for an incident: dispatchers and commanders only.
     (
         "/muster.v1.DispatchService/Recommend",
+        Rule {
+            permission: Permission::Dispatch,
+            command: false,
+        },
+    ),
+    // Replays past recommendations: units and positions, like a dry run.
+    (
+        "/muster.v1.DispatchService/ReplayRecommendations",
         Rule {
             permission: Permission::Dispatch,
             command: false,

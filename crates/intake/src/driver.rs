@@ -8,7 +8,10 @@ use domain::event::EventBody;
 use store::{Commit, Store};
 use tokio::sync::broadcast;
 
-use crate::record::{Applied, IncidentRecord, IncidentStatus, TimelineEntry, incident_key};
+use crate::record::{
+    Applied, IncidentRecord, IncidentStatus, TimelineEntry, history_entry, incident_event_key,
+    incident_key,
+};
 
 /// A change for watchers: the record after the change and the event type that caused it.
 pub type Change = (IncidentRecord, String);
@@ -88,6 +91,18 @@ impl Handler for Projection {
             }
         };
         let mut commit = Commit::new();
+        // The history keeps every delivered event (redeliveries of a processed one never get
+        // here), including the ones the record already reflects, such as intake's own report.
+        let arrival = self
+            .store
+            .generate_id()
+            .map_err(|e| HandlerError::Retry(e.to_string()))?;
+        commit
+            .put(
+                incident_event_key(&event.namespace, &event.incident_id, arrival),
+                &history_entry(&event),
+            )
+            .map_err(|e| HandlerError::Retry(e.to_string()))?;
         let first_booking = match &event.body {
             EventBody::UnitsAssigned(units) => {
                 !units.assignments.is_empty()

@@ -16,8 +16,8 @@ use tonic::{Request, Response, Status};
 use crate::Config;
 use crate::driver::Change;
 use crate::record::{
-    IncidentRecord, IncidentStatus, Numbering, TimelineEntry, incident_key, request_key,
-    sequence_key, update_request_key,
+    IncidentRecord, IncidentStatus, Numbering, TimelineEntry, incident_event_key,
+    incident_events_prefix, incident_key, request_key, sequence_key, update_request_key,
 };
 use crate::validate::{ValidReport, ValidUpdate, merge_facts, validate_report, validate_update};
 
@@ -26,6 +26,8 @@ const LIST_LIMIT_DEFAULT: usize = 100;
 const LIST_LIMIT_MAX: usize = 1000;
 /// How far back a scoped `ListIncidents` looks, in multiples of its limit.
 const SCOPED_SCAN_FACTOR: usize = 20;
+/// Default and largest page of `ListIncidentEvents`.
+const EVENTS_PAGE_MAX: usize = 1000;
 
 pub struct IntakeGrpc {
     config: Config,
@@ -537,6 +539,80 @@ impl pb::intake_service_server::IntakeService for IntakeGrpc {
                 .take(limit)
                 .map(|(_, record)| incident_to_wire(record))
                 .collect(),
+        }))
+    }
+
+    async fn list_incident_events(
+        &self,
+        request: Request<pb::ListIncidentEventsRequest>,
+    ) -> Result<Response<pb::ListIncidentEventsResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let request = request.into_inner();
+        let namespace = self.namespace(&request.namespace)?;
+        if request.incident_id.is_empty() {
+            return Err(Status::invalid_argument("incident_id is required"));
+        }
+        let record: IncidentRecord = self
+            .store
+            .get(&incident_key(namespace, &request.incident_id))
+            .map_err(internal)?
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no incident {:?} in namespace {namespace}",
+                    request.incident_id
+                ))
+            })?;
+        caller.require_incident(
+            &self.config.region.tree,
+            &record.id,
+            lead_of(&record),
+            &record.report.township_codes(),
+        )?;
+        let page_size = match request.page_size as usize {
+            0 => EVENTS_PAGE_MAX,
+            n => n.min(EVENTS_PAGE_MAX),
+        };
+        let first = if request.page_token.is_empty() {
+            0
+        } else {
+            request
+                .page_token
+                .parse::<u64>()
+                .ok()
+                .and_then(|last| last.checked_add(1))
+                .ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "page_token {:?} is not one ListIncidentEvents returned; start again \
+                         with an empty page_token",
+                        request.page_token
+                    ))
+                })?
+        };
+        let prefix = incident_events_prefix(namespace, &record.id);
+        // `:` sorts right after the digits, so the range ends with the incident's last event.
+        let mut page: Vec<(String, IncidentEvent)> = self
+            .store
+            .scan_range(
+                &incident_event_key(namespace, &record.id, first),
+                &format!("{prefix}:"),
+                page_size + 1,
+            )
+            .map_err(internal)?;
+        let more = page.len() > page_size;
+        page.truncate(page_size);
+        let next_page_token = match page.last() {
+            Some((key, _)) if more => key[prefix.len()..]
+                .parse::<u64>()
+                .map_err(|_| Status::internal(format!("history key {key:?} has no arrival")))?
+                .to_string(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListIncidentEventsResponse {
+            events: page
+                .iter()
+                .map(|(_, event)| convert::event_to_wire(event))
+                .collect(),
+            next_page_token,
         }))
     }
 

@@ -124,6 +124,34 @@ pub fn incident_key(namespace: &str, incident_id: &str) -> String {
     format!("incident/{namespace}/{incident_id}")
 }
 
+/// `incident-event/<ns>/<incident id>/`: the prefix of an incident's history.
+pub fn incident_events_prefix(namespace: &str, incident_id: &str) -> String {
+    format!("incident-event/{namespace}/{incident_id}/")
+}
+
+/// `incident-event/<ns>/<incident id>/<arrival, 20 digits>`: one event of an incident's history,
+/// in the order the bus delivered it (the store's id generator is monotonic).
+pub fn incident_event_key(namespace: &str, incident_id: &str, arrival: u64) -> String {
+    format!(
+        "{}{arrival:020}",
+        incident_events_prefix(namespace, incident_id)
+    )
+}
+
+/// The event as the history keeps it: without the reporter's identity, which the history does
+/// not need (a replay needs kind, place, facts and times) and which would otherwise outlive the
+/// erasure at the end of the response (Art. 85).
+pub fn history_entry(event: &domain::event::IncidentEvent) -> domain::event::IncidentEvent {
+    use domain::event::EventBody;
+    let mut kept = event.clone();
+    match &mut kept.body {
+        EventBody::Reported(report) => report.reported_by.clear(),
+        EventBody::Graded(graded) => graded.report.reported_by.clear(),
+        _ => {}
+    }
+    kept
+}
+
 /// `request/<ns>/<request id>`: the idempotency key of a report.
 pub fn request_key(namespace: &str, request_id: &str) -> String {
     format!("request/{namespace}/{request_id}")

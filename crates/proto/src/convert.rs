@@ -556,6 +556,11 @@ fn downgrade_proposed_from_wire(proposal: &pb::DowngradeProposed) -> DowngradePr
 
 /// Encodes an event for the bus.
 pub fn encode_event(event: &IncidentEvent) -> Vec<u8> {
+    event_to_wire(event).encode_to_vec()
+}
+
+/// An event as its wire message (`ListIncidentEvents` answers with these).
+pub fn event_to_wire(event: &IncidentEvent) -> pb::IncidentEvent {
     let body = match &event.body {
         EventBody::Reported(report) => pb::incident_event::Body::Reported(report_to_wire(report)),
         EventBody::Graded(graded) => pb::incident_event::Body::Graded(graded_to_wire(graded)),
@@ -603,13 +608,17 @@ pub fn encode_event(event: &IncidentEvent) -> Vec<u8> {
         source_service: event.source_service.clone(),
         body: Some(body),
     }
-    .encode_to_vec()
 }
 
 /// Decodes an event from the bus; `msg_id` (the `Nats-Msg-Id`) becomes its event id.
 pub fn decode_event(bytes: &[u8], msg_id: &str) -> Result<IncidentEvent, String> {
     let wire = pb::IncidentEvent::decode(bytes)
         .map_err(|e| format!("not a muster.v1.IncidentEvent: {e}"))?;
+    event_from_wire(wire, msg_id)
+}
+
+/// An event from its wire message; `msg_id` becomes its event id when the message has none.
+pub fn event_from_wire(wire: pb::IncidentEvent, msg_id: &str) -> Result<IncidentEvent, String> {
     let body = match wire.body.as_ref().ok_or("event without a body")? {
         pb::incident_event::Body::Reported(report) => {
             EventBody::Reported(report_from_wire(report)?)

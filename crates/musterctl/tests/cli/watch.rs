@@ -120,6 +120,13 @@ impl IntakeService for StreamingIntake {
         Err(Status::unimplemented("not in this fake"))
     }
 
+    async fn list_incident_events(
+        &self,
+        _request: Request<pb::ListIncidentEventsRequest>,
+    ) -> Result<Response<pb::ListIncidentEventsResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
     type WatchIncidentsStream = WatchStream;
 
     async fn watch_incidents(
