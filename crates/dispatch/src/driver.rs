@@ -374,6 +374,21 @@ impl Handler for Assigner {
         );
 
         let mut commit = Commit::new();
+        // What this recommendation saw and picked, for replay, in the booking's own commit.
+        crate::decision::stage(
+            &mut commit,
+            &self.store,
+            namespace,
+            &event.incident_id,
+            plan.map_or("", |p| p.id.as_str()),
+            &requirements,
+            &place,
+            &excluded,
+            &records,
+            picks.iter().map(|p| p.unit_id.clone()).collect(),
+            now,
+        )
+        .map_err(|e| HandlerError::Retry(e.to_string()))?;
         // The assignment record is read-modify-written with a compare-and-swap too: a decline or
         // a timer firing for the same incident must not be overwritten.
         commit.expect_raw(record_key.clone(), existing_raw);

@@ -384,6 +384,64 @@ impl pb::dispatch_service_server::DispatchService for DispatchGrpc {
         Ok(Response::new(pb::ListUnitsResponse { units }))
     }
 
+    async fn replay_recommendations(
+        &self,
+        request: Request<pb::ReplayRecommendationsRequest>,
+    ) -> Result<Response<pb::ReplayRecommendationsResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let request = request.into_inner();
+        let namespace = self.namespace(&request.namespace)?;
+        caller.note.namespace(namespace);
+        if request.incident_id.is_empty() {
+            return Err(Status::invalid_argument("incident_id is required"));
+        }
+        self.require_incident(&caller, namespace, &request.incident_id)?;
+        if self
+            .store
+            .get_raw(&assignment_key(namespace, &request.incident_id))
+            .map_err(storage)?
+            .is_none()
+        {
+            return Err(Status::not_found(format!(
+                "dispatch has booked nothing for {:?} in namespace {namespace}",
+                request.incident_id
+            )));
+        }
+        let replayed = crate::decision::replay(
+            &self.store,
+            self.desk.region(),
+            self.desk.options(),
+            self.desk.policy(),
+            namespace,
+            &request.incident_id,
+        )
+        .map_err(storage)?;
+        Ok(Response::new(pb::ReplayRecommendationsResponse {
+            recommendations: replayed
+                .into_iter()
+                .map(|r| pb::ReplayedRecommendation {
+                    at_unix_ms: r.record.at_unix_ms,
+                    plan_id: r.record.plan_id.clone(),
+                    requirements: r
+                        .record
+                        .requirements
+                        .iter()
+                        .map(|q| pb::ResourceRequirement {
+                            unit_type: q.unit_type.clone(),
+                            count: q.count,
+                        })
+                        .collect(),
+                    grade: convert::grade_to_wire(r.record.grade) as i32,
+                    lead_code: r.record.lead_code.clone(),
+                    board_units: r.record.board.len() as u32,
+                    same: r.picked == r.record.picked,
+                    recorded_unit_ids: r.record.picked,
+                    replayed_unit_ids: r.picked,
+                })
+                .collect(),
+        }))
+    }
+
     async fn get_assignments(
         &self,
         request: Request<pb::GetAssignmentsRequest>,

@@ -17,6 +17,7 @@
 //! ([`domain::dispatch::reason_code`]).
 
 pub mod assignment;
+pub mod decision;
 mod driver;
 mod grpc;
 pub mod metrics;

@@ -501,6 +501,13 @@ impl IntakeService for FakeIntake {
         Err(Status::unimplemented("not in this fake"))
     }
 
+    async fn list_incident_events(
+        &self,
+        _request: Request<pb::ListIncidentEventsRequest>,
+    ) -> Result<Response<pb::ListIncidentEventsResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
     type WatchIncidentsStream = WatchStream;
 
     async fn watch_incidents(
@@ -1277,6 +1284,13 @@ impl DispatchService for FakeDispatch {
         &self,
         _request: Request<pb::ReleaseUnitRequest>,
     ) -> Result<Response<pb::UnitResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn replay_recommendations(
+        &self,
+        _request: Request<pb::ReplayRecommendationsRequest>,
+    ) -> Result<Response<pb::ReplayRecommendationsResponse>, Status> {
         Err(Status::unimplemented("not in this fake"))
     }
 
