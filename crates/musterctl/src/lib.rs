@@ -8,7 +8,6 @@ mod commands;
 mod connect;
 pub mod drill;
 mod error;
-pub mod replay;
 pub mod settings;
 pub mod table;
 pub mod time;
@@ -761,4 +760,16 @@ pub struct ReplayArgs {
     /// the sample built in: how a rulebook change is tested against history.
     #[arg(long, value_name = "DIR")]
     pub region_dir: Option<PathBuf>,
+    /// Replay with the escalation policy in FILE (the server's `--escalation-policy`) instead of
+    /// the one built in.
+    #[arg(long, value_name = "FILE")]
+    pub escalation_policy: Option<PathBuf>,
+    /// The length of a policy minute in milliseconds, as the escalation server ran with it
+    /// (`--escalation-minute-ms`; drills run compressed: 60000 / speed).
+    #[arg(long, value_name = "MS")]
+    pub escalation_minute_ms: Option<i64>,
+    /// How far apart in time a recorded and a replayed outcome may be and still be the same
+    /// (timers fire a little after they are due).
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    pub tolerance_ms: i64,
 }
