@@ -29,5 +29,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }
+
+    // The OTLP trace messages and the TraceService the exporter calls (lifecycle's `otlp`
+    // feature): a subset of opentelemetry-proto, kept apart from muster.v1 (not in its
+    // descriptor set, not under buf's lint).
+    let otlp_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("otlp");
+    let otlp_files = [
+        "common/v1/common",
+        "resource/v1/resource",
+        "trace/v1/trace",
+        "collector/trace/v1/trace_service",
+    ]
+    .map(|name| otlp_root.join(format!("opentelemetry/proto/{name}.proto")));
+    tonic_prost_build::configure().compile_protos(&otlp_files, std::slice::from_ref(&otlp_root))?;
+    println!("cargo:rerun-if-changed={}", otlp_root.display());
+    for file in &otlp_files {
+        println!("cargo:rerun-if-changed={}", file.display());
+    }
     Ok(())
 }

@@ -262,6 +262,7 @@ where
                 officer = %principal.officer(),
                 trace_id = %context.trace_id,
                 span_id = %context.span_id,
+                parent_span_id = context.parent_span_id.as_deref().unwrap_or(""),
             );
             let mut response = tracing::Instrument::instrument(
                 store::trace::scope(context, inner.call(request)),

@@ -5,6 +5,8 @@ pub mod audit_service;
 pub mod grpc;
 pub mod metrics;
 pub mod nats_server;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 pub mod shutdown;
 pub mod telemetry;
 

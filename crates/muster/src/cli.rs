@@ -198,6 +198,13 @@ pub struct CommonArgs {
     /// Log lines as human-readable text or as JSON objects (on stderr).
     #[arg(long, env = "MUSTER_LOG_FORMAT", value_enum, default_value_t = LogFormatArg::Text)]
     pub log_format: LogFormatArg,
+
+    /// Export the spans of every trace (the officer's call, the grading, the booking, with the
+    /// ids `traceparent` carries) over OTLP/gRPC to this receiver, e.g. http://127.0.0.1:4317
+    /// (an OpenTelemetry Collector, Jaeger, Tempo). Built with the `otlp` feature (default).
+    #[cfg(feature = "otlp")]
+    #[arg(long, env = "MUSTER_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -28,13 +28,13 @@ fn main() -> ExitCode {
         Command::Token(command) => token::run(&command),
         Command::Up(args) => {
             pass_stream_replicas(args.common.stream_replicas);
-            with_runtime(args.common.log_format, |shutdown| up::run(args, shutdown))
+            let tracing = Tracing::of(&args.common, "muster");
+            with_runtime(tracing, |shutdown| up::run(args, shutdown))
         }
         Command::Serve(args) => {
             pass_stream_replicas(args.common.stream_replicas);
-            with_runtime(args.common.log_format, |shutdown| {
-                serve::run(args, shutdown)
-            })
+            let tracing = Tracing::of(&args.common, &format!("muster-{}", args.service.name()));
+            with_runtime(tracing, |shutdown| serve::run(args, shutdown))
         }
     };
     match result {
@@ -56,19 +56,54 @@ fn pass_stream_replicas(replicas: Option<u8>) {
     }
 }
 
+/// How the process logs, and where it exports spans.
+struct Tracing {
+    log_format: cli::LogFormatArg,
+    #[cfg(feature = "otlp")]
+    otlp: Option<lifecycle::otlp::OtlpConfig>,
+}
+
+impl Tracing {
+    #[cfg_attr(not(feature = "otlp"), allow(unused_variables))]
+    fn of(common: &cli::CommonArgs, service_name: &str) -> Tracing {
+        Tracing {
+            log_format: common.log_format,
+            #[cfg(feature = "otlp")]
+            otlp: common
+                .otlp_endpoint
+                .as_ref()
+                .map(|endpoint| lifecycle::otlp::OtlpConfig {
+                    endpoint: endpoint.clone(),
+                    service_name: service_name.to_string(),
+                }),
+        }
+    }
+}
+
 /// Starts tracing and the multi-threaded runtime, and runs `command` with a token that Ctrl-C
 /// and SIGTERM cancel.
-fn with_runtime<F, Fut>(log_format: cli::LogFormatArg, command: F) -> anyhow::Result<()>
+fn with_runtime<F, Fut>(tracing: Tracing, command: F) -> anyhow::Result<()>
 where
     F: FnOnce(tokio_util::sync::CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    lifecycle::telemetry::init(log_format.into(), "info");
+    #[cfg(feature = "otlp")]
+    let otlp =
+        lifecycle::telemetry::init_with_otlp(tracing.log_format.into(), "info", tracing.otlp)
+            .map_err(|problem| anyhow::anyhow!("--otlp-endpoint: {problem}"))?;
+    #[cfg(not(feature = "otlp"))]
+    lifecycle::telemetry::init(tracing.log_format.into(), "info");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let shutdown = lifecycle::shutdown::on_signals();
         command(shutdown).await
-    })
+    });
+    // The spans of the last moments go out before the process ends.
+    #[cfg(feature = "otlp")]
+    if let Some(otlp) = otlp {
+        otlp.flush(std::time::Duration::from_secs(3));
+    }
+    result
 }
