@@ -200,7 +200,6 @@ fn rebuilder(
     region: Arc<domain::region::Region>,
     policy: Option<Arc<domain::escalation::EscalationPolicy>>,
 ) -> anyhow::Result<Box<dyn Rebuild>> {
-    let _ = &policy;
     Ok(match args.service {
         Service::Intake => Box::new(intake::rebuild::IntakeRebuild::new(store, &args.namespace)),
         Service::Dispatch => Box::new(dispatch::rebuild::DispatchRebuild::new(
@@ -211,9 +210,14 @@ fn rebuilder(
                 .unwrap_or(dispatch::assignment::ASSIGNMENT_ACK_TIMEOUT_MS_DEFAULT),
             lifecycle::unix_ms_now(),
         )),
-        Service::Escalation => {
-            bail!("rebuild of {} is not implemented yet", args.service.name())
-        }
+        Service::Escalation => Box::new(escalation::rebuild::EscalationRebuild::new(
+            store,
+            region,
+            policy.unwrap_or_else(|| {
+                Arc::new(domain::escalation::EscalationPolicy::embedded_default())
+            }),
+            &args.namespace,
+        )),
     })
 }
 
