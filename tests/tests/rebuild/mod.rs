@@ -247,7 +247,18 @@ async fn scenario(system: &System) -> Vec<String> {
         })
         .await
         .expect("ReleaseUnit answers");
-    let (acked, updated) = (first.clone(), second.clone());
+    // The third is escalated by hand.
+    system
+        .escalation()
+        .await
+        .escalate(pb::EscalateRequest {
+            namespace: String::new(),
+            incident_id: third.clone(),
+            reason: "fumes spreading toward the school".into(),
+        })
+        .await
+        .expect("Escalate answers");
+    let (acked, updated, escalated) = (first.clone(), second.clone(), third.clone());
     system
         .incident_when("acknowledged in the timeline", &acked, |incident| {
             incident
@@ -264,6 +275,14 @@ async fn scenario(system: &System) -> Vec<String> {
                 .filter(|e| e.event_type == "graded")
                 .count()
                 >= 2
+        })
+        .await;
+    system
+        .incident_when("escalated by hand", &escalated, |incident| {
+            incident
+                .timeline
+                .iter()
+                .any(|e| e.event_type == "escalated")
         })
         .await;
     settled(system).await;
@@ -340,6 +359,47 @@ async fn dispatch_answers(
     (units, assignments)
 }
 
+/// Escalation's answers per incident: grading, command, deadlines.
+async fn escalation_answers(
+    system: &System,
+    ids: &[String],
+) -> Vec<(
+    pb::GetGradingResponse,
+    pb::GetCommandResponse,
+    pb::ListDeadlinesResponse,
+)> {
+    let mut escalation = system.escalation().await;
+    let mut answers = Vec::new();
+    for id in ids {
+        let grading = escalation
+            .get_grading(pb::GetGradingRequest {
+                namespace: String::new(),
+                incident_id: id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let command = escalation
+            .get_command(pb::GetCommandRequest {
+                namespace: String::new(),
+                incident_id: id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let deadlines = escalation
+            .list_deadlines(pb::ListDeadlinesRequest {
+                namespace: String::new(),
+                incident_id: id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        answers.push((grading, command, deadlines));
+    }
+    answers
+}
+
 /// Stops `service`, deletes its data directory, rebuilds it with the binary, deletes its durable
 /// consumers and starts it again; returns the command's output.
 async fn lose_and_rebuild(system: &mut System, service: Service) -> String {
@@ -349,6 +409,7 @@ async fn lose_and_rebuild(system: &mut System, service: Service) -> String {
     let output = rebuild(system, service, &[]);
     let printed = text(&output);
     assert!(output.status.success(), "rebuild failed: {printed}");
+    eprintln!("{printed}");
     delete_consumers(system, service).await;
     system.start_service(service).await;
     settled(system).await;
@@ -460,6 +521,45 @@ async fn dispatch_rebuilt_from_the_stream_answers_as_before() {
     }
     for (id, (was, is)) in ids.iter().zip(before.1.iter().zip(&after.1)) {
         assert_eq!(was, is, "GetAssignments of {id}");
+    }
+    new_report_once(&system, &counts, &ids).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn escalation_rebuilt_from_the_stream_answers_as_before() {
+    let mut system = System::empty().await;
+    system.dispatch_ack_timeout_ms = Some(ACK_TIMEOUT_MS);
+    for service in [Service::Intake, Service::Escalation, Service::Dispatch] {
+        system.start_service(service).await;
+    }
+    let ids = scenario(&system).await;
+    let before = escalation_answers(&system, &ids).await;
+    // The comparison below covers what the scenario did.
+    let command = |i: usize| before[i].1.command.clone().expect("a command");
+    assert!(command(0).acknowledged, "{:#?}", command(0));
+    assert!(command(0).acknowledged_at_unix_ms > 0);
+    assert!(command(2).escalation_count >= 1, "{:#?}", command(2));
+    assert!(command(0).ack_due_at_unix_ms == 0 && command(1).ack_due_at_unix_ms > 0);
+    assert!(before.iter().any(|answer| !answer.2.deadlines.is_empty()));
+    let counts = subject_counts(&system).await;
+
+    let printed = lose_and_rebuild(&mut system, Service::Escalation).await;
+    for expected in [
+        "rebuilt escalation",
+        "gradings",
+        "command machines",
+        "SubmitReport",
+    ] {
+        assert!(
+            printed.contains(expected),
+            "{expected:?} missing: {printed}"
+        );
+    }
+    let after = escalation_answers(&system, &ids).await;
+    for (id, (was, is)) in ids.iter().zip(before.iter().zip(&after)) {
+        assert_eq!(was.0, is.0, "GetGrading of {id}");
+        assert_eq!(was.1, is.1, "GetCommand of {id}");
+        assert_eq!(was.2, is.2, "ListDeadlines of {id}");
     }
     new_report_once(&system, &counts, &ids).await;
 }
