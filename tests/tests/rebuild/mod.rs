@@ -642,3 +642,100 @@ async fn rebuild_refuses_a_store_in_place_and_an_unreachable_nats() {
     let incident = system.incident_when("rebuilt", &id, |_| true).await;
     assert_eq!(incident.id, id);
 }
+
+/// One policy minute lasts this long in the timer test.
+const MINUTE_MS: i64 = 100;
+
+/// notify → wait for the acknowledgement deadline (2 s on the compressed clock) → escalate,
+/// once: the machine falls quiet after one timer fired.
+const QUICK_POLICY: &str = r#"version = 1
+
+[ack_deadline_minutes]
+default = { I = 20, II = 20, III = 20, IV = 20, ungraded = 20 }
+
+[escalation]
+num_loops = 0
+
+[[escalation.step]]
+action = "notify"
+
+[[escalation.step]]
+action = "wait_ack_deadline"
+
+[[escalation.step]]
+action = "escalate"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn escalation_rebuilt_after_a_deadline_fired_answers_as_before() {
+    let mut system = System::empty().await;
+    system.dispatch_ack_timeout_ms = Some(ACK_TIMEOUT_MS);
+    let policy_file = system.dir.path().join("quick-policy.toml");
+    std::fs::write(&policy_file, QUICK_POLICY).unwrap();
+    let policy = domain::escalation::EscalationPolicy::from_toml("quick-policy.toml", QUICK_POLICY)
+        .expect("the test policy is valid")
+        .with_minute_ms(MINUTE_MS);
+    system.escalation_policy = Some(std::sync::Arc::new(policy));
+    for service in [Service::Intake, Service::Escalation, Service::Dispatch] {
+        system.start_service(service).await;
+    }
+    let id = report_one(
+        &system,
+        "accident.construction",
+        CHEMICAL_PARK,
+        pb::Facts {
+            deaths: Some(5),
+            ..Default::default()
+        },
+    )
+    .await;
+    system
+        .incident_when("escalated by the deadline", &id, |incident| {
+            incident
+                .timeline
+                .iter()
+                .any(|e| e.event_type == "escalated")
+        })
+        .await;
+    settled(&system).await;
+    let ids = vec![id];
+    let before = escalation_answers(&system, &ids).await;
+    let command = before[0].1.command.clone().expect("a command");
+    assert_eq!(command.escalation_count, 1, "{command:#?}");
+    let counts = subject_counts(&system).await;
+
+    system.stop_service(Service::Escalation).await;
+    std::fs::remove_dir_all(system.data_dir(Service::Escalation)).unwrap();
+    let policy_arg = policy_file.to_str().unwrap().to_string();
+    let output = rebuild(
+        &system,
+        Service::Escalation,
+        &[
+            "--escalation-policy",
+            &policy_arg,
+            "--escalation-minute-ms",
+            &MINUTE_MS.to_string(),
+        ],
+    );
+    let printed = text(&output);
+    assert!(output.status.success(), "{printed}");
+    // The deadline's timer was fired by the rebuild, at the time of the `escalated` it caused.
+    let fired = printed
+        .lines()
+        .find(|line| line.trim_start().starts_with("timers fired"))
+        .and_then(|line| line.split_whitespace().last())
+        .and_then(|count| count.parse::<u64>().ok());
+    assert_eq!(fired, Some(1), "{printed}");
+    delete_consumers(&system, Service::Escalation).await;
+    system.start_service(Service::Escalation).await;
+    settled(&system).await;
+    let after = escalation_answers(&system, &ids).await;
+    assert_eq!(before[0].0, after[0].0, "GetGrading");
+    assert_eq!(before[0].1, after[0].1, "GetCommand");
+    assert_eq!(before[0].2, after[0].2, "ListDeadlines");
+    // The deadline that fired does not fire again.
+    let now = subject_counts(&system).await;
+    let subject = format!("muster.live.incident.{}.escalated", ids[0]);
+    assert_eq!(now.get(&subject), Some(&1), "{subject}");
+    assert_eq!(counts.get(&subject), Some(&1), "{subject}");
+}
