@@ -103,10 +103,10 @@ async fn settled(system: &System) {
                     return None;
                 }
             }
-            let mut seen = last_seen.lock().unwrap();
-            let same = *seen == last;
-            *seen = last;
-            drop(seen);
+            let same = {
+                let mut seen = last_seen.lock().unwrap();
+                std::mem::replace(&mut *seen, last) == last
+            };
             if same {
                 Some(())
             } else {
