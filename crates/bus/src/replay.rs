@@ -42,6 +42,10 @@ pub struct NamespaceReader {
     extent: StreamExtent,
     messages: Option<async_nats::jetstream::consumer::pull::Ordered>,
     last_seen: u64,
+    /// The ordered consumer's name (the client names a recreated one `<name>_<n>`), to delete it
+    /// when done rather than leave it to the server's 30-second inactivity limit.
+    consumer_name: String,
+    stream: Option<async_nats::jetstream::stream::Stream>,
 }
 
 impl Bus {
@@ -69,14 +73,24 @@ impl Bus {
             last_sequence: state.last_sequence,
             namespace_messages: 0,
         };
+        let consumer_name = format!(
+            "muster_rebuild_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        );
         if state.messages == 0 {
             return Ok(NamespaceReader {
                 extent,
                 messages: None,
                 last_seen: 0,
+                consumer_name,
+                stream: None,
             });
         }
         let config = OrderedConfig {
+            name: Some(consumer_name.clone()),
             description: Some(format!("muster rebuild: reads {namespace}")),
             filter_subject: crate::subjects::namespace_filter(namespace),
             deliver_policy: DeliverPolicy::All,
@@ -102,6 +116,8 @@ impl Bus {
             extent,
             messages,
             last_seen: 0,
+            consumer_name,
+            stream: Some(stream),
         })
     }
 }
@@ -114,6 +130,28 @@ impl NamespaceReader {
     /// The stream sequence of the last event handed out (0 before the first).
     pub fn last_seen(&self) -> u64 {
         self.last_seen
+    }
+
+    /// Stops reading and deletes the ordered consumer on the server (best effort: one left
+    /// behind goes away after 30 s without a reader).
+    pub async fn close(mut self) {
+        self.messages = None;
+        let Some(stream) = self.stream.take() else {
+            return;
+        };
+        let names: Vec<String> = {
+            use futures_util::TryStreamExt;
+            match stream.consumer_names().try_collect().await {
+                Ok(names) => names,
+                Err(_) => return,
+            }
+        };
+        for name in names
+            .iter()
+            .filter(|name| name.starts_with(&self.consumer_name))
+        {
+            let _ = stream.delete_consumer(name).await;
+        }
     }
 
     /// The next event, `Ok(None)` once every event up to the extent's last sequence was read.
@@ -245,5 +283,74 @@ pub fn replay_handler<H: crate::Handler>(
             Ok(Replayed::Applied)
         }
         store::Committed::AlreadyProcessed => Ok(Replayed::Duplicate),
+    }
+}
+
+/// How far a service's durable consumers got, by purpose (`projection`, `grader`, `assigner`,
+/// ...): every message of a consumer's filter at or below its ack floor was handled and
+/// acknowledged by the lost store, so its effect is on the stream (unless the store died with
+/// it in its outbox). A message above the floor is left to the service: it is not marked
+/// processed, and JetStream delivers it again. A consumer the server does not have (`None`)
+/// starts over from the first message when the service starts, so every input counts as handled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConsumerFloors {
+    pub floors: std::collections::BTreeMap<String, Option<u64>>,
+}
+
+impl ConsumerFloors {
+    /// Whether the consumer for `purpose` handled the message at `stream_sequence`.
+    pub fn handled(&self, purpose: &str, stream_sequence: u64) -> bool {
+        match self.floors.get(purpose) {
+            Some(Some(floor)) => stream_sequence <= *floor,
+            Some(None) | None => true,
+        }
+    }
+}
+
+impl Bus {
+    /// The ack floors of `service`'s durable consumers for `purposes` in `namespace` (named
+    /// `<service>-<purpose>-<namespace>` by [`crate::Runtime::consume`]).
+    pub async fn consumer_floors(
+        &self,
+        service: &str,
+        namespace: &str,
+        purposes: &[&str],
+    ) -> Result<ConsumerFloors, Error> {
+        let stream_error = |message: String| Error::Stream {
+            stream: EVENTS_STREAM.to_string(),
+            message,
+        };
+        let stream = self
+            .jetstream
+            .get_stream(EVENTS_STREAM)
+            .await
+            .map_err(|error| stream_error(error.to_string()))?;
+        let names: Vec<String> = {
+            use futures_util::TryStreamExt;
+            stream
+                .consumer_names()
+                .try_collect()
+                .await
+                .map_err(|error| stream_error(error.to_string()))?
+        };
+        let mut floors = ConsumerFloors::default();
+        for purpose in purposes {
+            let durable = crate::runtime::durable_name(service, purpose, namespace);
+            let floor = if names.contains(&durable) {
+                let info =
+                    stream
+                        .consumer_info(&durable)
+                        .await
+                        .map_err(|error| Error::Consumer {
+                            consumer: durable.clone(),
+                            message: error.to_string(),
+                        })?;
+                Some(info.ack_floor.stream_sequence)
+            } else {
+                None
+            };
+            floors.floors.insert(purpose.to_string(), floor);
+        }
+        Ok(floors)
     }
 }

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use bus::replay::{Rebuild, RebuildReport, ReplayError, StreamEvent};
+use bus::replay::{ConsumerFloors, Rebuild, RebuildReport, ReplayError, StreamEvent};
 use bus::subjects;
 use domain::event::{Assignment, EventBody, IncidentEvent};
 use domain::region::Region;
@@ -26,6 +26,10 @@ use store::{Commit, Store};
 use crate::assignment::{AssignmentOutcome, ENDED_ASSIGNMENTS_MAX, EndedAssignment};
 use crate::driver::{AssignmentRecord, assignment_key};
 use crate::registry::{Retirement, UnitRecord, unit_key};
+
+/// Dispatch's durable consumers, by purpose: the inputs they took before the loss are marked
+/// processed, the rest are left to them.
+pub const CONSUMERS: &[&str] = &["assigner", "positions", "commands"];
 
 /// What the stream cannot give back to dispatch; printed by `muster rebuild dispatch`.
 pub const NOT_REBUILT: &[&str] = &[
@@ -66,6 +70,7 @@ pub struct DispatchRebuild {
     store: Store,
     namespace: String,
     ack_timeout_ms: i64,
+    floors: ConsumerFloors,
     units: BTreeMap<String, UnitRecord>,
     assignments: BTreeMap<String, AssignmentRecord>,
     /// `(incident, unit)` → how it left, from the unit's status change.
@@ -80,12 +85,14 @@ pub struct DispatchRebuild {
 
 impl DispatchRebuild {
     /// `ack_timeout_ms`: the acknowledgement timeout dispatch runs with, for the deadlines of
-    /// units still dispatched. The region's units are seeded at `now_unix_ms`.
+    /// units still dispatched; `floors`: how far its consumers got. The region's units are
+    /// seeded at `now_unix_ms`.
     pub fn new(
         store: Store,
         region: Arc<Region>,
         namespace: &str,
         ack_timeout_ms: i64,
+        floors: ConsumerFloors,
         now_unix_ms: i64,
     ) -> DispatchRebuild {
         let units = region
@@ -102,6 +109,7 @@ impl DispatchRebuild {
             store,
             namespace: namespace.to_string(),
             ack_timeout_ms,
+            floors,
             units,
             assignments: BTreeMap::new(),
             leaving: HashMap::new(),
@@ -203,7 +211,9 @@ impl DispatchRebuild {
         };
         match &incident.body {
             EventBody::Graded(graded) => {
-                self.processed.push(delivery.msg_id.clone());
+                if self.floors.handled("assigner", event.stream_sequence) {
+                    self.processed.push(delivery.msg_id.clone());
+                }
                 let mut record = record(&mut self.assignments);
                 // What the assigner notes before it books (a closed incident gets nothing).
                 if record.closed_at_unix_ms.is_none() {
@@ -216,6 +226,10 @@ impl DispatchRebuild {
                 }
                 self.assignments
                     .insert(incident.incident_id.clone(), record);
+            }
+            EventBody::Closed(_) if !self.floors.handled("assigner", event.stream_sequence) => {
+                // The assigner has not released the incident's units yet: it will.
+                return Ok(());
             }
             EventBody::Closed(closed) => {
                 self.processed.push(delivery.msg_id.clone());
@@ -329,7 +343,14 @@ impl Rebuild for DispatchRebuild {
                 subjects::UNIT_STATUS => self.unit_event(event),
                 // Inputs: their effects are the status events folded above.
                 subjects::UNIT_POSITION | subjects::UNIT_COMMAND => {
-                    self.processed.push(event.delivery.msg_id.clone());
+                    let purpose = if kind == subjects::UNIT_POSITION {
+                        "positions"
+                    } else {
+                        "commands"
+                    };
+                    if self.floors.handled(purpose, event.stream_sequence) {
+                        self.processed.push(event.delivery.msg_id.clone());
+                    }
                     Ok(())
                 }
                 _ => Ok(()),

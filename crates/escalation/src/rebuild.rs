@@ -18,7 +18,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use bus::replay::{Rebuild, RebuildReport, ReplayError, StreamEvent, replay_handler};
+use bus::replay::{
+    ConsumerFloors, Rebuild, RebuildReport, ReplayError, StreamEvent, replay_handler,
+};
 use bus::subjects;
 use domain::escalation::{EscalationEvent, EscalationPolicy, Handled};
 use domain::event::{EventBody, IncidentEvent};
@@ -27,6 +29,10 @@ use store::Store;
 
 use crate::command::{self, CommandRecord, command_key};
 use crate::driver::{Grader, GradingRecord, grading_key, with_lead};
+
+/// Escalation's durable consumers, by purpose: the inputs they took before the loss are re-run
+/// or marked processed, the rest are left to them.
+pub const CONSUMERS: &[&str] = &["grader", "notify", "notifier"];
 
 /// What the stream cannot give back to escalation; printed by `muster rebuild escalation`.
 pub const NOT_REBUILT: &[&str] = &[
@@ -46,6 +52,7 @@ pub struct EscalationRebuild {
     region: Arc<Region>,
     policy: Arc<EscalationPolicy>,
     namespace: String,
+    floors: ConsumerFloors,
     events: Vec<StreamEvent>,
 }
 
@@ -55,12 +62,14 @@ impl EscalationRebuild {
         region: Arc<Region>,
         policy: Arc<EscalationPolicy>,
         namespace: &str,
+        floors: ConsumerFloors,
     ) -> EscalationRebuild {
         EscalationRebuild {
             store,
             region,
             policy,
             namespace: namespace.to_string(),
+            floors,
             events: Vec::new(),
         }
     }
@@ -88,6 +97,7 @@ impl Rebuild for EscalationRebuild {
             region: self.region.clone(),
             namespace: self.namespace.clone(),
             clock: Arc::new(AtomicI64::new(0)),
+            floors: self.floors.clone(),
             grader: None,
             processed: Vec::new(),
             timers_fired: 0,
@@ -184,6 +194,7 @@ struct Replay {
     region: Arc<Region>,
     namespace: String,
     clock: Arc<AtomicI64>,
+    floors: ConsumerFloors,
     grader: Option<Grader>,
     processed: Vec<String>,
     timers_fired: u64,
@@ -226,6 +237,24 @@ impl Replay {
             None
         };
         let _ = later;
+        let grader_input = matches!(
+            incident.body,
+            EventBody::Reported(_) | EventBody::Updated(_) | EventBody::Closed(_)
+        );
+        if grader_input && !self.floors.handled("grader", event.stream_sequence) {
+            // Not handled before the loss: the grader takes it after the restart.
+            self.left_to_service += 1;
+            return Ok(());
+        }
+        let notify_input = from_escalation(incident)
+            && matches!(
+                incident.body,
+                EventBody::Graded(_) | EventBody::Escalated(_) | EventBody::LeadChanged(_)
+            );
+        if notify_input && self.floors.handled("notify", event.stream_sequence) {
+            // The notify consumer turned it into notifications already.
+            self.processed.push(event.delivery.msg_id.clone());
+        }
         match &incident.body {
             EventBody::Reported(_) => {
                 let Some(at) = handled_at(&[subjects::GRADED]) else {
@@ -247,8 +276,6 @@ impl Replay {
             }
             _ if !from_escalation(incident) => {}
             EventBody::Graded(graded) => {
-                // The notify consumer turns it into notifications.
-                self.processed.push(event.delivery.msg_id.clone());
                 let at = incident.at_unix_ms;
                 let key = grading_key(&self.namespace, id);
                 let Some(mut grading) = self.store.get::<GradingRecord>(&key)? else {
@@ -261,14 +288,25 @@ impl Replay {
                     // Published by the grader input re-run above.
                     return Ok(());
                 }
-                // A downgrade an officer confirmed.
+                // A downgrade an officer confirmed; or, with none pending, the regrade of an
+                // `updated` left to the service (handled, not acknowledged before the loss).
                 self.fire_due(id, at, false)?;
                 self.officer_inputs += 1;
+                let grade = graded.grade;
                 let record = self.step(event, id, at, |record, now| {
-                    match record.machine.handle_confirm_downgrade("", now) {
-                        Handled::Applied => Ok(()),
-                        Handled::Ignored(why) => Err(format!("no downgrade to confirm: {why:?}")),
+                    let machine = &mut record.machine;
+                    if machine.pending_downgrade().is_some() {
+                        match machine.handle_confirm_downgrade("", now) {
+                            Handled::Applied => return Ok(()),
+                            Handled::Ignored(why) => {
+                                return Err(format!("no downgrade to confirm: {why:?}"));
+                            }
+                        }
                     }
+                    if let Some(grade) = grade {
+                        machine.handle_regrade(grade, now);
+                    }
+                    Ok(())
                 })?;
                 grading.graded = graded.clone();
                 grading.graded_at_unix_ms =
@@ -290,7 +328,6 @@ impl Replay {
                 })?;
             }
             EventBody::Escalated(escalated) => {
-                self.processed.push(event.delivery.msg_id.clone());
                 let at = incident.at_unix_ms;
                 if escalated.manual {
                     self.fire_due(id, at, false)?;
@@ -309,7 +346,6 @@ impl Replay {
                 }
             }
             EventBody::LeadChanged(change) => {
-                self.processed.push(event.delivery.msg_id.clone());
                 if change.reason != "take_command" {
                     // A regrade's: re-run with the `updated` or confirmation that caused it.
                     return Ok(());

@@ -13,6 +13,11 @@ use store::{Commit, Store};
 use crate::driver::Projection;
 use crate::record::{IncidentRecord, incident_key, sequence_key};
 
+/// Intake's durable consumers on the event stream, by purpose. The projection IS the rebuild:
+/// every incident event is folded and marked processed, whether the lost store had taken it or
+/// not.
+pub const CONSUMERS: &[&str] = &["projection"];
+
 /// What the stream cannot give back to intake; printed by `muster rebuild intake`.
 pub const NOT_REBUILT: &[&str] = &[
     "report idempotency keys (`request/<ns>/<request id>`, `update-request/...`): a client retrying \

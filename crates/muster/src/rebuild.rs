@@ -63,6 +63,7 @@ struct Outcome {
     last_sequence: u64,
     instance_id: String,
     id_floor: u64,
+    floors: bus::replay::ConsumerFloors,
 }
 
 /// Refuses a non-empty data directory without `--force`, and with it one a running service holds.
@@ -141,7 +142,16 @@ async fn rebuild_into(
     let id_floor = extent.last_sequence + 1;
     let store = Store::create_rebuilt(building, id_floor)
         .with_context(|| format!("cannot create the new store in {}", building.display()))?;
-    let mut rebuild = rebuilder(args, store.clone(), region, policy)?;
+    let purposes = match args.service {
+        Service::Intake => intake::rebuild::CONSUMERS,
+        Service::Escalation => escalation::rebuild::CONSUMERS,
+        Service::Dispatch => dispatch::rebuild::CONSUMERS,
+    };
+    let floors = bus
+        .consumer_floors(args.service.name(), &args.namespace, purposes)
+        .await
+        .context("cannot read where the service's durable consumers stand")?;
+    let mut rebuild = rebuilder(args, store.clone(), region, policy, floors.clone())?;
     let mut events_read = 0u64;
     let mut skipped = Vec::new();
     loop {
@@ -177,6 +187,7 @@ async fn rebuild_into(
             Err(error) => return Err(error.into()),
         }
     }
+    reader.close().await;
     let mut report = rebuild.finish()?;
     report.skipped.extend(skipped);
     store.flush().await.context("cannot flush the new store")?;
@@ -187,6 +198,7 @@ async fn rebuild_into(
         last_sequence: extent.last_sequence,
         instance_id: store.instance_id().to_string(),
         id_floor: store.id_offset(),
+        floors,
     };
     // Closed before its directory is renamed.
     drop(store);
@@ -199,6 +211,7 @@ fn rebuilder(
     store: Store,
     region: Arc<domain::region::Region>,
     policy: Option<Arc<domain::escalation::EscalationPolicy>>,
+    floors: bus::replay::ConsumerFloors,
 ) -> anyhow::Result<Box<dyn Rebuild>> {
     Ok(match args.service {
         Service::Intake => Box::new(intake::rebuild::IntakeRebuild::new(store, &args.namespace)),
@@ -208,6 +221,7 @@ fn rebuilder(
             &args.namespace,
             args.dispatch_ack_timeout_ms
                 .unwrap_or(dispatch::assignment::ASSIGNMENT_ACK_TIMEOUT_MS_DEFAULT),
+            floors,
             lifecycle::unix_ms_now(),
         )),
         Service::Escalation => Box::new(escalation::rebuild::EscalationRebuild::new(
@@ -217,6 +231,7 @@ fn rebuilder(
                 Arc::new(domain::escalation::EscalationPolicy::embedded_default())
             }),
             &args.namespace,
+            floors,
         )),
     })
 }
@@ -278,6 +293,19 @@ fn print_summary(args: &RebuildArgs, outcome: &Outcome, moved_aside: Option<&Pat
         "message ids marked processed", report.processed_ids
     );
     println!("  outbox                               0  (the events are on the stream already)");
+    for (purpose, floor) in &outcome.floors.floors {
+        match floor {
+            Some(floor) if *floor < outcome.last_sequence => println!(
+                "  consumer {purpose}: acknowledged up to sequence {floor}; what it has not \
+                 handled after that is left to the service"
+            ),
+            Some(floor) => println!("  consumer {purpose}: acknowledged up to sequence {floor}"),
+            None => println!(
+                "  consumer {purpose}: not on the server; it starts over when the service starts, \
+                 and every input the stream holds counts as handled"
+            ),
+        }
+    }
     println!(
         "  new instance id {}, ids start above {}",
         outcome.instance_id, outcome.id_floor
