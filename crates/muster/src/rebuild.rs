@@ -365,6 +365,6 @@ mod tests {
     #[test]
     fn timestamps_name_the_moved_directory() {
         assert_eq!(super::timestamp(0), "19700101T000000Z");
-        assert_eq!(super::timestamp(1_795_847_244_000), "20261128T054724Z");
+        assert_eq!(super::timestamp(1_795_847_244_000), "20261128T062724Z");
     }
 }
