@@ -314,7 +314,7 @@ fn print_summary(args: &RebuildArgs, outcome: &Outcome, moved_aside: Option<&Pat
         println!("  the old directory was moved aside to {}", aside.display());
     }
     if !report.skipped.is_empty() {
-        println!("skipped {} bad events:", report.skipped.len());
+        println!("bad events skipped: {}", report.skipped.len());
         for line in &report.skipped {
             println!("  {line}");
         }

@@ -739,3 +739,61 @@ async fn escalation_rebuilt_after_a_deadline_fired_answers_as_before() {
     assert_eq!(now.get(&subject), Some(&1), "{subject}");
     assert_eq!(counts.get(&subject), Some(&1), "{subject}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rebuild_names_a_bad_event_by_sequence_and_a_missing_stream() {
+    let mut system = System::empty().await;
+    system.start_service(Service::Intake).await;
+    let id = report_one(
+        &system,
+        "accident.construction",
+        CHEMICAL_PARK,
+        pb::Facts {
+            deaths: Some(1),
+            ..Default::default()
+        },
+    )
+    .await;
+    // Something that is not an incident event, on an incident subject.
+    let bus = bus_of(&system).await;
+    let subject = bus::subjects::incident_event("live", "INC-20261128-999999", "updated").unwrap();
+    let ack = bus
+        .publish_dedup(subject, "garbage-1", "not protobuf".into(), None)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    settled(&system).await;
+    system.stop_service(Service::Intake).await;
+    let dir = system.data_dir(Service::Intake);
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let output = rebuild(&system, Service::Intake, &[]);
+    let printed = text(&output);
+    assert!(!output.status.success(), "{printed}");
+    assert!(
+        printed.contains(&format!("stream sequence {}", ack.sequence)),
+        "{printed}"
+    );
+    assert!(printed.contains("--skip-bad-events"), "{printed}");
+    assert!(!dir.exists(), "a failed rebuild left {}", dir.display());
+
+    let output = rebuild(&system, Service::Intake, &["--skip-bad-events"]);
+    let printed = text(&output);
+    assert!(output.status.success(), "{printed}");
+    assert!(printed.contains("bad events skipped: 1"), "{printed}");
+    system.start_service(Service::Intake).await;
+    system.incident_when("rebuilt", &id, |_| true).await;
+
+    // A server without the stream: the wrong --nats-url.
+    let empty = test_support::TestNats::start().await;
+    let elsewhere = system.dir.path().join("elsewhere");
+    let output = rebuild_into(empty.url(), Service::Intake, &elsewhere, &[]);
+    let printed = text(&output);
+    assert!(!output.status.success(), "{printed}");
+    assert!(
+        printed.contains("cannot read the stream MUSTER_EVENTS"),
+        "{printed}"
+    );
+    assert!(!elsewhere.exists(), "{printed}");
+}
