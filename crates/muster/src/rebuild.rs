@@ -239,6 +239,14 @@ fn rebuilder(
 /// Moves an existing data directory aside and the new store into its place; returns where the
 /// old one went.
 fn put_in_place(dir: &Path, building: &Path, stamp: &str) -> anyhow::Result<Option<PathBuf>> {
+    if in_use(&dir.join("db")) {
+        bail!(
+            "the service was started on {} during the rebuild: stop it, then move the rebuilt \
+             store from {} into place (or run the rebuild again with --force)",
+            dir.display(),
+            building.display()
+        );
+    }
     let mut moved_aside = None;
     match std::fs::read_dir(dir) {
         Ok(mut entries) => {
