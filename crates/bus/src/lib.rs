@@ -8,6 +8,7 @@
 pub mod consumer;
 pub mod feed;
 pub mod relay;
+pub mod replay;
 pub mod runtime;
 pub mod subjects;
 pub mod work;
@@ -21,6 +22,7 @@ pub use async_nats;
 pub use consumer::{Delivery, Handler, HandlerError, run_consumer, run_consumer_owned};
 pub use feed::{FeedHandler, FeedMessage, FeedOutcome};
 pub use relay::run_relay;
+pub use replay::{NamespaceReader, StreamEvent, StreamExtent};
 pub use runtime::Runtime;
 pub use work::{WorkHandler, WorkOutcome};
 

@@ -99,8 +99,7 @@ impl Runtime {
         filters: Vec<String>,
         handler: H,
     ) -> Result<(), Error> {
-        // Durable names cannot contain dots; drill namespaces do.
-        let name = format!("{}-{purpose}-{}", self.service, namespace.replace('.', "_"));
+        let name = durable_name(&self.service, purpose, namespace);
         let consumer = self.bus.durable_consumer(&name, filters).await?;
         self.track(crate::EVENTS_STREAM, &name);
         self.tasks.spawn(crate::run_consumer_owned(
@@ -124,7 +123,7 @@ impl Runtime {
         filters: Vec<String>,
         handler: H,
     ) -> Result<(), Error> {
-        let name = format!("{}-{purpose}-{}", self.service, namespace.replace('.', "_"));
+        let name = durable_name(&self.service, purpose, namespace);
         let consumer = self.bus.durable_consumer(&name, filters).await?;
         self.track(crate::EVENTS_STREAM, &name);
         self.tasks.spawn(crate::work::run_work_consumer(
@@ -172,4 +171,10 @@ impl Runtime {
         tracing::info!(service = %self.service, "drained");
         Ok(())
     }
+}
+
+/// `<service>-<purpose>-<namespace>`, the name of a service's durable consumer. Durable names
+/// cannot contain dots; drill namespaces do, so they become underscores.
+pub(crate) fn durable_name(service: &str, purpose: &str, namespace: &str) -> String {
+    format!("{service}-{purpose}-{}", namespace.replace('.', "_"))
 }

@@ -155,6 +155,12 @@ pub fn parse_notification_event(subject: &str) -> Option<(&str, &str, &str)> {
     Some((namespace, notification_id, kind))
 }
 
+/// The filter for every subject of a namespace: its incident, unit and notification events
+/// (`muster rebuild` reads them all, in stream order).
+pub fn namespace_filter(namespace: &str) -> String {
+    format!("muster.{namespace}.>")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

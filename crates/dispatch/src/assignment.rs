@@ -95,7 +95,7 @@ impl AssignmentOutcome {
         self.excludes_the_unit() || *self == AssignmentOutcome::OutOfService
     }
 
-    fn default_reason(&self) -> &'static str {
+    pub(crate) fn default_reason(&self) -> &'static str {
         match self {
             AssignmentOutcome::Declined => "declined",
             AssignmentOutcome::AcknowledgementTimedOut => "no acknowledgement by the deadline",

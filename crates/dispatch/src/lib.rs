@@ -22,6 +22,7 @@ mod driver;
 mod grpc;
 pub mod metrics;
 pub mod mutual_aid;
+pub mod rebuild;
 pub mod registry;
 
 use std::path::PathBuf;

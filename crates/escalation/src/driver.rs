@@ -69,6 +69,8 @@ pub struct Grader {
     store: Store,
     region: Arc<Region>,
     policy: Arc<EscalationPolicy>,
+    /// `None`: the system clock. `muster rebuild` sets the time each replayed input was handled.
+    clock: Option<Arc<std::sync::atomic::AtomicI64>>,
 }
 
 impl Grader {
@@ -77,6 +79,20 @@ impl Grader {
             store,
             region,
             policy,
+            clock: None,
+        }
+    }
+
+    /// Reads `now` from `clock` (Unix milliseconds) instead of the system clock.
+    pub fn with_clock(mut self, clock: Arc<std::sync::atomic::AtomicI64>) -> Grader {
+        self.clock = Some(clock);
+        self
+    }
+
+    fn now(&self) -> i64 {
+        match &self.clock {
+            Some(clock) => clock.load(std::sync::atomic::Ordering::SeqCst),
+            None => lifecycle::unix_ms_now(),
         }
     }
 }
@@ -107,7 +123,7 @@ impl Grader {
         report.facts = update.facts.clone();
         let regraded = grade_incident(&self.region, &report)
             .map_err(|reason| HandlerError::Poison(format!("incident {incident_id}: {reason}")))?;
-        let now = lifecycle::unix_ms_now();
+        let now = self.now();
         let prepared = command::prepare_transition(
             &self.store,
             &self.region,
@@ -177,7 +193,7 @@ impl Grader {
         closed: &IncidentClosed,
     ) -> Result<Commit, HandlerError> {
         let (namespace, incident_id) = (&event.namespace, &event.incident_id);
-        let now = lifecycle::unix_ms_now();
+        let now = self.now();
         let prepared = command::prepare_close(
             &self.store,
             &self.region,
@@ -233,7 +249,7 @@ impl Handler for Grader {
         let graded = grade_incident(&self.region, report).map_err(|reason| {
             HandlerError::Poison(format!("incident {}: {reason}", event.incident_id))
         })?;
-        let now = lifecycle::unix_ms_now();
+        let now = self.now();
         tracing::info!(
             incident_id = %event.incident_id,
             grade = ?graded.grade,

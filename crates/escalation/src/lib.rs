@@ -15,6 +15,7 @@ mod grpc;
 pub mod metrics;
 pub mod notifier;
 pub mod notify;
+pub mod rebuild;
 pub mod timers;
 pub mod webhook;
 

@@ -9,6 +9,7 @@ mod driver;
 pub mod feed;
 mod grpc;
 pub mod metrics;
+pub mod rebuild;
 mod record;
 mod validate;
 

@@ -1,5 +1,5 @@
 //! The command line: `muster up`, `muster serve <service>`, `muster check-region`, and the
-//! operations on a stopped service's store: `backup`, `restore`, `retention`.
+//! operations on a stopped service's store: `backup`, `restore`, `retention`, `rebuild`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,6 +30,9 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Delete old drill data (`<kind>/drill.<id>/...` keys) from one stopped service's store.
     Retention(RetentionArgs),
+    /// Rebuild one stopped service's store from the JetStream stream MUSTER_EVENTS, when its disk
+    /// is lost and there is no backup (see deploy/README.md for what cannot be rebuilt).
+    Rebuild(RebuildArgs),
     /// Create the token signing key, or issue a bearer token for an officer, feed or auditor.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -334,6 +337,70 @@ pub struct RetentionArgs {
     /// Only list what would be deleted.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RebuildArgs {
+    /// Which service's store to rebuild.
+    #[arg(value_enum)]
+    pub service: Service,
+
+    /// The service's data directory, e.g. .muster/intake (the service must be stopped). Missing
+    /// or empty, unless --force.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+
+    /// The NATS server holding the stream MUSTER_EVENTS, as for `muster serve`.
+    #[arg(long, env = "MUSTER_NATS_URL", value_name = "URL")]
+    pub nats_url: String,
+
+    /// The namespace the service serves: `live`, or `drill.<id>`.
+    #[arg(
+        long,
+        env = "MUSTER_NAMESPACE",
+        default_value = "live",
+        value_name = "NS"
+    )]
+    pub namespace: String,
+
+    /// The region files the service runs with (dispatch: the units it seeds; escalation: the
+    /// ladders). Default: the sample region built into the binary.
+    #[arg(long, env = "MUSTER_REGION_DIR", value_name = "DIR")]
+    pub region_dir: Option<PathBuf>,
+
+    /// Escalation: the policy the service runs with (as for `muster serve`).
+    #[arg(long, env = "MUSTER_ESCALATION_POLICY", value_name = "FILE")]
+    pub escalation_policy: Option<PathBuf>,
+
+    /// Escalation: the compressed test clock the service runs with, if any.
+    #[arg(
+        long,
+        env = "MUSTER_ESCALATION_MINUTE_MS",
+        value_name = "MS",
+        hide = true,
+        value_parser = clap::value_parser!(i64).range(1..)
+    )]
+    pub escalation_minute_ms: Option<i64>,
+
+    /// Dispatch: the acknowledgement timeout the service runs with, if not the default.
+    #[arg(
+        long,
+        env = "MUSTER_DISPATCH_ACK_TIMEOUT_MS",
+        value_name = "MS",
+        hide = true,
+        value_parser = clap::value_parser!(i64).range(1..=86_400_000)
+    )]
+    pub dispatch_ack_timeout_ms: Option<i64>,
+
+    /// Rebuild although the data directory holds something: it is moved aside to
+    /// DIR.before-rebuild-<time> (never deleted) once the rebuild has succeeded.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Skip events the service cannot fold (recorded as processed, as its consumer did with
+    /// poison messages) instead of stopping at the first; each one is listed.
+    #[arg(long)]
+    pub skip_bad_events: bool,
 }
 
 /// `--log-format`; a clap enum so `--help` lists the choices.

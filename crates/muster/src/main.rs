@@ -4,6 +4,7 @@
 mod check_region;
 mod cli;
 mod ops;
+mod rebuild;
 mod region;
 mod serve;
 mod service;
@@ -25,6 +26,8 @@ fn main() -> ExitCode {
         Command::Backup(args) => ops::backup(&args),
         Command::Restore(args) => ops::restore(&args),
         Command::Retention(args) => ops::retention(&args),
+        // Offline like the store operations, but it reads the stream: a runtime, quiet logs.
+        Command::Rebuild(args) => rebuild::run(&args),
         Command::Token(command) => token::run(&command),
         Command::Up(args) => {
             pass_stream_replicas(args.common.stream_replicas);

@@ -28,6 +28,7 @@
 pub mod audit;
 mod codec;
 mod migrate;
+mod rebuild;
 mod retention;
 mod snapshot;
 pub mod trace;
