@@ -142,3 +142,154 @@ async fn a_call_without_trace_context_starts_a_trace_the_services_carry_on() {
     assert_eq!(parts(&seen["reported"]).0, trace);
     assert_eq!(parts(&seen["graded"]).0, trace);
 }
+
+mod otlp {
+    use std::sync::{Arc, Mutex};
+
+    use muster_proto::opentelemetry::proto::collector::trace::v1::trace_service_server::{
+        TraceService, TraceServiceServer,
+    };
+    use muster_proto::opentelemetry::proto::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    use muster_proto::opentelemetry::proto::common::v1::any_value;
+    use muster_proto::opentelemetry::proto::trace::v1::Span;
+    use muster_proto::v1 as pb;
+
+    use super::TRACE_ID;
+    use crate::system::{CHEMICAL_PARK, Service, ServiceProcess, System, report};
+
+    /// An OTLP/gRPC receiver on a real socket: (service.name, span) of everything sent to it.
+    #[derive(Clone, Default)]
+    struct Receiver {
+        spans: Arc<Mutex<Vec<(String, Span)>>>,
+    }
+
+    #[tonic::async_trait]
+    impl TraceService for Receiver {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            let mut spans = self.spans.lock().unwrap();
+            for resource_spans in request.into_inner().resource_spans {
+                let service = resource_spans
+                    .resource
+                    .iter()
+                    .flat_map(|r| &r.attributes)
+                    .find(|kv| kv.key == "service.name")
+                    .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                        any_value::Value::StringValue(name) => Some(name.clone()),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                for scope in resource_spans.scope_spans {
+                    spans.extend(scope.spans.into_iter().map(|s| (service.clone(), s)));
+                }
+            }
+            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        }
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Escalation and dispatch as `muster serve` processes with `--otlp-endpoint`: the spans of
+    /// an officer's report reach the receiver from both, under the trace id the officer's call
+    /// carried, each the child of the hop before it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_services_export_a_reports_spans_over_otlp_under_its_trace_id() {
+        let receiver = Receiver::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(receiver.clone()))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+
+        let mut system = System::empty().await;
+        system.start_service(Service::Intake).await;
+        let log = system.dir.path().join("services.log");
+        let _escalation = ServiceProcess::spawn_with(
+            Service::Escalation,
+            system.nats.url(),
+            &system.data_dir(Service::Escalation),
+            &log,
+            &["--otlp-endpoint", &endpoint],
+        );
+        let _dispatch = ServiceProcess::spawn_with(
+            Service::Dispatch,
+            system.nats.url(),
+            &system.data_dir(Service::Dispatch),
+            &log,
+            &["--otlp-endpoint", &endpoint],
+        );
+
+        let mut request = tonic::Request::new(report(
+            "accident.hazardous_chemicals",
+            CHEMICAL_PARK,
+            pb::Facts {
+                deaths: Some(12),
+                ..Default::default()
+            },
+        ));
+        request.metadata_mut().insert(
+            "traceparent",
+            format!("00-{TRACE_ID}-00f067aa0ba902b7-01")
+                .parse()
+                .unwrap(),
+        );
+        let id = system
+            .intake()
+            .await
+            .report_incident(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .incident_id;
+
+        // Spans go out within a second of closing.
+        let deadline = tokio::time::Instant::now() + crate::system::WAIT;
+        let (grading, booking) = loop {
+            let spans = receiver.spans.lock().unwrap().clone();
+            let ours = |service: &str| {
+                spans
+                    .iter()
+                    .find(|(name, span)| {
+                        name == service
+                            && span.name == "handle"
+                            && hex(&span.trace_id) == TRACE_ID
+                            && span.attributes.iter().any(|kv| {
+                                kv.key == "incident_id"
+                                    && kv.value.as_ref().and_then(|v| v.value.as_ref())
+                                        == Some(&any_value::Value::StringValue(id.clone()))
+                            })
+                    })
+                    .map(|(_, span)| span.clone())
+            };
+            if let (Some(grading), Some(booking)) =
+                (ours("muster-escalation"), ours("muster-dispatch"))
+            {
+                break (grading, booking);
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no spans of trace {TRACE_ID} from both services: {spans:?}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        // Consumer spans, each with its own id, whose parent is the hop that published the
+        // message: dispatch's booking continues escalation's grading.
+        use muster_proto::opentelemetry::proto::trace::v1::span::SpanKind;
+        assert_eq!(grading.kind, SpanKind::Consumer as i32);
+        assert_eq!(booking.kind, SpanKind::Consumer as i32);
+        assert_eq!(grading.span_id.len(), 8);
+        assert_eq!(grading.parent_span_id.len(), 8, "{grading:?}");
+        assert_eq!(booking.parent_span_id, grading.span_id, "{booking:?}");
+        assert!(grading.end_time_unix_nano >= grading.start_time_unix_nano);
+        assert!(booking.start_time_unix_nano >= grading.start_time_unix_nano);
+    }
+}
