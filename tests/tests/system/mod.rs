@@ -181,6 +181,7 @@ impl System {
                         data_dir,
                         namespace,
                         region,
+                        partitions: Vec::new(),
                         policy: escalation_policy,
                         notify_webhook_url: None,
                         notify_drill_webhook_url: None,
