@@ -8,6 +8,7 @@ mod escalation_e2e;
 mod feeds;
 mod metrics;
 mod personal_data;
+mod scale_out;
 mod system;
 mod trace_context;
 
