@@ -407,14 +407,15 @@ async fn single_node_accounts_let_each_service_work_and_refuse_what_it_may_not_p
         }
     };
     intake_client
-        .publish("muster.live.incident.INC-X.graded", "forged".into())
+        .publish("muster.live.incident.390000.INC-X.graded", "forged".into())
         .await
         .unwrap();
     intake_client.flush().await.unwrap();
     let violation = next_violation(&mut intake_errors).await;
     assert!(
-        violation
-            .contains("Permissions Violation for Publish to \"muster.live.incident.INC-X.graded\""),
+        violation.contains(
+            "Permissions Violation for Publish to \"muster.live.incident.390000.INC-X.graded\""
+        ),
         "{violation}"
     );
     // Intake may not read the stream's subjects directly either.
@@ -428,7 +429,7 @@ async fn single_node_accounts_let_each_service_work_and_refuse_what_it_may_not_p
     // What it may publish is stored.
     intake_bus
         .publish_dedup(
-            "muster.drill.x1.incident.INC-X.reported".into(),
+            "muster.drill.x1.incident.390000.INC-X.reported".into(),
             "deploy-test-1",
             "allowed".into(),
             None,
@@ -437,12 +438,15 @@ async fn single_node_accounts_let_each_service_work_and_refuse_what_it_may_not_p
         .unwrap()
         .await
         .expect("intake may publish a report");
-    assert!(stored("muster.drill.x1.incident.INC-X.reported").await);
+    assert!(stored("muster.drill.x1.incident.390000.INC-X.reported").await);
 
     // A feed may publish feeds, and nothing else.
     let (feeds, mut feed_errors) = connect_recording("feeds", "feeds-secret", port).await;
     feeds
-        .publish("muster.live.incident.INC-X.reported", "forged".into())
+        .publish(
+            "muster.live.incident.390000.INC-X.reported",
+            "forged".into(),
+        )
         .await
         .unwrap();
     feeds.flush().await.unwrap();
@@ -456,12 +460,12 @@ async fn single_node_accounts_let_each_service_work_and_refuse_what_it_may_not_p
         (
             "dispatch",
             "dispatch-secret",
-            "muster.live.incident.INC-X.graded",
+            "muster.live.incident.390000.INC-X.graded",
         ),
         (
             "escalation",
             "escalation-secret",
-            "muster.live.incident.INC-X.units_assigned",
+            "muster.live.incident.390000.INC-X.units_assigned",
         ),
         ("units", "units-secret", "muster.live.unit.U1.status"),
     ] {
@@ -472,9 +476,9 @@ async fn single_node_accounts_let_each_service_work_and_refuse_what_it_may_not_p
         assert!(violation.contains(subject), "{user}: {violation}");
     }
     for forged in [
-        "muster.live.incident.INC-X.graded",
-        "muster.live.incident.INC-X.reported",
-        "muster.live.incident.INC-X.units_assigned",
+        "muster.live.incident.390000.INC-X.graded",
+        "muster.live.incident.390000.INC-X.reported",
+        "muster.live.incident.390000.INC-X.units_assigned",
         "muster.live.unit.U1.status",
     ] {
         assert!(!stored(forged).await, "{forged} reached the stream");
@@ -553,7 +557,7 @@ async fn the_three_cluster_configs_form_a_jetstream_cluster_that_replicates_the_
     })
     .await;
     bus.publish_dedup(
-        "muster.live.incident.INC-1.graded".into(),
+        "muster.live.incident.390000.INC-1.graded".into(),
         "cluster-test-1",
         "graded".into(),
         None,
@@ -568,4 +572,207 @@ async fn the_three_cluster_configs_form_a_jetstream_cluster_that_replicates_the_
     assert_eq!(cluster.name.as_deref(), Some("muster"));
     assert_eq!(cluster.replicas.len(), 2, "{cluster:?}");
     drop(servers);
+}
+
+/// deploy/nats/accounts.conf with its partitioned escalation template switched on: the lines
+/// between `# BEGIN partitioned escalation` and `# END partitioned escalation` lose their `#`.
+fn accounts_with_partition_template() -> String {
+    let text = std::fs::read_to_string(deploy_dir().join("nats/accounts.conf")).unwrap();
+    let mut inside = false;
+    let mut found = false;
+    let mut lines = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("# BEGIN partitioned escalation") {
+            inside = true;
+            found = true;
+        } else if line.starts_with("# END partitioned escalation") {
+            inside = false;
+        } else if inside {
+            lines.push(
+                line.strip_prefix('#')
+                    .expect("template lines are commented"),
+            );
+        } else {
+            lines.push(line);
+        }
+    }
+    assert!(
+        found,
+        "accounts.conf has no partitioned escalation template"
+    );
+    lines.join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_escalation_user_works_its_own_partition_and_nothing_else() {
+    let dir = test_support::temp_dir("muster-deploy-partition-");
+    let port = free_port();
+    let single = std::fs::read_to_string(deploy_dir().join("nats/single.conf"))
+        .unwrap()
+        .replace(
+            "\"/var/lib/muster/nats\"",
+            &format!("{:?}", dir.path().join("jetstream")),
+        );
+    std::fs::write(dir.path().join("single.conf"), single).unwrap();
+    std::fs::write(
+        dir.path().join("accounts.conf"),
+        accounts_with_partition_template(),
+    )
+    .unwrap();
+    let mut server = nats_command();
+    server
+        .env("ESCALATION_390000_NATS_PASSWORD", "p390000-secret")
+        .arg("-c")
+        .arg(dir.path().join("single.conf"))
+        .args(["-p", &port.to_string(), "-m", &free_port().to_string()]);
+    let server_log = dir.path().join("nats-server.log");
+    let _server = spawn_logged(server, &server_log);
+    let intake_bus = bus::Bus::connect(&url("intake", "intake-secret", port), "deploy-test", WAIT)
+        .await
+        .expect("intake connects");
+    intake_bus.ensure_streams().await.unwrap();
+
+    // The instance runs as the partition's user, with its partition.
+    let auth = test_support::auth::TestAuth::new(dir.path());
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut command = Command::new(muster_binary());
+    command
+        .args([
+            "serve",
+            "escalation",
+            "--partition",
+            "390000",
+            "--nats-url",
+            &url("escalation-390000", "p390000-secret", port),
+        ])
+        .args(["--listen", &addr.to_string(), "--data-dir"])
+        .arg(dir.path().join("escalation"))
+        .arg("--verify-key")
+        .arg(auth.verify_key_path())
+        .stdin(Stdio::null());
+    let _escalation = spawn_logged(command, &dir.path().join("escalation.log"));
+    wait_serving(addr).await;
+
+    // A report of its partition is graded and published in its partition.
+    let report = domain::event::IncidentEvent {
+        event_id: String::new(),
+        incident_id: "INC-P1".into(),
+        namespace: "live".into(),
+        at_unix_ms: lifecycle::unix_ms_now(),
+        source_service: "intake".into(),
+        body: domain::event::EventBody::Reported(domain::event::IncidentReport {
+            kind: "accident.hazardous_chemicals".into(),
+            class: domain::class::sub_type("accident.hazardous_chemicals")
+                .unwrap()
+                .class,
+            township_code: "390202400".into(),
+            other_township_codes: Vec::new(),
+            location: domain::geo::GeoPoint::new(29.9, 121.5),
+            location_reported: false,
+            facts: domain::grade::Facts {
+                deaths: Some(4),
+                ..Default::default()
+            },
+            summary: "deploy test: partitioned grading".into(),
+            reported_by: "deploy test".into(),
+            warning: None,
+        }),
+    };
+    intake_bus
+        .publish_dedup(
+            "muster.live.incident.390000.INC-P1.reported".into(),
+            "deploy-partition-1",
+            muster_proto::convert::encode_event(&report).into(),
+            None,
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let stream = intake_bus
+        .jetstream()
+        .get_stream(bus::EVENTS_STREAM)
+        .await
+        .unwrap();
+    eventually("the partition's incident graded", WAIT, || {
+        let stream = stream.clone();
+        async move {
+            let mut subjects = stream
+                .info_with_subjects("muster.live.incident.390000.INC-P1.graded")
+                .await
+                .ok()?;
+            subjects.try_next().await.ok()?.map(|_| ())
+        }
+    })
+    .await;
+    // Its consumers are its own, filtered to its partition.
+    for name in [
+        "escalation-grader-p390000-live",
+        "escalation-notify-p390000-live",
+        "escalation-notifier-p390000-live",
+    ] {
+        let info = stream.clone().consumer_info(name).await.unwrap();
+        assert!(!info.config.filter_subjects.is_empty(), "{name}");
+        for filter in &info.config.filter_subjects {
+            assert!(
+                filter.contains(".incident.390000.") || filter.contains(".notification.390000."),
+                "{name} filters {filter}"
+            );
+        }
+    }
+    let log = std::fs::read_to_string(&server_log).unwrap();
+    assert!(
+        !log.contains("Violation"),
+        "the partitioned instance hit a permission it lacks:\n{log}"
+    );
+
+    // What the partition's user may not do is refused.
+    let (client, mut errors) = connect_recording("escalation-390000", "p390000-secret", port).await;
+    for (subject, what) in [
+        // Another partition's grading, and another service's event in its own partition.
+        ("muster.live.incident.410000.INC-X.graded", "Publish"),
+        (
+            "muster.live.incident.390000.INC-X.units_assigned",
+            "Publish",
+        ),
+        ("muster.live.notification.410000.N-1.requested", "Publish"),
+        // The consumers of every partition, or of another partition's instance.
+        (
+            "$JS.API.CONSUMER.CREATE.MUSTER_EVENTS.escalation-grader-live",
+            "Publish",
+        ),
+        (
+            "$JS.API.CONSUMER.MSG.NEXT.MUSTER_EVENTS.escalation-grader-p410000-live",
+            "Publish",
+        ),
+        // Reading a message by sequence or subject, past any consumer.
+        ("$JS.API.STREAM.MSG.GET.MUSTER_EVENTS", "Publish"),
+    ] {
+        client.publish(subject, "{}".into()).await.unwrap();
+        client.flush().await.unwrap();
+        let violation = next_violation(&mut errors).await;
+        assert!(
+            violation.contains(&format!(
+                "Permissions Violation for {what} to \"{subject}\""
+            )),
+            "{subject}: {violation}"
+        );
+    }
+    let _subscriber = client.subscribe("muster.live.>").await.unwrap();
+    client.flush().await.unwrap();
+    let violation = next_violation(&mut errors).await;
+    assert!(
+        violation.contains("Permissions Violation for Subscription to \"muster.live.>\""),
+        "{violation}"
+    );
+    for forged in [
+        "muster.live.incident.410000.INC-X.graded",
+        "muster.live.incident.390000.INC-X.units_assigned",
+    ] {
+        let mut found = stream.info_with_subjects(forged).await.unwrap();
+        assert!(
+            found.try_next().await.unwrap().is_none(),
+            "{forged} reached the stream"
+        );
+    }
 }

@@ -10,6 +10,7 @@ mod metrics;
 mod personal_data;
 mod rebuild;
 mod replay;
+mod scale_out;
 mod system;
 mod trace_context;
 
@@ -456,7 +457,7 @@ async fn killing_escalation_mid_stream_loses_nothing_and_duplicates_nothing() {
             .unwrap();
         let mut counts: HashMap<String, usize> = HashMap::new();
         let mut info = stream
-            .info_with_subjects("muster.live.incident.*.graded")
+            .info_with_subjects("muster.live.incident.*.*.graded")
             .await
             .unwrap();
         use futures_util::TryStreamExt;

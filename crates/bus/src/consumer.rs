@@ -288,7 +288,7 @@ pub(crate) fn handler_span(
     context: &store::trace::TraceContext,
 ) -> tracing::Span {
     let incident_id = crate::subjects::parse_incident_event(&delivery.subject)
-        .map_or("", |(_, incident_id, _)| incident_id);
+        .map_or("", |parsed| parsed.incident_id);
     tracing::info_span!(
         "handle",
         consumer,

@@ -1,6 +1,6 @@
 //! The NATS JetStream adapter every service reaches the bus through.
 //!
-//! - [`subjects`]: the subject layout, namespace first (`muster.<ns>.incident.<id>.<event>`);
+//! - [`subjects`]: the subject layout, namespace first (`muster.<ns>.incident.<partition>.<id>.<event>`);
 //! - [`Bus`]: connection, streams, publishing with `Nats-Msg-Id`, durable pull consumers;
 //! - [`relay`]: moves committed outbox events from a [`store::Store`] to JetStream;
 //! - [`consumer`]: runs a durable pull consumer whose effects commit before the ack.
@@ -337,6 +337,46 @@ impl Bus {
             .await
             .map_err(|error| consumer_error(error.to_string()))?;
         Ok(info.num_pending + info.num_ack_pending as u64)
+    }
+
+    /// The partition that owns an incident, read from the subject its `reported` event was
+    /// stored under (`STREAM.INFO` with a subject filter: no message is read). `None` when the
+    /// stream holds no such report (not yet published, an unknown id, or a subject written
+    /// before partitions existed). Used on refusal paths only: one JetStream call each.
+    pub async fn incident_partition(
+        &self,
+        namespace: &str,
+        incident_id: &str,
+    ) -> Result<Option<String>, Error> {
+        use futures_util::TryStreamExt;
+        let Ok(filter) = subjects::incident_reported_lookup(namespace, incident_id) else {
+            return Ok(None);
+        };
+        let stream_error = |message: String| Error::Stream {
+            stream: EVENTS_STREAM.to_string(),
+            message,
+        };
+        let stream = self
+            .jetstream
+            .get_stream(EVENTS_STREAM)
+            .await
+            .map_err(|error| stream_error(error.to_string()))?;
+        let mut found = stream
+            .info_with_subjects(filter)
+            .await
+            .map_err(|error| stream_error(error.to_string()))?;
+        while let Some((subject, _count)) = found
+            .try_next()
+            .await
+            .map_err(|error| stream_error(error.to_string()))?
+        {
+            if let Some(partition) =
+                subjects::parse_incident_event(&subject).and_then(|parsed| parsed.partition)
+            {
+                return Ok(Some(partition.to_string()));
+            }
+        }
+        Ok(None)
     }
 
     /// Waits until everything this client sent (acks included) reached the server.

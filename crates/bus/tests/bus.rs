@@ -29,7 +29,7 @@ async fn stream_messages(bus: &Bus) -> u64 {
 async fn a_second_publish_with_the_same_msg_id_is_dropped() {
     let nats = TestNats::start().await;
     let bus = connect(&nats).await;
-    let subject = subjects::incident_event("live", "INC-1", subjects::REPORTED).unwrap();
+    let subject = subjects::incident_event("live", "390000", "INC-1", subjects::REPORTED).unwrap();
     let first = bus
         .publish_dedup(subject.clone(), "abc-1", "one".into(), None)
         .await
@@ -68,7 +68,8 @@ async fn the_relay_publishes_outbox_events_once_and_empties_the_outbox() {
         let mut commit = Commit::new();
         commit.put(format!("incident/live/INC-{i}"), &i).unwrap();
         commit.event(
-            subjects::incident_event("live", &format!("INC-{i}"), subjects::REPORTED).unwrap(),
+            subjects::incident_event("live", "390000", &format!("INC-{i}"), subjects::REPORTED)
+                .unwrap(),
             vec![i as u8],
         );
         store.commit(&commit).unwrap();
@@ -125,7 +126,7 @@ impl Handler for Counter {
 async fn a_message_redelivered_after_a_crash_before_the_ack_is_processed_once() {
     let nats = TestNats::start().await;
     let bus = connect(&nats).await;
-    let subject = subjects::incident_event("live", "INC-9", subjects::REPORTED).unwrap();
+    let subject = subjects::incident_event("live", "390000", "INC-9", subjects::REPORTED).unwrap();
     bus.publish_dedup(subject.clone(), "evt-9", "x".into(), None)
         .await
         .unwrap()
@@ -243,7 +244,7 @@ async fn a_poison_message_is_terminated_not_redelivered_forever() {
     }
     let nats = TestNats::start().await;
     let bus = connect(&nats).await;
-    let subject = subjects::incident_event("live", "INC-5", subjects::GRADED).unwrap();
+    let subject = subjects::incident_event("live", "390000", "INC-5", subjects::GRADED).unwrap();
     bus.publish_dedup(subject, "bad-1", "garbage".into(), None)
         .await
         .unwrap()

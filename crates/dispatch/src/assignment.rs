@@ -406,8 +406,13 @@ impl AssignmentDesk {
                 released_unit_ids: vec![unit_id.to_string()],
             }),
         };
-        let subject = subjects::incident_event(namespace, incident_id, subjects::UNITS_ASSIGNED)
-            .map_err(|e| StatusChangeError::Subject(e.to_string()))?;
+        let subject = subjects::incident_event(
+            namespace,
+            record.partition(&self.region.tree),
+            incident_id,
+            subjects::UNITS_ASSIGNED,
+        )
+        .map_err(|e| StatusChangeError::Subject(e.to_string()))?;
         staged
             .commit
             .event(subject, muster_proto::convert::encode_event(&out));
@@ -711,8 +716,13 @@ impl AssignmentDesk {
                 released_unit_ids: Vec::new(),
             }),
         };
-        let subject = subjects::incident_event(namespace, incident_id, subjects::UNITS_ASSIGNED)
-            .map_err(|e| StatusChangeError::Subject(e.to_string()))?;
+        let subject = subjects::incident_event(
+            namespace,
+            record.partition(&self.region.tree),
+            incident_id,
+            subjects::UNITS_ASSIGNED,
+        )
+        .map_err(|e| StatusChangeError::Subject(e.to_string()))?;
         commit.event(subject, muster_proto::convert::encode_event(&out));
         commit.put(record_key, &record)?;
         Ok(StagedChange {
@@ -974,8 +984,13 @@ pub fn stage_incident_close(
                 released_unit_ids: released,
             }),
         };
-        let subject = subjects::incident_event(namespace, incident_id, subjects::UNITS_ASSIGNED)
-            .map_err(|e| StatusChangeError::Subject(e.to_string()))?;
+        let subject = subjects::incident_event(
+            namespace,
+            record.partition(tree),
+            incident_id,
+            subjects::UNITS_ASSIGNED,
+        )
+        .map_err(|e| StatusChangeError::Subject(e.to_string()))?;
         commit.event(subject, muster_proto::convert::encode_event(&out));
     }
     Ok(commit)

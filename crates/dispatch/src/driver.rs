@@ -63,6 +63,13 @@ pub struct AssignmentRecord {
 }
 
 impl AssignmentRecord {
+    /// The incident's partition, which its events are published in: the province of its
+    /// township (the root's when the record has none, as records stored before townships were
+    /// kept).
+    pub fn partition<'a>(&self, tree: &'a domain::jurisdiction::JurisdictionTree) -> &'a str {
+        tree.partition_of(self.township_code.as_deref().unwrap_or(""))
+    }
+
     /// Units that must not be assigned to this incident again: they declined it or let their
     /// acknowledgement time out.
     /// A record for an incident dispatch has booked nothing for yet.
@@ -487,9 +494,13 @@ impl Handler for Assigner {
                 released_unit_ids: Vec::new(),
             }),
         };
-        let subject =
-            subjects::incident_event(namespace, &event.incident_id, subjects::UNITS_ASSIGNED)
-                .map_err(|e| HandlerError::Poison(e.to_string()))?;
+        let subject = subjects::incident_event(
+            namespace,
+            record.partition(&self.region.tree),
+            &event.incident_id,
+            subjects::UNITS_ASSIGNED,
+        )
+        .map_err(|e| HandlerError::Poison(e.to_string()))?;
         commit.event(subject, muster_proto::convert::encode_event(&out));
         Ok(commit)
     }

@@ -86,12 +86,14 @@ fn event_body(
 pub(crate) fn push_incident_event(
     commit: &mut Commit,
     namespace: &str,
+    partition: &str,
     incident_id: &str,
     body: EventBody,
     now_unix_ms: i64,
 ) -> Result<(), String> {
-    let subject = bus::subjects::incident_event(namespace, incident_id, body.event_type())
-        .map_err(|e| e.to_string())?;
+    let subject =
+        bus::subjects::incident_event(namespace, partition, incident_id, body.event_type())
+            .map_err(|e| e.to_string())?;
     let event = IncidentEvent {
         event_id: String::new(),
         incident_id: incident_id.to_string(),
@@ -130,6 +132,7 @@ pub fn stage_requests(
 ) -> Result<Vec<MutualAidRequest>, StageError> {
     let namespace = record.namespace.clone();
     let incident_id = record.incident_id.clone();
+    let partition = record.partition(tree).to_string();
     let mut stored = Vec::with_capacity(requests.len());
     for (index, planned) in requests.iter().enumerate() {
         record.mutual_aid_seq += 1;
@@ -158,6 +161,7 @@ pub fn stage_requests(
         push_incident_event(
             commit,
             &namespace,
+            &partition,
             &incident_id,
             EventBody::MutualAidRequested(requested),
             now_unix_ms,
@@ -214,8 +218,15 @@ pub fn stage_requests(
                 ))
             }
         };
-        push_incident_event(commit, &namespace, &incident_id, answer, now_unix_ms)
-            .map_err(StageError::Invalid)?;
+        push_incident_event(
+            commit,
+            &namespace,
+            &partition,
+            &incident_id,
+            answer,
+            now_unix_ms,
+        )
+        .map_err(StageError::Invalid)?;
         commit.put(
             mutual_aid_key(&namespace, &incident_id, &request_id),
             &request,
@@ -239,6 +250,7 @@ pub fn stage_release(
 ) -> Result<Vec<String>, StageError> {
     let namespace = record.namespace.clone();
     let incident_id = record.incident_id.clone();
+    let partition = record.partition(tree).to_string();
     // Group by request, in request order.
     let mut by_request: std::collections::BTreeMap<String, Vec<String>> =
         std::collections::BTreeMap::new();
@@ -284,6 +296,7 @@ pub fn stage_release(
         push_incident_event(
             commit,
             &namespace,
+            &partition,
             &incident_id,
             EventBody::MutualAidReleased(body),
             now_unix_ms,

@@ -358,8 +358,8 @@ impl Rebuild for DispatchRebuild {
                 _ => Ok(()),
             };
         }
-        if let Some((namespace, _, _)) = subjects::parse_incident_event(subject) {
-            if namespace != self.namespace {
+        if let Some(parsed) = subjects::parse_incident_event(subject) {
+            if parsed.namespace != self.namespace {
                 return Ok(());
             }
             return self.incident_event(event);

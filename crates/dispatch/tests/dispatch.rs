@@ -77,7 +77,7 @@ fn graded_delivery(region: &Region, incident_id: &str, grade: Grade, msg_id: &st
         }),
     };
     Delivery {
-        subject: format!("muster.{NS}.incident.{incident_id}.graded"),
+        subject: format!("muster.{NS}.incident.390000.{incident_id}.graded"),
         msg_id: msg_id.into(),
         payload: muster_proto::convert::encode_event(&event).into(),
         delivered: 1,
@@ -211,7 +211,7 @@ fn the_assigner_dispatches_booked_units_and_skips_out_of_service_and_stale_ones(
     assert!(
         outbox
             .iter()
-            .any(|e| e.subject == "muster.live.incident.INC-1.units_assigned")
+            .any(|e| e.subject == "muster.live.incident.390000.INC-1.units_assigned")
     );
 
     // A second incident cannot take a dispatched unit.
@@ -401,7 +401,7 @@ fn acknowledge(f: &Fixture, unit_id: &str, incident_id: &str) {
 }
 
 fn units_assigned_events(store: &Store, incident_id: &str) -> Vec<IncidentEvent> {
-    let subject = format!("muster.{NS}.incident.{incident_id}.units_assigned");
+    let subject = format!("muster.{NS}.incident.390000.{incident_id}.units_assigned");
     store
         .outbox_pending(10_000)
         .unwrap()
@@ -733,7 +733,7 @@ fn closed_delivery(incident_id: &str, msg_id: &str) -> Delivery {
         }),
     };
     Delivery {
-        subject: format!("muster.{NS}.incident.{incident_id}.closed"),
+        subject: format!("muster.{NS}.incident.390000.{incident_id}.closed"),
         msg_id: msg_id.into(),
         payload: muster_proto::convert::encode_event(&event).into(),
         delivered: 1,

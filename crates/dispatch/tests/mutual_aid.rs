@@ -86,7 +86,7 @@ fn graded(
         }),
     };
     Delivery {
-        subject: format!("muster.{NS}.incident.{incident_id}.graded"),
+        subject: format!("muster.{NS}.incident.390000.{incident_id}.graded"),
         msg_id: format!("graded-{incident_id}-{grade:?}"),
         payload: muster_proto::convert::encode_event(&event).into(),
         delivered: 1,
@@ -106,7 +106,7 @@ fn closed(incident_id: &str) -> Delivery {
         }),
     };
     Delivery {
-        subject: format!("muster.{NS}.incident.{incident_id}.closed"),
+        subject: format!("muster.{NS}.incident.390000.{incident_id}.closed"),
         msg_id: format!("closed-{incident_id}"),
         payload: muster_proto::convert::encode_event(&event).into(),
         delivered: 1,
@@ -152,7 +152,7 @@ fn events(store: &Store, incident_id: &str) -> Vec<IncidentEvent> {
         .into_iter()
         .filter(|e| {
             e.subject
-                .starts_with(&format!("muster.{NS}.incident.{incident_id}."))
+                .starts_with(&format!("muster.{NS}.incident.390000.{incident_id}."))
         })
         .map(|e| muster_proto::convert::decode_event(&e.payload, "x").unwrap())
         .collect()

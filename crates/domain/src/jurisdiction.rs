@@ -332,6 +332,47 @@ impl JurisdictionTree {
         self.ancestor_at(code, Level::Province)
     }
 
+    /// The partition an incident located at `township_code` belongs to: the code of its
+    /// province (属地: fixed where it happened, even when the lead moves up to national), or the
+    /// root's code for a location in no province (an unknown or empty township: triage).
+    /// Incident subjects carry it, so a service instance can consume one partition's subjects.
+    pub fn partition_of(&self, township_code: &str) -> &str {
+        self.province_of(township_code)
+            .map_or(self.root().code.as_str(), |province| province.code.as_str())
+    }
+
+    /// Every partition code: each province's, and the root's (incidents in no province).
+    pub fn partitions(&self) -> Vec<&str> {
+        std::iter::once(self.root().code.as_str())
+            .chain(
+                self.items
+                    .iter()
+                    .filter(|item| item.level == Level::Province)
+                    .map(|item| item.code.as_str()),
+            )
+            .collect()
+    }
+
+    /// Checks partition codes a service instance was asked to serve: each must be a province's
+    /// code or the root's. The error names the first bad code and the valid ones.
+    pub fn check_partitions(&self, codes: &[String]) -> Result<(), String> {
+        let valid = self.partitions();
+        for code in codes {
+            if !valid.contains(&code.as_str()) {
+                let what = match self.get(code) {
+                    Some(j) => format!("{} ({}) is a {}", j.code, j.name, j.level.as_str()),
+                    None => format!("{code:?} is not a jurisdiction of this region"),
+                };
+                return Err(format!(
+                    "partition {code:?}: {what}; a partition is a province code or the root's \
+                     (incidents outside every province): one of {}",
+                    valid.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The deepest jurisdiction that is an ancestor of (or equal to) every code. `None` for an
     /// empty list or any unknown code.
     pub fn lowest_common_ancestor(&self, codes: &[&str]) -> Option<&Jurisdiction> {
@@ -437,6 +478,35 @@ mod tests {
         let json = serde_json::to_string(&tree).unwrap();
         let back: JurisdictionTree = serde_json::from_str(&json).unwrap();
         assert_eq!(back, tree);
+    }
+
+    #[test]
+    fn the_partition_is_the_province_where_it_happened_or_the_root() {
+        let tree = JurisdictionTree::new(vec![
+            node("000000", Level::National, None),
+            node("100000", Level::Province, Some("000000")),
+            node("100101", Level::County, Some("100000")),
+            node("100101001", Level::Township, Some("100101")),
+            node("200000", Level::Province, Some("000000")),
+            node("200101", Level::County, Some("200000")),
+            node("200101001", Level::Township, Some("200101")),
+        ])
+        .unwrap();
+        assert_eq!(tree.partition_of("100101001"), "100000");
+        assert_eq!(tree.partition_of("200101001"), "200000");
+        assert_eq!(tree.partition_of("100101"), "100000");
+        // Triage: no township, or one the region does not know.
+        assert_eq!(tree.partition_of(""), "000000");
+        assert_eq!(tree.partition_of("999999001"), "000000");
+        assert_eq!(tree.partitions(), ["000000", "100000", "200000"]);
+        assert!(
+            tree.check_partitions(&["200000".into(), "000000".into()])
+                .is_ok()
+        );
+        let error = tree.check_partitions(&["100101".into()]).unwrap_err();
+        assert!(error.contains("is a county"), "{error}");
+        let error = tree.check_partitions(&["300000".into()]).unwrap_err();
+        assert!(error.contains("000000, 100000, 200000"), "{error}");
     }
 
     #[test]

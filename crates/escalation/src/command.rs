@@ -49,9 +49,27 @@ pub struct CommandRecord {
     /// Who closed the incident (`closed` event); the machine holds why and when.
     #[serde(default)]
     pub closed_by: Option<String>,
+    /// The incident's partition (the province where it happened), the one its events are
+    /// published in. Empty in records stored before partitions existed: see [`Self::partition`].
+    #[serde(default)]
+    pub partition: String,
 }
 
 impl CommandRecord {
+    /// The incident's partition: the stored one, or for an older record the province on its
+    /// escalation ladder (the ladder starts at the county of the primary township), or the
+    /// region root's when the ladder has no province.
+    pub fn partition<'a>(&'a self, region: &'a Region) -> &'a str {
+        if !self.partition.is_empty() {
+            return &self.partition;
+        }
+        self.machine
+            .ladder()
+            .iter()
+            .find(|rung| rung.level == domain::jurisdiction::Level::Province)
+            .map_or(region.tree.root().code.as_str(), |rung| rung.code.as_str())
+    }
+
     /// When the level asked must acknowledge by: the pending chain timer, if any.
     pub fn ack_due_at_unix_ms(&self) -> Option<i64> {
         self.machine
@@ -150,6 +168,10 @@ pub fn new_record(
         escalation_count: 0,
         commander_name: None,
         closed_by: None,
+        partition: region
+            .tree
+            .partition_of(&graded.report.township_code)
+            .to_string(),
     })
 }
 
@@ -169,6 +191,7 @@ pub fn stage(
     let events = record.machine.poll_events();
     let namespace = record.namespace.clone();
     let incident_id = record.incident_id.clone();
+    let partition = record.partition(region).to_string();
     let timers_after: BTreeMap<TimerId, TimerArm> = record
         .machine
         .pending_timers()
@@ -218,11 +241,16 @@ pub fn stage(
                 source_service: crate::SERVICE_NAME.into(),
                 body,
             };
-            let subject = subjects::incident_event(&namespace, &incident_id, out.body.event_type())
-                .map_err(|e| store::Error::Corrupt {
-                    key: command_key(&namespace, &incident_id),
-                    problem: e.to_string(),
-                })?;
+            let subject = subjects::incident_event(
+                &namespace,
+                &partition,
+                &incident_id,
+                out.body.event_type(),
+            )
+            .map_err(|e| store::Error::Corrupt {
+                key: command_key(&namespace, &incident_id),
+                problem: e.to_string(),
+            })?;
             commit.event(subject, muster_proto::convert::encode_event(&out));
         }
     }

@@ -37,9 +37,10 @@ pub fn with_lead(region: &Region, mut graded: Graded, rung: &domain::escalation:
     graded
 }
 
-/// An escalation event for the outbox: its subject and bytes.
+/// An escalation event for the outbox: its subject (in the incident's `partition`) and bytes.
 pub fn outgoing(
     namespace: &str,
+    partition: &str,
     incident_id: &str,
     now_unix_ms: i64,
     body: EventBody,
@@ -52,8 +53,9 @@ pub fn outgoing(
         source_service: crate::SERVICE_NAME.into(),
         body,
     };
-    let subject = subjects::incident_event(namespace, incident_id, out.body.event_type())
-        .map_err(|e| e.to_string())?;
+    let subject =
+        subjects::incident_event(namespace, partition, incident_id, out.body.event_type())
+            .map_err(|e| e.to_string())?;
     Ok((subject, muster_proto::convert::encode_event(&out)))
 }
 
@@ -172,7 +174,8 @@ impl Grader {
             }
         };
         if let Some(body) = body {
-            let (subject, bytes) = outgoing(namespace, incident_id, now, body)
+            let partition = prepared.record.partition(&self.region);
+            let (subject, bytes) = outgoing(namespace, partition, incident_id, now, body)
                 .map_err(|e| HandlerError::Poison(format!("incident {incident_id}: {e}")))?;
             commit.event(subject, bytes);
         }
@@ -265,9 +268,14 @@ impl Handler for Grader {
             source_service: crate::SERVICE_NAME.into(),
             body: EventBody::Graded(graded.clone()),
         };
-        let subject =
-            subjects::incident_event(&event.namespace, &event.incident_id, subjects::GRADED)
-                .map_err(|e| HandlerError::Poison(e.to_string()))?;
+        let partition = self.region.tree.partition_of(&report.township_code);
+        let subject = subjects::incident_event(
+            &event.namespace,
+            partition,
+            &event.incident_id,
+            subjects::GRADED,
+        )
+        .map_err(|e| HandlerError::Poison(e.to_string()))?;
         // The incident's escalation machine starts with the grading: chain, obligations, timers.
         let mut command = command::new_record(
             &self.region,

@@ -25,14 +25,64 @@ const NAME_BYTES_MAX: usize = 128;
 /// Longest skip-level report reason accepted, in characters.
 const SKIP_REASON_CHARS_MAX: usize = 500;
 
+/// The gRPC metadata key naming the partition that owns an incident another instance refused.
+pub const PARTITION_METADATA: &str = "muster-partition";
+
 pub struct EscalationGrpc {
     config: Config,
     store: Store,
+    /// Asked which partition owns an incident this instance has not graded.
+    bus: bus::Bus,
 }
 
 impl EscalationGrpc {
-    pub fn new(config: Config, store: Store) -> EscalationGrpc {
-        EscalationGrpc { config, store }
+    pub fn new(config: Config, store: Store, bus: bus::Bus) -> EscalationGrpc {
+        EscalationGrpc { config, store, bus }
+    }
+
+    /// Refuses an incident of a partition this instance does not serve, naming the partition
+    /// that owns it (the message, and the `muster-partition` metadata) so the client can ask
+    /// the right instance. Asked only for incidents this instance has not graded: the stream
+    /// says where the incident's report was published. When the stream cannot tell (not yet
+    /// published, NATS unreachable), the handler goes on and answers as before (NOT_FOUND).
+    async fn refuse_other_partition(
+        &self,
+        namespace: &str,
+        incident_id: &str,
+    ) -> Result<(), Status> {
+        if self.config.partitions.is_empty() || incident_id.is_empty() {
+            return Ok(());
+        }
+        let owner = match self.bus.incident_partition(namespace, incident_id).await {
+            Ok(Some(owner)) => owner,
+            Ok(None) => return Ok(()),
+            Err(error) => {
+                tracing::warn!(%error, incident_id, "cannot ask the stream which partition owns the incident");
+                return Ok(());
+            }
+        };
+        if self.config.partitions.contains(&owner) {
+            return Ok(());
+        }
+        let name = self
+            .config
+            .region
+            .tree
+            .get(&owner)
+            .map_or(String::new(), |j| format!(" ({})", j.name));
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        if let Ok(value) = owner.parse() {
+            metadata.insert(PARTITION_METADATA, value);
+        }
+        Err(Status::with_metadata(
+            tonic::Code::FailedPrecondition,
+            format!(
+                "incident {incident_id:?} belongs to partition {owner}{name}; this escalation \
+                 instance serves partition {}: ask the escalation instance serving {owner}",
+                self.config.partitions.join(", ")
+            ),
+            metadata,
+        ))
     }
 
     /// The request's namespace (`live` when empty), if this instance serves it.
@@ -66,8 +116,9 @@ impl EscalationGrpc {
         }))
     }
 
-    /// Names the incident on the audit note and refuses it outside the caller's scope.
-    fn require_incident(
+    /// Names the incident on the audit note and refuses it outside the caller's scope, or
+    /// outside this instance's partitions.
+    async fn require_incident(
         &self,
         caller: &Caller,
         namespace: &str,
@@ -80,7 +131,7 @@ impl EscalationGrpc {
                 let townships: Vec<&str> = townships.iter().map(String::as_str).collect();
                 caller.require_incident(&self.config.region.tree, incident_id, &lead, &townships)
             }
-            None => Ok(()),
+            None => self.refuse_other_partition(namespace, incident_id).await,
         }
     }
 
@@ -183,7 +234,8 @@ impl EscalationGrpc {
                     ))
                 })?;
             if let Some(body) = finish(&value, &record, &mut grading) {
-                let (subject, bytes) = outgoing(namespace, incident_id, now, body)
+                let partition = record.partition(region);
+                let (subject, bytes) = outgoing(namespace, partition, incident_id, now, body)
                     .map_err(|e| Status::invalid_argument(format!("incident_id: {e}")))?;
                 commit.event(subject, bytes);
             }
@@ -342,7 +394,8 @@ impl pb::escalation_service_server::EscalationService for EscalationGrpc {
         let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.served_namespace(&request.namespace)?;
-        self.require_incident(&caller, namespace, &request.incident_id)?;
+        self.require_incident(&caller, namespace, &request.incident_id)
+            .await?;
         if request.incident_id.is_empty() {
             return Err(Status::invalid_argument("incident_id is required"));
         }
@@ -368,7 +421,8 @@ impl pb::escalation_service_server::EscalationService for EscalationGrpc {
         let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.served_namespace(&request.namespace)?;
-        self.require_incident(&caller, namespace, &request.incident_id)?;
+        self.require_incident(&caller, namespace, &request.incident_id)
+            .await?;
         let officer = request.officer.trim().to_string();
         if officer.is_empty() {
             return Err(Status::invalid_argument(
@@ -404,7 +458,8 @@ impl pb::escalation_service_server::EscalationService for EscalationGrpc {
         let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.served_namespace(&request.namespace)?;
-        self.require_incident(&caller, namespace, &request.incident_id)?;
+        self.require_incident(&caller, namespace, &request.incident_id)
+            .await?;
         let reason = request.reason.trim().to_string();
         if reason.is_empty() {
             return Err(Status::invalid_argument(
@@ -452,7 +507,8 @@ impl pb::escalation_service_server::EscalationService for EscalationGrpc {
             }
             visible
         } else {
-            self.require_incident(&caller, namespace, &request.incident_id)?;
+            self.require_incident(&caller, namespace, &request.incident_id)
+                .await?;
             vec![self.load_command(namespace, &request.incident_id)?]
         };
         let now = lifecycle::unix_ms_now();
@@ -475,7 +531,8 @@ impl pb::escalation_service_server::EscalationService for EscalationGrpc {
         let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.served_namespace(&request.namespace)?;
-        self.require_incident(&caller, namespace, &request.incident_id)?;
+        self.require_incident(&caller, namespace, &request.incident_id)
+            .await?;
         let id = ObligationId(request.obligation_id);
         // Unknown obligations are NOT_FOUND, not a refused transition.
         let current = self.load_command(namespace, &request.incident_id)?;
@@ -516,7 +573,8 @@ impl pb::escalation_service_server::EscalationService for EscalationGrpc {
         let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.served_namespace(&request.namespace)?;
-        self.require_incident(&caller, namespace, &request.incident_id)?;
+        self.require_incident(&caller, namespace, &request.incident_id)
+            .await?;
         let officer = request.officer.trim().to_string();
         if officer.is_empty() {
             return Err(Status::invalid_argument(
@@ -573,7 +631,8 @@ impl pb::escalation_service_server::EscalationService for EscalationGrpc {
         let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.served_namespace(&request.namespace)?;
-        self.require_incident(&caller, namespace, &request.incident_id)?;
+        self.require_incident(&caller, namespace, &request.incident_id)
+            .await?;
         let code = request.jurisdiction_code.trim().to_string();
         if code.is_empty() {
             return Err(Status::invalid_argument(
@@ -657,7 +716,8 @@ impl pb::escalation_service_server::EscalationService for EscalationGrpc {
         let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.served_namespace(&request.namespace)?;
-        self.require_incident(&caller, namespace, &request.incident_id)?;
+        self.require_incident(&caller, namespace, &request.incident_id)
+            .await?;
         let officer = request.officer.trim().to_string();
         if officer.is_empty() {
             return Err(Status::invalid_argument(
@@ -768,7 +828,8 @@ impl pb::escalation_service_server::EscalationService for EscalationGrpc {
         let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.served_namespace(&request.namespace)?;
-        self.require_incident(&caller, namespace, &request.incident_id)?;
+        self.require_incident(&caller, namespace, &request.incident_id)
+            .await?;
         let record = self.load_command(namespace, &request.incident_id)?;
         Ok(Response::new(pb::GetCommandResponse {
             command: Some(self.command_to_wire(&record)),
@@ -782,7 +843,8 @@ impl pb::escalation_service_server::EscalationService for EscalationGrpc {
         let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.served_namespace(&request.namespace)?;
-        self.require_incident(&caller, namespace, &request.incident_id)?;
+        self.require_incident(&caller, namespace, &request.incident_id)
+            .await?;
         if request.incident_id.is_empty() {
             return Err(Status::invalid_argument("incident_id is required"));
         }

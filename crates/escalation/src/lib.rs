@@ -42,6 +42,10 @@ pub struct Config {
     /// `live`, or `drill.<id>`.
     pub namespace: String,
     pub region: Arc<Region>,
+    /// The partitions this instance serves (province codes, or the region root's for incidents
+    /// in no province); empty: every partition. Its consumers see only these partitions'
+    /// subjects, and its gRPC handlers refuse other partitions' incidents.
+    pub partitions: Vec<String>,
     /// Token verification key and optional TLS for the gRPC server.
     pub security: lifecycle::grpc::ServerSecurity,
     /// The escalation policy; `None` means the shipped default
@@ -68,6 +72,19 @@ pub enum Error {
     Lifecycle(#[from] lifecycle::Error),
     #[error("notifier: {0}")]
     Notifier(String),
+    #[error("{0}")]
+    Partition(String),
+}
+
+/// A consumer's name part for an instance serving `partitions`: `<purpose>` for every
+/// partition, `<purpose>-p<code>[-<code>...]` otherwise, so each instance has its own durable
+/// consumers (two instances sharing one would split its messages between their stores).
+pub fn consumer_purpose(purpose: &str, partitions: &[String]) -> String {
+    if partitions.is_empty() {
+        purpose.to_string()
+    } else {
+        format!("{purpose}-p{}", partitions.join("-"))
+    }
 }
 
 /// Runs escalation until `shutdown`, then drains.
@@ -77,6 +94,14 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     bus::subjects::validate_namespace(&config.namespace)?;
+    let mut config = config;
+    config.partitions.sort();
+    config.partitions.dedup();
+    config
+        .region
+        .tree
+        .check_partitions(&config.partitions)
+        .map_err(Error::Partition)?;
     let runtime = bus::Runtime::start(SERVICE_NAME, &config.nats_url, &config.data_dir).await?;
     if let Some(registry) = &config.metrics {
         metrics::register(registry, &runtime, &config.namespace);
@@ -88,13 +113,24 @@ pub async fn run(
     let grader = driver::Grader::new(runtime.store.clone(), config.region.clone(), policy);
     // Reports, updates and closes on one consumer, so an incident's update or close never
     // overtakes its report (nor a close an update).
-    let filters = vec![
-        bus::subjects::incident_event_filter(&config.namespace, bus::subjects::REPORTED),
-        bus::subjects::incident_event_filter(&config.namespace, bus::subjects::UPDATED),
-        bus::subjects::incident_event_filter(&config.namespace, bus::subjects::CLOSED),
-    ];
+    // Only this instance's partitions (every partition when it names none).
+    let filters = [
+        bus::subjects::REPORTED,
+        bus::subjects::UPDATED,
+        bus::subjects::CLOSED,
+    ]
+    .iter()
+    .flat_map(|event_type| {
+        bus::subjects::incident_event_filters(&config.namespace, &config.partitions, event_type)
+    })
+    .collect();
     runtime
-        .consume("grader", &config.namespace, filters, grader)
+        .consume(
+            &consumer_purpose("grader", &config.partitions),
+            &config.namespace,
+            filters,
+            grader,
+        )
         .await?;
 
     // Duty-roster notifications: who is told (graded, escalated, lead_changed), and the webhook.
@@ -110,7 +146,14 @@ pub async fn run(
         drill_webhook_url: config.notify_drill_webhook_url.clone(),
         ..notifier::NotifierOptions::default()
     };
-    start_notifications(&runtime, &config.namespace, Arc::new(rosters), options).await?;
+    start_notifications(
+        &runtime,
+        &config.namespace,
+        &config.partitions,
+        Arc::new(rosters),
+        options,
+    )
+    .await?;
 
     // The timer task stops after the gRPC server, before the runtime drains the outbox.
     let timers_shutdown = CancellationToken::new();
@@ -121,7 +164,8 @@ pub async fn run(
         timers_shutdown.clone(),
     ));
 
-    let service = grpc::EscalationGrpc::new(config.clone(), runtime.store.clone());
+    let service =
+        grpc::EscalationGrpc::new(config.clone(), runtime.store.clone(), runtime.bus.clone());
     let routes = tonic::service::Routes::new(
         pb::escalation_service_server::EscalationServiceServer::new(service)
             .max_decoding_message_size(lifecycle::grpc::REQUEST_BYTES_MAX),
@@ -151,10 +195,12 @@ pub async fn run(
 }
 
 /// Starts the notification consumers on `runtime`: the requester (`graded`, `escalated`,
-/// `lead_changed` → `notification.requested` for the on-duty roster) and the webhook notifier.
+/// `lead_changed` → `notification.requested` for the on-duty roster) and the webhook notifier,
+/// both on `partitions`' subjects only (every partition when empty).
 pub async fn start_notifications(
     runtime: &bus::Runtime,
     namespace: &str,
+    partitions: &[String],
     rosters: Arc<domain::roster::Rosters>,
     options: notifier::NotifierOptions,
 ) -> Result<(), Error> {
@@ -162,17 +208,17 @@ pub async fn start_notifications(
         .map_err(Error::Notifier)?;
     runtime
         .consume(
-            "notify",
+            &consumer_purpose("notify", partitions),
             namespace,
-            notify::NotifyRequester::filters(namespace),
+            notify::NotifyRequester::filters(namespace, partitions),
             notify::NotifyRequester::new(namespace.to_string(), rosters),
         )
         .await?;
     runtime
         .consume_work(
-            "notifier",
+            &consumer_purpose("notifier", partitions),
             namespace,
-            notifier::Notifier::filters(namespace),
+            notifier::Notifier::filters(namespace, partitions),
             notifier,
         )
         .await?;

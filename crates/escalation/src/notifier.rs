@@ -140,12 +140,14 @@ impl Notifier {
         })
     }
 
-    /// The consumer's filter: every requested notification of the namespace.
-    pub fn filters(namespace: &str) -> Vec<String> {
-        vec![subjects::notification_event_filter(
+    /// The consumer's filters: every requested notification of `partitions` (all when empty)
+    /// in the namespace.
+    pub fn filters(namespace: &str, partitions: &[String]) -> Vec<String> {
+        subjects::notification_event_filters(
             namespace,
+            partitions,
             subjects::NOTIFICATION_REQUESTED,
-        )]
+        )
     }
 
     fn target(&self, request: &NotificationRequest) -> Target {
@@ -187,8 +189,8 @@ impl WorkHandler for Notifier {
     async fn handle(&mut self, delivery: &Delivery) -> Result<WorkOutcome, HandlerError> {
         let request =
             convert_notify::decode_requested(&delivery.payload).map_err(HandlerError::Poison)?;
-        let subject_namespace = subjects::parse_notification_event(&delivery.subject)
-            .map(|(namespace, _, _)| namespace);
+        let parsed = subjects::parse_notification_event(&delivery.subject);
+        let subject_namespace = parsed.map(|(namespace, _, _, _)| namespace);
         if subject_namespace != Some(self.namespace.as_str()) || request.namespace != self.namespace
         {
             return Err(HandlerError::Poison(format!(
@@ -196,6 +198,15 @@ impl WorkHandler for Notifier {
                 request.namespace, delivery.subject, self.namespace
             )));
         }
+        // The outcome goes out on the request's partition (the filters name partitions).
+        let partition = parsed
+            .and_then(|(_, partition, _, _)| partition)
+            .ok_or_else(|| {
+                HandlerError::Poison(format!(
+                    "{}: not a partitioned notification subject",
+                    delivery.subject
+                ))
+            })?;
         let key = notification_key(
             &request.namespace,
             &request.incident_id,
@@ -255,6 +266,7 @@ impl WorkHandler for Notifier {
         };
         let subject = subjects::notification_event(
             &request.namespace,
+            partition,
             &request.notification_id,
             subjects::NOTIFICATION_DELIVERED,
         )

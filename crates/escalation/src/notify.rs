@@ -34,9 +34,12 @@ pub fn incident_notifications_prefix(namespace: &str, incident_id: &str) -> Stri
 
 /// Stages the notifications `event` calls for into `commit`: a `notification.requested` outbox
 /// event and a pending record each. Returns what was staged.
+/// The notifications go out on `partition`'s subjects: the incident's, so the instance that
+/// owns the incident delivers them.
 pub fn stage_notifications(
     commit: &mut Commit,
     event: &IncidentEvent,
+    partition: &str,
     rosters: &Rosters,
     now_unix_ms: i64,
 ) -> Result<Vec<NotificationRequest>, String> {
@@ -44,6 +47,7 @@ pub fn stage_notifications(
     for request in &requests {
         let subject = subjects::notification_event(
             &request.namespace,
+            partition,
             &request.notification_id,
             subjects::NOTIFICATION_REQUESTED,
         )
@@ -74,11 +78,14 @@ impl NotifyRequester {
         NotifyRequester { namespace, rosters }
     }
 
-    /// The consumer's filters: every notifying event of the namespace.
-    pub fn filters(namespace: &str) -> Vec<String> {
+    /// The consumer's filters: every notifying event of `partitions` (all when empty) in the
+    /// namespace.
+    pub fn filters(namespace: &str, partitions: &[String]) -> Vec<String> {
         NOTIFYING_EVENTS
             .iter()
-            .map(|event_type| subjects::incident_event_filter(namespace, event_type))
+            .flat_map(|event_type| {
+                subjects::incident_event_filters(namespace, partitions, event_type)
+            })
             .collect()
     }
 }
@@ -93,10 +100,24 @@ impl Handler for NotifyRequester {
                 event.namespace, self.namespace
             )));
         }
+        // The consumer's filters name partitions, so every subject it sees carries one.
+        let partition = subjects::parse_incident_event(&delivery.subject)
+            .and_then(|parsed| parsed.partition)
+            .ok_or_else(|| {
+                HandlerError::Poison(format!(
+                    "{}: not a partitioned incident subject",
+                    delivery.subject
+                ))
+            })?;
         let mut commit = Commit::new();
-        let requests =
-            stage_notifications(&mut commit, &event, &self.rosters, lifecycle::unix_ms_now())
-                .map_err(HandlerError::Retry)?;
+        let requests = stage_notifications(
+            &mut commit,
+            &event,
+            partition,
+            &self.rosters,
+            lifecycle::unix_ms_now(),
+        )
+        .map_err(HandlerError::Retry)?;
         if requests.is_empty() {
             tracing::debug!(incident = %event.incident_id, event = event.body.event_type(), "nobody on duty to notify");
         }

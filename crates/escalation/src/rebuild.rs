@@ -79,10 +79,10 @@ impl Rebuild for EscalationRebuild {
     fn apply(&mut self, event: &StreamEvent) -> Result<(), ReplayError> {
         let subject = &event.delivery.subject;
         let ours = subjects::parse_incident_event(subject)
-            .map(|(namespace, _, _)| namespace == self.namespace)
+            .map(|parsed| parsed.namespace == self.namespace)
             .or_else(|| {
                 subjects::parse_notification_event(subject)
-                    .map(|(namespace, _, _)| namespace == self.namespace)
+                    .map(|(namespace, _, _, _)| namespace == self.namespace)
             })
             .unwrap_or(false);
         if ours {
@@ -127,11 +127,12 @@ impl Rebuild for EscalationRebuild {
             .events
             .iter()
             .filter_map(|e| subjects::parse_notification_event(&e.delivery.subject))
-            .filter(|(_, _, kind)| *kind == subjects::NOTIFICATION_DELIVERED)
-            .map(|(_, id, _)| id)
+            .filter(|(_, _, _, kind)| *kind == subjects::NOTIFICATION_DELIVERED)
+            .map(|(_, _, id, _)| id)
             .collect();
         for (index, event) in self.events.iter().enumerate() {
-            if let Some((_, id, kind)) = subjects::parse_notification_event(&event.delivery.subject)
+            if let Some((_, _, id, kind)) =
+                subjects::parse_notification_event(&event.delivery.subject)
             {
                 if kind == subjects::NOTIFICATION_REQUESTED && delivered.contains(id) {
                     replay.processed.push(event.delivery.msg_id.clone());

@@ -152,7 +152,7 @@ async fn start(namespace: &str, options: NotifierOptions) -> Harness {
     let runtime = bus::Runtime::start("escalation", nats.url(), dir.path())
         .await
         .unwrap();
-    escalation::start_notifications(&runtime, namespace, Arc::new(rosters()), options)
+    escalation::start_notifications(&runtime, namespace, &[], Arc::new(rosters()), options)
         .await
         .unwrap();
     Harness {
@@ -177,9 +177,13 @@ impl Harness {
             source_service: "escalation".into(),
             body: EventBody::Graded(graded),
         };
-        let subject =
-            bus::subjects::incident_event(&self.namespace, INCIDENT, bus::subjects::GRADED)
-                .unwrap();
+        let subject = bus::subjects::incident_event(
+            &self.namespace,
+            "390000",
+            INCIDENT,
+            bus::subjects::GRADED,
+        )
+        .unwrap();
         let payload = muster_proto::convert::encode_event(&event);
         self.runtime
             .bus

@@ -89,9 +89,14 @@ fn events_and_notifications(
             let decoded =
                 muster_proto::convert::decode_event(&event.payload, &event.msg_id).unwrap();
             let mut commit = Commit::new();
-            let requests =
-                stage_notifications(&mut commit, &decoded, rosters, lifecycle::unix_ms_now())
-                    .unwrap();
+            let requests = stage_notifications(
+                &mut commit,
+                &decoded,
+                "390000",
+                rosters,
+                lifecycle::unix_ms_now(),
+            )
+            .unwrap();
             (decoded.body.event_type().to_string(), requests)
         })
         .collect()

@@ -156,8 +156,14 @@ impl IntakeGrpc {
             legal_hold: None,
             personal_data_erased_at_unix_ms: None,
         };
-        let subject = subjects::incident_event(namespace, &incident_id, subjects::REPORTED)
-            .map_err(internal)?;
+        let partition = self
+            .config
+            .region
+            .tree
+            .partition_of(&record.report.township_code);
+        let subject =
+            subjects::incident_event(namespace, partition, &incident_id, subjects::REPORTED)
+                .map_err(internal)?;
         let mut commit = Commit::new();
         commit.expect_raw(sequence_key.clone(), current_raw);
         commit.put(sequence_key, &sequence).map_err(internal)?;
@@ -224,9 +230,18 @@ impl IntakeGrpc {
                 description: event.describe(),
                 event_id: String::new(),
             });
-            let subject =
-                subjects::incident_event(namespace, &valid.incident_id, subjects::UPDATED)
-                    .map_err(|e| Status::invalid_argument(format!("incident_id: {e}")))?;
+            let partition = self
+                .config
+                .region
+                .tree
+                .partition_of(&record.report.township_code);
+            let subject = subjects::incident_event(
+                namespace,
+                partition,
+                &valid.incident_id,
+                subjects::UPDATED,
+            )
+            .map_err(|e| Status::invalid_argument(format!("incident_id: {e}")))?;
             let mut commit = Commit::new();
             commit.expect_raw(key.clone(), Some(raw));
             commit.put(key.clone(), &record).map_err(internal)?;
@@ -285,9 +300,18 @@ impl IntakeGrpc {
                     description: event.describe(),
                     event_id: String::new(),
                 });
-                let subject =
-                    subjects::incident_event(namespace, incident_id, event.body.event_type())
-                        .map_err(|e| Status::invalid_argument(format!("incident_id: {e}")))?;
+                let partition = self
+                    .config
+                    .region
+                    .tree
+                    .partition_of(&record.report.township_code);
+                let subject = subjects::incident_event(
+                    namespace,
+                    partition,
+                    incident_id,
+                    event.body.event_type(),
+                )
+                .map_err(|e| Status::invalid_argument(format!("incident_id: {e}")))?;
                 commit.event(subject, convert::encode_event(event));
             }
             if record.personal_data_due_for_erasure() {

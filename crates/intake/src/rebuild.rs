@@ -67,8 +67,11 @@ pub fn incident_sequence(incident_id: &str) -> Option<u64> {
 impl Rebuild for IntakeRebuild {
     fn apply(&mut self, event: &StreamEvent) -> Result<(), ReplayError> {
         // The projection consumes every incident event of the namespace and nothing else.
-        let Some((namespace, incident_id, _)) =
-            subjects::parse_incident_event(&event.delivery.subject)
+        let Some(subjects::IncidentSubject {
+            namespace,
+            incident_id,
+            ..
+        }) = subjects::parse_incident_event(&event.delivery.subject)
         else {
             return Ok(());
         };

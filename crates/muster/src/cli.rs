@@ -286,6 +286,17 @@ pub struct ServeArgs {
     #[arg(long, env = "MUSTER_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// Escalation only: serve these partitions (province codes, or the region root's code for
+    /// incidents in no province), separated by commas. The instance consumes only their
+    /// subjects and refuses other partitions' incidents. Unset: every partition.
+    #[arg(
+        long = "partition",
+        env = "MUSTER_PARTITION",
+        value_name = "CODE",
+        value_delimiter = ','
+    )]
+    pub partitions: Vec<String>,
+
     #[command(flatten)]
     pub common: CommonArgs,
 }

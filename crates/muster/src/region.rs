@@ -70,5 +70,10 @@ pub fn summary(region: &Region) -> String {
         let label = grade.map_or_else(|| "ungraded".to_string(), |grade| format!("grade {grade}"));
         line(format!("  {label:<12} {count:>5}"));
     }
+    // What `muster serve escalation --partition` accepts.
+    line(format!(
+        "partitions: {} (the root's: incidents in no province)",
+        region.tree.partitions().join(", ")
+    ));
     text
 }

@@ -11,6 +11,25 @@ use crate::service::{self, Settings};
 pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let service = args.service;
     let region = crate::region::load(args.common.region_dir.as_deref())?;
+    let partitions: Vec<String> = args
+        .partitions
+        .iter()
+        .map(|code| code.trim().to_string())
+        .filter(|code| !code.is_empty())
+        .collect();
+    if !partitions.is_empty() {
+        if service != service::Service::Escalation {
+            anyhow::bail!(
+                "--partition: only escalation runs partitioned; {} serves every partition \
+                 (see deploy/README.md, \"How to scale\")",
+                service.name()
+            );
+        }
+        region
+            .tree
+            .check_partitions(&partitions)
+            .map_err(|problem| anyhow::anyhow!("--partition {problem}"))?;
+    }
     let data_dir = args
         .data_dir
         .unwrap_or_else(|| PathBuf::from(".muster").join(service.name()));
@@ -27,6 +46,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
         nats = %bus::redact_password(&args.nats_url),
         data_dir = %data_dir.display(),
         namespace = %args.common.namespace,
+        partitions = %if partitions.is_empty() { "all".to_string() } else { partitions.join(",") },
         "starting"
     );
     let mapping = service::load_mapping(args.common.feed_mapping.as_deref(), &region)?;
@@ -68,6 +88,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
         nats_url: args.nats_url,
         data_dir,
         namespace: args.common.namespace,
+        partitions,
         region,
         mapping,
         notify_webhook_url: args.common.notify_webhook,

@@ -69,6 +69,8 @@ pub struct Settings {
     pub nats_url: String,
     pub data_dir: PathBuf,
     pub namespace: String,
+    /// Escalation's partitions (empty: every partition).
+    pub partitions: Vec<String>,
     pub region: Arc<Region>,
     /// Intake's feed mapping rules (`None`: the shipped defaults).
     pub mapping: Option<Arc<feeds::mapping::Mapping>>,
@@ -132,6 +134,7 @@ pub async fn run(
         nats_url,
         data_dir,
         namespace,
+        partitions,
         region,
         mapping,
         notify_webhook_url,
@@ -167,6 +170,7 @@ pub async fn run(
                 data_dir,
                 namespace,
                 region,
+                partitions,
                 policy: escalation_policy,
                 notify_webhook_url,
                 notify_drill_webhook_url,

@@ -251,6 +251,7 @@ async fn run_services(
             nats_url: nats_url.to_string(),
             data_dir: data_dir.join(service.name()),
             namespace: args.common.namespace.clone(),
+            partitions: Vec::new(),
             region: region.clone(),
             mapping: mapping.clone(),
             notify_webhook_url: args.common.notify_webhook.clone(),

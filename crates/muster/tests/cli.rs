@@ -58,6 +58,7 @@ fn check_region_accepts_the_shipped_region() {
         "units:",
         "fire_engine",
         "plans:",
+        "partitions: 000000, 390000",
     ] {
         assert!(
             stdout.contains(expected),

@@ -69,6 +69,7 @@ async fn escalation_with(
         data_dir: dir.join("escalation"),
         namespace: "live".into(),
         region: Arc::new(domain::region::Region::embedded_default()),
+        partitions: Vec::new(),
         policy: None,
         notify_webhook_url: None,
         notify_drill_webhook_url: None,

@@ -171,7 +171,7 @@ impl Crashable {
             .get_stream(bus::EVENTS_STREAM)
             .await
             .unwrap();
-        let subject = format!("muster.live.incident.{incident_id}.escalated");
+        let subject = format!("muster.live.incident.*.{incident_id}.escalated");
         let mut info = stream.info_with_subjects(&subject).await.unwrap();
         use futures_util::TryStreamExt;
         let mut total = 0;

@@ -444,7 +444,7 @@ async fn new_report_once(system: &System, before: &BTreeMap<String, usize>, old_
         );
     }
     for event in ["reported", "graded", "units_assigned"] {
-        let subject = format!("muster.live.incident.{new_id}.{event}");
+        let subject = format!("muster.live.incident.390000.{new_id}.{event}");
         assert_eq!(after.get(&subject), Some(&1), "{subject}");
         assert_eq!(
             incident
@@ -735,7 +735,7 @@ async fn escalation_rebuilt_after_a_deadline_fired_answers_as_before() {
     assert_eq!(before[0].2, after[0].2, "ListDeadlines");
     // The deadline that fired does not fire again.
     let now = subject_counts(&system).await;
-    let subject = format!("muster.live.incident.{}.escalated", ids[0]);
+    let subject = format!("muster.live.incident.390000.{}.escalated", ids[0]);
     assert_eq!(now.get(&subject), Some(&1), "{subject}");
     assert_eq!(counts.get(&subject), Some(&1), "{subject}");
 }
@@ -756,7 +756,8 @@ async fn rebuild_names_a_bad_event_by_sequence_and_a_missing_stream() {
     .await;
     // Something that is not an incident event, on an incident subject.
     let bus = bus_of(&system).await;
-    let subject = bus::subjects::incident_event("live", "INC-20261128-999999", "updated").unwrap();
+    let subject =
+        bus::subjects::incident_event("live", "390000", "INC-20261128-999999", "updated").unwrap();
     let ack = bus
         .publish_dedup(subject, "garbage-1", "not protobuf".into(), None)
         .await

@@ -181,6 +181,7 @@ impl System {
                         data_dir,
                         namespace,
                         region,
+                        partitions: Vec::new(),
                         policy: escalation_policy,
                         notify_webhook_url: None,
                         notify_drill_webhook_url: None,
@@ -221,6 +222,54 @@ impl System {
         };
         wait_serving(addr).await;
         *self.slot(service) = Some(running);
+    }
+
+    /// An escalation instance of its own beside [`System::escalation`], serving `partitions`:
+    /// its own data directory (`escalation-<label>`) and gRPC port, this system's NATS, region
+    /// and policy (what `muster serve escalation --partition ...` runs).
+    pub async fn start_escalation_instance(&self, label: &str, partitions: &[&str]) -> Running {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let config = escalation::Config {
+            nats_url: self.nats.url().to_string(),
+            data_dir: self.dir.path().join(format!("escalation-{label}")),
+            namespace: "live".into(),
+            region: self.region.clone(),
+            partitions: partitions.iter().map(ToString::to_string).collect(),
+            policy: self.escalation_policy.clone(),
+            notify_webhook_url: None,
+            notify_drill_webhook_url: None,
+            metrics: None,
+            security: lifecycle::grpc::ServerSecurity {
+                verifier: self.auth.verifier(),
+                tls: None,
+            },
+        };
+        let token = shutdown.clone();
+        let task = tokio::spawn(async move {
+            escalation::run(config, listener, token)
+                .await
+                .map_err(|e| e.to_string())
+        });
+        wait_serving(addr).await;
+        Running {
+            addr,
+            feeds_addr: None,
+            metrics_addr: None,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Escalation at `addr` (an instance from [`System::start_escalation_instance`]) as admin.
+    pub async fn escalation_at(&self, addr: SocketAddr) -> EscalationServiceClient<Authed> {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        EscalationServiceClient::with_interceptor(channel, Bearer::new(&self.auth.admin_token))
     }
 
     pub async fn stop_service(&mut self, service: Service) {

@@ -34,10 +34,12 @@ async fn traceparents(
             .unwrap_or_else(|_| panic!("only {seen:?} of {types:?} within the bound"))
             .expect("subscription open");
         let subject = message.subject.to_string();
-        let Some(rest) = subject.strip_prefix(&format!("muster.live.incident.{incident_id}."))
+        let Some(parsed) = bus::subjects::parse_incident_event(&subject)
+            .filter(|parsed| parsed.incident_id == incident_id && parsed.partition.is_some())
         else {
             continue;
         };
+        let rest = parsed.event_type;
         let traceparent = message
             .headers
             .as_ref()

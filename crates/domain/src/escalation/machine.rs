@@ -909,6 +909,13 @@ impl EscalationMachine {
             .map(|incident| &incident.ladder[incident.lead_index])
     }
 
+    /// The incident's ladder, lowest level first; empty before grading.
+    pub fn ladder(&self) -> &[Rung] {
+        self.incident
+            .as_ref()
+            .map_or(&[], |incident| incident.ladder.as_slice())
+    }
+
     /// The level currently asked to acknowledge.
     pub fn escalation_rung(&self) -> Option<&Rung> {
         self.incident

@@ -276,7 +276,10 @@ mod tests {
         let (intake, mut queued, _dir) = intake(8);
         let mut commit = store::Commit::new();
         for n in 0..3 {
-            commit.event(format!("muster.live.incident.INC-{n}.reported"), vec![1]);
+            commit.event(
+                format!("muster.live.incident.390000.INC-{n}.reported"),
+                vec![1],
+            );
         }
         intake.store.commit(&commit).unwrap();
         let intake = intake.with_outbox_len_max(2);

@@ -1423,6 +1423,12 @@ impl<'w> Tx<'w> {
         for (key, (raw, mut record, change)) in std::mem::take(&mut self.incidents) {
             let ns = record.namespace.clone();
             let id = record.id.clone();
+            let partition = self
+                .config
+                .region
+                .tree
+                .partition_of(&record.report.township_code)
+                .to_string();
             let mut event_type = None;
             if change.created {
                 let event = self.event(&ns, &id, EventBody::Reported(record.report.clone()));
@@ -1436,7 +1442,7 @@ impl<'w> Tx<'w> {
                     entry.description = event.describe();
                 }
                 commit.event(
-                    subject(&ns, &id, subjects::REPORTED)?,
+                    subject(&partition, &ns, &id, subjects::REPORTED)?,
                     muster_proto::convert::encode_event(&event),
                 );
                 event_type = Some(subjects::REPORTED);
@@ -1456,7 +1462,7 @@ impl<'w> Tx<'w> {
                     event_id: String::new(),
                 });
                 commit.event(
-                    subject(&ns, &id, subjects::UPDATED)?,
+                    subject(&partition, &ns, &id, subjects::UPDATED)?,
                     muster_proto::convert::encode_event(&event),
                 );
                 event_type = Some(subjects::UPDATED);
@@ -1464,7 +1470,7 @@ impl<'w> Tx<'w> {
             if let Some(closed) = &change.closed {
                 let event = self.event(&ns, &id, EventBody::Closed(closed.clone()));
                 commit.event(
-                    subject(&ns, &id, "closed")?,
+                    subject(&partition, &ns, &id, "closed")?,
                     muster_proto::convert::encode_event(&event),
                 );
                 event_type = Some("closed");
@@ -1531,8 +1537,14 @@ impl<'w> Tx<'w> {
     }
 }
 
-fn subject(ns: &str, incident_id: &str, event_type: &str) -> Result<String, String> {
-    subjects::incident_event(ns, incident_id, event_type).map_err(|e| e.to_string())
+/// The event's subject, in the partition of the incident's township.
+fn subject(
+    partition: &str,
+    ns: &str,
+    incident_id: &str,
+    event_type: &str,
+) -> Result<String, String> {
+    subjects::incident_event(ns, partition, incident_id, event_type).map_err(|e| e.to_string())
 }
 
 fn duplicate_of(first: &AlertResult) -> AlertResult {

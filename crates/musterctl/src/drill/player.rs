@@ -438,7 +438,11 @@ impl Player<'_> {
         u: &UnitInject,
         count: Option<u32>,
     ) -> (u32, String) {
-        self.refresh_board().await;
+        // A full sample, not just the board: a unit booked since the last sample must be known
+        // to be this incident's before it leaves (out of service), or a later
+        // `return_to_service` inject cannot find it (the sampling tick can miss a booking that
+        // lasts only a few hundred milliseconds at high `--speed`).
+        self.observe().await;
         let incident_id = self.ids.get(label).cloned().unwrap_or_default();
         let incident_id = incident_id.as_str();
         let seen = &self.unit_seen;
