@@ -52,6 +52,8 @@ pub struct EscalationRebuild {
     region: Arc<Region>,
     policy: Arc<EscalationPolicy>,
     namespace: String,
+    /// The partitions the instance serves; empty: every partition.
+    partitions: Vec<String>,
     floors: ConsumerFloors,
     events: Vec<StreamEvent>,
 }
@@ -69,9 +71,23 @@ impl EscalationRebuild {
             region,
             policy,
             namespace: namespace.to_string(),
+            partitions: Vec::new(),
             floors,
             events: Vec::new(),
         }
+    }
+
+    /// Rebuilds the store of an instance serving only `partitions` (`--partition`): the events
+    /// of other partitions' subjects are left out, as its consumers never saw them. Subjects
+    /// from before partitions existed name none and are left out too.
+    pub fn for_partitions(mut self, partitions: Vec<String>) -> EscalationRebuild {
+        self.partitions = partitions;
+        self
+    }
+
+    fn serves(&self, partition: Option<&str>) -> bool {
+        self.partitions.is_empty()
+            || partition.is_some_and(|p| self.partitions.iter().any(|mine| mine == p))
     }
 }
 
@@ -79,10 +95,11 @@ impl Rebuild for EscalationRebuild {
     fn apply(&mut self, event: &StreamEvent) -> Result<(), ReplayError> {
         let subject = &event.delivery.subject;
         let ours = subjects::parse_incident_event(subject)
-            .map(|parsed| parsed.namespace == self.namespace)
+            .map(|parsed| parsed.namespace == self.namespace && self.serves(parsed.partition))
             .or_else(|| {
-                subjects::parse_notification_event(subject)
-                    .map(|(namespace, _, _, _)| namespace == self.namespace)
+                subjects::parse_notification_event(subject).map(|(namespace, partition, _, _)| {
+                    namespace == self.namespace && self.serves(partition)
+                })
             })
             .unwrap_or(false);
         if ours {

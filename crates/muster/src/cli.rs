@@ -374,6 +374,12 @@ pub struct RebuildArgs {
     )]
     pub namespace: String,
 
+    /// Escalation only: the partitions the instance serves (its `--partition`), separated by
+    /// commas; the rebuild reads only their subjects and where that instance's consumers stood.
+    /// Unset: every partition.
+    #[arg(long = "partition", value_name = "CODE", value_delimiter = ',')]
+    pub partitions: Vec<String>,
+
     /// The region files the service runs with (dispatch: the units it seeds; escalation: the
     /// ladders). Default: the sample region built into the binary.
     #[arg(long, env = "MUSTER_REGION_DIR", value_name = "DIR")]

@@ -147,10 +147,20 @@ async fn rebuild_into(
         Service::Escalation => escalation::rebuild::CONSUMERS,
         Service::Dispatch => dispatch::rebuild::CONSUMERS,
     };
-    let floors = bus
-        .consumer_floors(args.service.name(), &args.namespace, purposes)
+    // A partitioned escalation's consumers carry its partitions in their names.
+    let partitions = partitions_of(args, &region)?;
+    let named: Vec<String> = purposes
+        .iter()
+        .map(|purpose| escalation::consumer_purpose(purpose, &partitions))
+        .collect();
+    let named_refs: Vec<&str> = named.iter().map(String::as_str).collect();
+    let mut floors = bus
+        .consumer_floors(args.service.name(), &args.namespace, &named_refs)
         .await
         .context("cannot read where the service's durable consumers stand")?;
+    for (purpose, name) in purposes.iter().zip(&named) {
+        floors.rename(name, purpose);
+    }
     let mut rebuild = rebuilder(args, store.clone(), region, policy, floors.clone())?;
     let mut events_read = 0u64;
     let mut skipped = Vec::new();
@@ -224,15 +234,21 @@ fn rebuilder(
             floors,
             lifecycle::unix_ms_now(),
         )),
-        Service::Escalation => Box::new(escalation::rebuild::EscalationRebuild::new(
-            store,
-            region,
-            policy.unwrap_or_else(|| {
-                Arc::new(domain::escalation::EscalationPolicy::embedded_default())
-            }),
-            &args.namespace,
-            floors,
-        )),
+        Service::Escalation => {
+            let partitions = partitions_of(args, &region)?;
+            Box::new(
+                escalation::rebuild::EscalationRebuild::new(
+                    store,
+                    region,
+                    policy.unwrap_or_else(|| {
+                        Arc::new(domain::escalation::EscalationPolicy::embedded_default())
+                    }),
+                    &args.namespace,
+                    floors,
+                )
+                .for_partitions(partitions),
+            )
+        }
     })
 }
 
@@ -375,4 +391,33 @@ mod tests {
         assert_eq!(super::timestamp(0), "19700101T000000Z");
         assert_eq!(super::timestamp(1_795_847_244_000), "20261128T062724Z");
     }
+}
+
+/// `--partition`, checked: escalation only, codes of the region's partitions.
+fn partitions_of(
+    args: &RebuildArgs,
+    region: &domain::region::Region,
+) -> anyhow::Result<Vec<String>> {
+    let mut partitions: Vec<String> = args
+        .partitions
+        .iter()
+        .map(|code| code.trim().to_string())
+        .filter(|code| !code.is_empty())
+        .collect();
+    if partitions.is_empty() {
+        return Ok(partitions);
+    }
+    if args.service != Service::Escalation {
+        bail!(
+            "--partition: only escalation runs partitioned; {} is rebuilt whole",
+            args.service.name()
+        );
+    }
+    region
+        .tree
+        .check_partitions(&partitions)
+        .map_err(|problem| anyhow::anyhow!("--partition {problem}"))?;
+    partitions.sort();
+    partitions.dedup();
+    Ok(partitions)
 }

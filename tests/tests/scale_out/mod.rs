@@ -22,7 +22,7 @@ const EAST_TOWNSHIP: &str = "410102001";
 
 /// The sample region plus a small second province (one city, one county, one township) with
 /// enough units for a grade III chemical accident.
-fn two_province_region() -> Region {
+fn two_province_region(write_to: Option<&std::path::Path>) -> Region {
     let [jurisdictions, units, plans, rulebook] = Region::embedded_default_sources();
     let jurisdictions_text = format!(
         "{}\n{}",
@@ -74,6 +74,19 @@ density = "dense"
         }
     }
     let units_text = format!("{}\n{east_units}", units.text);
+    // The same files on disk, for the `muster rebuild --region-dir` a stopped instance gets.
+    if let Some(dir) = write_to {
+        std::fs::create_dir_all(dir).unwrap();
+        for (file, text) in [
+            (jurisdictions.name, jurisdictions_text.as_str()),
+            (units.name, units_text.as_str()),
+            (plans.name, plans.text),
+            (rulebook.name, rulebook.text),
+        ] {
+            let name = std::path::Path::new(file).file_name().unwrap();
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+    }
     Region::from_sources(
         SourceFile {
             name: jurisdictions.name,
@@ -185,7 +198,7 @@ async fn only_the_owner_answers(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_escalation_instances_each_grade_and_answer_for_their_own_province_only() {
     let mut system = System::empty().await;
-    system.region = Arc::new(two_province_region());
+    system.region = Arc::new(two_province_region(None));
     system.start_service(crate::system::Service::Intake).await;
     system.start_service(crate::system::Service::Dispatch).await;
     let west = system.start_escalation_instance("west", &[WEST]).await;
@@ -356,6 +369,49 @@ async fn two_escalation_instances_each_grade_and_answer_for_their_own_province_o
         .unwrap();
     assert!(command.acknowledged);
     for incident_id in [&west_second, &east_second] {
+        assert_eq!(graded_on_the_stream(&system, incident_id).await.len(), 1);
+    }
+
+    // The west instance loses its disk: `muster rebuild escalation --partition` gives it back
+    // its own partition's machines from the stream, and nothing of the east's.
+    west.stop().await;
+    let west_dir = system.dir.path().join("escalation-west");
+    std::fs::remove_dir_all(&west_dir).unwrap();
+    let region_dir = system.dir.path().join("two-province-region");
+    two_province_region(Some(&region_dir));
+    let output = std::process::Command::new(crate::system::muster_binary())
+        .args(["rebuild", "escalation", "--nats-url", system.nats.url()])
+        .arg("--data-dir")
+        .arg(&west_dir)
+        .arg("--region-dir")
+        .arg(&region_dir)
+        .args(["--partition", WEST])
+        .env_remove("MUSTER_NATS_URL")
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{said}");
+    let west = system.start_escalation_instance("west", &[WEST]).await;
+    let command = system
+        .escalation_at(west.addr)
+        .await
+        .get_command(pb::GetCommandRequest {
+            namespace: String::new(),
+            incident_id: west_incident.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .command
+        .unwrap();
+    assert!(command.acknowledged, "rebuilt: {said}");
+    only_the_owner_answers(&system, &west, &east, WEST, &west_second).await;
+    only_the_owner_answers(&system, &east, &west, EAST, &east_second).await;
+    for incident_id in [&west_incident, &west_second, &east_second] {
         assert_eq!(graded_on_the_stream(&system, incident_id).await.len(), 1);
     }
     west.stop().await;
