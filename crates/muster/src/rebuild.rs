@@ -384,15 +384,6 @@ fn timestamp(unix_ms: i64) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn timestamps_name_the_moved_directory() {
-        assert_eq!(super::timestamp(0), "19700101T000000Z");
-        assert_eq!(super::timestamp(1_795_847_244_000), "20261128T062724Z");
-    }
-}
-
 /// `--partition`, checked: escalation only, codes of the region's partitions.
 fn partitions_of(
     args: &RebuildArgs,
@@ -420,4 +411,13 @@ fn partitions_of(
     partitions.sort();
     partitions.dedup();
     Ok(partitions)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamps_name_the_moved_directory() {
+        assert_eq!(super::timestamp(0), "19700101T000000Z");
+        assert_eq!(super::timestamp(1_795_847_244_000), "20261128T062724Z");
+    }
 }
