@@ -41,6 +41,35 @@ pub struct IntakeGrpc {
 }
 
 impl IntakeGrpc {
+    /// The incident `incident_id`, if the caller may see it: INVALID_ARGUMENT when the id is
+    /// empty, NOT_FOUND when there is none, PERMISSION_DENIED when it is out of scope.
+    fn readable_record(
+        &self,
+        caller: &Caller,
+        namespace: &str,
+        incident_id: &str,
+    ) -> Result<IncidentRecord, Status> {
+        if incident_id.is_empty() {
+            return Err(Status::invalid_argument("incident_id is required"));
+        }
+        let record: IncidentRecord = self
+            .store
+            .get(&incident_key(namespace, incident_id))
+            .map_err(internal)?
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no incident {incident_id:?} in namespace {namespace}"
+                ))
+            })?;
+        caller.require_incident(
+            &self.config.region.tree,
+            &record.id,
+            lead_of(&record),
+            &record.report.township_codes(),
+        )?;
+        Ok(record)
+    }
+
     pub fn new(
         config: Config,
         store: Store,
@@ -507,25 +536,7 @@ impl pb::intake_service_server::IntakeService for IntakeGrpc {
         let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.namespace(&request.namespace)?;
-        if request.incident_id.is_empty() {
-            return Err(Status::invalid_argument("incident_id is required"));
-        }
-        let record: IncidentRecord = self
-            .store
-            .get(&incident_key(namespace, &request.incident_id))
-            .map_err(internal)?
-            .ok_or_else(|| {
-                Status::not_found(format!(
-                    "no incident {:?} in namespace {namespace}",
-                    request.incident_id
-                ))
-            })?;
-        caller.require_incident(
-            &self.config.region.tree,
-            &record.id,
-            lead_of(&record),
-            &record.report.township_codes(),
-        )?;
+        let record = self.readable_record(&caller, namespace, &request.incident_id)?;
         Ok(Response::new(pb::GetIncidentResponse {
             incident: Some(incident_to_wire(&record)),
         }))
@@ -573,25 +584,7 @@ impl pb::intake_service_server::IntakeService for IntakeGrpc {
         let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let namespace = self.namespace(&request.namespace)?;
-        if request.incident_id.is_empty() {
-            return Err(Status::invalid_argument("incident_id is required"));
-        }
-        let record: IncidentRecord = self
-            .store
-            .get(&incident_key(namespace, &request.incident_id))
-            .map_err(internal)?
-            .ok_or_else(|| {
-                Status::not_found(format!(
-                    "no incident {:?} in namespace {namespace}",
-                    request.incident_id
-                ))
-            })?;
-        caller.require_incident(
-            &self.config.region.tree,
-            &record.id,
-            lead_of(&record),
-            &record.report.township_codes(),
-        )?;
+        let record = self.readable_record(&caller, namespace, &request.incident_id)?;
         let page_size = match request.page_size as usize {
             0 => EVENTS_PAGE_MAX,
             n => n.min(EVENTS_PAGE_MAX),

@@ -384,33 +384,12 @@ fn timestamp(unix_ms: i64) -> String {
     )
 }
 
-/// `--partition`, checked: escalation only, codes of the region's partitions.
+/// `--partition`, checked (see [`crate::service::partitions`]).
 fn partitions_of(
     args: &RebuildArgs,
     region: &domain::region::Region,
 ) -> anyhow::Result<Vec<String>> {
-    let mut partitions: Vec<String> = args
-        .partitions
-        .iter()
-        .map(|code| code.trim().to_string())
-        .filter(|code| !code.is_empty())
-        .collect();
-    if partitions.is_empty() {
-        return Ok(partitions);
-    }
-    if args.service != Service::Escalation {
-        bail!(
-            "--partition: only escalation runs partitioned; {} is rebuilt whole",
-            args.service.name()
-        );
-    }
-    region
-        .tree
-        .check_partitions(&partitions)
-        .map_err(|problem| anyhow::anyhow!("--partition {problem}"))?;
-    partitions.sort();
-    partitions.dedup();
-    Ok(partitions)
+    crate::service::partitions(args.service, &args.partitions, region)
 }
 
 #[cfg(test)]

@@ -11,25 +11,7 @@ use crate::service::{self, Settings};
 pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let service = args.service;
     let region = crate::region::load(args.common.region_dir.as_deref())?;
-    let partitions: Vec<String> = args
-        .partitions
-        .iter()
-        .map(|code| code.trim().to_string())
-        .filter(|code| !code.is_empty())
-        .collect();
-    if !partitions.is_empty() {
-        if service != service::Service::Escalation {
-            anyhow::bail!(
-                "--partition: only escalation runs partitioned; {} serves every partition \
-                 (see deploy/README.md, \"How to scale\")",
-                service.name()
-            );
-        }
-        region
-            .tree
-            .check_partitions(&partitions)
-            .map_err(|problem| anyhow::anyhow!("--partition {problem}"))?;
-    }
+    let partitions = service::partitions(service, &args.partitions, &region)?;
     let data_dir = args
         .data_dir
         .unwrap_or_else(|| PathBuf::from(".muster").join(service.name()));

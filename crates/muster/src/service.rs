@@ -305,3 +305,34 @@ pub fn grpc_url(addr: SocketAddr, tls: bool) -> String {
         url
     }
 }
+
+/// `--partition` codes, checked: trimmed, empty ones dropped, sorted; only escalation runs
+/// partitioned, and every code must be one of the region's partitions. Empty: every partition.
+pub fn partitions(
+    service: Service,
+    codes: &[String],
+    region: &domain::region::Region,
+) -> anyhow::Result<Vec<String>> {
+    let mut partitions: Vec<String> = codes
+        .iter()
+        .map(|code| code.trim().to_string())
+        .filter(|code| !code.is_empty())
+        .collect();
+    if partitions.is_empty() {
+        return Ok(partitions);
+    }
+    if service != Service::Escalation {
+        anyhow::bail!(
+            "--partition: only escalation runs partitioned; {} serves every partition \
+             (see deploy/README.md, \"How to scale\")",
+            service.name()
+        );
+    }
+    region
+        .tree
+        .check_partitions(&partitions)
+        .map_err(|problem| anyhow::anyhow!("--partition {problem}"))?;
+    partitions.sort();
+    partitions.dedup();
+    Ok(partitions)
+}
