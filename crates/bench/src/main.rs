@@ -6,9 +6,11 @@
 //! answer that created the incident) to the WatchIncidents event showing the incident
 //! RESPONDING (dispatch's `units_assigned`), as an HDR histogram. See docs/BENCHMARKS.md.
 
+mod fill;
 mod generate;
 mod http;
 mod procs;
+mod restart;
 mod stats;
 
 use std::sync::Arc;
@@ -39,6 +41,13 @@ enum Mode {
     /// (`/api/v2/alerts`, --batch alerts per request) at --alertmanager, for the comparison in
     /// docs/BENCHMARKS.md.
     AlertmanagerApi,
+    /// No running Muster: put --count incidents into the stores under --data-dir (a stopped
+    /// `muster up` directory) through the services' own handlers, the last --open left open.
+    Fill,
+    /// No running Muster: start nats-server and the three services (`muster serve`) on a filled
+    /// --data-dir and measure time to SERVING, to the first answer, and RSS (after --reads
+    /// random reads and --reports reports).
+    Restart,
 }
 
 /// Load generator for a running Muster (`muster up`): latency, throughput, errors, CPU and RSS.
@@ -102,6 +111,31 @@ struct Cli {
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// fill: the `muster up` data directory (its intake/, escalation/ and dispatch/ stores).
+    #[arg(long, default_value = ".muster")]
+    data_dir: std::path::PathBuf,
+    /// fill: how many of the incidents (the newest) stay open; the rest are closed.
+    #[arg(long, default_value_t = 1_000)]
+    open: u64,
+    /// fill: closed incidents that go through the services' handlers; the other closed ones
+    /// are copies of their records under new ids (a million through the handlers takes hours).
+    #[arg(long, default_value_t = 2_000)]
+    templates: u64,
+    /// restart: the muster binary (default: `muster` beside this one).
+    #[arg(long)]
+    muster: Option<std::path::PathBuf>,
+    /// restart: the nats-server binary.
+    #[arg(long, default_value = "nats-server")]
+    nats_server: std::path::PathBuf,
+    /// restart: random reads per service after the start.
+    #[arg(long, default_value_t = 20_000)]
+    reads: u64,
+    /// restart: reports through the pipeline after the reads.
+    #[arg(long, default_value_t = 2_000)]
+    reports: u64,
+    /// restart: serve /metrics too (intake then counts open incidents at startup).
+    #[arg(long)]
+    metrics: bool,
 }
 
 #[tokio::main]
@@ -116,6 +150,36 @@ async fn main() -> Result<()> {
         }
         return Ok(());
     }
+    if cli.mode == Mode::Fill {
+        let report = fill::run(&fill::FillOptions {
+            data_dir: cli.data_dir.clone(),
+            count: cli.count,
+            open: cli.open,
+            templates: cli.templates,
+            namespace: cli.namespace.clone(),
+        })
+        .await?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        // `restart` reads the incident ids from here.
+        std::fs::write(
+            cli.data_dir.join("fill.json"),
+            serde_json::to_vec_pretty(&report)?,
+        )?;
+        if let Some(path) = &cli.json {
+            std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+                .with_context(|| format!("write {}", path.display()))?;
+        }
+        return Ok(());
+    }
+    if cli.mode == Mode::Restart {
+        let results = restart_mode(&cli).await?;
+        println!("{}", serde_json::to_string_pretty(&results)?);
+        if let Some(path) = &cli.json {
+            std::fs::write(path, serde_json::to_vec_pretty(&results)?)
+                .with_context(|| format!("write {}", path.display()))?;
+        }
+        return Ok(());
+    }
     let results = run(cli.clone_for_json(), &cli).await?;
     print!("{}", stats::table(&results));
     if let Some(path) = &cli.json {
@@ -123,6 +187,44 @@ async fn main() -> Result<()> {
             .with_context(|| format!("write {}", path.display()))?;
     }
     Ok(())
+}
+
+/// `restart`: the fill's ids from `<data-dir>/fill.json`, the token from `<data-dir>/admin.token`.
+async fn restart_mode(cli: &Cli) -> Result<serde_json::Value> {
+    let fill_json = cli.data_dir.join("fill.json");
+    let fill: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&fill_json)
+            .with_context(|| format!("read {} (run `fill` first)", fill_json.display()))?,
+    )?;
+    let id = |field: &str| -> Result<String> {
+        fill[field]
+            .as_str()
+            .map(str::to_string)
+            .with_context(|| format!("{} has no {field}", fill_json.display()))
+    };
+    let token = match &cli.token {
+        Some(token) => token.clone(),
+        None => std::fs::read_to_string(cli.data_dir.join("admin.token"))
+            .context("read <data-dir>/admin.token")?,
+    };
+    let muster = match &cli.muster {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?.with_file_name("muster"),
+    };
+    restart::run(&restart::RestartOptions {
+        data_dir: cli.data_dir.clone(),
+        muster,
+        nats_server: cli.nats_server.clone(),
+        token: token.trim().to_string(),
+        namespace: cli.namespace.clone(),
+        reads: cli.reads,
+        reports: cli.reports,
+        concurrency: cli.concurrency,
+        metrics: cli.metrics,
+        first_incident_id: id("first_incident_id")?,
+        last_incident_id: id("last_incident_id")?,
+    })
+    .await
 }
 
 /// Posts alerts to Alertmanager's API flat out with --concurrency connections for --duration
@@ -450,6 +552,7 @@ async fn worker(
             },
             // Handled by `alertmanager_api` before any Muster connection is made.
             Mode::AlertmanagerApi => unreachable!("alertmanager-api does not drive Muster"),
+            Mode::Fill | Mode::Restart => unreachable!("fill and restart start their own"),
         }
     }
 }

@@ -54,9 +54,18 @@ impl Runtime {
     /// Opens the store in `data_dir`, connects to NATS, makes sure the streams exist and starts the
     /// outbox relay.
     pub async fn start(service: &str, nats_url: &str, data_dir: &Path) -> Result<Runtime, Error> {
+        // Each step's time is logged: a restart's time to serving is mostly these (issue 8, T5).
+        let opening = std::time::Instant::now();
         let store = Store::open(data_dir)?;
+        let store_ms = opening.elapsed().as_millis() as u64;
         let bus = Bus::connect(nats_url, service, Duration::from_secs(10)).await?;
         bus.ensure_streams().await?;
+        tracing::info!(
+            service,
+            store_ms,
+            bus_ms = opening.elapsed().as_millis() as u64 - store_ms,
+            "store opened, bus connected"
+        );
         let tasks = TaskTracker::new();
         // Background work has its own token: it stops after the gRPC server, so that requests
         // accepted during the drain still leave the outbox.

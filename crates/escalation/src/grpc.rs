@@ -496,11 +496,12 @@ impl pb::escalation_service_server::EscalationService for EscalationGrpc {
         let namespace = self.served_namespace(&request.namespace)?;
         let records = if request.incident_id.is_empty() {
             let mut visible = Vec::new();
-            for (_, record) in self
+            // One record at a time; only those in scope are kept.
+            for item in self
                 .store
-                .scan_prefix::<CommandRecord>(&command_prefix(namespace))
-                .map_err(storage_error)?
+                .iter_prefix::<CommandRecord>(&command_prefix(namespace))
             {
+                let (_, record) = item.map_err(storage_error)?;
                 if self.in_scope(&caller, namespace, &record.incident_id)? {
                     visible.push(record);
                 }

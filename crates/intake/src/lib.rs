@@ -20,7 +20,11 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use record::{IncidentRecord, IncidentStatus, TimelineEntry};
+pub use driver::Projection;
+pub use record::{
+    IncidentRecord, IncidentStatus, TimelineEntry, incident_id_for, request_key, sequence_key,
+};
+pub use validate::{ValidReport, validate_report};
 
 /// The service's name in health checks, logs and event envelopes.
 pub const SERVICE_NAME: &str = "intake";

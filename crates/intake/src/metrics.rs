@@ -5,7 +5,10 @@
 //! its watchers (reports, updates, the feed writer, the projection), so the gauges move with the
 //! records. At startup the counts are recomputed from sled (one scan of the namespace's incident
 //! records), and again whenever the observer falls behind the change channel, so a restart or a
-//! lag never leaves them drifted.
+//! lag never leaves them drifted. The count decodes three fields of each record on a blocking
+//! thread and keeps only the open incidents, so a store of a million mostly closed incidents
+//! costs a few seconds of one core after a start, not the runtime's attention or its memory;
+//! until it finishes, the gauges read 0 (and changes meanwhile are applied on top of the count).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -54,29 +57,66 @@ impl OpenIncidents {
         }
     }
 
-    fn reset(&mut self, records: impl IntoIterator<Item = IncidentRecord>) {
-        self.grades.clear();
+    /// Replaces every count with `open`: the open incidents and their grade labels.
+    fn reset(&mut self, open: HashMap<String, &'static str>) {
         for gauge in self.gauges.values() {
             gauge.set(0);
         }
-        for record in records {
-            self.observe(&record);
+        for grade in open.values() {
+            if let Some(gauge) = self.gauges.get(grade) {
+                gauge.add(1);
+            }
         }
+        self.grades = open;
     }
 }
 
 /// The `grade` label of an incident record.
 pub fn grade_label(record: &IncidentRecord) -> &'static str {
-    match &record.grading {
+    label_of(record.grading.as_ref().map(|graded| graded.grade))
+}
+
+/// The `grade` label of a grading (`None`: not graded yet; `Some(None)`: below every threshold).
+fn label_of(grading: Option<Option<domain::grade::Grade>>) -> &'static str {
+    match grading {
         None => "pending",
-        Some(graded) => match graded.grade {
-            None => "none",
-            Some(domain::grade::Grade::I) => "I",
-            Some(domain::grade::Grade::II) => "II",
-            Some(domain::grade::Grade::III) => "III",
-            Some(domain::grade::Grade::IV) => "IV",
-        },
+        Some(None) => "none",
+        Some(Some(domain::grade::Grade::I)) => "I",
+        Some(Some(domain::grade::Grade::II)) => "II",
+        Some(Some(domain::grade::Grade::III)) => "III",
+        Some(Some(domain::grade::Grade::IV)) => "IV",
     }
+}
+
+/// The fields of an incident record the count needs. Decoding only these lets serde skip the
+/// report, the timeline and the alerts of a million records without building them.
+#[derive(serde::Deserialize)]
+struct OpenView {
+    id: String,
+    status: IncidentStatus,
+    grading: Option<GradingView>,
+}
+
+#[derive(serde::Deserialize)]
+struct GradingView {
+    grade: Option<domain::grade::Grade>,
+}
+
+/// The open incidents of `namespace` in sled and their grade labels: one pass over the
+/// namespace's records, holding only the open ones (closed records are the bulk of a long-lived
+/// store and cost nothing here).
+fn count_open(
+    store: &Store,
+    namespace: &str,
+) -> Result<HashMap<String, &'static str>, store::Error> {
+    let mut open = HashMap::new();
+    for item in store.iter_prefix::<OpenView>(&crate::record::incident_key(namespace, "")) {
+        let (_, view) = item?;
+        if view.status != IncidentStatus::Closed {
+            open.insert(view.id, label_of(view.grading.map(|graded| graded.grade)));
+        }
+    }
+    Ok(open)
 }
 
 fn outcome_label(outcome: Outcome) -> &'static str {
@@ -183,15 +223,27 @@ impl IntakeMetrics {
 
     /// Recomputes the open-incident gauges from the namespace's records in sled.
     pub fn recount_incidents(&self, store: &Store, namespace: &str) -> Result<(), store::Error> {
-        let records = store
-            .scan_prefix::<IncidentRecord>(&crate::record::incident_key(namespace, ""))?
-            .into_iter()
-            .map(|(_, record)| record);
+        let open = count_open(store, namespace)?;
         self.open
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .reset(records);
+            .reset(open);
         Ok(())
+    }
+
+    /// [`IntakeMetrics::recount_incidents`] on a blocking thread: a pass over a million records
+    /// takes seconds, and must not hold one of the runtime's workers (two on a 2-core machine)
+    /// while the service is answering.
+    async fn recount_in_background(&self, store: &Store, namespace: &str) {
+        let (metrics, store, namespace) = (self.clone(), store.clone(), namespace.to_string());
+        let counted =
+            tokio::task::spawn_blocking(move || metrics.recount_incidents(&store, &namespace))
+                .await;
+        match counted {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "cannot count open incidents"),
+            Err(error) => tracing::warn!(%error, "open-incident count failed"),
+        }
     }
 
     /// Keeps the open-incident gauges current from intake's change channel until `stop`;
@@ -203,9 +255,7 @@ impl IntakeMetrics {
         mut changes: broadcast::Receiver<Change>,
         stop: CancellationToken,
     ) {
-        if let Err(error) = self.recount_incidents(&store, &namespace) {
-            tracing::warn!(%error, "cannot count open incidents");
-        }
+        self.recount_in_background(&store, &namespace).await;
         loop {
             let received = tokio::select! {
                 () = stop.cancelled() => return,
@@ -214,9 +264,7 @@ impl IntakeMetrics {
             match received {
                 Ok((record, _)) => self.observe_incident(&record),
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    if let Err(error) = self.recount_incidents(&store, &namespace) {
-                        tracing::warn!(%error, "cannot recount open incidents");
-                    }
+                    self.recount_in_background(&store, &namespace).await;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             }

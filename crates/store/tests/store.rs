@@ -326,3 +326,67 @@ fn a_full_disk_is_told_apart_from_other_storage_errors() {
     assert!(!other.is_out_of_space());
     assert!(!store::Error::Conflict { key: "k".into() }.is_out_of_space());
 }
+
+const GROUP_DIR_ENV: &str = "MUSTER_STORE_GROUP_WRITER_DIR";
+
+/// Child process of `every_flush_waiter_is_durable_under_sigkill`: 16 tasks, each committing and
+/// flushing in a loop, printing `durable <i>` once the flush for commit i returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_writer() {
+    let Ok(dir) = std::env::var(GROUP_DIR_ENV) else {
+        return;
+    };
+    let store = Store::open(&dir).unwrap();
+    let mut tasks = Vec::new();
+    for task in 0..16u64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for round in 0.. {
+                let i = round * 16 + task;
+                store.commit(&commit_for(i)).unwrap();
+                store.flush().await.unwrap();
+                println!("durable {i}");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+/// Group commit: a flush returns once a flush that began after it was called is done, and most
+/// callers share another's fsync. Every commit whose flush returned must survive a SIGKILL.
+#[test]
+fn every_flush_waiter_is_durable_under_sigkill() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "group_writer", "--nocapture", "--test-threads=1"])
+        .env(GROUP_DIR_ENV, dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut durable = Vec::new();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        if let Some(i) = line.strip_prefix("durable ") {
+            durable.push(i.parse::<u64>().unwrap());
+        }
+        if durable.len() >= 400 {
+            break;
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(durable.len() >= 400, "the writer stopped early");
+    let store = Store::open(dir.path()).unwrap();
+    for i in durable {
+        assert_eq!(
+            store.get::<u64>(&format!("item/{i:08}")).unwrap(),
+            Some(i),
+            "commit {i} was answered durable but is gone after SIGKILL"
+        );
+    }
+}
