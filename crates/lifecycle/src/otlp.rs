@@ -296,8 +296,7 @@ fn from_hex(text: &str, len: usize) -> Option<Vec<u8>> {
 }
 
 fn random_span_id() -> Vec<u8> {
-    let hex = store::trace::TraceContext::new_root().span_id;
-    from_hex(&hex, 8).unwrap_or_else(|| vec![1; 8])
+    from_hex(&store::trace::new_span_id(), 8).unwrap_or_else(|| vec![1; 8])
 }
 
 fn now_unix_nanos() -> u64 {

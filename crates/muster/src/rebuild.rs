@@ -28,6 +28,8 @@ pub fn run(args: &RebuildArgs) -> anyhow::Result<()> {
     bus::subjects::validate_namespace(&args.namespace).context("--namespace")?;
     check_target(args)?;
     let region = crate::region::load(args.region_dir.as_deref())?;
+    // Checked before anything is read or written.
+    let partitions = crate::service::partitions(args.service, &args.partitions, &region)?;
     let policy = crate::service::load_escalation_policy(
         args.escalation_policy.as_deref(),
         args.escalation_minute_ms,
@@ -39,7 +41,7 @@ pub fn run(args: &RebuildArgs) -> anyhow::Result<()> {
         .context("cannot start the runtime")?;
     let stamp = timestamp(lifecycle::unix_ms_now());
     let building = sibling(&args.data_dir, &format!("rebuilding-{stamp}"));
-    let result = runtime.block_on(rebuild_into(args, &building, region, policy));
+    let result = runtime.block_on(rebuild_into(args, &building, region, &partitions, policy));
     let outcome = match result {
         Ok(outcome) => outcome,
         Err(error) => {
@@ -110,6 +112,7 @@ async fn rebuild_into(
     args: &RebuildArgs,
     building: &Path,
     region: Arc<domain::region::Region>,
+    partitions: &[String],
     policy: Option<Arc<domain::escalation::EscalationPolicy>>,
 ) -> anyhow::Result<Outcome> {
     let url = bus::redact_password(&args.nats_url);
@@ -148,10 +151,9 @@ async fn rebuild_into(
         Service::Dispatch => dispatch::rebuild::CONSUMERS,
     };
     // A partitioned escalation's consumers carry its partitions in their names.
-    let partitions = partitions_of(args, &region)?;
     let named: Vec<String> = purposes
         .iter()
-        .map(|purpose| escalation::consumer_purpose(purpose, &partitions))
+        .map(|purpose| escalation::consumer_purpose(purpose, partitions))
         .collect();
     let named_refs: Vec<&str> = named.iter().map(String::as_str).collect();
     let mut floors = bus
@@ -161,7 +163,14 @@ async fn rebuild_into(
     for (purpose, name) in purposes.iter().zip(&named) {
         floors.rename(name, purpose);
     }
-    let mut rebuild = rebuilder(args, store.clone(), region, policy, floors.clone())?;
+    let mut rebuild = rebuilder(
+        args,
+        store.clone(),
+        region,
+        partitions,
+        policy,
+        floors.clone(),
+    )?;
     let mut events_read = 0u64;
     let mut skipped = Vec::new();
     loop {
@@ -220,6 +229,7 @@ fn rebuilder(
     args: &RebuildArgs,
     store: Store,
     region: Arc<domain::region::Region>,
+    partitions: &[String],
     policy: Option<Arc<domain::escalation::EscalationPolicy>>,
     floors: bus::replay::ConsumerFloors,
 ) -> anyhow::Result<Box<dyn Rebuild>> {
@@ -234,21 +244,18 @@ fn rebuilder(
             floors,
             lifecycle::unix_ms_now(),
         )),
-        Service::Escalation => {
-            let partitions = partitions_of(args, &region)?;
-            Box::new(
-                escalation::rebuild::EscalationRebuild::new(
-                    store,
-                    region,
-                    policy.unwrap_or_else(|| {
-                        Arc::new(domain::escalation::EscalationPolicy::embedded_default())
-                    }),
-                    &args.namespace,
-                    floors,
-                )
-                .for_partitions(partitions),
+        Service::Escalation => Box::new(
+            escalation::rebuild::EscalationRebuild::new(
+                store,
+                region,
+                policy.unwrap_or_else(|| {
+                    Arc::new(domain::escalation::EscalationPolicy::embedded_default())
+                }),
+                &args.namespace,
+                floors,
             )
-        }
+            .for_partitions(partitions.to_vec()),
+        ),
     })
 }
 
@@ -382,14 +389,6 @@ fn timestamp(unix_ms: i64) -> String {
         of_day % 3600 / 60,
         of_day % 60
     )
-}
-
-/// `--partition`, checked (see [`crate::service::partitions`]).
-fn partitions_of(
-    args: &RebuildArgs,
-    region: &domain::region::Region,
-) -> anyhow::Result<Vec<String>> {
-    crate::service::partitions(args.service, &args.partitions, region)
 }
 
 #[cfg(test)]

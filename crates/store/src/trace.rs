@@ -56,6 +56,11 @@ fn is_hex(text: &str, len: usize) -> bool {
         && text.bytes().any(|b| b != b'0')
 }
 
+/// A new span id: 16 lower-case hex digits, never all zeros.
+pub fn new_span_id() -> String {
+    random_hex(8)
+}
+
 impl TraceContext {
     /// A new trace (no parent).
     pub fn new_root() -> TraceContext {
