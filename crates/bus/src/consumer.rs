@@ -182,6 +182,17 @@ async fn handle_group<H: Handler>(
     handler: &mut H,
     group: Vec<Message>,
 ) -> Result<(), store::Error> {
+    let started = std::time::Instant::now();
+    let waited_ms = group
+        .first()
+        .and_then(|message| message.info().ok())
+        .map(|info| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i128);
+            ((now - info.published.unix_timestamp_nanos()) / 1_000_000) as i64
+        })
+        .unwrap_or(-1);
     let mut outcomes = Vec::with_capacity(group.len());
     for message in &group {
         let delivery = delivery_of(message);
@@ -193,7 +204,9 @@ async fn handle_group<H: Handler>(
         });
         outcomes.push((delivery, outcome));
     }
+    let handled = started.elapsed();
     store.flush().await?;
+    let flushed = started.elapsed();
     for ((delivery, outcome), message) in outcomes.iter().zip(&group) {
         let ack = match outcome {
             Outcome::Applied => {
@@ -213,6 +226,10 @@ async fn handle_group<H: Handler>(
             tracing::warn!(consumer = name, msg_id = %delivery.msg_id, %error, "ack failed");
         }
     }
+    tracing::debug!(target: "muster_pipeline", consumer = name, group = group.len(), waited_ms,
+        handle_us = handled.as_micros() as u64,
+        flush_us = (flushed - handled).as_micros() as u64,
+        ack_us = (started.elapsed() - flushed).as_micros() as u64, "group");
     Ok(())
 }
 

@@ -145,12 +145,66 @@ pub fn server_addrs(url: &str) -> Result<Vec<async_nats::ServerAddr>, Error> {
         })
 }
 
+/// The server's answer to the commit of an atomic batch: a publish acknowledgement with the
+/// batch's size, or an error.
+#[derive(serde::Deserialize)]
+struct BatchAnswer {
+    #[serde(default)]
+    error: Option<BatchAnswerError>,
+    #[serde(default)]
+    count: usize,
+}
+
+#[derive(serde::Deserialize)]
+struct BatchAnswerError {
+    #[serde(default)]
+    err_code: u64,
+    #[serde(default)]
+    description: String,
+}
+
 /// A connection to NATS with its JetStream context.
 #[derive(Clone)]
 pub struct Bus {
     client: async_nats::Client,
     jetstream: jetstream::Context,
+    /// Whether the event stream takes atomic batches (`allow_atomic`): set by
+    /// [`Bus::ensure_streams`], cleared when the server refuses a batch as disabled.
+    atomic_batches: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// One event of an atomic batch ([`Bus::publish_batch`]).
+#[derive(Debug, Clone)]
+pub struct BatchEvent<'a> {
+    pub subject: &'a str,
+    pub msg_id: &'a str,
+    pub payload: Bytes,
+    pub traceparent: Option<&'a str>,
+}
+
+/// Why JetStream did not store an atomic batch. Nothing of the batch is stored in any case.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// A `Nats-Msg-Id` of the batch is already in the stream (a republish after a crash):
+    /// JetStream refuses the whole batch (err_code 10201); publish the events one by one, which
+    /// drops the duplicates one by one.
+    #[error("the batch holds an event JetStream already has")]
+    Duplicate,
+    /// The stream does not take atomic batches (err_code 10174: created by an older Muster and
+    /// not updated, or a server older than 2.12).
+    #[error("the stream does not take atomic batches")]
+    Disabled,
+    #[error(transparent)]
+    Bus(#[from] Error),
+}
+
+/// Most events in one atomic batch: nats-server's limit per batch is 1000.
+pub const BATCH_LEN_MAX: usize = 1000;
+/// How long the commit of an atomic batch may take before it counts as failed.
+const BATCH_COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// JetStream error codes of atomic batch publishing (nats-server's errors.json).
+const JS_ERR_ATOMIC_DISABLED: u64 = 10174;
+const JS_ERR_ATOMIC_DUPLICATE_MSG_ID: u64 = 10201;
 
 impl Bus {
     /// Connects, retrying for up to `patience` (a nats-server child may still be starting).
@@ -186,7 +240,11 @@ impl Bus {
             .timeout(Duration::from_secs(5))
             .max_ack_inflight(1024)
             .build(client.clone());
-        Ok(Bus { client, jetstream })
+        Ok(Bus {
+            client,
+            jetstream,
+            atomic_batches: Default::default(),
+        })
     }
 
     pub fn client(&self) -> &async_nats::Client {
@@ -207,9 +265,153 @@ impl Bus {
             storage: stream::StorageType::File,
             duplicate_window: DUPLICATE_WINDOW,
             max_message_size: EVENT_BYTES_MAX as i32,
+            allow_atomic_publish: true,
             ..Default::default()
         };
-        self.create_stream(config).await
+        self.create_stream(config).await?;
+        self.enable_atomic_batches(EVENTS_STREAM).await;
+        Ok(())
+    }
+
+    /// Makes sure `stream` takes atomic batches, updating a stream created without them (by an
+    /// earlier Muster). A server or a NATS user that cannot do it leaves the relay publishing
+    /// one event at a time, which is correct but slower (every event is its own fsync under
+    /// `sync_interval: always`), and says so.
+    async fn enable_atomic_batches(&self, stream: &str) {
+        use std::sync::atomic::Ordering;
+        let info = match self.jetstream.get_stream(stream).await {
+            Ok(mut handle) => handle.info().await.map(|info| info.config.clone()),
+            Err(error) => {
+                tracing::warn!(stream, %error, "cannot read the stream's configuration; publishing events one at a time");
+                return;
+            }
+        };
+        let mut config = match info {
+            Ok(config) => config,
+            Err(error) => {
+                tracing::warn!(stream, %error, "cannot read the stream's configuration; publishing events one at a time");
+                return;
+            }
+        };
+        if !config.allow_atomic_publish {
+            config.allow_atomic_publish = true;
+            if let Err(error) = self.jetstream.update_stream(config).await {
+                tracing::warn!(stream, %error, "cannot allow atomic batches on the stream (needs nats-server 2.12+ and $JS.API.STREAM.UPDATE); publishing events one at a time");
+                return;
+            }
+            tracing::info!(stream, "stream updated to take atomic batches");
+        }
+        self.atomic_batches.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`Bus::publish_batch`] is worth trying.
+    pub fn atomic_batches(&self) -> bool {
+        self.atomic_batches
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Publishes `events` (at most [`BATCH_LEN_MAX`], all in one stream) as one atomic batch
+    /// (ADR-50): JetStream stores all of them or none, and under `sync_interval: always`
+    /// nats-server 2.15 syncs the batch to disk once instead of once per event, which is what
+    /// makes the outbox relay's throughput (each event fsynced on its own tops out at a few
+    /// hundred per second on this class of disk). Every event keeps its `Nats-Msg-Id`, so
+    /// consumers' processed ids and later single publishes still dedup against it. Returns once
+    /// the server has committed the batch.
+    pub async fn publish_batch(&self, events: &[BatchEvent<'_>]) -> Result<(), BatchError> {
+        use async_nats::HeaderMap;
+        let Some((last, rest)) = events.split_last() else {
+            return Ok(());
+        };
+        if events.len() > BATCH_LEN_MAX {
+            return Err(Error::Publish {
+                subject: last.subject.to_string(),
+                message: format!(
+                    "an atomic batch holds at most {BATCH_LEN_MAX} events, not {}",
+                    events.len()
+                ),
+            }
+            .into());
+        }
+        let batch_id = format!(
+            "{}{}",
+            store::trace::new_span_id(),
+            store::trace::new_span_id()
+        );
+        let headers_of = |sequence: usize, event: &BatchEvent<'_>| {
+            let mut headers = HeaderMap::new();
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, event.msg_id);
+            if let Some(traceparent) = event.traceparent {
+                headers.insert(consumer::TRACEPARENT_HEADER, traceparent);
+            }
+            headers.insert("Nats-Batch-Id", batch_id.as_str());
+            headers.insert("Nats-Batch-Sequence", sequence.to_string().as_str());
+            headers
+        };
+        let publish_error = |subject: &str, message: String| Error::Publish {
+            subject: subject.to_string(),
+            message,
+        };
+        for (index, event) in rest.iter().enumerate() {
+            self.client
+                .publish_with_headers(
+                    event.subject.to_string(),
+                    headers_of(index + 1, event),
+                    event.payload.clone(),
+                )
+                .await
+                .map_err(|error| publish_error(event.subject, error.to_string()))?;
+        }
+        let mut headers = headers_of(events.len(), last);
+        headers.insert("Nats-Batch-Commit", "1");
+        let reply = tokio::time::timeout(
+            BATCH_COMMIT_TIMEOUT,
+            self.client.request_with_headers(
+                last.subject.to_string(),
+                headers,
+                last.payload.clone(),
+            ),
+        )
+        .await
+        .map_err(|_| {
+            publish_error(
+                last.subject,
+                format!("no answer to the batch commit within {BATCH_COMMIT_TIMEOUT:?}"),
+            )
+        })?
+        .map_err(|error| publish_error(last.subject, error.to_string()))?;
+        let answer: BatchAnswer = serde_json::from_slice(&reply.payload).map_err(|error| {
+            publish_error(
+                last.subject,
+                format!("unreadable batch acknowledgement: {error}"),
+            )
+        })?;
+        if let Some(error) = answer.error {
+            return Err(match error.err_code {
+                JS_ERR_ATOMIC_DUPLICATE_MSG_ID => BatchError::Duplicate,
+                JS_ERR_ATOMIC_DISABLED => {
+                    self.atomic_batches
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
+                    BatchError::Disabled
+                }
+                code => publish_error(
+                    last.subject,
+                    format!("batch refused ({code}): {}", error.description),
+                )
+                .into(),
+            });
+        }
+        if answer.count != events.len() {
+            return Err(publish_error(
+                last.subject,
+                format!(
+                    "the batch acknowledgement counts {} events, {} were sent",
+                    answer.count,
+                    events.len()
+                ),
+            )
+            .into());
+        }
+        Ok(())
     }
 
     /// Creates `config`'s stream unless it exists, retrying for a few seconds while JetStream is

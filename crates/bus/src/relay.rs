@@ -7,10 +7,13 @@ use std::time::Duration;
 use store::Store;
 use tokio_util::sync::CancellationToken;
 
-use crate::Bus;
+use crate::{BatchError, BatchEvent, Bus};
 
 /// Events published per round; their acks are awaited together (pipelining).
 pub const RELAY_BATCH_LEN_MAX: usize = 512;
+/// How long the relay waits for the committers' own flush before it flushes itself (for commits
+/// nobody else flushes, such as timers firing).
+pub const FLUSH_PATIENCE: Duration = Duration::from_millis(25);
 /// How long shutdown waits for the outbox to drain.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -61,17 +64,69 @@ pub async fn run_relay(store: Store, bus: Bus, shutdown: CancellationToken) {
     }
 }
 
-/// Publishes one batch; returns how many events left the outbox.
+/// Publishes one round of the outbox; returns how many events left it.
+///
+/// A round of several events goes out as one atomic batch ([`Bus::publish_batch`]): one fsync
+/// in nats-server for the round instead of one per event. A batch refused because it holds an
+/// event JetStream already has (a republish after a crash between publish and removal), or
+/// because the stream takes no batches, is published again one event at a time, with the acks
+/// awaited together; JetStream drops the duplicates one by one.
 pub async fn relay_once(store: &Store, bus: &Bus) -> Result<usize, crate::Error> {
     let pending = store.outbox_pending(RELAY_BATCH_LEN_MAX)?;
     if pending.is_empty() {
         return Ok(0);
     }
+    let started = std::time::Instant::now();
     // Only durable commits may leave the process: an event published before its state is on disk
-    // could describe an incident that a crash then forgets.
-    store.flush().await?;
+    // could describe an incident that a crash then forgets. Whoever committed the events flushes
+    // anyway; the relay joins that flush rather than stalling their next commits with its own.
+    store.flush_committed(FLUSH_PATIENCE).await?;
+    let flushed = started.elapsed();
+    let mut batched = false;
+    let (done, first_error) = if pending.len() > 1 && bus.atomic_batches() {
+        let events: Vec<BatchEvent<'_>> = pending
+            .iter()
+            .map(|event| BatchEvent {
+                subject: &event.subject,
+                msg_id: &event.msg_id,
+                payload: event.payload.clone().into(),
+                traceparent: event.traceparent.as_deref(),
+            })
+            .collect();
+        match bus.publish_batch(&events).await {
+            Ok(()) => {
+                batched = true;
+                (pending.iter().map(|event| event.key).collect(), None)
+            }
+            Err(error @ (BatchError::Duplicate | BatchError::Disabled)) => {
+                tracing::debug!(%error, events = pending.len(), "publishing the round one event at a time");
+                publish_each(bus, &pending).await?
+            }
+            Err(BatchError::Bus(error)) => return Err(error),
+        }
+    } else {
+        publish_each(bus, &pending).await?
+    };
+    let published = started.elapsed();
+    store.outbox_remove(&done)?;
+    tracing::debug!(target: "muster_pipeline", events = pending.len(), batched,
+        flush_us = flushed.as_micros() as u64,
+        publish_us = (published - flushed).as_micros() as u64,
+        remove_us = (started.elapsed() - published).as_micros() as u64, "relay");
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok(done.len()),
+    }
+}
+
+/// Publishes each event with its own ack, many in flight; returns the keys of the events
+/// JetStream acknowledged and the first failure.
+async fn publish_each(
+    bus: &Bus,
+    pending: &[store::OutboxEvent],
+) -> Result<(Vec<[u8; 8]>, Option<crate::Error>), crate::Error> {
     let mut acks = Vec::with_capacity(pending.len());
-    for event in &pending {
+    for event in pending {
         let ack = bus
             .publish_dedup(
                 event.subject.clone(),
@@ -100,9 +155,5 @@ pub async fn relay_once(store: &Store, bus: &Bus) -> Result<usize, crate::Error>
             }
         }
     }
-    store.outbox_remove(&done)?;
-    match first_error {
-        Some(error) => Err(error),
-        None => Ok(done.len()),
-    }
+    Ok((done, first_error))
 }

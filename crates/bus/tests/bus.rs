@@ -317,3 +317,136 @@ async fn a_list_of_servers_connects_to_one_that_answers() {
         .expect("a bad URL in the list is refused");
     assert!(error.to_string().contains("not a NATS URL"), "{error}");
 }
+
+/// The `Nats-Msg-Id`s of the event stream's messages, in stream order.
+async fn stored_msg_ids(bus: &Bus) -> Vec<String> {
+    let stream = bus
+        .jetstream()
+        .get_stream(bus::EVENTS_STREAM)
+        .await
+        .unwrap();
+    let last = stream_messages(bus).await;
+    let mut ids = Vec::new();
+    for sequence in 1..=last {
+        let message = stream.get_raw_message(sequence).await.unwrap();
+        ids.push(
+            message
+                .headers
+                .get(bus::async_nats::header::NATS_MESSAGE_ID)
+                .map(|value| value.as_str().to_string())
+                .unwrap_or_default(),
+        );
+    }
+    ids
+}
+
+#[tokio::test]
+async fn an_atomic_batch_stores_every_event_in_order_or_none_when_one_is_a_duplicate() {
+    let nats = TestNats::start().await;
+    let bus = connect(&nats).await;
+    assert!(
+        bus.atomic_batches(),
+        "the event stream takes atomic batches"
+    );
+    let subject = subjects::incident_event("live", "390000", "INC-1", subjects::UPDATED).unwrap();
+    let ids: Vec<String> = (0..300).map(|i| format!("batch-{i}")).collect();
+    let events: Vec<bus::BatchEvent<'_>> = ids
+        .iter()
+        .map(|id| bus::BatchEvent {
+            subject: &subject,
+            msg_id: id,
+            payload: id.clone().into(),
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        })
+        .collect();
+    bus.publish_batch(&events).await.unwrap();
+    assert_eq!(stored_msg_ids(&bus).await, ids);
+
+    // One event JetStream already has: the whole batch is refused and nothing more is stored.
+    let again: Vec<String> = vec!["fresh-1".into(), "batch-7".into(), "fresh-2".into()];
+    let events: Vec<bus::BatchEvent<'_>> = again
+        .iter()
+        .map(|id| bus::BatchEvent {
+            subject: &subject,
+            msg_id: id,
+            payload: id.clone().into(),
+            traceparent: None,
+        })
+        .collect();
+    let refused = bus.publish_batch(&events).await.unwrap_err();
+    assert!(
+        matches!(refused, bus::BatchError::Duplicate),
+        "expected a duplicate refusal, got {refused}"
+    );
+    assert_eq!(stream_messages(&bus).await, 300);
+
+    let too_many: Vec<String> = (0..bus::BATCH_LEN_MAX + 1)
+        .map(|i| format!("x-{i}"))
+        .collect();
+    let events: Vec<bus::BatchEvent<'_>> = too_many
+        .iter()
+        .map(|id| bus::BatchEvent {
+            subject: &subject,
+            msg_id: id,
+            payload: bytes::Bytes::new(),
+            traceparent: None,
+        })
+        .collect();
+    let refused = bus.publish_batch(&events).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("at most 1000 events"),
+        "{refused}"
+    );
+    assert_eq!(stream_messages(&bus).await, 300);
+}
+
+#[tokio::test]
+async fn a_stream_created_without_atomic_batches_is_updated_to_take_them() {
+    let nats = TestNats::start().await;
+    let client = bus::async_nats::connect(nats.url()).await.unwrap();
+    let jetstream = bus::async_nats::jetstream::new(client);
+    // As an earlier Muster created it.
+    jetstream
+        .create_stream(bus::async_nats::jetstream::stream::Config {
+            name: bus::EVENTS_STREAM.to_string(),
+            subjects: vec!["muster.live.>".into(), "muster.drill.>".into()],
+            duplicate_window: bus::DUPLICATE_WINDOW,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let bus = connect(&nats).await;
+    assert!(bus.atomic_batches());
+    let mut stream = jetstream.get_stream(bus::EVENTS_STREAM).await.unwrap();
+    assert!(stream.info().await.unwrap().config.allow_atomic_publish);
+}
+
+#[tokio::test]
+async fn the_relay_sends_a_round_as_one_batch_in_outbox_order() {
+    let nats = TestNats::start().await;
+    let bus = connect(&nats).await;
+    let dir = temp_dir("relay-batch-");
+    let store = Store::open(dir.path()).unwrap();
+    for i in 0..700u32 {
+        let mut commit = Commit::new();
+        commit.event(
+            subjects::incident_event("live", "390000", &format!("INC-{i}"), subjects::REPORTED)
+                .unwrap(),
+            i.to_be_bytes().to_vec(),
+        );
+        store.commit(&commit).unwrap();
+    }
+    let expected: Vec<String> = store
+        .outbox_pending(usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|event| event.msg_id)
+        .collect();
+    // Two rounds: the relay's round is at most RELAY_BATCH_LEN_MAX events.
+    let first = bus::relay::relay_once(&store, &bus).await.unwrap();
+    assert_eq!(first, bus::relay::RELAY_BATCH_LEN_MAX);
+    let second = bus::relay::relay_once(&store, &bus).await.unwrap();
+    assert_eq!(first + second, 700);
+    assert_eq!(store.outbox_len(), 0);
+    assert_eq!(stored_msg_ids(&bus).await, expected);
+}

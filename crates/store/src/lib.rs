@@ -296,6 +296,12 @@ pub struct Store {
 struct FlushCounters {
     started: std::sync::atomic::AtomicU64,
     completed: std::sync::atomic::AtomicU64,
+    /// The number of the first flush that covers every commit applied so far: set inside the
+    /// gate by each commit, so it is current for anyone who has seen the commit's effects
+    /// (see [`Store::flush_committed`]).
+    covering: std::sync::atomic::AtomicU64,
+    /// Woken after every flush.
+    done: tokio::sync::Notify,
 }
 
 impl Store {
@@ -517,6 +523,15 @@ impl Store {
         let instance_id = &*self.instance_id;
         let id_offset = self.id_offset;
         let _gate = gate_exclusive();
+        // Any flush numbered above those begun so far starts after this commit (it needs the
+        // gate, which this commit holds until it is applied).
+        self.flushes.covering.fetch_max(
+            self.flushes
+                .started
+                .load(std::sync::atomic::Ordering::SeqCst)
+                + 1,
+            std::sync::atomic::Ordering::SeqCst,
+        );
         let result = (&self.state, &self.outbox, &self.processed).transaction(
             |(state, outbox, processed)| {
                 if let Some(msg_id) = &commit.processed_msg_id
@@ -574,6 +589,38 @@ impl Store {
         use std::sync::atomic::Ordering::SeqCst;
         // Any flush numbered above those begun so far begins after this point.
         let needed = self.flushes.started.load(SeqCst) + 1;
+        self.flush_to(needed).await
+    }
+
+    /// Makes every commit applied so far durable, preferring to wait up to `patience` for a
+    /// flush someone else runs anyway over running one: the outbox relay uses it, because the
+    /// consumers, requests and the feed writer that committed its events flush right after
+    /// committing, and a flush of the relay's own would stall their next commits for its fsync
+    /// (sled's transactions wait for a flush in progress). Commits nobody flushes (timers) are
+    /// flushed here once `patience` has passed.
+    pub async fn flush_committed(&self, patience: std::time::Duration) -> Result<(), Error> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let needed = {
+            // A commit whose effects the caller has seen set its mark before leaving the gate.
+            let _gate = gate_shared();
+            self.flushes.covering.load(SeqCst)
+        };
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let done = self.flushes.done.notified();
+            if self.flushes.completed.load(SeqCst) >= needed {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, done).await.is_err() {
+                break;
+            }
+        }
+        self.flush_to(needed).await
+    }
+
+    /// Waits for flush number `needed` to complete, running it if nobody has begun it.
+    async fn flush_to(&self, needed: u64) -> Result<(), Error> {
+        use std::sync::atomic::Ordering::SeqCst;
         let _turn = FLUSH_TURN.lock().await;
         if self.flushes.completed.load(SeqCst) >= needed {
             return Ok(());
@@ -592,6 +639,7 @@ impl Store {
         })??;
         // Flushes complete in order (one at a time), so this only moves forward.
         self.flushes.completed.store(number, SeqCst);
+        self.flushes.done.notify_waiters();
         Ok(())
     }
 

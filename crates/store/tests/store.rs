@@ -328,14 +328,20 @@ fn a_full_disk_is_told_apart_from_other_storage_errors() {
 }
 
 const GROUP_DIR_ENV: &str = "MUSTER_STORE_GROUP_WRITER_DIR";
+/// Set: `group_writer` runs no flushing tasks.
+const GROUP_FLUSHERS_ENV: &str = "MUSTER_STORE_GROUP_WRITER_NO_FLUSHERS";
 
-/// Child process of `every_flush_waiter_is_durable_under_sigkill`: 16 tasks, each committing and
-/// flushing in a loop, printing `durable <i>` once the flush for commit i returned.
+/// Child process of `every_flush_waiter_is_durable_under_sigkill`: 16 tasks committing in a
+/// loop, 12 of them flushing after each commit and printing `durable <i>` once the flush for
+/// commit i returned, 4 committing without flushing (as timers do); and a relay printing
+/// `published <i>` for each outbox event once `flush_committed` returned for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn group_writer() {
     let Ok(dir) = std::env::var(GROUP_DIR_ENV) else {
         return;
     };
+    // Without flushers only the relay's flushes make anything durable.
+    let flushers = std::env::var(GROUP_FLUSHERS_ENV).is_err();
     let store = Store::open(&dir).unwrap();
     let mut tasks = Vec::new();
     for task in 0..16u64 {
@@ -344,18 +350,44 @@ async fn group_writer() {
             for round in 0.. {
                 let i = round * 16 + task;
                 store.commit(&commit_for(i)).unwrap();
+                if task % 4 == 0 || !flushers {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    continue;
+                }
                 store.flush().await.unwrap();
                 println!("durable {i}");
             }
         }));
     }
+    let relay = store.clone();
+    tasks.push(tokio::spawn(async move {
+        loop {
+            let pending = relay.outbox_pending(512).unwrap();
+            if pending.is_empty() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                continue;
+            }
+            relay
+                .flush_committed(Duration::from_millis(5))
+                .await
+                .unwrap();
+            for event in &pending {
+                let payload = String::from_utf8(event.payload.clone()).unwrap();
+                println!("published {}", payload.trim_start_matches("payload-"));
+            }
+            let keys: Vec<[u8; 8]> = pending.iter().map(|event| event.key).collect();
+            relay.outbox_remove(&keys).unwrap();
+        }
+    }));
     for task in tasks {
         task.await.unwrap();
     }
 }
 
 /// Group commit: a flush returns once a flush that began after it was called is done, and most
-/// callers share another's fsync. Every commit whose flush returned must survive a SIGKILL.
+/// callers share another's fsync. Every commit whose flush returned must survive a SIGKILL, and
+/// so must every commit whose event the relay took as durable (`flush_committed`), including
+/// commits nobody else flushed.
 #[test]
 fn every_flush_waiter_is_durable_under_sigkill() {
     use std::io::BufRead;
@@ -369,24 +401,75 @@ fn every_flush_waiter_is_durable_under_sigkill() {
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut durable = Vec::new();
+    let mut published = Vec::new();
+    let mut unflushed_published = 0;
     for line in std::io::BufReader::new(stdout).lines() {
         let Ok(line) = line else { break };
         if let Some(i) = line.strip_prefix("durable ") {
             durable.push(i.parse::<u64>().unwrap());
         }
-        if durable.len() >= 400 {
+        if let Some(i) = line.strip_prefix("published ") {
+            let i = i.parse::<u64>().unwrap();
+            if i % 4 == 0 {
+                unflushed_published += 1;
+            }
+            published.push(i);
+        }
+        if durable.len() >= 400 && unflushed_published >= 40 {
             break;
         }
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    assert!(durable.len() >= 400, "the writer stopped early");
+    assert!(
+        durable.len() >= 400 && unflushed_published >= 40,
+        "the writer stopped early"
+    );
+    durable.extend(published);
     let store = Store::open(dir.path()).unwrap();
     for i in durable {
         assert_eq!(
             store.get::<u64>(&format!("item/{i:08}")).unwrap(),
             Some(i),
             "commit {i} was answered durable but is gone after SIGKILL"
+        );
+    }
+}
+
+/// The relay's `flush_committed` when nobody else flushes: every event it took as durable must
+/// survive a SIGKILL, so it must have run the flush itself once its patience ran out.
+#[test]
+fn events_the_relay_took_as_durable_survive_sigkill_when_nobody_else_flushes() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "group_writer", "--nocapture", "--test-threads=1"])
+        .env(GROUP_DIR_ENV, dir.path())
+        .env(GROUP_FLUSHERS_ENV, "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut published = Vec::new();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        if let Some(i) = line.strip_prefix("published ") {
+            published.push(i.parse::<u64>().unwrap());
+        }
+        if published.len() >= 400 {
+            break;
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(published.len() >= 400, "the writer stopped early");
+    let store = Store::open(dir.path()).unwrap();
+    for i in published {
+        assert_eq!(
+            store.get::<u64>(&format!("item/{i:08}")).unwrap(),
+            Some(i),
+            "commit {i}'s event was published but the commit is gone after SIGKILL"
         );
     }
 }
