@@ -194,7 +194,18 @@ async fn handle_group<H: Handler>(
         })
         .unwrap_or(-1);
     let mut outcomes = Vec::with_capacity(group.len());
+    let mut progress_sent = std::time::Instant::now();
     for message in &group {
+        // A long group tells JetStream it is still being worked on, so nothing is redelivered
+        // while it is handled (ack_wait is short so that a crashed consumer's group is not).
+        if progress_sent.elapsed() > crate::ACK_WAIT / 3 {
+            for held in &group {
+                if let Err(error) = held.ack_with(AckKind::Progress).await {
+                    tracing::debug!(consumer = name, %error, "progress ack failed");
+                }
+            }
+            progress_sent = std::time::Instant::now();
+        }
         let delivery = delivery_of(message);
         // The handler continues the sender's trace: its events carry it on (store::trace).
         let context = trace_of(message);

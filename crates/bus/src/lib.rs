@@ -38,6 +38,12 @@ pub const EVENT_BYTES_MAX: usize = 1024 * 1024;
 pub const STREAM_REPLICAS_ENV: &str = "MUSTER_STREAM_REPLICAS";
 /// How long creating a consumer is retried while JetStream is not ready.
 pub const CONSUMER_PATIENCE: Duration = Duration::from_secs(15);
+/// How long JetStream waits for a delivered event's ack before it delivers it again: what a
+/// consumer that died mid-group (kill -9) costs its restarted self. Groups that take longer to
+/// handle send progress acks ([`consumer`]).
+pub const ACK_WAIT: Duration = Duration::from_secs(10);
+/// How long [`Bus::flush`] waits for NATS: a drain must end even when the server is gone.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// JetStream allows at most five replicas of a stream.
 pub const STREAM_REPLICAS_MAX: usize = 5;
 
@@ -473,7 +479,7 @@ impl Bus {
             durable_name: Some(durable_name.to_string()),
             filter_subjects,
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
-            ack_wait: Duration::from_secs(30),
+            ack_wait: ACK_WAIT,
             max_ack_pending: 4096,
             deliver_policy: jetstream::consumer::DeliverPolicy::All,
             ..Default::default()
@@ -581,10 +587,18 @@ impl Bus {
         Ok(None)
     }
 
-    /// Waits until everything this client sent (acks included) reached the server.
+    /// Waits until everything this client sent (acks included) reached the server, for at most
+    /// [`FLUSH_TIMEOUT`]: with NATS unreachable the client would wait for a reconnection forever,
+    /// and a service told to stop must stop. Acks that did not leave are redelivered events,
+    /// which consumers recognise as processed.
     pub async fn flush(&self) {
-        if let Err(error) = self.client.flush().await {
-            tracing::warn!(%error, "NATS flush failed");
+        match tokio::time::timeout(FLUSH_TIMEOUT, self.client.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "NATS flush failed"),
+            Err(_) => tracing::warn!(
+                timeout = ?FLUSH_TIMEOUT,
+                "NATS unreachable; what was not sent (acks) will be redelivered and skipped as processed"
+            ),
         }
     }
 }

@@ -450,3 +450,78 @@ async fn the_relay_sends_a_round_as_one_batch_in_outbox_order() {
     assert_eq!(store.outbox_len(), 0);
     assert_eq!(stored_msg_ids(&bus).await, expected);
 }
+
+/// Takes its time over each message, as a consumer with a backlog does.
+struct Slow {
+    handled: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Handler for Slow {
+    fn handle(&mut self, delivery: &Delivery) -> Result<Commit, HandlerError> {
+        std::thread::sleep(Duration::from_millis(5));
+        self.handled
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut commit = Commit::new();
+        commit
+            .put(format!("seen/{}", delivery.msg_id), &1u8)
+            .map_err(|e| HandlerError::Retry(e.to_string()))?;
+        Ok(commit)
+    }
+}
+
+#[tokio::test]
+async fn a_consumer_told_to_stop_with_a_backlog_stops_even_when_nats_is_gone() {
+    let mut nats = TestNats::start().await;
+    let bus = connect(&nats).await;
+    let subject = subjects::incident_event("live", "390000", "INC-1", subjects::UPDATED).unwrap();
+    let ids: Vec<String> = (0..600).map(|i| format!("backlog-{i}")).collect();
+    for chunk in ids.chunks(200) {
+        let events: Vec<bus::BatchEvent<'_>> = chunk
+            .iter()
+            .map(|id| bus::BatchEvent {
+                subject: &subject,
+                msg_id: id,
+                payload: id.clone().into(),
+                traceparent: None,
+            })
+            .collect();
+        bus.publish_batch(&events).await.unwrap();
+    }
+    let dir = temp_dir("backlog-");
+    let store = Store::open(dir.path()).unwrap();
+    let consumer = bus
+        .durable_consumer(
+            "slow",
+            vec![subjects::incident_event_filter("live", "updated")],
+        )
+        .await
+        .unwrap();
+    let handled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(bus::run_consumer_owned(
+        "slow".into(),
+        bus.clone(),
+        consumer,
+        store.clone(),
+        Slow {
+            handled: handled.clone(),
+        },
+        shutdown.clone(),
+    ));
+    eventually("the consumer is working", Duration::from_secs(20), || {
+        let handled = handled.clone();
+        async move { (handled.load(std::sync::atomic::Ordering::SeqCst) >= 20).then_some(()) }
+    })
+    .await;
+    nats.kill().await;
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .expect("the consumer did not stop within 30 s of being told to, with NATS gone")
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), bus.flush())
+        .await
+        .expect("Bus::flush waited for NATS forever");
+    // What it committed is durable (its group was finished and flushed before it stopped).
+    assert!(handled.load(std::sync::atomic::Ordering::SeqCst) < 600);
+}

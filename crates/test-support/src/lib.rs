@@ -40,6 +40,11 @@ impl TestNats {
         self.dir.path()
     }
 
+    /// SIGKILL the server and leave it down.
+    pub async fn kill(&mut self) {
+        self.process.kill().await;
+    }
+
     /// SIGKILL the server and start it again on the same port with the same JetStream data.
     pub async fn crash_and_restart(&mut self) {
         self.process
