@@ -340,6 +340,22 @@ async fn stored_msg_ids(bus: &Bus) -> Vec<String> {
     ids
 }
 
+/// One batch event per id on `subject`, the id as payload.
+fn batch_of<'a>(
+    subject: &'a str,
+    ids: &'a [String],
+    traceparent: Option<&'a str>,
+) -> Vec<bus::BatchEvent<'a>> {
+    ids.iter()
+        .map(|id| bus::BatchEvent {
+            subject,
+            msg_id: id,
+            payload: id.clone().into(),
+            traceparent,
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn an_atomic_batch_stores_every_event_in_order_or_none_when_one_is_a_duplicate() {
     let nats = TestNats::start().await;
@@ -350,29 +366,17 @@ async fn an_atomic_batch_stores_every_event_in_order_or_none_when_one_is_a_dupli
     );
     let subject = subjects::incident_event("live", "390000", "INC-1", subjects::UPDATED).unwrap();
     let ids: Vec<String> = (0..300).map(|i| format!("batch-{i}")).collect();
-    let events: Vec<bus::BatchEvent<'_>> = ids
-        .iter()
-        .map(|id| bus::BatchEvent {
-            subject: &subject,
-            msg_id: id,
-            payload: id.clone().into(),
-            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
-        })
-        .collect();
+    let events = batch_of(
+        &subject,
+        &ids,
+        Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+    );
     bus.publish_batch(&events).await.unwrap();
     assert_eq!(stored_msg_ids(&bus).await, ids);
 
     // One event JetStream already has: the whole batch is refused and nothing more is stored.
     let again: Vec<String> = vec!["fresh-1".into(), "batch-7".into(), "fresh-2".into()];
-    let events: Vec<bus::BatchEvent<'_>> = again
-        .iter()
-        .map(|id| bus::BatchEvent {
-            subject: &subject,
-            msg_id: id,
-            payload: id.clone().into(),
-            traceparent: None,
-        })
-        .collect();
+    let events = batch_of(&subject, &again, None);
     let refused = bus.publish_batch(&events).await.unwrap_err();
     assert!(
         matches!(refused, bus::BatchError::Duplicate),
@@ -383,15 +387,7 @@ async fn an_atomic_batch_stores_every_event_in_order_or_none_when_one_is_a_dupli
     let too_many: Vec<String> = (0..bus::BATCH_LEN_MAX + 1)
         .map(|i| format!("x-{i}"))
         .collect();
-    let events: Vec<bus::BatchEvent<'_>> = too_many
-        .iter()
-        .map(|id| bus::BatchEvent {
-            subject: &subject,
-            msg_id: id,
-            payload: bytes::Bytes::new(),
-            traceparent: None,
-        })
-        .collect();
+    let events = batch_of(&subject, &too_many, None);
     let refused = bus.publish_batch(&events).await.unwrap_err();
     assert!(
         refused.to_string().contains("at most 1000 events"),
@@ -476,16 +472,9 @@ async fn a_consumer_told_to_stop_with_a_backlog_stops_even_when_nats_is_gone() {
     let subject = subjects::incident_event("live", "390000", "INC-1", subjects::UPDATED).unwrap();
     let ids: Vec<String> = (0..600).map(|i| format!("backlog-{i}")).collect();
     for chunk in ids.chunks(200) {
-        let events: Vec<bus::BatchEvent<'_>> = chunk
-            .iter()
-            .map(|id| bus::BatchEvent {
-                subject: &subject,
-                msg_id: id,
-                payload: id.clone().into(),
-                traceparent: None,
-            })
-            .collect();
-        bus.publish_batch(&events).await.unwrap();
+        bus.publish_batch(&batch_of(&subject, chunk, None))
+            .await
+            .unwrap();
     }
     let dir = temp_dir("backlog-");
     let store = Store::open(dir.path()).unwrap();

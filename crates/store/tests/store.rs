@@ -384,6 +384,20 @@ async fn group_writer() {
     }
 }
 
+/// Runs `group_writer` in a child process on `dir`, with or without its flushing tasks.
+fn spawn_group_writer(dir: &std::path::Path, flushers: bool) -> std::process::Child {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args(["--exact", "group_writer", "--nocapture", "--test-threads=1"])
+        .env(GROUP_DIR_ENV, dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if !flushers {
+        command.env(GROUP_FLUSHERS_ENV, "1");
+    }
+    command.spawn().unwrap()
+}
+
 /// Group commit: a flush returns once a flush that began after it was called is done, and most
 /// callers share another's fsync. Every commit whose flush returned must survive a SIGKILL, and
 /// so must every commit whose event the relay took as durable (`flush_committed`), including
@@ -392,13 +406,7 @@ async fn group_writer() {
 fn every_flush_waiter_is_durable_under_sigkill() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "group_writer", "--nocapture", "--test-threads=1"])
-        .env(GROUP_DIR_ENV, dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_group_writer(dir.path(), true);
     let stdout = child.stdout.take().unwrap();
     let mut durable = Vec::new();
     let mut published = Vec::new();
@@ -442,14 +450,7 @@ fn every_flush_waiter_is_durable_under_sigkill() {
 fn events_the_relay_took_as_durable_survive_sigkill_when_nobody_else_flushes() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "group_writer", "--nocapture", "--test-threads=1"])
-        .env(GROUP_DIR_ENV, dir.path())
-        .env(GROUP_FLUSHERS_ENV, "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_group_writer(dir.path(), false);
     let stdout = child.stdout.take().unwrap();
     let mut published = Vec::new();
     for line in std::io::BufReader::new(stdout).lines() {
