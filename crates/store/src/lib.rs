@@ -19,10 +19,8 @@
 //! I/O threads; a transaction waiting to write then blocks new readers, among them further flushes
 //! that occupy sled's small I/O pool, and the process deadlocks (seen with 24 concurrent reports
 //! in one process). So this module keeps writers and flushes apart with its own process-wide
-//! gate: transactions and batches take it exclusively, a flush takes it shared, one flush per
-//! database runs at a time, and it runs on a blocking thread rather than on sled's I/O pool.
-//! (Flushes of different databases may run together: they only read-lock, and no transaction
-//! can be waiting on sled's lock while they hold the gate.)
+//! gate: transactions and batches take it exclusively, a flush takes it shared, only one flush
+//! runs at a time, and it runs on a blocking thread rather than on sled's I/O pool.
 //!
 //! Values carry a format version and a CRC32 so that a torn or foreign value is reported as
 //! corruption instead of being silently misread (sled 0.34 is beta software).
@@ -249,6 +247,9 @@ fn remove_unfinished_snapshots(path: &Path) {
 
 /// Keeps sled writers (transactions, batches) and flushes apart, process-wide: see the module docs.
 static SLED_GATE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+/// One flush at a time, process-wide; a flush makes every earlier commit of its database durable,
+/// so callers queued behind one find little left to write.
+static FLUSH_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn gate_exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
     SLED_GATE
@@ -301,12 +302,6 @@ struct FlushCounters {
     covering: std::sync::atomic::AtomicU64,
     /// Woken after every flush.
     done: tokio::sync::Notify,
-    /// One flush of this database at a time: a flush makes every earlier commit durable, so
-    /// callers queued behind one find little left to write. Databases flush concurrently (under
-    /// `muster up` three share the process): their fsyncs overlap, and ext4 commits them in one
-    /// journal transaction, where one at a time they added up while every commit in the process
-    /// waited (sled's transactions wait for any flush in progress).
-    turn: tokio::sync::Mutex<()>,
 }
 
 impl Store {
@@ -626,7 +621,7 @@ impl Store {
     /// Waits for flush number `needed` to complete, running it if nobody has begun it.
     async fn flush_to(&self, needed: u64) -> Result<(), Error> {
         use std::sync::atomic::Ordering::SeqCst;
-        let _turn = self.flushes.turn.lock().await;
+        let _turn = FLUSH_TURN.lock().await;
         if self.flushes.completed.load(SeqCst) >= needed {
             return Ok(());
         }
