@@ -67,7 +67,9 @@ impl VerifiedTokens {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
         };
-        if let Some(claims) = lock().get(token).cloned() {
+        // A statement of its own, so the guard is dropped before the lock is taken again.
+        let remembered = lock().get(token).cloned();
+        if let Some(claims) = remembered {
             if claims.expires_at_ms > now_ms {
                 return Ok(claims);
             }
