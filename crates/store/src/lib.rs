@@ -150,6 +150,13 @@ impl Commit {
         Ok(self)
     }
 
+    /// Writes `bytes`, already encoded with [`encode_value`], under `key`: for a caller that
+    /// keeps the encoded form (to compare with [`Store::get_raw`] later) without encoding twice.
+    pub fn put_encoded(&mut self, key: impl Into<String>, bytes: Vec<u8>) -> &mut Self {
+        self.writes.push((key.into(), Some(bytes)));
+        self
+    }
+
     /// Removes `key` from the state tree.
     pub fn delete(&mut self, key: impl Into<String>) -> &mut Self {
         self.writes.push((key.into(), None));
