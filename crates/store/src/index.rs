@@ -30,6 +30,9 @@ const BUILD_BATCH_LEN: usize = 1_000;
 /// (`None`: remove the entry).
 pub type IndexWrite = (String, Option<Vec<u8>>);
 
+/// [`Index::derive`]: a record's key and new stored value (`None`: removed) → its index write.
+pub type DeriveFn = fn(key: &str, value: Option<&[u8]>) -> Result<Option<IndexWrite>, Error>;
+
 /// A secondary index over the records whose keys start with `record_prefix`.
 #[derive(Clone, Copy)]
 pub struct Index {
@@ -41,7 +44,7 @@ pub struct Index {
     pub index_prefix: &'static str,
     /// The index write for a record write: the record's key and its new stored value (`None`:
     /// removed). `Ok(None)` when the key is not one of the index's records after all.
-    pub derive: fn(key: &str, value: Option<&[u8]>) -> Result<Option<IndexWrite>, Error>,
+    pub derive: DeriveFn,
 }
 
 /// What [`Store::add_index`] did.

@@ -44,7 +44,7 @@ use serde::de::DeserializeOwned;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
 pub use codec::{decode_value, encode_value};
-pub use index::{Index, IndexOpened, IndexWrite};
+pub use index::{DeriveFn, Index, IndexOpened, IndexWrite};
 pub use migrate::{MIGRATIONS, Migration, MigrationTrees};
 pub use retention::DrillNamespace;
 pub use snapshot::{Restored, SNAPSHOT_FORMAT_VERSION, SnapshotSummary, TreeSummary};
