@@ -22,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use driver::Projection;
 pub use record::{
-    IncidentRecord, IncidentStatus, TimelineEntry, incident_id_for, request_key, sequence_key,
+    IncidentRecord, IncidentStatus, OPEN_INCIDENTS, TimelineEntry, incident_id_for, open_incidents,
+    register_open_incidents, request_key, sequence_key,
 };
 pub use validate::{ValidReport, validate_report};
 
@@ -86,6 +87,10 @@ pub async fn run_with_feeds(
 ) -> Result<(), Error> {
     bus::subjects::validate_namespace(&config.namespace)?;
     let runtime = bus::Runtime::start(SERVICE_NAME, &config.nats_url, &config.data_dir).await?;
+    // Before anything writes an incident record: every commit from here on keeps the index.
+    // Instant unless the store has no index yet (then one pass over the records, once, before
+    // intake serves anything).
+    record::register_open_incidents(&runtime.store)?;
     let (changes, _) = tokio::sync::broadcast::channel(WATCH_BUFFER_LEN);
     let metrics = config.metrics.clone().map(metrics::IntakeMetrics::new);
     if let Some(metrics) = &metrics {

@@ -124,6 +124,116 @@ pub fn incident_key(namespace: &str, incident_id: &str) -> String {
     format!("incident/{namespace}/{incident_id}")
 }
 
+/// `incident-open/<ns>/<id>` → the incident's grade label, for every incident not closed: the
+/// [`OPEN_INCIDENTS`] index, kept by the store in the commit that writes the record.
+pub fn open_incident_key(namespace: &str, incident_id: &str) -> String {
+    format!("{OPEN_INDEX_PREFIX}{namespace}/{incident_id}")
+}
+
+const RECORD_PREFIX: &str = "incident/";
+const OPEN_INDEX_PREFIX: &str = "incident-open/";
+
+/// The open incidents and their grade labels (`muster_open_incidents`), maintained by
+/// [`store::Store::commit`] for every write of an incident record, whichever path writes it
+/// (reports, updates, the projection, the feed writer). Register it with
+/// [`register_open_incidents`] before the store is written.
+pub const OPEN_INCIDENTS: store::Index = store::Index {
+    name: "open-incidents",
+    record_prefix: RECORD_PREFIX,
+    index_prefix: OPEN_INDEX_PREFIX,
+    derive: derive_open_entry,
+};
+
+/// Registers [`OPEN_INCIDENTS`] on intake's store; builds it if the store has none yet (a store
+/// written before it existed: one pass over the incident records, logged).
+pub fn register_open_incidents(store: &store::Store) -> Result<(), store::Error> {
+    let started = std::time::Instant::now();
+    if let store::IndexOpened::Built { records, entries } = store.add_index(OPEN_INCIDENTS)? {
+        tracing::info!(
+            records,
+            open = entries,
+            seconds = started.elapsed().as_secs_f64(),
+            "open-incident index built"
+        );
+    }
+    Ok(())
+}
+
+/// The fields of an incident record the open-incident index needs. Decoding only these lets
+/// serde skip the report, the timeline and the alerts without building them.
+#[derive(Deserialize)]
+struct OpenView {
+    status: IncidentStatus,
+    grading: Option<GradingView>,
+}
+
+#[derive(Deserialize)]
+struct GradingView {
+    grade: Option<domain::grade::Grade>,
+}
+
+fn derive_open_entry(
+    key: &str,
+    value: Option<&[u8]>,
+) -> Result<Option<store::IndexWrite>, store::Error> {
+    // `incident/<ns>/<id>`; nothing else starts with `incident/`.
+    let Some(rest) = key.strip_prefix(RECORD_PREFIX) else {
+        return Ok(None);
+    };
+    let entry_key = format!("{OPEN_INDEX_PREFIX}{rest}");
+    let Some(bytes) = value else {
+        return Ok(Some((entry_key, None)));
+    };
+    let view: OpenView = store::decode_value(key, bytes)?;
+    if view.status == IncidentStatus::Closed {
+        return Ok(Some((entry_key, None)));
+    }
+    let label = grade_label_of(view.grading.map(|graded| graded.grade));
+    let entry = store::encode_value(&label).map_err(|source| store::Error::Encode {
+        key: entry_key.clone(),
+        source,
+    })?;
+    Ok(Some((entry_key, Some(entry))))
+}
+
+/// Grade labels of `muster_open_incidents`: the four grades, `none` (graded below every
+/// threshold, or unclassified) and `pending` (not graded yet).
+pub const GRADE_LABELS: [&str; 6] = ["I", "II", "III", "IV", "none", "pending"];
+
+/// The `grade` label of a grading (`None`: not graded yet; `Some(None)`: below every threshold).
+pub fn grade_label_of(grading: Option<Option<domain::grade::Grade>>) -> &'static str {
+    match grading {
+        None => "pending",
+        Some(None) => "none",
+        Some(Some(domain::grade::Grade::I)) => "I",
+        Some(Some(domain::grade::Grade::II)) => "II",
+        Some(Some(domain::grade::Grade::III)) => "III",
+        Some(Some(domain::grade::Grade::IV)) => "IV",
+    }
+}
+
+/// The open incidents of `namespace` and their grade labels, from the [`OPEN_INCIDENTS`] index:
+/// reads one small entry per open incident, none of the records.
+pub fn open_incidents(
+    store: &store::Store,
+    namespace: &str,
+) -> Result<std::collections::HashMap<String, &'static str>, store::Error> {
+    let prefix = open_incident_key(namespace, "");
+    let mut open = std::collections::HashMap::new();
+    for item in store.iter_prefix::<String>(&prefix) {
+        let (key, label) = item?;
+        let label = GRADE_LABELS
+            .iter()
+            .find(|known| **known == label)
+            .ok_or_else(|| store::Error::Corrupt {
+                key: key.clone(),
+                problem: format!("unknown grade label {label:?}"),
+            })?;
+        open.insert(key[prefix.len()..].to_string(), *label);
+    }
+    Ok(open)
+}
+
 /// `incident-event/<ns>/<incident id>/`: the prefix of an incident's history.
 pub fn incident_events_prefix(namespace: &str, incident_id: &str) -> String {
     format!("incident-event/{namespace}/{incident_id}/")
@@ -337,3 +447,6 @@ mod tests {
         assert_eq!(super::yyyymmdd(951_782_400_000), "20000229");
     }
 }
+
+#[cfg(test)]
+mod open_index_tests;

@@ -66,6 +66,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
         )
     })?;
     let (security, feed_secrets) = service::load_security(&args.common, verifier)?;
+    let store_dir = data_dir.clone();
     let settings = Settings {
         nats_url: args.nats_url,
         data_dir,
@@ -83,5 +84,6 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
     };
     service::run(service, settings, listener, feeds_listener, shutdown).await?;
     tracing::info!(service = service.name(), "stopped");
+    service::checkpoint_store(service, store_dir).await;
     Ok(())
 }

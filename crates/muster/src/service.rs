@@ -199,6 +199,29 @@ pub async fn run(
     }
 }
 
+/// After a drained stop, once nothing holds the service's store (the metrics registry included):
+/// has sled write a fresh snapshot, so the next start does not replay everything this run wrote
+/// ([`store::checkpoint`]). Off with `MUSTER_SLED_CHECKPOINT_ON_EXIT=0`. A failure costs the
+/// next start time, not data, so it is logged, not returned.
+pub async fn checkpoint_store(service: Service, store_dir: std::path::PathBuf) {
+    if !store::checkpoint_on_exit() {
+        return;
+    }
+    match tokio::task::spawn_blocking(move || store::checkpoint(&store_dir)).await {
+        Ok(Ok(took)) => tracing::info!(
+            service = service.name(),
+            seconds = took.as_secs_f64(),
+            "store checkpointed for the next start"
+        ),
+        Ok(Err(error)) => tracing::warn!(
+            service = service.name(),
+            %error,
+            "cannot checkpoint the store; the next start replays this run's log"
+        ),
+        Err(error) => tracing::warn!(service = service.name(), %error, "store checkpoint failed"),
+    }
+}
+
 /// Binds a service's gRPC listener; the error names the address and the flag that changes it.
 pub async fn bind(service: Service, addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
     lifecycle::grpc::bind(addr).await.map_err(|error| {

@@ -76,6 +76,19 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         process.stop(NATS_STOP_GRACE).await;
     }
     if result.is_ok() {
+        // Every service has drained and dropped its store (and the metrics registry with them).
+        let checkpoints: Vec<_> = Service::ALL
+            .into_iter()
+            .map(|service| {
+                tokio::spawn(service::checkpoint_store(
+                    service,
+                    data_dir.join(service.name()),
+                ))
+            })
+            .collect();
+        for checkpoint in checkpoints {
+            let _ = checkpoint.await;
+        }
         tracing::info!("Muster stopped");
     }
     result

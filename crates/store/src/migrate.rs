@@ -33,12 +33,23 @@ pub struct Migration {
 }
 
 /// The migration path, ordered by `from`; `MIGRATIONS[i].from == i`.
-pub static MIGRATIONS: &[Migration] = &[Migration {
-    from: 0,
-    description: "databases from before `meta/schema_version` existed: the layout is the same as \
-                  version 1, only the key is written (an example of the shape of a step)",
-    apply: |_trees| Ok(()),
-}];
+pub static MIGRATIONS: &[Migration] = &[
+    Migration {
+        from: 0,
+        description: "databases from before `meta/schema_version` existed: the layout is the same \
+                      as version 1, only the key is written (an example of the shape of a step)",
+        apply: |_trees| Ok(()),
+    },
+    Migration {
+        from: 1,
+        description: "derived indexes (`index.rs`): commits keep them in step with their records, \
+                      so a build that does not know them must no longer write here. The records \
+                      are unchanged; a version-1 database has no `meta/index/<name>` marker, and \
+                      the service that registers an index builds it on its first start (one pass \
+                      over the indexed records), not this step",
+        apply: |_trees| Ok(()),
+    },
+];
 
 /// Runs every step from `found` to `SCHEMA_VERSION`.
 pub(crate) fn run(
