@@ -17,6 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Bus;
 
+/// How long a consumer holds the store's writer gate for a run of its group's commits
+/// ([`store::Store::session`]); every other writer and flush in the process waits that long.
+pub const SESSION_WINDOW: std::time::Duration = std::time::Duration::from_millis(3);
+
 /// Most messages handled per group commit.
 pub const CONSUMER_BATCH_LEN_MAX: usize = 256;
 
@@ -195,7 +199,7 @@ async fn handle_group<H: Handler>(
         .unwrap_or(-1);
     let mut outcomes = Vec::with_capacity(group.len());
     let mut progress_sent = std::time::Instant::now();
-    for message in &group {
+    while outcomes.len() < group.len() {
         // A long group tells JetStream it is still being worked on, so nothing is redelivered
         // while it is handled (ack_wait is short so that a crashed consumer's group is not).
         if progress_sent.elapsed() > crate::ACK_WAIT / 3 {
@@ -206,14 +210,22 @@ async fn handle_group<H: Handler>(
             }
             progress_sent = std::time::Instant::now();
         }
-        let delivery = delivery_of(message);
-        // The handler continues the sender's trace: its events carry it on (store::trace).
-        let context = trace_of(message);
-        let span = handler_span(name, &delivery, &context);
-        let outcome = span.in_scope(|| {
-            store::trace::sync_scope(context, || commit_one(name, store, handler, &delivery))
-        });
-        outcomes.push((delivery, outcome));
+        // The group's commits run in sessions of a few milliseconds: no flush lands between
+        // them, where one per commit would make each wait out an fsync.
+        let session = store.session();
+        let window = std::time::Instant::now();
+        while outcomes.len() < group.len() && window.elapsed() < SESSION_WINDOW {
+            let message = &group[outcomes.len()];
+            let delivery = delivery_of(message);
+            // The handler continues the sender's trace: its events carry it on (store::trace).
+            let context = trace_of(message);
+            let span = handler_span(name, &delivery, &context);
+            let outcome = span.in_scope(|| {
+                store::trace::sync_scope(context, || commit_one(name, &session, handler, &delivery))
+            });
+            outcomes.push((delivery, outcome));
+        }
+        drop(session);
     }
     let handled = started.elapsed();
     store.flush().await?;
@@ -253,10 +265,11 @@ enum Outcome {
 
 fn commit_one<H: Handler>(
     name: &str,
-    store: &Store,
+    session: &store::CommitSession<'_>,
     handler: &mut H,
     delivery: &Delivery,
 ) -> Outcome {
+    let store = session.store();
     // Cheap early exit for redeliveries; the commit re-checks inside its transaction.
     if store.is_processed(&delivery.msg_id).unwrap_or(false) {
         return Outcome::Duplicate;
@@ -269,7 +282,7 @@ fn commit_one<H: Handler>(
                 tracing::error!(consumer = name, msg_id = %delivery.msg_id, subject = %delivery.subject, %reason, "poison message terminated");
                 let mut commit = Commit::new();
                 commit.processed(delivery.msg_id.clone());
-                return match store.commit(&commit) {
+                return match session.commit(&commit) {
                     Ok(_) => Outcome::Poisoned,
                     Err(_) => Outcome::Retry,
                 };
@@ -280,7 +293,7 @@ fn commit_one<H: Handler>(
             }
         };
         commit.processed(delivery.msg_id.clone());
-        match store.commit(&commit) {
+        match session.commit(&commit) {
             Ok(Committed::Applied { .. }) => return Outcome::Applied,
             Ok(Committed::AlreadyProcessed) => return Outcome::Duplicate,
             Err(store::Error::Conflict { key }) => {

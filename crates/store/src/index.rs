@@ -159,7 +159,11 @@ impl Store {
 
     /// Removes the marker of every built index this store does not maintain whose records
     /// `writes` touches (see the module docs).
-    fn forget_unmaintained(&self, writes: &[(String, Option<Vec<u8>>)]) -> Result<(), Error> {
+    fn forget_unmaintained(
+        &self,
+        writes: &[(String, Option<Vec<u8>>)],
+        gate_held: bool,
+    ) -> Result<(), Error> {
         let mut unregistered = self
             .unregistered_indexes
             .write()
@@ -173,7 +177,8 @@ impl Store {
             {
                 return true;
             }
-            let _gate = gate_exclusive();
+            // Inside a commit session the caller holds the gate already (it is not reentrant).
+            let _gate = (!gate_held).then(gate_exclusive);
             match self.meta.remove(marker_key(name).as_bytes()) {
                 Ok(_) => {
                     eprintln!(
@@ -191,10 +196,12 @@ impl Store {
         failed
     }
 
-    /// The index writes of `writes`, in order, for the registered indexes.
+    /// The index writes of `writes`, in order, for the registered indexes. `gate_held`: called
+    /// inside a [`crate::CommitSession`].
     pub(crate) fn derived_writes(
         &self,
         writes: &[(String, Option<Vec<u8>>)],
+        gate_held: bool,
     ) -> Result<Vec<IndexWrite>, Error> {
         if !self
             .unregistered_indexes
@@ -202,7 +209,7 @@ impl Store {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .is_empty()
         {
-            self.forget_unmaintained(writes)?;
+            self.forget_unmaintained(writes, gate_held)?;
         }
         let indexes = self
             .indexes

@@ -331,6 +331,24 @@ const TREES: [&str; 5] = ["meta", "state", "outbox", "processed", "audit"];
 /// The layout version of the trees; bumped with a migration when keys or values change shape.
 pub const SCHEMA_VERSION: u32 = 2;
 
+/// A run of commits with the writer gate held ([`Store::session`]).
+pub struct CommitSession<'a> {
+    store: &'a Store,
+    _gate: std::sync::RwLockWriteGuard<'static, ()>,
+}
+
+impl CommitSession<'_> {
+    /// [`Store::commit`] inside the session.
+    pub fn commit(&self, commit: &Commit) -> Result<Committed, Error> {
+        let derived = self.store.derived_writes(&commit.writes, true)?;
+        self.store.commit_in_gate(commit, derived)
+    }
+
+    pub fn store(&self) -> &Store {
+        self.store
+    }
+}
+
 /// One service's database.
 #[derive(Clone)]
 pub struct Store {
@@ -585,11 +603,34 @@ impl Store {
 
     /// Applies `commit` atomically. Not yet durable: call [`Store::flush`] before acknowledging.
     pub fn commit(&self, commit: &Commit) -> Result<Committed, Error> {
+        // Decoded before the gate: other writers need not wait for it.
+        let derived = self.derived_writes(&commit.writes, false)?;
+        let _gate = gate_exclusive();
+        self.commit_in_gate(commit, derived)
+    }
+
+    /// Holds the process-wide writer gate for a run of commits ([`CommitSession::commit`]), so
+    /// that no flush lands between them. A consumer group commits each message in its own
+    /// transaction, and sled's transactions wait for any flush in progress: with reports and
+    /// relays flushing all the time, each commit of a group used to wait out an fsync. Hold a
+    /// session for a few milliseconds at most (every other writer and flush in the process waits
+    /// for it), never across an `.await`, and do not commit through the [`Store`] itself while
+    /// holding one (the gate is not reentrant).
+    pub fn session(&self) -> CommitSession<'_> {
+        CommitSession {
+            store: self,
+            _gate: gate_exclusive(),
+        }
+    }
+
+    /// The body of [`Store::commit`], with the gate held by the caller.
+    fn commit_in_gate(
+        &self,
+        commit: &Commit,
+        derived: Vec<(String, Option<Vec<u8>>)>,
+    ) -> Result<Committed, Error> {
         let instance_id = &*self.instance_id;
         let id_offset = self.id_offset;
-        // Decoded before the gate: other writers need not wait for it.
-        let derived = self.derived_writes(&commit.writes)?;
-        let _gate = gate_exclusive();
         // Any flush numbered above those begun so far starts after this commit (it needs the
         // gate, which this commit holds until it is applied).
         self.flushes.covering.fetch_max(
