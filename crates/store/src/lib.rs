@@ -254,27 +254,29 @@ pub fn checkpoint_on_exit() -> bool {
 /// next start.
 pub fn checkpoint(path: &Path) -> Result<std::time::Duration, Error> {
     let started = std::time::Instant::now();
-    // sled's threads let go of the directory's lock a moment after the last handle is dropped.
+    let db = while_locked(|| open_db(path)).map_err(|source| Error::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    drop(db);
+    Ok(started.elapsed())
+}
+
+/// Runs `open` again while it fails on sled's directory lock, for at most 5 s: sled's threads
+/// let go of the lock a moment after the last handle on a database is dropped.
+fn while_locked<T>(mut open: impl FnMut() -> sled::Result<T>) -> sled::Result<T> {
     let mut attempts = 0;
-    let db = loop {
-        match open_db(path) {
-            Ok(db) => break db,
+    loop {
+        match open() {
             Err(sled::Error::Io(io))
                 if attempts < 100 && io.to_string().contains("could not acquire lock") =>
             {
                 attempts += 1;
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
-            Err(source) => {
-                return Err(Error::Open {
-                    path: path.to_path_buf(),
-                    source,
-                });
-            }
+            other => return other,
         }
-    };
-    drop(db);
-    Ok(started.elapsed())
+    }
 }
 
 /// Deletes `snap.<lsn>.generating` files: sled 0.34 writes a snapshot there and renames it when
@@ -397,6 +399,17 @@ impl Store {
             source,
         };
         let db = open_db(path).map_err(open_error)?;
+        Store::from_db(path, db)
+    }
+
+    /// [`Store::open`] of a database another handle in this process has just closed: waits (at
+    /// most 5 s) for sled's threads to release the directory's lock.
+    pub fn open_after_close(path: impl AsRef<Path>) -> Result<Store, Error> {
+        let path = path.as_ref();
+        let db = while_locked(|| open_db(path)).map_err(|source| Error::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Store::from_db(path, db)
     }
 

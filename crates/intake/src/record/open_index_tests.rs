@@ -95,18 +95,8 @@ fn counted_from_records(store: &Store) -> HashMap<String, &'static str> {
         .collect()
 }
 
-/// Opens `dir` again, waiting for sled's threads of the last handle to let go of its lock.
 fn reopen(dir: &Path) -> Store {
-    for _ in 0..100 {
-        match Store::open(dir) {
-            Ok(store) => return store,
-            Err(error) if error.to_string().contains("could not acquire lock") => {
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            Err(error) => panic!("{error}"),
-        }
-    }
-    panic!("the store stayed locked for 5 s")
+    Store::open_after_close(dir).unwrap()
 }
 
 #[tokio::test]
