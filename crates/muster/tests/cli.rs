@@ -31,6 +31,24 @@ fn verify_key(dir: &Path) -> String {
     auth_dir.join("verify.pub").to_str().unwrap().to_string()
 }
 
+/// `text` without the terminal colour sequences tracing writes.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for end in chars.by_ref() {
+                if end == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -247,13 +265,15 @@ fn up_suggests_another_nats_port_when_it_is_busy() {
 }
 
 /// `muster up` with every port chosen by the system: it prints its endpoints, serves gRPC, and on
-/// SIGTERM drains, stops its nats-server child and exits 0.
+/// SIGTERM drains, checkpoints each store for the next start, stops its nats-server child and
+/// exits 0.
 #[test]
 fn up_serves_and_shuts_down_cleanly_on_sigterm() {
     use std::io::{BufRead, BufReader};
     use std::time::{Duration, Instant};
 
     let data = tempfile::tempdir().expect("temp dir");
+    let logs = tempfile::NamedTempFile::new().expect("log file");
     let mut child = Command::new(env!("CARGO_BIN_EXE_muster"))
         .args(["up", "--nats-port", "0"])
         .args([
@@ -269,8 +289,9 @@ fn up_serves_and_shuts_down_cleanly_on_sigterm() {
         .arg("--data-dir")
         .arg(data.path())
         .env_remove("MUSTER_NATS_URL")
+        .env_remove("MUSTER_SLED_CHECKPOINT_ON_EXIT")
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(logs.reopen().expect("log file"))
         .spawn()
         .expect("start muster up");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -333,6 +354,18 @@ fn up_serves_and_shuts_down_cleanly_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "muster up exited with {status}");
+    // Each store was reopened once after its service drained, so the next start reads a fresh
+    // sled snapshot instead of replaying this run's log (issue 8, T5).
+    let log = strip_ansi(&std::fs::read_to_string(logs.path()).expect("read the log"));
+    for service in ["intake", "escalation", "dispatch"] {
+        assert!(
+            log.lines().any(
+                |line| line.contains("store checkpointed for the next start")
+                    && line.contains(&format!("service=\"{service}\""))
+            ),
+            "no checkpoint of {service}'s store in the log:\n{log}"
+        );
+    }
     // SAFETY: signal 0 only asks whether the process exists.
     let nats_alive = unsafe { libc::kill(nats_pid, 0) } == 0;
     assert!(
