@@ -187,16 +187,13 @@ async fn handle_group<H: Handler>(
     group: Vec<Message>,
 ) -> Result<(), store::Error> {
     let started = std::time::Instant::now();
-    let waited_ms = group
-        .first()
-        .and_then(|message| message.info().ok())
-        .map(|info| {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as i128);
-            ((now - info.published.unix_timestamp_nanos()) / 1_000_000) as i64
-        })
-        .unwrap_or(-1);
+    // Only for the debug line below: parsing the reply subject per group costs nothing worth
+    // paying when nobody reads it.
+    let waited_ms = if tracing::enabled!(target: "muster_pipeline", tracing::Level::DEBUG) {
+        stream_wait_ms(&group)
+    } else {
+        -1
+    };
     let mut outcomes = Vec::with_capacity(group.len());
     let mut progress_sent = std::time::Instant::now();
     while outcomes.len() < group.len() {
@@ -254,6 +251,20 @@ async fn handle_group<H: Handler>(
         flush_us = (flushed - handled).as_micros() as u64,
         ack_us = (started.elapsed() - flushed).as_micros() as u64, "group");
     Ok(())
+}
+
+/// How long the group's first message waited in the stream, in milliseconds (-1: unknown).
+fn stream_wait_ms(group: &[Message]) -> i64 {
+    group
+        .first()
+        .and_then(|message| message.info().ok())
+        .map(|info| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i128);
+            ((now - info.published.unix_timestamp_nanos()) / 1_000_000) as i64
+        })
+        .unwrap_or(-1)
 }
 
 enum Outcome {

@@ -72,10 +72,15 @@ pub async fn run_relay(store: Store, bus: Bus, shutdown: CancellationToken) {
 /// because the stream takes no batches, is published again one event at a time, with the acks
 /// awaited together; JetStream drops the duplicates one by one.
 pub async fn relay_once(store: &Store, bus: &Bus) -> Result<usize, crate::Error> {
-    let pending = store.outbox_pending(RELAY_BATCH_LEN_MAX)?;
+    let mut pending = store.outbox_pending(RELAY_BATCH_LEN_MAX)?;
     if pending.is_empty() {
         return Ok(0);
     }
+    // Each payload moves into a shared buffer once; the batch and a fallback share it.
+    let payloads: Vec<bytes::Bytes> = pending
+        .iter_mut()
+        .map(|event| std::mem::take(&mut event.payload).into())
+        .collect();
     let started = std::time::Instant::now();
     // Only durable commits may leave the process: an event published before its state is on disk
     // could describe an incident that a crash then forgets. Whoever committed the events flushes
@@ -86,10 +91,11 @@ pub async fn relay_once(store: &Store, bus: &Bus) -> Result<usize, crate::Error>
     let (done, first_error) = if pending.len() > 1 && bus.atomic_batches() {
         let events: Vec<BatchEvent<'_>> = pending
             .iter()
-            .map(|event| BatchEvent {
+            .zip(&payloads)
+            .map(|(event, payload)| BatchEvent {
                 subject: &event.subject,
                 msg_id: &event.msg_id,
-                payload: event.payload.clone().into(),
+                payload: payload.clone(),
                 traceparent: event.traceparent.as_deref(),
             })
             .collect();
@@ -100,12 +106,12 @@ pub async fn relay_once(store: &Store, bus: &Bus) -> Result<usize, crate::Error>
             }
             Err(error @ (BatchError::Duplicate | BatchError::Disabled)) => {
                 tracing::debug!(%error, events = pending.len(), "publishing the round one event at a time");
-                publish_each(bus, &pending).await?
+                publish_each(bus, &pending, &payloads).await?
             }
             Err(BatchError::Bus(error)) => return Err(error),
         }
     } else {
-        publish_each(bus, &pending).await?
+        publish_each(bus, &pending, &payloads).await?
     };
     let published = started.elapsed();
     store.outbox_remove(&done)?;
@@ -124,14 +130,15 @@ pub async fn relay_once(store: &Store, bus: &Bus) -> Result<usize, crate::Error>
 async fn publish_each(
     bus: &Bus,
     pending: &[store::OutboxEvent],
+    payloads: &[bytes::Bytes],
 ) -> Result<(Vec<[u8; 8]>, Option<crate::Error>), crate::Error> {
     let mut acks = Vec::with_capacity(pending.len());
-    for event in pending {
+    for (event, payload) in pending.iter().zip(payloads) {
         let ack = bus
             .publish_dedup(
                 event.subject.clone(),
                 &event.msg_id,
-                event.payload.clone().into(),
+                payload.clone(),
                 event.traceparent.as_deref(),
             )
             .await?;
