@@ -15,7 +15,9 @@ use domain::jurisdiction::JurisdictionTree;
 use serde::{Deserialize, Serialize};
 
 pub use policy::{Permission, Rule, rule_for};
-pub use token::{Claims, KeyDir, SigningKey, TokenError, VerifyingKey, load_verifying_key};
+pub use token::{
+    Claims, KeyDir, SigningKey, TokenError, VerifiedTokens, VerifyingKey, load_verifying_key,
+};
 
 /// What a token holder does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -34,6 +34,8 @@ pub struct Access {
     /// The namespace this instance serves, recorded on entries that name none.
     pub namespace: String,
     pub verifier: VerifyingKey,
+    /// The tokens `verifier` has passed (every call of a client carries the same token).
+    pub verified: Arc<auth::VerifiedTokens>,
     /// The service's store; its `audit` tree holds the trail.
     pub store: Store,
     pub tree: Arc<JurisdictionTree>,
@@ -330,8 +332,8 @@ fn authenticate<B>(
         .unwrap_or(header)
         .trim();
     let claims = access
-        .verifier
-        .verify(token, now)
+        .verified
+        .verify(&access.verifier, token, now)
         .map_err(|error| (Status::unauthenticated(error.to_string()), None))?;
     let principal = Principal { claims, peer };
     let Some(rule) = auth::rule_for(path) else {

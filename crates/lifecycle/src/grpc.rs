@@ -54,6 +54,7 @@ impl ServerSecurity {
                 service,
                 namespace: namespace.to_string(),
                 verifier: self.verifier.clone(),
+                verified: Default::default(),
                 store,
                 tree: std::sync::Arc::new(tree.clone()),
             },

@@ -40,50 +40,7 @@ pub struct FeedAccess {
 struct Feeds {
     intake: FeedIntake,
     access: FeedAccess,
-    verified: Arc<VerifiedTokens>,
-}
-
-/// Most tokens [`VerifiedTokens`] remembers; when full it starts again empty.
-const VERIFIED_TOKENS_MAX: usize = 256;
-
-/// Tokens whose signature this listener has checked, with their claims. A feed sends the same
-/// token with every request; checking its Ed25519 signature each time was 4 % of intake's CPU in a
-/// correlated feed run. The key is the whole token string (the signed bytes and the signature),
-/// so only an identical token is found; its expiry is still checked on every request.
-#[derive(Default)]
-struct VerifiedTokens {
-    tokens: std::sync::Mutex<std::collections::HashMap<String, auth::Claims>>,
-}
-
-impl VerifiedTokens {
-    fn verify(
-        &self,
-        verifier: &auth::VerifyingKey,
-        token: &str,
-        now_ms: i64,
-    ) -> Result<auth::Claims, auth::token::TokenError> {
-        let lock = || {
-            self.tokens
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-        };
-        // A statement of its own, so the guard is dropped before the lock is taken again.
-        let remembered = lock().get(token).cloned();
-        if let Some(claims) = remembered {
-            if claims.expires_at_ms > now_ms {
-                return Ok(claims);
-            }
-            lock().remove(token);
-        }
-        // Expired, not yet valid, forged: whatever the full check says.
-        let claims = verifier.verify(token, now_ms)?;
-        let mut tokens = lock();
-        if tokens.len() >= VERIFIED_TOKENS_MAX {
-            tokens.clear();
-        }
-        tokens.insert(token.to_string(), claims.clone());
-        Ok(claims)
-    }
+    verified: Arc<auth::VerifiedTokens>,
 }
 
 /// Serves the feed endpoints on `listener` until `shutdown`, letting requests in flight finish.
@@ -123,7 +80,7 @@ enum Poster {
 /// Checks the request's credential; the refusal is the response to send.
 fn authenticate(
     access: &FeedAccess,
-    verified: &VerifiedTokens,
+    verified: &auth::VerifiedTokens,
     request: &Request,
 ) -> Result<Poster, (StatusCode, String)> {
     let unauthenticated = |reason: String| (StatusCode::UNAUTHORIZED, reason);
@@ -365,46 +322,4 @@ fn not_found_text(reason: &str) -> Response {
         json_body(serde_json::to_vec(&body).unwrap_or_default()),
     )
         .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_remembered_token_is_still_refused_once_expired_and_a_forged_one_is_checked() {
-        let key = auth::SigningKey::generate().unwrap();
-        let verifier = key.verifying_key();
-        let now = 1_700_000_000_000;
-        let (claims, token) = key
-            .issue("usgs-bridge", "390000", auth::Role::Feed, now, 60_000)
-            .unwrap();
-        let verified = VerifiedTokens::default();
-        assert_eq!(verified.verify(&verifier, &token, now).unwrap(), claims);
-        // Remembered: the same claims again, until it expires.
-        assert_eq!(
-            verified.verify(&verifier, &token, now + 59_999).unwrap(),
-            claims
-        );
-        assert!(matches!(
-            verified.verify(&verifier, &token, now + 60_000),
-            Err(auth::TokenError::Expired { .. })
-        ));
-        // Another signature on the same claims is not the remembered token.
-        let (payload, _) = token.rsplit_once('.').unwrap();
-        let forged = format!("{payload}.{}", "A".repeat(86));
-        assert_eq!(
-            verified.verify(&verifier, &forged, now),
-            Err(auth::TokenError::BadSignature)
-        );
-        // A token of another key is refused even while the first one is remembered.
-        let other = auth::SigningKey::generate().unwrap();
-        let (_, foreign) = other
-            .issue("usgs-bridge", "390000", auth::Role::Feed, now, 60_000)
-            .unwrap();
-        assert_eq!(
-            verified.verify(&verifier, &foreign, now),
-            Err(auth::TokenError::BadSignature)
-        );
-    }
 }
