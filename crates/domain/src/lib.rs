@@ -20,6 +20,7 @@ pub mod region;
 pub mod replay;
 pub mod roster;
 pub mod rulebook;
+pub mod time;
 pub mod unit;
 
 pub mod source;

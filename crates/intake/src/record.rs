@@ -104,18 +104,9 @@ pub fn incident_id_for(now_unix_ms: i64, sequence: u64) -> String {
     format!("INC-{}-{sequence:06}", yyyymmdd(now_unix_ms))
 }
 
-/// `20261128` for a Unix time in milliseconds (UTC), by Howard Hinnant's civil-from-days.
+/// `20261128` for a Unix time in milliseconds (UTC).
 pub fn yyyymmdd(unix_ms: i64) -> String {
-    let days = unix_ms.div_euclid(86_400_000);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = domain::time::civil_from_days(unix_ms.div_euclid(86_400_000));
     format!("{year:04}{month:02}{day:02}")
 }
 

@@ -2,27 +2,7 @@
 
 const MS_PER_DAY: i64 = 86_400_000;
 
-/// Converts days since 1970-01-01 to a proleptic Gregorian (year, month, day).
-///
-/// This is Howard Hinnant's `civil_from_days`: shifting the epoch to 0000-03-01 puts the leap
-/// day at the end of the year, so every month length except February's follows a fixed pattern.
-pub fn civil_from_days(days_since_epoch: i64) -> (i64, u32, u32) {
-    let z = days_since_epoch + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month as u32, day as u32)
-}
+pub use domain::time::civil_from_days;
 
 /// Formats Unix milliseconds as RFC 3339 UTC with millisecond precision: `2026-11-28T06:27:24.123Z`.
 pub fn format_rfc3339_ms(unix_ms: i64) -> String {
