@@ -56,6 +56,61 @@ pub fn townships() -> Result<Vec<Township>> {
     Ok(townships)
 }
 
+/// The sample region's four files with every unit present `copies` times: copy `c` (from 2) of
+/// unit `X` is `X-cc`, call sign `<call sign> c`, at the same station, so a benchmark's roster
+/// does not run out after a few incidents (T2 then measures real bookings, not the shortfall
+/// path). Returns (file name, text) pairs for `muster up --region-dir`.
+pub fn scaled_region(copies: u32) -> Result<Vec<(&'static str, String)>> {
+    anyhow::ensure!(copies >= 1, "--copies must be at least 1");
+    let sources = domain::region::Region::embedded_default_sources();
+    let units_toml = sources
+        .iter()
+        .find(|source| source.name == "units.toml")
+        .context("the embedded region has no units.toml")?
+        .text;
+    let mut blocks = units_toml.split("\n[[unit]]\n");
+    let mut units = blocks.next().unwrap_or_default().to_string();
+    let blocks: Vec<&str> = blocks.collect();
+    anyhow::ensure!(!blocks.is_empty(), "no [[unit]] in the sample units.toml");
+    for copy in 1..=copies {
+        for block in &blocks {
+            units.push_str("\n[[unit]]\n");
+            for line in block.split_inclusive('\n') {
+                let renamed = if copy == 1 {
+                    None
+                } else if let Some(id) = quoted_value(line, "id") {
+                    Some(format!("id = \"{id}-c{copy}\"\n"))
+                } else {
+                    quoted_value(line, "call_sign")
+                        .map(|sign| format!("call_sign = \"{sign} {copy}\"\n"))
+                };
+                match renamed {
+                    Some(renamed) => units.push_str(&renamed),
+                    // The sample's closing totals would be wrong here.
+                    None if line.starts_with('#') => {}
+                    None => units.push_str(line),
+                }
+            }
+        }
+    }
+    units.push_str(&format!(
+        "\n# muster-bench region: the sample's units, each {copies} times.\n"
+    ));
+    Ok(sources
+        .iter()
+        .map(|source| match source.name {
+            "units.toml" => (source.name, units.clone()),
+            _ => (source.name, source.text.to_string()),
+        })
+        .collect())
+}
+
+/// `value` of a line `key = "value"`.
+fn quoted_value<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let rest = line.strip_prefix(key)?.trim_start().strip_prefix('=')?.trim();
+    rest.strip_prefix('"')?.strip_suffix('"')
+}
+
 /// Officer report number `i`: kinds and facts chosen so that every report is graded (at least
 /// grade IV) and so reaches dispatch.
 pub fn report(i: u64, run: &str, namespace: &str, towns: &[Township]) -> pb::ReportIncidentRequest {
@@ -272,5 +327,42 @@ mod tests {
     #[test]
     fn the_sample_region_has_townships() {
         assert_eq!(townships().unwrap().len(), 12);
+    }
+
+    #[test]
+    fn a_scaled_region_loads_with_every_unit_copied_under_its_own_id_and_call_sign() {
+        let load = |copies: u32| {
+            let files = scaled_region(copies).unwrap();
+            let text = |name: &str| {
+                files
+                    .iter()
+                    .find(|(file, _)| *file == name)
+                    .map(|(_, text)| text.as_str())
+                    .unwrap()
+            };
+            let source = |name| domain::region::SourceFile {
+                name,
+                text: text(name),
+            };
+            domain::region::Region::from_sources(
+                source("jurisdictions.toml"),
+                source("units.toml"),
+                source("plans.toml"),
+                source("rulebook.toml"),
+            )
+            .unwrap()
+        };
+        let sample = load(1);
+        assert_eq!(sample.units.len(), 49);
+        let scaled = load(3);
+        assert_eq!(scaled.units.len(), 3 * 49);
+        let copy = scaled.units.iter().find(|u| u.id == "ST-ENG-2-c3").unwrap();
+        let original = sample.units.iter().find(|u| u.id == "ST-ENG-2").unwrap();
+        assert_eq!(copy.call_sign, "Shitang Engineering 2 3");
+        assert_eq!(
+            (&copy.unit_type, &copy.home_township, copy.position),
+            (&original.unit_type, &original.home_township, original.position)
+        );
+        assert!(scaled_region(0).is_err());
     }
 }

@@ -44,6 +44,9 @@ enum Mode {
     /// No running Muster: put --count incidents into the stores under --data-dir (a stopped
     /// `muster up` directory) through the services' own handlers, the last --open left open.
     Fill,
+    /// No Muster: write the sample region with every unit present --copies times into
+    /// --region-out, for `muster up --region-dir` (a roster that does not run out in `report`).
+    Region,
     /// No running Muster: start nats-server and the three services (`muster serve`) on a filled
     /// --data-dir and measure time to SERVING, to the first answer, and RSS (after --reads
     /// random reads and --reports reports).
@@ -133,6 +136,12 @@ struct Cli {
     /// restart: reports through the pipeline after the reads.
     #[arg(long, default_value_t = 2_000)]
     reports: u64,
+    /// region: how many times each of the sample's 49 units is present.
+    #[arg(long, default_value_t = 20)]
+    copies: u32,
+    /// region: the directory to write the four region files into.
+    #[arg(long, default_value = "bench-region")]
+    region_out: std::path::PathBuf,
     /// restart: serve /metrics too (intake then counts open incidents at startup).
     #[arg(long)]
     metrics: bool,
@@ -169,6 +178,20 @@ async fn main() -> Result<()> {
             std::fs::write(path, serde_json::to_vec_pretty(&report)?)
                 .with_context(|| format!("write {}", path.display()))?;
         }
+        return Ok(());
+    }
+    if cli.mode == Mode::Region {
+        std::fs::create_dir_all(&cli.region_out)
+            .with_context(|| format!("create {}", cli.region_out.display()))?;
+        for (name, text) in generate::scaled_region(cli.copies)? {
+            let path = cli.region_out.join(name);
+            std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
+        }
+        println!(
+            "{}: the sample region with each unit present {} times",
+            cli.region_out.display(),
+            cli.copies
+        );
         return Ok(());
     }
     if cli.mode == Mode::Restart {
@@ -552,7 +575,9 @@ async fn worker(
             },
             // Handled by `alertmanager_api` before any Muster connection is made.
             Mode::AlertmanagerApi => unreachable!("alertmanager-api does not drive Muster"),
-            Mode::Fill | Mode::Restart => unreachable!("fill and restart start their own"),
+            Mode::Fill | Mode::Restart | Mode::Region => {
+                unreachable!("fill, restart and region run without a workload")
+            }
         }
     }
 }
