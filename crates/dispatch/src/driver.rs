@@ -255,7 +255,12 @@ pub struct Assigner {
     options: RecommendOptions,
     policy: MutualAidPolicy,
     assignment_ack_timeout_ms: i64,
+    /// The unit records of the namespaces booked in lately (live, and a few drills), decoded.
+    boards: HashMap<String, registry::UnitBoard>,
 }
+
+/// Namespaces whose unit boards the assigner keeps decoded at once.
+const BOARDS_MAX: usize = 8;
 
 impl Assigner {
     /// An assigner whose bookings must be acknowledged within
@@ -267,6 +272,7 @@ impl Assigner {
             store,
             region,
             assignment_ack_timeout_ms: assignment::ASSIGNMENT_ACK_TIMEOUT_MS_DEFAULT,
+            boards: HashMap::new(),
         }
     }
 
@@ -356,7 +362,14 @@ impl Handler for Assigner {
             .unwrap_or_default();
 
         let now = lifecycle::unix_ms_now();
-        let records: Vec<UnitRecord> = registry::load_all(&self.store, namespace)
+        if self.boards.len() >= BOARDS_MAX && !self.boards.contains_key(namespace) {
+            self.boards.clear();
+        }
+        let records = self
+            .boards
+            .entry(namespace.clone())
+            .or_default()
+            .refresh(&self.store, namespace)
             .map_err(|e| HandlerError::Retry(e.to_string()))?;
         let place = IncidentPlace {
             location: report.location,
@@ -373,7 +386,7 @@ impl Handler for Assigner {
             &self.region,
             &self.options,
             &self.policy,
-            &records,
+            records,
             &excluded,
             &requirements,
             &place,
@@ -391,7 +404,7 @@ impl Handler for Assigner {
             &requirements,
             &place,
             &excluded,
-            &records,
+            records,
             picks.iter().map(|p| p.unit_id.clone()).collect(),
             now,
         )

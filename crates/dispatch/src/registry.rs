@@ -220,6 +220,59 @@ pub fn load_all(store: &Store, namespace: &str) -> Result<Vec<UnitRecord>, store
         .collect())
 }
 
+/// Every unit record of one namespace, kept decoded between bookings.
+///
+/// [`UnitBoard::refresh`] walks the stored bytes of the namespace's unit records and decodes only
+/// those whose bytes changed since the last walk, so a booking against a roster of thousands
+/// decodes the few units that moved rather than all of them. The walk reads the store each time:
+/// the board is never staler than [`load_all`] would be, whoever wrote the units (the gRPC
+/// front door, unit commands, positions, timers).
+#[derive(Debug, Default)]
+pub struct UnitBoard {
+    namespace: String,
+    /// Key and stored bytes of each record in `records`, in the same (key) order.
+    stored: Vec<(String, Vec<u8>)>,
+    records: Vec<UnitRecord>,
+}
+
+impl UnitBoard {
+    /// Every unit record of `namespace`, retired ones included, in id order, as stored now.
+    pub fn refresh(&mut self, store: &Store, namespace: &str) -> Result<&[UnitRecord], store::Error> {
+        if self.namespace != namespace {
+            self.stored.clear();
+            self.records.clear();
+            self.namespace = namespace.to_string();
+        }
+        let mut before = std::mem::take(&mut self.stored)
+            .into_iter()
+            .zip(std::mem::take(&mut self.records))
+            .peekable();
+        let (stored, records) = (&mut self.stored, &mut self.records);
+        store.visit_prefix_raw(&unit_key(namespace, ""), |key, raw| {
+            // Both walks are in key order: what sorts before `key` is gone from the store.
+            while before
+                .peek()
+                .is_some_and(|((known, _), _)| known.as_str() < key)
+            {
+                before.next();
+            }
+            if let Some(((known, bytes), _)) = before.peek()
+                && known == key
+                && bytes.as_slice() == raw
+            {
+                let (entry, record) = before.next().expect("peeked");
+                stored.push(entry);
+                records.push(record);
+                return Ok(());
+            }
+            records.push(store::decode_value(key, raw)?);
+            stored.push((key.to_string(), raw.to_vec()));
+            Ok(())
+        })?;
+        Ok(&self.records)
+    }
+}
+
 /// Adds the unit event for `change` to `commit`, on `muster.<ns>.unit.<id>.status`.
 pub fn push_event(
     commit: &mut Commit,
@@ -270,6 +323,63 @@ pub fn seed(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_unit_board_follows_every_write_in_each_namespace() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let region = Region::embedded_default();
+        seed(&store, &region, "live", 1_000).unwrap();
+        seed(&store, &region, "drill.a", 1_000).unwrap();
+        let mut board = UnitBoard::default();
+        assert_eq!(
+            board.refresh(&store, "live").unwrap(),
+            load_all(&store, "live").unwrap().as_slice()
+        );
+
+        // Another writer books one unit and moves another; a third is removed outright.
+        let units = load_all(&store, "live").unwrap();
+        let mut booked = units[4].clone();
+        booked
+            .apply(
+                &UnitEvent::Assign {
+                    incident_id: "INC-1".into(),
+                },
+                2_000,
+            )
+            .unwrap();
+        let mut moved = units[7].clone();
+        assert!(moved.report_position(GeoPoint { lat: 30.3, lon: 120.2 }, 2_000));
+        let mut commit = Commit::new();
+        commit.put(unit_key("live", &booked.unit.id), &booked).unwrap();
+        commit.put(unit_key("live", &moved.unit.id), &moved).unwrap();
+        commit.delete(unit_key("live", &units[0].unit.id));
+        store.commit(&commit).unwrap();
+
+        let stored = load_all(&store, "live").unwrap();
+        let seen = board.refresh(&store, "live").unwrap();
+        assert_eq!(seen, stored.as_slice());
+        assert_eq!(seen.len(), units.len() - 1);
+        assert!(seen.contains(&booked) && seen.contains(&moved));
+        // The unchanged records were kept, not decoded again: the kept bytes are the stored ones.
+        assert!(
+            board
+                .stored
+                .iter()
+                .zip(&board.records)
+                .all(|((key, raw), record)| {
+                    store.get_raw(key).unwrap().as_deref() == Some(raw.as_slice())
+                        && unit_key("live", &record.unit.id) == *key
+                })
+        );
+
+        // Another namespace is its own board.
+        assert_eq!(
+            board.refresh(&store, "drill.a").unwrap(),
+            load_all(&store, "drill.a").unwrap().as_slice()
+        );
+        assert_eq!(board.refresh(&store, "drill.a").unwrap().len(), units.len());
+    }
 
     #[test]
     fn older_positions_are_ignored() {

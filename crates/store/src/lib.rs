@@ -547,6 +547,21 @@ impl Store {
         })
     }
 
+    /// Hands `visit` the key and the stored bytes of every value whose key starts with `prefix`,
+    /// in key order, decoding and copying nothing: for a reader that keeps decoded records
+    /// between calls and decodes only the values whose bytes changed (dispatch's unit board).
+    pub fn visit_prefix_raw(
+        &self,
+        prefix: &str,
+        mut visit: impl FnMut(&str, &[u8]) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        for item in self.state.scan_prefix(prefix.as_bytes()) {
+            let (key, value) = item?;
+            visit(&String::from_utf8_lossy(&key), &value)?;
+        }
+        Ok(())
+    }
+
     /// Decodes the values with keys in `[from, until)`, in key order, at most `limit`: for keys that
     /// sort by time (`timer/<ns>/<due ms, zero-padded>/...`) this reads only what is due.
     pub fn scan_range<T: DeserializeOwned>(
