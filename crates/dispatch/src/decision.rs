@@ -13,7 +13,8 @@ use domain::dispatch::RecommendOptions;
 use domain::geo::GeoPoint;
 use domain::grade::Grade;
 use domain::mutual_aid::MutualAidPolicy;
-use domain::region::{Region, ResourceRequirement};
+use domain::region::{Region, ResourceRequirement, Unit};
+use domain::unit::{UnitState, UnitStatus};
 use serde::{Deserialize, Serialize};
 use store::{Commit, Store};
 
@@ -33,10 +34,104 @@ pub struct DecisionRecord {
     pub grade: Option<Grade>,
     /// Units that may not be offered to the incident again (declined, timed out), sorted.
     pub excluded: Vec<String>,
-    /// Every non-retired unit of a required type, as it stood.
+    /// Every non-retired unit of a required type, as it stood, in the records written before
+    /// [`BoardUnit`]: whole unit records. Empty in newer records.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub board: Vec<UnitRecord>,
+    /// Every non-retired unit of a required type, as it stood: what the recommendation reads of
+    /// it. A booking against a roster of thousands writes one per unit of a required type, so
+    /// this is kept short.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub units: Vec<BoardUnit>,
     /// The units it picked (own and by mutual aid), in the order it picked them.
     pub picked: Vec<String>,
+}
+
+/// What the recommendation reads of a unit: its id, call sign, type, home township and county,
+/// position (and whether it was reported, and when) and status. Not its capabilities, crew,
+/// incident or timers. Short keys: a decision holds one per unit of a required type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoardUnit {
+    #[serde(rename = "i")]
+    pub id: String,
+    #[serde(rename = "c")]
+    pub call_sign: String,
+    #[serde(rename = "t")]
+    pub unit_type: String,
+    #[serde(rename = "h")]
+    pub home_township: String,
+    #[serde(rename = "j")]
+    pub jurisdiction: String,
+    /// Latitude and longitude.
+    #[serde(rename = "p")]
+    pub position: [f64; 2],
+    /// When the position was taken (Unix ms); see [`UnitRecord::position_at_unix_ms`].
+    #[serde(rename = "a")]
+    pub position_at_unix_ms: i64,
+    #[serde(rename = "r", default, skip_serializing_if = "std::ops::Not::not")]
+    pub position_reported: bool,
+    #[serde(rename = "s")]
+    pub status: UnitStatus,
+}
+
+impl BoardUnit {
+    pub fn of(record: &UnitRecord) -> BoardUnit {
+        BoardUnit {
+            id: record.unit.id.clone(),
+            call_sign: record.unit.call_sign.clone(),
+            unit_type: record.unit.unit_type.clone(),
+            home_township: record.unit.home_township.clone(),
+            jurisdiction: record.unit.jurisdiction.clone(),
+            position: [record.unit.position.lat, record.unit.position.lon],
+            position_at_unix_ms: record.position_at_unix_ms,
+            position_reported: record.position_reported,
+            status: record.state.status,
+        }
+    }
+
+    /// A unit record the recommendation sees exactly as it saw the unit (the fields it does not
+    /// read are left empty).
+    pub fn to_record(&self) -> UnitRecord {
+        let mut state = UnitState::new(self.id.clone(), self.position_at_unix_ms);
+        state.status = self.status;
+        UnitRecord {
+            unit: Unit {
+                id: self.id.clone(),
+                call_sign: self.call_sign.clone(),
+                unit_type: self.unit_type.clone(),
+                home_township: self.home_township.clone(),
+                jurisdiction: self.jurisdiction.clone(),
+                position: GeoPoint {
+                    lat: self.position[0],
+                    lon: self.position[1],
+                },
+                capabilities: Vec::new(),
+                crew_size: 0,
+            },
+            position_at_unix_ms: self.position_at_unix_ms,
+            position_reported: self.position_reported,
+            state,
+            retired: None,
+            ack_due_at_unix_ms: None,
+        }
+    }
+}
+
+impl DecisionRecord {
+    /// How many units the recommendation chose from.
+    pub fn board_len(&self) -> usize {
+        self.board.len() + self.units.len()
+    }
+
+    /// The board as unit records, whichever form the record holds.
+    pub fn board_records(&self) -> Vec<UnitRecord> {
+        self.board
+            .iter()
+            .cloned()
+            .chain(self.units.iter().map(BoardUnit::to_record))
+            .collect()
+    }
 }
 
 /// `decision/<ns>/<incident id>/`.
@@ -72,10 +167,11 @@ pub fn stage(
         lead_code: place.lead_code.clone(),
         grade: place.grade,
         excluded,
-        board: records
+        board: Vec::new(),
+        units: records
             .iter()
             .filter(|r| !r.is_retired() && types.contains(r.unit.unit_type.as_str()))
-            .cloned()
+            .map(BoardUnit::of)
             .collect(),
         picked,
     };
@@ -119,7 +215,7 @@ pub fn replay(
                 region,
                 options,
                 policy,
-                &record.board,
+                &record.board_records(),
                 &excluded,
                 &record.requirements,
                 &place,
@@ -135,4 +231,148 @@ pub fn replay(
             }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::recommend_options;
+
+    const NOW: i64 = 1_795_000_000_000;
+
+    /// The sample roster with some units busy, some moved by a live report (one of them long
+    /// ago, so stale) and one retired: every field the recommendation reads varies.
+    fn roster(region: &Region) -> Vec<UnitRecord> {
+        region
+            .units
+            .iter()
+            .enumerate()
+            .map(|(i, unit)| {
+                let mut record = UnitRecord::new(unit.clone(), NOW - 60_000, NOW - 60_000);
+                match i % 5 {
+                    1 => record.state.status = UnitStatus::OnScene,
+                    2 => {
+                        record.position_reported = true;
+                        record.unit.position.lat += 0.05;
+                        record.position_at_unix_ms = NOW - 30_000;
+                    }
+                    3 if i % 2 == 0 => {
+                        record.position_reported = true;
+                        record.position_at_unix_ms = NOW - 24 * 3_600_000;
+                    }
+                    4 if i == 9 => {
+                        record.retired = Some(crate::registry::Retirement {
+                            reason: "sold".into(),
+                            at_unix_ms: NOW - 1,
+                        })
+                    }
+                    _ => {}
+                }
+                record
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_decision_replays_the_same_picks_from_its_short_board_as_from_whole_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let region = Region::embedded_default();
+        let options = recommend_options(&region, None);
+        let policy = MutualAidPolicy::default();
+        let records = roster(&region);
+        let first = &region.units[0];
+        let place = IncidentPlace {
+            location: first.position,
+            township_code: first.home_township.clone(),
+            lead_code: first.jurisdiction.clone(),
+            grade: Some(Grade::III),
+        };
+        let requirements = vec![
+            ResourceRequirement {
+                unit_type: "fire_engine".into(),
+                count: 6,
+            },
+            ResourceRequirement {
+                unit_type: "ambulance".into(),
+                count: 3,
+            },
+        ];
+        let excluded: HashSet<String> = [region.units[3].id.clone()].into();
+        let recommended = recommend_units(
+            &region,
+            &options,
+            &policy,
+            &records,
+            &excluded,
+            &requirements,
+            &place,
+            NOW,
+        );
+        let picked: Vec<String> = recommended
+            .assignments
+            .iter()
+            .map(|a| a.unit_id.clone())
+            .collect();
+        assert!(picked.len() >= 4, "{picked:?}");
+
+        let mut commit = Commit::new();
+        stage(
+            &mut commit,
+            &store,
+            "live",
+            "INC-1",
+            "plan",
+            &requirements,
+            &place,
+            &excluded,
+            &records,
+            picked.clone(),
+            NOW,
+        )
+        .unwrap();
+        store.commit(&commit).unwrap();
+        let replayed = replay(&store, &region, &options, &policy, "live", "INC-1").unwrap();
+        assert_eq!(replayed.len(), 1);
+        assert_eq!(replayed[0].picked, picked);
+        let types = ["fire_engine", "ambulance"];
+        let on_board = records
+            .iter()
+            .filter(|r| !r.is_retired() && types.contains(&r.unit.unit_type.as_str()))
+            .count();
+        assert_eq!(replayed[0].record.board_len(), on_board);
+        assert!(replayed[0].record.board.is_empty());
+
+        // A record written before the short board (whole unit records) replays as it did.
+        let mut old = replayed[0].record.clone();
+        old.board = records
+            .iter()
+            .filter(|r| !r.is_retired() && types.contains(&r.unit.unit_type.as_str()))
+            .cloned()
+            .collect();
+        old.units.clear();
+        let old_key = format!("{}{:020}", decisions_prefix("live", "INC-2"), 1);
+        let mut commit = Commit::new();
+        commit.put(old_key.clone(), &old).unwrap();
+        store.commit(&commit).unwrap();
+        let replayed_old = replay(&store, &region, &options, &policy, "live", "INC-2").unwrap();
+        assert_eq!(replayed_old[0].picked, picked);
+        assert_eq!(replayed_old[0].record.board_len(), on_board);
+
+        // And the short board is a fraction of the whole records' size.
+        let old_json = store.get_raw(&old_key).unwrap().unwrap();
+        let mut new_json = Vec::new();
+        store
+            .visit_prefix_raw(&decisions_prefix("live", "INC-1"), |_, raw| {
+                new_json = raw.to_vec();
+                Ok(())
+            })
+            .unwrap();
+        assert!(
+            new_json.len() * 5 < old_json.len() * 2,
+            "{} bytes short, {} bytes whole",
+            new_json.len(),
+            old_json.len()
+        );
+    }
 }
