@@ -363,8 +363,8 @@ mod tests {
         let old_json = store.get_raw(&old_key).unwrap().unwrap();
         let mut new_json = Vec::new();
         store
-            .visit_prefix_raw(&decisions_prefix("live", "INC-1"), |_, raw| {
-                new_json = raw.to_vec();
+            .visit_prefix_stored(&decisions_prefix("live", "INC-1"), |_, value| {
+                new_json = value.as_bytes().to_vec();
                 Ok(())
             })
             .unwrap();

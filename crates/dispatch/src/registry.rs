@@ -222,22 +222,27 @@ pub fn load_all(store: &Store, namespace: &str) -> Result<Vec<UnitRecord>, store
 
 /// Every unit record of one namespace, kept decoded between bookings.
 ///
-/// [`UnitBoard::refresh`] walks the stored bytes of the namespace's unit records and decodes only
-/// those whose bytes changed since the last walk, so a booking against a roster of thousands
+/// [`UnitBoard::refresh`] walks the stored values of the namespace's unit records and decodes only
+/// those whose bytes changed since the last walk (an unchanged value is usually the same
+/// allocation in sled's cache, so most are not even compared), so a booking against a roster of thousands
 /// decodes the few units that moved rather than all of them. The walk reads the store each time:
 /// the board is never staler than [`load_all`] would be, whoever wrote the units (the gRPC
 /// front door, unit commands, positions, timers).
 #[derive(Debug, Default)]
 pub struct UnitBoard {
     namespace: String,
-    /// Key and stored bytes of each record in `records`, in the same (key) order.
-    stored: Vec<(String, Vec<u8>)>,
+    /// Key and stored value of each record in `records`, in the same (key) order.
+    stored: Vec<(String, store::StoredValue)>,
     records: Vec<UnitRecord>,
 }
 
 impl UnitBoard {
     /// Every unit record of `namespace`, retired ones included, in id order, as stored now.
-    pub fn refresh(&mut self, store: &Store, namespace: &str) -> Result<&[UnitRecord], store::Error> {
+    pub fn refresh(
+        &mut self,
+        store: &Store,
+        namespace: &str,
+    ) -> Result<&[UnitRecord], store::Error> {
         if self.namespace != namespace {
             self.stored.clear();
             self.records.clear();
@@ -248,7 +253,7 @@ impl UnitBoard {
             .zip(std::mem::take(&mut self.records))
             .peekable();
         let (stored, records) = (&mut self.stored, &mut self.records);
-        store.visit_prefix_raw(&unit_key(namespace, ""), |key, raw| {
+        store.visit_prefix_stored(&unit_key(namespace, ""), |key, value| {
             // Both walks are in key order: what sorts before `key` is gone from the store.
             while before
                 .peek()
@@ -256,17 +261,17 @@ impl UnitBoard {
             {
                 before.next();
             }
-            if let Some(((known, bytes), _)) = before.peek()
+            if let Some(((known, kept), _)) = before.peek()
                 && known == key
-                && bytes.as_slice() == raw
+                && kept.same_bytes(&value)
             {
                 let (entry, record) = before.next().expect("peeked");
                 stored.push(entry);
                 records.push(record);
                 return Ok(());
             }
-            records.push(store::decode_value(key, raw)?);
-            stored.push((key.to_string(), raw.to_vec()));
+            records.push(store::decode_value(key, value.as_bytes())?);
+            stored.push((key.to_string(), value));
             Ok(())
         })?;
         Ok(&self.records)
@@ -349,10 +354,20 @@ mod tests {
             )
             .unwrap();
         let mut moved = units[7].clone();
-        assert!(moved.report_position(GeoPoint { lat: 30.3, lon: 120.2 }, 2_000));
+        assert!(moved.report_position(
+            GeoPoint {
+                lat: 30.3,
+                lon: 120.2
+            },
+            2_000
+        ));
         let mut commit = Commit::new();
-        commit.put(unit_key("live", &booked.unit.id), &booked).unwrap();
-        commit.put(unit_key("live", &moved.unit.id), &moved).unwrap();
+        commit
+            .put(unit_key("live", &booked.unit.id), &booked)
+            .unwrap();
+        commit
+            .put(unit_key("live", &moved.unit.id), &moved)
+            .unwrap();
         commit.delete(unit_key("live", &units[0].unit.id));
         store.commit(&commit).unwrap();
 
@@ -367,8 +382,8 @@ mod tests {
                 .stored
                 .iter()
                 .zip(&board.records)
-                .all(|((key, raw), record)| {
-                    store.get_raw(key).unwrap().as_deref() == Some(raw.as_slice())
+                .all(|((key, kept), record)| {
+                    store.get_raw(key).unwrap().as_deref() == Some(kept.as_bytes())
                         && unit_key("live", &record.unit.id) == *key
                 })
         );

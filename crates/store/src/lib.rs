@@ -111,6 +111,31 @@ impl Error {
     }
 }
 
+/// A stored value as [`Store::visit_prefix_stored`] hands it out: shared with the store's page
+/// cache, not copied. Immutable while held.
+#[derive(Clone)]
+pub struct StoredValue(sled::IVec);
+
+impl StoredValue {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// True when both hold the same bytes. A value the store has not rewritten since `self` was
+    /// read is the same allocation, which answers without comparing the bytes; otherwise they
+    /// are compared (`self` is kept alive, so its allocation cannot have been reused).
+    pub fn same_bytes(&self, other: &StoredValue) -> bool {
+        let (a, b) = (self.as_bytes(), other.as_bytes());
+        (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
+    }
+}
+
+impl std::fmt::Debug for StoredValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StoredValue({} bytes)", self.0.len())
+    }
+}
+
 /// A pending event in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxEvent {
@@ -547,17 +572,18 @@ impl Store {
         })
     }
 
-    /// Hands `visit` the key and the stored bytes of every value whose key starts with `prefix`,
-    /// in key order, decoding and copying nothing: for a reader that keeps decoded records
-    /// between calls and decodes only the values whose bytes changed (dispatch's unit board).
-    pub fn visit_prefix_raw(
+    /// Hands `visit` the key and the stored value of every key that starts with `prefix`, in key
+    /// order, decoding and copying nothing: for a reader that keeps decoded records between
+    /// calls and decodes only the values that changed (dispatch's unit board; see
+    /// [`StoredValue::same_bytes`]).
+    pub fn visit_prefix_stored(
         &self,
         prefix: &str,
-        mut visit: impl FnMut(&str, &[u8]) -> Result<(), Error>,
+        mut visit: impl FnMut(&str, StoredValue) -> Result<(), Error>,
     ) -> Result<(), Error> {
         for item in self.state.scan_prefix(prefix.as_bytes()) {
             let (key, value) = item?;
-            visit(&String::from_utf8_lossy(&key), &value)?;
+            visit(&String::from_utf8_lossy(&key), StoredValue(value))?;
         }
         Ok(())
     }

@@ -474,3 +474,56 @@ fn events_the_relay_took_as_durable_survive_sigkill_when_nobody_else_flushes() {
         );
     }
 }
+
+#[test]
+fn stored_values_visited_in_key_order_tell_whether_their_bytes_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut commit = Commit::new();
+    for (key, value) in [
+        ("u/b", "two"),
+        ("u/a", "one"),
+        ("u/c", "three"),
+        ("v/a", "other"),
+    ] {
+        commit.put(key, &value.repeat(20)).unwrap();
+    }
+    store.commit(&commit).unwrap();
+    let visit = || {
+        let mut seen = Vec::new();
+        store
+            .visit_prefix_stored("u/", |key, value| {
+                seen.push((key.to_string(), value));
+                Ok(())
+            })
+            .unwrap();
+        seen
+    };
+    let first = visit();
+    let keys: Vec<&str> = first.iter().map(|(key, _)| key.as_str()).collect();
+    assert_eq!(keys, ["u/a", "u/b", "u/c"]);
+    let again = visit();
+    assert!(
+        first
+            .iter()
+            .zip(&again)
+            .all(|((_, a), (_, b))| a.same_bytes(b))
+    );
+
+    // One value rewritten with other bytes, one with the same bytes again.
+    let mut commit = Commit::new();
+    commit.put("u/a", &"changed".repeat(20)).unwrap();
+    commit.put("u/b", &"two".repeat(20)).unwrap();
+    store.commit(&commit).unwrap();
+    let after = visit();
+    assert!(!first[0].1.same_bytes(&after[0].1));
+    assert!(first[1].1.same_bytes(&after[1].1));
+    assert!(first[2].1.same_bytes(&after[2].1));
+    assert_eq!(
+        after[0].1.as_bytes(),
+        store.get_raw("u/a").unwrap().unwrap().as_slice()
+    );
+    // What was handed out earlier still holds what was stored then.
+    let old: String = store::decode_value("u/a", first[0].1.as_bytes()).unwrap();
+    assert_eq!(old, "one".repeat(20));
+}
