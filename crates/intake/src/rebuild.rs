@@ -22,7 +22,7 @@ pub const CONSUMERS: &[&str] = &["projection"];
 pub const NOT_REBUILT: &[&str] = &[
     "report idempotency keys (`request/<ns>/<request id>`, `update-request/...`): a client retrying \
      a report or update it sent before the loss gets a new incident or update",
-    "feed state: dedup keys (`feed-dedup/...`), alert records and their links to incidents, \
+    "feed state: dedup keys (`feed-dedup/...`), alert records (each naming its incident), \
      correlation windows, parked updates and feed heartbeats; a feed resending an old alert opens \
      a new incident, and alert numbers (ALR-...) start again at 1",
     "legal holds (set over gRPC, not announced on the stream)",

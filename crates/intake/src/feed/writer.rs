@@ -8,7 +8,7 @@
 //! without locks; the compare-and-swap on incident records keeps it consistent with the gRPC
 //! front door and the projection, which write those records too.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -125,6 +125,22 @@ struct CorrEntry {
     touched_at_unix_ms: i64,
     window_ms: i64,
     distance_km: f64,
+    /// `touched_at_unix_ms` as last written to the store (not stored itself). A correlated
+    /// alert rewrites the entry only when its `last_at` moved or its `touched_at` is more than
+    /// [`corr_touch_slack`] ahead of what the store holds: the stored one lags by at most that
+    /// (so after a restart the entry expires at most that much early, out of a grace of twice
+    /// its window), and a burst into one incident does not rewrite it every batch.
+    #[serde(skip)]
+    stored_touched_at_unix_ms: i64,
+    /// `last_at_unix_ms` as last written to the store (not stored itself).
+    #[serde(skip)]
+    stored_last_at_unix_ms: i64,
+}
+
+/// How far a correlation entry's stored `touched_at` may lag the writer's: an eighth of its
+/// window.
+fn corr_touch_slack(entry: &CorrEntry) -> i64 {
+    entry.window_ms / 8
 }
 
 /// What the writer needs.
@@ -152,6 +168,10 @@ pub struct FeedWriter {
     silent: HashMap<String, String>,
     /// Incident records this writer wrote last, by key.
     incident_cache: HashMap<String, CachedIncident>,
+    /// The stored parked updates' keys, by their prefix (`feed-parked/<ns>/<format>/<identity>/`).
+    /// This writer is the only one that writes them, so a new alert whose prefix is not here has
+    /// nothing parked for it and needs no scan of the store.
+    parked: HashMap<String, HashSet<String>>,
     /// Batches committed so far (the age of cache entries).
     batches: u64,
 }
@@ -176,11 +196,12 @@ fn identity_key(ns: &str, format: &str, identity: &str) -> String {
 pub fn alert_key(ns: &str, alert_id: &str) -> String {
     format!("feed-alert/{ns}/{alert_id}")
 }
-pub fn incident_alert_prefix(ns: &str, incident_id: &str) -> String {
-    format!("incident-alert/{ns}/{incident_id}/")
-}
 fn parked_prefix(ns: &str, format: &str, identity: &str) -> String {
     format!("feed-parked/{ns}/{format}/{identity}/")
+}
+/// The prefix of a `feed-parked/` key: everything up to its last `/` (alert ids have none).
+fn parked_prefix_of(key: &str) -> &str {
+    key.rfind('/').map_or(key, |at| &key[..=at])
 }
 fn corr_key(ns: &str, incident_id: &str) -> String {
     format!("feed-corr/{ns}/{incident_id}")
@@ -205,10 +226,19 @@ impl FeedWriter {
         now: i64,
     ) -> Result<FeedWriter, store::Error> {
         let mut corr: HashMap<(String, String), Vec<CorrEntry>> = HashMap::new();
-        for (_, entry) in store.scan_prefix::<CorrEntry>("feed-corr/")? {
+        for (_, mut entry) in store.scan_prefix::<CorrEntry>("feed-corr/")? {
+            entry.stored_touched_at_unix_ms = entry.touched_at_unix_ms;
+            entry.stored_last_at_unix_ms = entry.last_at_unix_ms;
             corr.entry((entry.namespace.clone(), entry.kind.clone()))
                 .or_default()
                 .push(entry);
+        }
+        let mut parked: HashMap<String, HashSet<String>> = HashMap::new();
+        for (key, _) in store.scan_prefix::<Parked>("feed-parked/")? {
+            parked
+                .entry(parked_prefix_of(&key).to_string())
+                .or_default()
+                .insert(key);
         }
         let mut last_seen = HashMap::new();
         let mut silent = HashMap::new();
@@ -229,6 +259,7 @@ impl FeedWriter {
             last_seen,
             silent,
             incident_cache: HashMap::new(),
+            parked,
             batches: 0,
         })
     }
@@ -361,6 +392,22 @@ impl FeedWriter {
                         }
                     }
                     self.corr = staged.corr;
+                    // Parked and applied in the same batch: the delete came last.
+                    for key in staged.parked_new {
+                        self.parked
+                            .entry(parked_prefix_of(&key).to_string())
+                            .or_default()
+                            .insert(key);
+                    }
+                    for key in staged.parked_done {
+                        let prefix = parked_prefix_of(&key);
+                        if let Some(keys) = self.parked.get_mut(prefix) {
+                            keys.remove(&key);
+                            if keys.is_empty() {
+                                self.parked.remove(prefix);
+                            }
+                        }
+                    }
                     self.last_seen.extend(staged.seen);
                     for feed in staged.silent_cleared {
                         self.silent.remove(&feed);
@@ -502,6 +549,9 @@ struct Staged {
     silent_opened: HashMap<String, String>,
     silent_cleared: Vec<String>,
     changes: Vec<Change>,
+    /// Parked-update keys written and deleted (for the writer's index of them).
+    parked_new: Vec<String>,
+    parked_done: Vec<String>,
     /// Incident records written: key, stored bytes, value (for the writer's cache).
     written: Vec<(String, Vec<u8>, IncidentRecord)>,
 }
@@ -512,6 +562,7 @@ struct Tx<'w> {
     cache: &'w mut HashMap<String, CachedIncident>,
     config: &'w WriterConfig,
     silent: &'w HashMap<String, String>,
+    parked: &'w HashMap<String, HashSet<String>>,
     now: i64,
     corr: HashMap<(String, String), Vec<CorrEntry>>,
     corr_dirty: Vec<(String, String)>,
@@ -552,6 +603,7 @@ impl<'w> Tx<'w> {
             cache,
             config: &writer.config,
             silent: &writer.silent,
+            parked: &writer.parked,
             now,
             corr: writer.corr.clone(),
             corr_dirty: Vec::new(),
@@ -885,6 +937,9 @@ impl<'w> Tx<'w> {
                         touched_at_unix_ms: self.now,
                         window_ms: window.window_ms,
                         distance_km: window.distance_km,
+                        // Written by this batch (it is dirty).
+                        stored_touched_at_unix_ms: self.now,
+                        stored_last_at_unix_ms: alert_time,
                     };
                     self.corr
                         .entry((ns.to_string(), sub_type.code.to_string()))
@@ -1039,12 +1094,8 @@ impl<'w> Tx<'w> {
                 .insert(identity.clone(), alert_id.to_string());
             self.put(identity, &alert_id.to_string())?;
         }
-        if let Some(incident_id) = incident_id {
-            self.put(
-                format!("{}{alert_id}", incident_alert_prefix(ns, incident_id)),
-                &(),
-            )?;
-        }
+        // No `incident-alert/` index key any more: nothing read it, and the alert record names
+        // its incident (one sled insert per alert less; stores written before keep theirs).
         Ok(())
     }
 
@@ -1241,10 +1292,13 @@ impl<'w> Tx<'w> {
         referenced_alert_id: &str,
     ) -> Result<(), String> {
         let prefix = parked_prefix(ns, alert.format.as_str(), &alert.identity);
-        let mut parked: Vec<(String, Parked)> = self
-            .store
-            .scan_prefix::<Parked>(&prefix)
-            .map_err(|e| e.to_string())?;
+        let mut parked: Vec<(String, Parked)> = if self.parked.contains_key(&prefix) {
+            self.store
+                .scan_prefix::<Parked>(&prefix)
+                .map_err(|e| e.to_string())?
+        } else {
+            Vec::new()
+        };
         parked.extend(
             self.parked_new
                 .iter()
@@ -1272,14 +1326,6 @@ impl<'w> Tx<'w> {
                 stored.incident_id = Some(incident_id.to_string());
                 stored.state = state_after(record.alert.action).into();
             }
-            self.put(
-                format!(
-                    "{}{}",
-                    incident_alert_prefix(ns, incident_id),
-                    entry.alert_id
-                ),
-                &(),
-            )?;
         }
         Ok(())
     }
@@ -1433,8 +1479,11 @@ impl<'w> Tx<'w> {
             && let Some(entry) = entries.iter_mut().find(|e| e.incident_id == incident_id)
         {
             entry.last_at_unix_ms = entry.last_at_unix_ms.max(at);
-            if entry.touched_at_unix_ms != now {
-                entry.touched_at_unix_ms = now;
+            entry.touched_at_unix_ms = entry.touched_at_unix_ms.max(now);
+            let stale = entry.last_at_unix_ms != entry.stored_last_at_unix_ms
+                || entry.touched_at_unix_ms - entry.stored_touched_at_unix_ms
+                    > corr_touch_slack(entry);
+            if stale {
                 self.corr_dirty
                     .push((ns.to_string(), incident_id.to_string()));
             }
@@ -1626,14 +1675,17 @@ impl<'w> Tx<'w> {
         for (ns, incident_id) in std::mem::take(&mut self.corr_dirty) {
             let entry = self
                 .corr
-                .values()
+                .values_mut()
                 .flatten()
                 .find(|e| e.namespace == ns && e.incident_id == incident_id);
             match entry {
                 Some(entry) => {
                     commit
-                        .put(corr_key(&ns, &incident_id), entry)
+                        .put(corr_key(&ns, &incident_id), &*entry)
                         .map_err(|e| e.to_string())?;
+                    // Adopted with the rest of `corr` only if the commit succeeds.
+                    entry.stored_touched_at_unix_ms = entry.touched_at_unix_ms;
+                    entry.stored_last_at_unix_ms = entry.last_at_unix_ms;
                 }
                 None => {
                     commit.delete(corr_key(&ns, &incident_id));
@@ -1655,6 +1707,8 @@ impl<'w> Tx<'w> {
         self.corr.retain(|_, entries| !entries.is_empty());
         Ok(Staged {
             commit,
+            parked_new: self.parked_new.into_iter().map(|(key, _)| key).collect(),
+            parked_done: self.parked_done,
             corr: self.corr,
             seen: self.seen,
             silent_opened: self.silent_opened,
@@ -2052,9 +2106,183 @@ mod tests {
         running.await.unwrap();
         let record = stored(&store, &incident_id);
         assert_eq!(record.alert_count, (requests * per_request) as u64);
-        let links = store
-            .scan_prefix::<()>(&incident_alert_prefix("live", &incident_id))
+        // Every alert has its record, naming its incident; no index keys are written.
+        let alerts = store
+            .scan_prefix::<AlertRecord>("feed-alert/live/")
             .unwrap();
-        assert_eq!(links.len(), requests * per_request);
+        let linked = alerts
+            .iter()
+            .filter(|(_, a)| a.incident_id.as_deref() == Some(incident_id.as_str()))
+            .count();
+        assert_eq!(linked, requests * per_request);
+        assert!(
+            store
+                .scan_prefix::<()>("incident-alert/")
+                .unwrap()
+                .is_empty(),
+            "no incident-alert index keys"
+        );
+    }
+
+    fn cap(identifier: &str, msg_type: &str, references: Option<&str>) -> Vec<u8> {
+        let references = references
+            .map(|r| format!("<references>{r}</references>"))
+            .unwrap_or_default();
+        format!(
+            r#"<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
+  <identifier>{identifier}</identifier><sender>test@example.org</sender>
+  <sent>2026-11-28T10:00:00+08:00</sent><status>Actual</status><msgType>{msg_type}</msgType>
+  <scope>Public</scope>{references}
+  <info><category>Geo</category><event>Earthquake</event><urgency>Immediate</urgency>
+  <severity>Severe</severity><certainty>Observed</certainty><headline>{identifier}</headline></info>
+</alert>"#
+        )
+        .into_bytes()
+    }
+
+    /// The writer knows which identities have parked updates without scanning the store for
+    /// every new alert; that index is rebuilt from the store when the writer opens, so an update
+    /// parked before a restart still applies when its alert arrives after it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_update_parked_before_a_restart_applies_when_its_alert_arrives_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let identity = "test@example.org,Q-1,2026-11-28T10:00:00+08:00";
+        let (intake, running) = start(&store);
+        let parked = results(
+            intake
+                .submit(Format::Cap, None, &cap("Q-1-U1", "Update", Some(identity)))
+                .await,
+        );
+        assert_eq!(parked[0].outcome, Outcome::Parked, "{parked:?}");
+        // Another alert in between: nothing is parked for it.
+        let other = results(
+            intake
+                .submit(Format::Cap, None, &cap("Q-9", "Alert", None))
+                .await,
+        );
+        assert_eq!(other[0].outcome, Outcome::Created, "{other:?}");
+        drop(intake);
+        running.await.unwrap();
+        assert_eq!(
+            store.scan_prefix::<Parked>("feed-parked/").unwrap().len(),
+            1
+        );
+
+        let (intake, running) = start(&store);
+        let raised = results(
+            intake
+                .submit(Format::Cap, None, &cap("Q-1", "Alert", None))
+                .await,
+        );
+        assert_eq!(raised[0].outcome, Outcome::Created, "{raised:?}");
+        let incident_id = raised[0].incident_id.clone().unwrap();
+        // Parked while this writer runs, then its alert: the index learnt of it from the commit.
+        let q2 = "test@example.org,Q-2,2026-11-28T10:00:00+08:00";
+        let parked2 = results(
+            intake
+                .submit(Format::Cap, None, &cap("Q-2-U1", "Update", Some(q2)))
+                .await,
+        );
+        assert_eq!(parked2[0].outcome, Outcome::Parked, "{parked2:?}");
+        let raised2 = results(
+            intake
+                .submit(Format::Cap, None, &cap("Q-2", "Alert", None))
+                .await,
+        );
+        let record2 = stored(&store, raised2[0].incident_id.as_deref().unwrap());
+        assert_eq!(record2.alert_count, 2, "{record2:?}");
+        drop(intake);
+        running.await.unwrap();
+
+        let record = stored(&store, &incident_id);
+        assert_eq!(
+            record.alert_count, 2,
+            "the alert and its update: {record:?}"
+        );
+        assert!(
+            record
+                .timeline
+                .iter()
+                .any(|e| e.event_type == "alert_updated"),
+            "{:?}",
+            record.timeline
+        );
+        assert!(
+            store
+                .scan_prefix::<Parked>("feed-parked/")
+                .unwrap()
+                .is_empty()
+        );
+        let update = store
+            .get::<AlertRecord>(&alert_key("live", parked[0].alert_id.as_deref().unwrap()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(update.incident_id.as_deref(), Some(incident_id.as_str()));
+        assert_eq!(update.state, "update");
+    }
+
+    /// A correlated alert that only touches its incident's correlation entry (same source time)
+    /// does not rewrite the stored entry until the touch is more than an eighth of the window
+    /// ahead of it; the entry still correlates after a restart.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn correlation_entries_are_rewritten_only_when_they_moved_enough() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let at = lifecycle::unix_ms_now();
+        let fixed = |id: &str| {
+            let mut feature = quake(id, 30.05, 121.75, 4.1);
+            feature["properties"]["time"] = serde_json::json!(at);
+            feature
+        };
+        let (intake, running) = start(&store);
+        let first = results(
+            intake
+                .submit(Format::Geojson, None, &body(vec![fixed("c1")]))
+                .await,
+        );
+        assert_eq!(first[0].outcome, Outcome::Created, "{first:?}");
+        let incident_id = first[0].incident_id.clone().unwrap();
+        let key = corr_key("live", &incident_id);
+        let written = store.get::<CorrEntry>(&key).unwrap().expect("indexed");
+        assert!(written.window_ms / 8 > 1_000, "{written:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let second = results(
+            intake
+                .submit(Format::Geojson, None, &body(vec![fixed("c2")]))
+                .await,
+        );
+        assert_eq!(second[0].outcome, Outcome::Correlated, "{second:?}");
+        assert_eq!(
+            store.get::<CorrEntry>(&key).unwrap().unwrap(),
+            written,
+            "not rewritten for a touch 20 ms later"
+        );
+        // A later source time moves the window: written.
+        let mut later = quake("c3", 30.05, 121.75, 4.1);
+        later["properties"]["time"] = serde_json::json!(at + 60_000);
+        let third = results(
+            intake
+                .submit(Format::Geojson, None, &body(vec![later]))
+                .await,
+        );
+        assert_eq!(third[0].outcome, Outcome::Correlated, "{third:?}");
+        let moved = store.get::<CorrEntry>(&key).unwrap().unwrap();
+        assert_eq!(moved.last_at_unix_ms, at + 60_000);
+        assert!(moved.touched_at_unix_ms > written.touched_at_unix_ms);
+        drop(intake);
+        running.await.unwrap();
+
+        let (intake, running) = start(&store);
+        let fourth = results(
+            intake
+                .submit(Format::Geojson, None, &body(vec![fixed("c4")]))
+                .await,
+        );
+        assert_eq!(fourth[0].outcome, Outcome::Correlated, "{fourth:?}");
+        assert_eq!(fourth[0].incident_id.as_deref(), Some(incident_id.as_str()));
+        drop(intake);
+        running.await.unwrap();
+        assert_eq!(stored(&store, &incident_id).alert_count, 4);
     }
 }
