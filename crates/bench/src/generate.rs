@@ -107,7 +107,11 @@ pub fn scaled_region(copies: u32) -> Result<Vec<(&'static str, String)>> {
 
 /// `value` of a line `key = "value"`.
 fn quoted_value<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    let rest = line.strip_prefix(key)?.trim_start().strip_prefix('=')?.trim();
+    let rest = line
+        .strip_prefix(key)?
+        .trim_start()
+        .strip_prefix('=')?
+        .trim();
     rest.strip_prefix('"')?.strip_suffix('"')
 }
 
@@ -361,7 +365,11 @@ mod tests {
         assert_eq!(copy.call_sign, "Shitang Engineering 2 3");
         assert_eq!(
             (&copy.unit_type, &copy.home_township, copy.position),
-            (&original.unit_type, &original.home_township, original.position)
+            (
+                &original.unit_type,
+                &original.home_township,
+                original.position
+            )
         );
         assert!(scaled_region(0).is_err());
     }
