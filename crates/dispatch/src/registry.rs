@@ -222,12 +222,12 @@ pub fn load_all(store: &Store, namespace: &str) -> Result<Vec<UnitRecord>, store
 
 /// Every unit record of one namespace, kept decoded between bookings.
 ///
-/// [`UnitBoard::refresh`] walks the stored values of the namespace's unit records and decodes only
-/// those whose bytes changed since the last walk (an unchanged value is usually the same
-/// allocation in sled's cache, so most are not even compared), so a booking against a roster of thousands
-/// decodes the few units that moved rather than all of them. The walk reads the store each time:
-/// the board is never staler than [`load_all`] would be, whoever wrote the units (the gRPC
-/// front door, unit commands, positions, timers).
+/// [`UnitBoard::refresh`] walks the stored values of the namespace's unit records and decodes
+/// only those whose bytes changed since the last walk (an unchanged value is usually the same
+/// allocation in sled's cache, so most are not even compared): a booking against a roster of
+/// thousands decodes the few units that moved rather than all of them. The walk reads the store
+/// each time, so the board is never staler than [`load_all`] would be, whoever wrote the units
+/// (the gRPC front door, unit commands, positions, timers).
 #[derive(Debug, Default)]
 pub struct UnitBoard {
     namespace: String,
