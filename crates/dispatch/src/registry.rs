@@ -228,9 +228,12 @@ pub fn load_all(store: &Store, namespace: &str) -> Result<Vec<UnitRecord>, store
 /// thousands decodes the few units that moved rather than all of them. The walk reads the store
 /// each time, so the board is never staler than [`load_all`] would be, whoever wrote the units
 /// (the gRPC front door, unit commands, positions, timers).
+///
+/// One board may serve any namespace: the walk matches records by key, and keys name the
+/// namespace. The assigner keeps one per namespace so that live and drill bookings do not
+/// decode each other's rosters.
 #[derive(Debug, Default)]
 pub struct UnitBoard {
-    namespace: String,
     /// Key and stored value of each record in `records`, in the same (key) order.
     stored: Vec<(String, store::StoredValue)>,
     records: Vec<UnitRecord>,
@@ -243,18 +246,14 @@ impl UnitBoard {
         store: &Store,
         namespace: &str,
     ) -> Result<&[UnitRecord], store::Error> {
-        if self.namespace != namespace {
-            self.stored.clear();
-            self.records.clear();
-            self.namespace = namespace.to_string();
-        }
         let mut before = std::mem::take(&mut self.stored)
             .into_iter()
             .zip(std::mem::take(&mut self.records))
             .peekable();
         let (stored, records) = (&mut self.stored, &mut self.records);
         store.visit_prefix_stored(&unit_key(namespace, ""), |key, value| {
-            // Both walks are in key order: what sorts before `key` is gone from the store.
+            // Both walks are in key order: what sorts before `key` is gone from the store (or
+            // another namespace's); what is left after the walk is dropped with `before`.
             while before
                 .peek()
                 .is_some_and(|((known, _), _)| known.as_str() < key)
@@ -388,7 +387,7 @@ mod tests {
                 })
         );
 
-        // Another namespace is its own board.
+        // Walked for another namespace, the same board holds exactly that namespace's units.
         assert_eq!(
             board.refresh(&store, "drill.a").unwrap(),
             load_all(&store, "drill.a").unwrap().as_slice()
