@@ -51,6 +51,9 @@ enum Mode {
     /// --data-dir and measure time to SERVING, to the first answer, and RSS (after --reads
     /// random reads and --reports reports).
     Restart,
+    /// No running Muster: count the records and bytes of each stopped store under --data-dir
+    /// (intake/, escalation/, dispatch/) by key prefix, beside the directory's size on disk.
+    Census,
 }
 
 /// Load generator for a running Muster (`muster up`): latency, throughput, errors, CPU and RSS.
@@ -114,7 +117,7 @@ struct Cli {
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
-    /// fill: the `muster up` data directory (its intake/, escalation/ and dispatch/ stores).
+    /// fill, restart and census: the `muster up` data directory (its intake/, escalation/ and dispatch/ stores).
     #[arg(long, default_value = ".muster")]
     data_dir: std::path::PathBuf,
     /// fill: how many of the incidents (the newest) stay open; the rest are closed.
@@ -194,6 +197,15 @@ async fn main() -> Result<()> {
         );
         return Ok(());
     }
+    if cli.mode == Mode::Census {
+        let results = census(&cli.data_dir)?;
+        println!("{}", serde_json::to_string_pretty(&results)?);
+        if let Some(path) = &cli.json {
+            std::fs::write(path, serde_json::to_vec_pretty(&results)?)
+                .with_context(|| format!("write {}", path.display()))?;
+        }
+        return Ok(());
+    }
     if cli.mode == Mode::Restart {
         let results = restart_mode(&cli).await?;
         println!("{}", serde_json::to_string_pretty(&results)?);
@@ -210,6 +222,41 @@ async fn main() -> Result<()> {
             .with_context(|| format!("write {}", path.display()))?;
     }
     Ok(())
+}
+
+/// `census`: per service, the rows of [`store::Store::census`] and their totals beside the
+/// directory's size on disk (the difference is sled's own overhead and not yet reclaimed space).
+fn census(data_dir: &std::path::Path) -> Result<serde_json::Value> {
+    let mut services = serde_json::Map::new();
+    for service in ["intake", "escalation", "dispatch"] {
+        let path = data_dir.join(service);
+        if !path.is_dir() {
+            continue;
+        }
+        let on_disk = fill::dir_bytes(&path);
+        let store =
+            store::Store::open(&path).with_context(|| format!("open {}", path.display()))?;
+        let rows = store.census()?;
+        let (keys, values) = rows.iter().fold((0, 0), |(k, v), row| {
+            (k + row.key_bytes, v + row.value_bytes)
+        });
+        services.insert(
+            service.to_string(),
+            serde_json::json!({
+                "bytes_on_disk": on_disk,
+                "key_bytes": keys,
+                "value_bytes": values,
+                "rows": rows,
+            }),
+        );
+    }
+    if services.is_empty() {
+        anyhow::bail!(
+            "{} holds none of intake/, escalation/, dispatch/",
+            data_dir.display()
+        );
+    }
+    Ok(serde_json::Value::Object(services))
 }
 
 /// `restart`: the fill's ids from `<data-dir>/fill.json`, the token from `<data-dir>/admin.token`.
@@ -575,8 +622,8 @@ async fn worker(
             },
             // Handled by `alertmanager_api` before any Muster connection is made.
             Mode::AlertmanagerApi => unreachable!("alertmanager-api does not drive Muster"),
-            Mode::Fill | Mode::Restart | Mode::Region => {
-                unreachable!("fill, restart and region run without a workload")
+            Mode::Fill | Mode::Restart | Mode::Region | Mode::Census => {
+                unreachable!("fill, restart, region and census run without a workload")
             }
         }
     }

@@ -527,3 +527,31 @@ fn stored_values_visited_in_key_order_tell_whether_their_bytes_changed() {
     let old: String = store::decode_value("u/a", first[0].1.as_bytes()).unwrap();
     assert_eq!(old, "one".repeat(20));
 }
+
+#[tokio::test]
+async fn census_counts_records_and_bytes_by_tree_and_key_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for i in 1..=3 {
+        store.commit(&commit_for(i)).unwrap();
+    }
+    let rows = store.census().unwrap();
+    let row = |tree: &str, prefix: &str| {
+        rows.iter()
+            .find(|row| row.tree == tree && row.prefix == prefix)
+            .unwrap_or_else(|| panic!("no row for {tree} {prefix} in {rows:?}"))
+    };
+    let items = row("state", "item/");
+    assert_eq!(items.records, 3);
+    assert_eq!(items.key_bytes, 3 * "item/00000001".len() as u64);
+    let encoded = store::encode_value(&1u64).unwrap().len() as u64;
+    assert_eq!(items.value_bytes, 3 * encoded);
+    assert_eq!(row("state", "mirror/").records, 3);
+    // Message ids have no `/`, and the outbox's keys are big-endian numbers: one row each.
+    assert_eq!(row("processed", "(other)").records, 3);
+    assert_eq!(row("outbox", "(other)").records, 3);
+    assert!(
+        !rows.iter().any(|row| row.tree == "state" && row.prefix == "(other)"),
+        "{rows:?}"
+    );
+}
