@@ -551,7 +551,9 @@ async fn census_counts_records_and_bytes_by_tree_and_key_prefix() {
     assert_eq!(row("processed", "(other)").records, 3);
     assert_eq!(row("outbox", "(other)").records, 3);
     assert!(
-        !rows.iter().any(|row| row.tree == "state" && row.prefix == "(other)"),
+        !rows
+            .iter()
+            .any(|row| row.tree == "state" && row.prefix == "(other)"),
         "{rows:?}"
     );
 }
