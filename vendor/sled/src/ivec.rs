@@ -339,7 +339,7 @@ fn boxed_slice_conversion() {
     assert_eq!(iv2, vec![4; 128]);
 }
 
-// Muster: upstream's two #[should_panic] subslice tests are removed (see PATCHES.md).
+// Muster: upstream's two panicking subslice tests are removed (see PATCHES.md).
 
 #[test]
 fn ivec_as_mut_identity() {
