@@ -117,7 +117,8 @@ struct Cli {
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
-    /// fill, restart and census: the `muster up` data directory (its intake/, escalation/ and dispatch/ stores).
+    /// fill, restart and census: the `muster up` data directory (its intake/, escalation/ and
+    /// dispatch/ stores).
     #[arg(long, default_value = ".muster")]
     data_dir: std::path::PathBuf,
     /// fill: how many of the incidents (the newest) stay open; the rest are closed.
@@ -155,12 +156,7 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     if cli.mode == Mode::AlertmanagerApi {
         let results = alertmanager_api(&cli).await?;
-        println!("{}", serde_json::to_string_pretty(&results)?);
-        if let Some(path) = &cli.json {
-            std::fs::write(path, serde_json::to_vec_pretty(&results)?)
-                .with_context(|| format!("write {}", path.display()))?;
-        }
-        return Ok(());
+        return print_json(&results, cli.json.as_deref());
     }
     if cli.mode == Mode::Fill {
         let report = fill::run(&fill::FillOptions {
@@ -171,17 +167,12 @@ async fn main() -> Result<()> {
             namespace: cli.namespace.clone(),
         })
         .await?;
-        println!("{}", serde_json::to_string_pretty(&report)?);
         // `restart` reads the incident ids from here.
         std::fs::write(
             cli.data_dir.join("fill.json"),
             serde_json::to_vec_pretty(&report)?,
         )?;
-        if let Some(path) = &cli.json {
-            std::fs::write(path, serde_json::to_vec_pretty(&report)?)
-                .with_context(|| format!("write {}", path.display()))?;
-        }
-        return Ok(());
+        return print_json(&report, cli.json.as_deref());
     }
     if cli.mode == Mode::Region {
         std::fs::create_dir_all(&cli.region_out)
@@ -199,26 +190,26 @@ async fn main() -> Result<()> {
     }
     if cli.mode == Mode::Census {
         let results = census(&cli.data_dir)?;
-        println!("{}", serde_json::to_string_pretty(&results)?);
-        if let Some(path) = &cli.json {
-            std::fs::write(path, serde_json::to_vec_pretty(&results)?)
-                .with_context(|| format!("write {}", path.display()))?;
-        }
-        return Ok(());
+        return print_json(&results, cli.json.as_deref());
     }
     if cli.mode == Mode::Restart {
         let results = restart_mode(&cli).await?;
-        println!("{}", serde_json::to_string_pretty(&results)?);
-        if let Some(path) = &cli.json {
-            std::fs::write(path, serde_json::to_vec_pretty(&results)?)
-                .with_context(|| format!("write {}", path.display()))?;
-        }
-        return Ok(());
+        return print_json(&results, cli.json.as_deref());
     }
     let results = run(cli.clone_for_json(), &cli).await?;
     print!("{}", stats::table(&results));
     if let Some(path) = &cli.json {
         std::fs::write(path, serde_json::to_vec_pretty(&results)?)
+            .with_context(|| format!("write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Prints a mode's results as JSON, and writes them to `--json` when given.
+fn print_json(results: &impl serde::Serialize, json: Option<&std::path::Path>) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(results)?);
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_vec_pretty(results)?)
             .with_context(|| format!("write {}", path.display()))?;
     }
     Ok(())

@@ -870,12 +870,12 @@ impl Store {
     /// a store's bytes go (`muster-bench census`). Sled's own overhead and garbage are not
     /// included; compare the total with the directory's size for that.
     pub fn census(&self) -> Result<Vec<CensusRow>, Error> {
-        let mut rows: std::collections::BTreeMap<(String, String), CensusRow> =
+        // (tree, prefix) -> records, key bytes, value bytes.
+        let mut counts: std::collections::BTreeMap<(String, String), [u64; 3]> =
             std::collections::BTreeMap::new();
         for name in self.db.tree_names() {
-            let tree_name = String::from_utf8_lossy(&name).into_owned();
-            let tree = self.db.open_tree(&name)?;
-            for item in tree.iter() {
+            let tree = String::from_utf8_lossy(&name).into_owned();
+            for item in self.db.open_tree(&name)?.iter() {
                 let (key, value) = item?;
                 let prefix = match key.iter().position(|&b| b == b'/') {
                     Some(at) if key.iter().all(u8::is_ascii_graphic) => {
@@ -883,20 +883,23 @@ impl Store {
                     }
                     _ => "(other)".to_string(),
                 };
-                let row = rows
-                    .entry((tree_name.clone(), prefix.clone()))
-                    .or_insert_with(|| CensusRow {
-                        tree: tree_name.clone(),
-                        prefix,
-                        records: 0,
-                        key_bytes: 0,
-                        value_bytes: 0,
-                    });
-                row.records += 1;
-                row.key_bytes += key.len() as u64;
-                row.value_bytes += value.len() as u64;
+                let count = counts.entry((tree.clone(), prefix)).or_default();
+                count[0] += 1;
+                count[1] += key.len() as u64;
+                count[2] += value.len() as u64;
             }
         }
-        Ok(rows.into_values().collect())
+        Ok(counts
+            .into_iter()
+            .map(
+                |((tree, prefix), [records, key_bytes, value_bytes])| CensusRow {
+                    tree,
+                    prefix,
+                    records,
+                    key_bytes,
+                    value_bytes,
+                },
+            )
+            .collect())
     }
 }
