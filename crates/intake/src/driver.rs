@@ -9,8 +9,8 @@ use store::{Commit, Store};
 use tokio::sync::broadcast;
 
 use crate::record::{
-    Applied, IncidentRecord, IncidentStatus, TimelineEntry, history_entry, incident_event_key,
-    incident_key,
+    Applied, IncidentRecord, IncidentStatus, TimelineEntry, fold_into_history, history_entry,
+    incident_event_key, incident_key,
 };
 
 /// A change for watchers: the record after the change and the event type that caused it.
@@ -93,15 +93,10 @@ impl Handler for Projection {
         let mut commit = Commit::new();
         // The history keeps every delivered event (redeliveries of a processed one never get
         // here), including the ones the record already reflects, such as intake's own report.
+        // It is written below, once the record says whether the incident is closed.
         let arrival = self
             .store
             .generate_id()
-            .map_err(|e| HandlerError::Retry(e.to_string()))?;
-        commit
-            .put(
-                incident_event_key(&event.namespace, &event.incident_id, arrival),
-                &history_entry(&event),
-            )
             .map_err(|e| HandlerError::Retry(e.to_string()))?;
         let first_booking = match &event.body {
             EventBody::UnitsAssigned(units) => {
@@ -126,6 +121,27 @@ impl Handler for Projection {
             self.pending_latency
                 .insert(delivery.msg_id.clone(), latency_ms as f64 / 1000.0);
         }
+        // A closed incident's history is one record (see `FoldedHistory`); an open one's is a
+        // key per event.
+        let entry = history_entry(&event);
+        if record.status == IncidentStatus::Closed {
+            fold_into_history(
+                &self.store,
+                &mut commit,
+                &event.namespace,
+                &event.incident_id,
+                arrival,
+                &entry,
+            )
+        } else {
+            commit
+                .put(
+                    incident_event_key(&event.namespace, &event.incident_id, arrival),
+                    &entry,
+                )
+                .map(|_| ())
+        }
+        .map_err(|e| HandlerError::Retry(e.to_string()))?;
         if applied != Applied::AlreadyThere {
             commit.expect_raw(key.clone(), raw);
             commit
@@ -153,3 +169,6 @@ impl Handler for Projection {
         }
     }
 }
+
+#[cfg(test)]
+mod history_tests;

@@ -16,8 +16,8 @@ use tonic::{Request, Response, Status};
 use crate::Config;
 use crate::driver::Change;
 use crate::record::{
-    IncidentRecord, IncidentStatus, Numbering, TimelineEntry, incident_event_key,
-    incident_events_prefix, incident_key, request_key, sequence_key, update_request_key,
+    IncidentRecord, IncidentStatus, Numbering, TimelineEntry, history_page, incident_key,
+    request_key, sequence_key, update_request_key,
 };
 use crate::validate::{ValidReport, ValidUpdate, merge_facts, validate_report, validate_update};
 
@@ -605,23 +605,12 @@ impl pb::intake_service_server::IntakeService for IntakeGrpc {
                     ))
                 })?
         };
-        let prefix = incident_events_prefix(namespace, &record.id);
-        // `:` sorts right after the digits, so the range ends with the incident's last event.
-        let mut page: Vec<(String, IncidentEvent)> = self
-            .store
-            .scan_range(
-                &incident_event_key(namespace, &record.id, first),
-                &format!("{prefix}:"),
-                page_size + 1,
-            )
+        let mut page = history_page(&self.store, namespace, &record.id, first, page_size + 1)
             .map_err(internal)?;
         let more = page.len() > page_size;
         page.truncate(page_size);
         let next_page_token = match page.last() {
-            Some((key, _)) if more => key[prefix.len()..]
-                .parse::<u64>()
-                .map_err(|_| Status::internal(format!("history key {key:?} has no arrival")))?
-                .to_string(),
+            Some((arrival, _)) if more => arrival.to_string(),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListIncidentEventsResponse {

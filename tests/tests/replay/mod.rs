@@ -167,6 +167,44 @@ async fn the_history_holds_every_event_in_order_without_the_reporter() {
     };
     assert_eq!(ids(&paged), ids(&all));
 
+    // Closed, the history is folded into one record (intake's `FoldedHistory`) and reads the
+    // same: every event before, then the closing one and whatever came after it, in whole and in
+    // pages.
+    system
+        .intake()
+        .await
+        .close_incident(pb::CloseIncidentRequest {
+            namespace: String::new(),
+            incident_id: id.clone(),
+            reason: "leak sealed, scene handed over".into(),
+        })
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let closed = loop {
+        let now = history(&system, &id, 0).await;
+        if now.iter().any(|event| event_type(event) == "closed") {
+            break now;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no closed event in the history: {:?}",
+            now.iter().map(event_type).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        ids(&closed[..all.len()]),
+        ids(&all),
+        "the events before the close"
+    );
+    for page_size in [1, 2, 3] {
+        let paged = history(&system, &id, page_size).await;
+        let whole = history(&system, &id, 0).await;
+        assert_eq!(ids(&paged), ids(&whole), "pages of {page_size}");
+        assert!(paged.len() >= closed.len());
+    }
+
     let mut client = system.intake().await;
     let bad_token = client
         .list_incident_events(pb::ListIncidentEventsRequest {

@@ -1,0 +1,233 @@
+//! The projection's history on real sled directories: an open incident's events one key each, a
+//! closed incident's folded into one record, both read back the same way, paged, after a restart
+//! and from a store written before the folding.
+
+use bus::{Delivery, Handler};
+use domain::class::IncidentClass;
+use domain::event::{EventBody, IncidentClosed, IncidentEvent, IncidentReport, IncidentUpdated};
+use domain::geo::GeoPoint;
+use domain::grade::Facts;
+use store::{Commit, Store};
+use tokio::sync::broadcast;
+
+use super::Projection;
+use crate::record::{
+    FOLDED_HISTORY_MAX, FoldedHistory, IncidentRecord, IncidentStatus, history_page,
+    incident_event_key, incident_events_prefix, incident_history_key, incident_key,
+};
+
+const NS: &str = "live";
+const ID: &str = "INC-20261129-000001";
+
+fn report() -> IncidentReport {
+    IncidentReport {
+        kind: "accident.building_fire".into(),
+        class: IncidentClass::Accident,
+        township_code: "110101001".into(),
+        other_township_codes: Vec::new(),
+        location: GeoPoint::new(39.9, 116.4),
+        location_reported: false,
+        facts: Facts::default(),
+        summary: "smoke from a roof".into(),
+        reported_by: "Officer Zhou Min".into(),
+        warning: None,
+    }
+}
+
+fn event(n: usize, body: EventBody) -> IncidentEvent {
+    IncidentEvent {
+        event_id: format!("ev-{n}"),
+        incident_id: ID.into(),
+        namespace: NS.into(),
+        at_unix_ms: 1_795_900_000_000 + n as i64,
+        source_service: "test".into(),
+        body,
+    }
+}
+
+fn updated(n: usize) -> IncidentEvent {
+    event(
+        n,
+        EventBody::Updated(IncidentUpdated {
+            facts: Facts {
+                people_evacuated: Some(n as u32),
+                ..Facts::default()
+            },
+            updated_by: "scene".into(),
+            summary: format!("update {n}"),
+            warning: None,
+        }),
+    )
+}
+
+fn closed(n: usize) -> IncidentEvent {
+    event(
+        n,
+        EventBody::Closed(IncidentClosed {
+            by: "duty officer".into(),
+            reason: "fire out".into(),
+        }),
+    )
+}
+
+/// Hands `event` to the projection and commits what it returns, as the consumer does.
+fn deliver(store: &Store, projection: &mut Projection, event: &IncidentEvent) {
+    let delivery = Delivery {
+        subject: format!("muster.{NS}.incident.{}", event.body.event_type()),
+        msg_id: event.event_id.clone(),
+        payload: muster_proto::convert::encode_event(event).into(),
+        delivered: 1,
+    };
+    let mut commit = projection.handle(&delivery).unwrap();
+    commit.processed(delivery.msg_id.clone());
+    store.commit(&commit).unwrap();
+}
+
+fn projection(store: &Store) -> Projection {
+    Projection::new(store.clone(), broadcast::channel(16).0)
+}
+
+/// The event ids of the incident's history, all of it, `page` at a time, as ListIncidentEvents
+/// pages it (the next page starts after the last arrival number).
+fn history_ids(store: &Store, page: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut first = 0;
+    loop {
+        let events = history_page(store, NS, ID, first, page).unwrap();
+        assert!(events.len() <= page);
+        ids.extend(events.iter().map(|(_, event)| event.event_id.clone()));
+        match events.last() {
+            Some((arrival, _)) if events.len() == page => first = arrival + 1,
+            _ => return ids,
+        }
+    }
+}
+
+fn loose_keys(store: &Store) -> usize {
+    store
+        .scan_prefix::<IncidentEvent>(&incident_events_prefix(NS, ID))
+        .unwrap()
+        .len()
+}
+
+fn folded(store: &Store) -> Option<FoldedHistory> {
+    store.get(&incident_history_key(NS, ID)).unwrap()
+}
+
+fn ids(range: impl IntoIterator<Item = usize>) -> Vec<String> {
+    range.into_iter().map(|n| format!("ev-{n}")).collect()
+}
+
+#[test]
+fn a_closed_incidents_history_is_one_record_read_back_like_the_loose_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut projection = projection(&store);
+
+    // Open: one key per event.
+    deliver(
+        &store,
+        &mut projection,
+        &event(0, EventBody::Reported(report())),
+    );
+    deliver(&store, &mut projection, &updated(1));
+    deliver(&store, &mut projection, &updated(2));
+    assert_eq!(loose_keys(&store), 3);
+    assert_eq!(folded(&store), None);
+    assert_eq!(history_ids(&store, 100), ids(0..3));
+
+    // The closing event folds them all into one record and deletes their keys.
+    deliver(&store, &mut projection, &closed(3));
+    assert_eq!(loose_keys(&store), 0);
+    let history = folded(&store).expect("the closed incident's history is one record");
+    let in_record: Vec<String> = history
+        .events
+        .iter()
+        .map(|entry| entry.event.event_id.clone())
+        .collect();
+    assert_eq!(in_record, ids(0..4));
+    assert!(
+        history
+            .events
+            .windows(2)
+            .all(|w| w[0].arrival < w[1].arrival),
+        "{history:?}"
+    );
+    let record: IncidentRecord = store.get(&incident_key(NS, ID)).unwrap().unwrap();
+    assert_eq!(record.status, IncidentStatus::Closed);
+    // Without the reporter, as the loose keys were.
+    match &history.events[0].event.body {
+        EventBody::Reported(report) => assert_eq!(report.reported_by, ""),
+        other => panic!("first event {other:?}"),
+    }
+
+    // A late event (after the close) joins the record.
+    deliver(&store, &mut projection, &updated(4));
+    assert_eq!(loose_keys(&store), 0);
+    assert_eq!(folded(&store).unwrap().events.len(), 5);
+
+    // Read whole, and in pages of 1, 2 and 3, before and after a restart.
+    for page in [100, 1, 2, 3] {
+        assert_eq!(history_ids(&store, page), ids(0..5), "pages of {page}");
+    }
+    drop(projection);
+    drop(store);
+    let store = Store::open_after_close(dir.path()).unwrap();
+    assert_eq!(history_ids(&store, 2), ids(0..5));
+}
+
+#[test]
+fn a_store_written_before_the_folding_keeps_its_keys_until_the_next_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut projection = projection(&store);
+    deliver(
+        &store,
+        &mut projection,
+        &event(0, EventBody::Reported(report())),
+    );
+    // A closed incident as earlier versions left it: the record closed, every event its own key.
+    let mut commit = Commit::new();
+    for late in [closed(1), updated(2)] {
+        let arrival = store.generate_id().unwrap();
+        commit
+            .put(incident_event_key(NS, ID, arrival), &late)
+            .unwrap();
+    }
+    let mut record: IncidentRecord = store.get(&incident_key(NS, ID)).unwrap().unwrap();
+    record.status = IncidentStatus::Closed;
+    commit.put(incident_key(NS, ID), &record).unwrap();
+    store.commit(&commit).unwrap();
+    assert_eq!(history_ids(&store, 2), ids(0..3));
+    assert_eq!(folded(&store), None);
+
+    // Its next event folds them.
+    deliver(&store, &mut projection, &updated(3));
+    assert_eq!(loose_keys(&store), 0);
+    assert_eq!(folded(&store).unwrap().events.len(), 4);
+    assert_eq!(history_ids(&store, 3), ids(0..4));
+}
+
+#[test]
+fn an_incident_with_more_events_than_a_record_takes_keeps_them_as_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut projection = projection(&store);
+    deliver(
+        &store,
+        &mut projection,
+        &event(0, EventBody::Reported(report())),
+    );
+    for n in 1..FOLDED_HISTORY_MAX {
+        deliver(&store, &mut projection, &updated(n));
+    }
+    // FOLDED_HISTORY_MAX events so far; with the close one more than a record takes.
+    deliver(&store, &mut projection, &closed(FOLDED_HISTORY_MAX));
+    assert_eq!(folded(&store), None);
+    assert_eq!(loose_keys(&store), FOLDED_HISTORY_MAX + 1);
+    assert_eq!(
+        history_ids(&store, 100),
+        ids(0..=FOLDED_HISTORY_MAX),
+        "every event, in order"
+    );
+}
