@@ -335,19 +335,39 @@ pub fn fold_into_history(
     event: &IncidentEvent,
 ) -> Result<(), store::Error> {
     let prefix = incident_events_prefix(namespace, incident_id);
-    let loose: Vec<(String, IncidentEvent)> =
-        store.scan_range(&prefix, &format!("{prefix}:"), FOLDED_HISTORY_MAX + 1)?;
     let key = incident_history_key(namespace, incident_id);
-    let mut folded = store.get::<FoldedHistory>(&key)?.unwrap_or_default();
+    let read = |store: &store::Store| -> Result<_, store::Error> {
+        let loose: Vec<(String, IncidentEvent)> =
+            store.scan_range(&prefix, &format!("{prefix}:"), FOLDED_HISTORY_MAX + 1)?;
+        let mut entries = Vec::with_capacity(loose.len());
+        for (loose_key, loose_event) in loose {
+            entries.push((
+                loose_key.clone(),
+                HistoryEntry {
+                    arrival: arrival_of(&prefix, &loose_key)?,
+                    event: loose_event,
+                },
+            ));
+        }
+        Ok((entries, store.get::<FoldedHistory>(&key)?.unwrap_or_default()))
+    };
+    let (loose, mut folded) = match read(store) {
+        Ok(read) => read,
+        // A history that does not decode is left as it is, and this event gets a key of its
+        // own: the projection must not stall on it (ListIncidentEvents names the bad key).
+        Err(store::Error::Corrupt { key, problem }) => {
+            tracing::warn!(%key, %problem, "history not folded: a stored event does not decode");
+            commit.put(incident_event_key(namespace, incident_id, arrival), event)?;
+            return Ok(());
+        }
+        Err(other) => return Err(other),
+    };
     if folded.events.len() + loose.len() + 1 > FOLDED_HISTORY_MAX {
         commit.put(incident_event_key(namespace, incident_id, arrival), event)?;
         return Ok(());
     }
-    for (loose_key, loose_event) in loose {
-        folded.events.push(HistoryEntry {
-            arrival: arrival_of(&prefix, &loose_key)?,
-            event: loose_event,
-        });
+    for (loose_key, entry) in loose {
+        folded.events.push(entry);
         commit.delete(loose_key);
     }
     folded.events.push(HistoryEntry {

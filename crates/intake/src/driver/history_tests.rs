@@ -231,3 +231,34 @@ fn an_incident_with_more_events_than_a_record_takes_keeps_them_as_keys() {
         "every event, in order"
     );
 }
+
+#[test]
+fn a_history_event_that_does_not_decode_stops_the_folding_not_the_projection() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut projection = projection(&store);
+    deliver(&store, &mut projection, &event(0, EventBody::Reported(report())));
+    let mut commit = Commit::new();
+    let bad = incident_event_key(NS, ID, store.generate_id().unwrap());
+    commit.put_encoded(bad.clone(), b"not an event".to_vec());
+    store.commit(&commit).unwrap();
+
+    // The close and a late event are recorded, each under its own key, and the bad one stays.
+    deliver(&store, &mut projection, &closed(1));
+    deliver(&store, &mut projection, &updated(2));
+    let record: IncidentRecord = store.get(&incident_key(NS, ID)).unwrap().unwrap();
+    assert_eq!(record.status, IncidentStatus::Closed);
+    assert_eq!(folded(&store), None);
+    assert!(store.get_raw(&bad).unwrap().is_some());
+    let mut keys = 0;
+    store
+        .visit_prefix_stored(&incident_events_prefix(NS, ID), |_, _| {
+            keys += 1;
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(keys, 4, "reported, the bad one, closed, updated");
+    // ListIncidentEvents names the key it cannot read.
+    let error = history_page(&store, NS, ID, 0, 100).unwrap_err();
+    assert!(error.to_string().contains(&bad), "{error}");
+}
