@@ -349,7 +349,10 @@ pub fn fold_into_history(
                 },
             ));
         }
-        Ok((entries, store.get::<FoldedHistory>(&key)?.unwrap_or_default()))
+        Ok((
+            entries,
+            store.get::<FoldedHistory>(&key)?.unwrap_or_default(),
+        ))
     };
     let (loose, mut folded) = match read(store) {
         Ok(read) => read,

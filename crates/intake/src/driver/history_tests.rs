@@ -237,7 +237,11 @@ fn a_history_event_that_does_not_decode_stops_the_folding_not_the_projection() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let mut projection = projection(&store);
-    deliver(&store, &mut projection, &event(0, EventBody::Reported(report())));
+    deliver(
+        &store,
+        &mut projection,
+        &event(0, EventBody::Reported(report())),
+    );
     let mut commit = Commit::new();
     let bad = incident_event_key(NS, ID, store.generate_id().unwrap());
     commit.put_encoded(bad.clone(), b"not an event".to_vec());
