@@ -707,12 +707,10 @@ impl Store {
                         return Err(ConflictableTransactionError::Abort(key.clone()));
                     }
                 }
-                // Blind writes (`set`, patched into sled): `insert` would read every key's
-                // old value only to return it.
                 for (key, value) in commit.writes.iter().chain(&derived) {
                     match value {
-                        Some(bytes) => state.set(key.as_bytes(), bytes.as_slice()),
-                        None => state.unset(key.as_bytes()),
+                        Some(bytes) => state.insert(key.as_bytes(), bytes.as_slice())?,
+                        None => state.remove(key.as_bytes())?,
                     };
                 }
                 let mut msg_ids = Vec::with_capacity(commit.events.len());
@@ -721,11 +719,11 @@ impl Store {
                     let msg_id = format!("{instance_id}-{sequence}");
                     let record =
                         codec::encode_outbox(&msg_id, subject, traceparent.as_deref(), payload);
-                    outbox.set(&sequence.to_be_bytes(), record);
+                    outbox.insert(&sequence.to_be_bytes(), record)?;
                     msg_ids.push(msg_id);
                 }
                 if let Some(msg_id) = &commit.processed_msg_id {
-                    processed.set(msg_id.as_bytes(), &[][..]);
+                    processed.insert(msg_id.as_bytes(), &[])?;
                 }
                 Ok(Committed::Applied { msg_ids })
             },

@@ -273,28 +273,6 @@ impl TransactionalTree {
         Ok(old)
     }
 
-    /// Muster: stages `key = value` without reading the value it replaces. `insert` reads it
-    /// (a tree descent, a copy and a read-cache entry per write) only to return it; transactions
-    /// are serialised by `concurrency_control::write()` and `validate` is always true, so the
-    /// read has no part in their isolation, and a caller that ignores the answer pays for
-    /// nothing.
-    pub fn set<K, V>(&self, key: K, value: V)
-    where
-        K: Into<IVec>,
-        V: Into<IVec>,
-    {
-        let _last_write =
-            self.writes.borrow_mut().insert(key.into(), Some(value.into()));
-    }
-
-    /// Muster: stages the removal of `key` without reading its value (see [`Self::set`]).
-    pub fn unset<K>(&self, key: K)
-    where
-        K: Into<IVec>,
-    {
-        let _last_write = self.writes.borrow_mut().insert(key.into(), None);
-    }
-
     /// Remove a key
     pub fn remove<K>(
         &self,
