@@ -381,7 +381,7 @@ pub fn parse_datetime(text: &str) -> Result<i64, String> {
             sign * (hours * 60 + minutes)
         }
     };
-    let days = days_from_civil(year, month, day);
+    let days = domain::time::days_from_civil(year, month as u32, day as u32);
     let seconds = days * 86_400 + hour * 3600 + minute * 60 + second.min(59) - offset_minutes * 60;
     Ok(seconds * 1000 + millis)
 }
@@ -393,17 +393,6 @@ fn days_in_month(year: i64, month: i64) -> i64 {
         _ if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
         _ => 28,
     }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month_index = (month + 9) % 12;
-    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
 }
 
 #[cfg(test)]

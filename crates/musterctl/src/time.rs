@@ -2,7 +2,7 @@
 
 const MS_PER_DAY: i64 = 86_400_000;
 
-pub use domain::time::civil_from_days;
+pub use domain::time::{civil_from_days, days_from_civil};
 
 /// Formats Unix milliseconds as RFC 3339 UTC with millisecond precision: `2026-11-28T06:27:24.123Z`.
 pub fn format_rfc3339_ms(unix_ms: i64) -> String {
@@ -42,18 +42,6 @@ pub fn format_duration_ms(ms: i64) -> String {
     } else {
         format!("{days}d{hours:02}h")
     }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date: the inverse of [`civil_from_days`]
-/// (Howard Hinnant's `days_from_civil`).
-pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year.rem_euclid(400);
-    let month_from_march = i64::from((month + 9) % 12);
-    let day_of_year = (153 * month_from_march + 2) / 5 + i64::from(day) - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
 }
 
 /// Parses RFC 3339 (`2026-11-28T06:27:24Z`, `2026-11-28T14:27:24.5+08:00`; a space may stand
