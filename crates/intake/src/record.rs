@@ -584,3 +584,28 @@ mod tests {
 
 #[cfg(test)]
 mod open_index_tests;
+
+/// What the record's and the projection's tests build incidents from.
+#[cfg(test)]
+pub(crate) mod test_fixtures {
+    use domain::class::IncidentClass;
+    use domain::event::IncidentReport;
+    use domain::geo::GeoPoint;
+    use domain::grade::Facts;
+
+    /// A building fire in the sample region, reported by an officer.
+    pub fn report() -> IncidentReport {
+        IncidentReport {
+            kind: "accident.building_fire".into(),
+            class: IncidentClass::Accident,
+            township_code: "110101001".into(),
+            other_township_codes: Vec::new(),
+            location: GeoPoint::new(39.9, 116.4),
+            location_reported: false,
+            facts: Facts::default(),
+            summary: "smoke from a roof".into(),
+            reported_by: "officer".into(),
+            warning: None,
+        }
+    }
+}

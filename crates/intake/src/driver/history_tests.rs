@@ -3,14 +3,13 @@
 //! and from a store written before the folding.
 
 use bus::{Delivery, Handler};
-use domain::class::IncidentClass;
-use domain::event::{EventBody, IncidentClosed, IncidentEvent, IncidentReport, IncidentUpdated};
-use domain::geo::GeoPoint;
+use domain::event::{EventBody, IncidentClosed, IncidentEvent, IncidentUpdated};
 use domain::grade::Facts;
 use store::{Commit, Store};
 use tokio::sync::broadcast;
 
 use super::Projection;
+use crate::record::test_fixtures::report;
 use crate::record::{
     FOLDED_HISTORY_MAX, FoldedHistory, IncidentRecord, IncidentStatus, history_page,
     incident_event_key, incident_events_prefix, incident_history_key, incident_key,
@@ -18,21 +17,6 @@ use crate::record::{
 
 const NS: &str = "live";
 const ID: &str = "INC-20261129-000001";
-
-fn report() -> IncidentReport {
-    IncidentReport {
-        kind: "accident.building_fire".into(),
-        class: IncidentClass::Accident,
-        township_code: "110101001".into(),
-        other_township_codes: Vec::new(),
-        location: GeoPoint::new(39.9, 116.4),
-        location_reported: false,
-        facts: Facts::default(),
-        summary: "smoke from a roof".into(),
-        reported_by: "Officer Zhou Min".into(),
-        warning: None,
-    }
-}
 
 fn event(n: usize, body: EventBody) -> IncidentEvent {
     IncidentEvent {
@@ -87,6 +71,19 @@ fn projection(store: &Store) -> Projection {
     Projection::new(store.clone(), broadcast::channel(16).0)
 }
 
+/// A fresh store with the incident reported (event 0) through its projection.
+fn reported() -> (tempfile::TempDir, Store, Projection) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut projection = projection(&store);
+    deliver(
+        &store,
+        &mut projection,
+        &event(0, EventBody::Reported(report())),
+    );
+    (dir, store, projection)
+}
+
 /// The event ids of the incident's history, all of it, `page` at a time, as ListIncidentEvents
 /// pages it (the next page starts after the last arrival number).
 fn history_ids(store: &Store, page: usize) -> Vec<String> {
@@ -120,16 +117,8 @@ fn ids(range: impl IntoIterator<Item = usize>) -> Vec<String> {
 
 #[test]
 fn a_closed_incidents_history_is_one_record_read_back_like_the_loose_keys() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let mut projection = projection(&store);
-
     // Open: one key per event.
-    deliver(
-        &store,
-        &mut projection,
-        &event(0, EventBody::Reported(report())),
-    );
+    let (dir, store, mut projection) = reported();
     deliver(&store, &mut projection, &updated(1));
     deliver(&store, &mut projection, &updated(2));
     assert_eq!(loose_keys(&store), 3);
@@ -178,14 +167,7 @@ fn a_closed_incidents_history_is_one_record_read_back_like_the_loose_keys() {
 
 #[test]
 fn a_store_written_before_the_folding_keeps_its_keys_until_the_next_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let mut projection = projection(&store);
-    deliver(
-        &store,
-        &mut projection,
-        &event(0, EventBody::Reported(report())),
-    );
+    let (_dir, store, mut projection) = reported();
     // A closed incident as earlier versions left it: the record closed, every event its own key.
     let mut commit = Commit::new();
     for late in [closed(1), updated(2)] {
@@ -210,14 +192,7 @@ fn a_store_written_before_the_folding_keeps_its_keys_until_the_next_event() {
 
 #[test]
 fn an_incident_with_more_events_than_a_record_takes_keeps_them_as_keys() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let mut projection = projection(&store);
-    deliver(
-        &store,
-        &mut projection,
-        &event(0, EventBody::Reported(report())),
-    );
+    let (_dir, store, mut projection) = reported();
     for n in 1..FOLDED_HISTORY_MAX {
         deliver(&store, &mut projection, &updated(n));
     }
@@ -234,14 +209,7 @@ fn an_incident_with_more_events_than_a_record_takes_keeps_them_as_keys() {
 
 #[test]
 fn a_history_event_that_does_not_decode_stops_the_folding_not_the_projection() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let mut projection = projection(&store);
-    deliver(
-        &store,
-        &mut projection,
-        &event(0, EventBody::Reported(report())),
-    );
+    let (_dir, store, mut projection) = reported();
     let mut commit = Commit::new();
     let bad = incident_event_key(NS, ID, store.generate_id().unwrap());
     commit.put_encoded(bad.clone(), b"not an event".to_vec());

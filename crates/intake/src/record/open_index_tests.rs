@@ -4,34 +4,18 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use domain::class::IncidentClass;
-use domain::event::{Graded, IncidentReport};
-use domain::geo::GeoPoint;
+use domain::event::Graded;
 use domain::grade::{Facts, Grade};
 use domain::jurisdiction::Level;
 use store::{Commit, IndexOpened, Store};
 
+use super::test_fixtures::report;
 use super::{
     IncidentRecord, IncidentStatus, OPEN_INCIDENTS, incident_key, open_incident_key,
     open_incidents, register_open_incidents,
 };
 
 const NS: &str = "live";
-
-fn report() -> IncidentReport {
-    IncidentReport {
-        kind: "accident.building_fire".into(),
-        class: IncidentClass::Accident,
-        township_code: "110101001".into(),
-        other_township_codes: Vec::new(),
-        location: GeoPoint::new(39.9, 116.4),
-        location_reported: false,
-        facts: Facts::default(),
-        summary: "smoke from a roof".into(),
-        reported_by: "officer".into(),
-        warning: None,
-    }
-}
 
 /// An incident record; `grading`: `None` not graded, `Some(None)` below every threshold.
 fn record(id: &str, status: IncidentStatus, grading: Option<Option<Grade>>) -> IncidentRecord {
