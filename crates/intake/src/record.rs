@@ -284,6 +284,31 @@ fn arrival_of(prefix: &str, key: &str) -> Result<u64, store::Error> {
         })
 }
 
+/// The incident's `incident-event/` keys from arrival number `first` on, at most `limit`, in
+/// arrival order: each key with its event.
+fn loose_events(
+    store: &store::Store,
+    namespace: &str,
+    incident_id: &str,
+    first: u64,
+    limit: usize,
+) -> Result<Vec<(String, HistoryEntry)>, store::Error> {
+    let prefix = incident_events_prefix(namespace, incident_id);
+    // `:` sorts right after the digits, so the range ends with the incident's last event.
+    store
+        .scan_range::<IncidentEvent>(
+            &incident_event_key(namespace, incident_id, first),
+            &format!("{prefix}:"),
+            limit,
+        )?
+        .into_iter()
+        .map(|(key, event)| {
+            let arrival = arrival_of(&prefix, &key)?;
+            Ok((key, HistoryEntry { arrival, event }))
+        })
+        .collect()
+}
+
 /// The incident's events from arrival number `first` on, in arrival order, at most `limit`:
 /// the folded record's and the loose keys' together.
 pub fn history_page(
@@ -293,18 +318,12 @@ pub fn history_page(
     first: u64,
     limit: usize,
 ) -> Result<Vec<(u64, IncidentEvent)>, store::Error> {
-    let prefix = incident_events_prefix(namespace, incident_id);
     // Loose keys first, then the folded record: a fold committed in between moves keys already
     // read into the record (a duplicate, dropped below), never the other way round.
-    let mut page = Vec::new();
-    // `:` sorts right after the digits, so the range ends with the incident's last event.
-    for (key, event) in store.scan_range::<IncidentEvent>(
-        &incident_event_key(namespace, incident_id, first),
-        &format!("{prefix}:"),
-        limit,
-    )? {
-        page.push((arrival_of(&prefix, &key)?, event));
-    }
+    let mut page: Vec<HistoryEntry> = loose_events(store, namespace, incident_id, first, limit)?
+        .into_iter()
+        .map(|(_, entry)| entry)
+        .collect();
     if let Some(folded) =
         store.get::<FoldedHistory>(&incident_history_key(namespace, incident_id))?
     {
@@ -312,14 +331,16 @@ pub fn history_page(
             folded
                 .events
                 .into_iter()
-                .filter(|entry| entry.arrival >= first)
-                .map(|entry| (entry.arrival, entry.event)),
+                .filter(|entry| entry.arrival >= first),
         );
     }
-    page.sort_by_key(|(arrival, _)| *arrival);
-    page.dedup_by_key(|(arrival, _)| *arrival);
+    page.sort_by_key(|entry| entry.arrival);
+    page.dedup_by_key(|entry| entry.arrival);
     page.truncate(limit);
-    Ok(page)
+    Ok(page
+        .into_iter()
+        .map(|entry| (entry.arrival, entry.event))
+        .collect())
 }
 
 /// Puts `event` (arrival number `arrival`) into the history of a closed incident, in `commit`:
@@ -334,27 +355,13 @@ pub fn fold_into_history(
     arrival: u64,
     event: &IncidentEvent,
 ) -> Result<(), store::Error> {
-    let prefix = incident_events_prefix(namespace, incident_id);
     let key = incident_history_key(namespace, incident_id);
-    let read = |store: &store::Store| -> Result<_, store::Error> {
-        let loose: Vec<(String, IncidentEvent)> =
-            store.scan_range(&prefix, &format!("{prefix}:"), FOLDED_HISTORY_MAX + 1)?;
-        let mut entries = Vec::with_capacity(loose.len());
-        for (loose_key, loose_event) in loose {
-            entries.push((
-                loose_key.clone(),
-                HistoryEntry {
-                    arrival: arrival_of(&prefix, &loose_key)?,
-                    event: loose_event,
-                },
-            ));
-        }
-        Ok((
-            entries,
-            store.get::<FoldedHistory>(&key)?.unwrap_or_default(),
-        ))
+    let read = || -> Result<_, store::Error> {
+        let loose = loose_events(store, namespace, incident_id, 0, FOLDED_HISTORY_MAX + 1)?;
+        let folded = store.get::<FoldedHistory>(&key)?.unwrap_or_default();
+        Ok((loose, folded))
     };
-    let (loose, mut folded) = match read(store) {
+    let (loose, mut folded) = match read() {
         Ok(read) => read,
         // A history that does not decode is left as it is, and this event gets a key of its
         // own: the projection must not stall on it (ListIncidentEvents names the bad key).
