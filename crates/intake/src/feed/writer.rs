@@ -438,7 +438,13 @@ impl FeedWriter {
                     .then(|| (spec.name.clone(), spec.owner_code.clone(), seen, every))
             })
             .collect();
-        let parked = match self.store.scan_prefix::<Parked>("feed-parked/") {
+        // `parked` follows every parked key this writer wrote or deleted: with none, no scan.
+        let scanned = if self.parked.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.store.scan_prefix::<Parked>("feed-parked/")
+        };
+        let parked = match scanned {
             Ok(parked) => parked
                 .into_iter()
                 .filter(|(_, p)| now - p.parked_at_unix_ms > self.config.park_timeout_ms)
