@@ -9,8 +9,7 @@ use store::{Commit, Store};
 use tokio::sync::broadcast;
 
 use crate::record::{
-    Applied, IncidentRecord, IncidentStatus, TimelineEntry, fold_into_history, history_entry,
-    incident_event_key, incident_key,
+    Applied, IncidentRecord, IncidentStatus, TimelineEntry, append_history, incident_key,
 };
 
 /// A change for watchers: the record after the change and the event type that caused it.
@@ -121,27 +120,9 @@ impl Handler for Projection {
             self.pending_latency
                 .insert(delivery.msg_id.clone(), latency_ms as f64 / 1000.0);
         }
-        // A closed incident's history is one record (see `FoldedHistory`); an open one's is a
-        // key per event.
-        let entry = history_entry(&event);
-        if record.status == IncidentStatus::Closed {
-            fold_into_history(
-                &self.store,
-                &mut commit,
-                &event.namespace,
-                &event.incident_id,
-                arrival,
-                &entry,
-            )
-        } else {
-            commit
-                .put(
-                    incident_event_key(&event.namespace, &event.incident_id, arrival),
-                    &entry,
-                )
-                .map(|_| ())
-        }
-        .map_err(|e| HandlerError::Retry(e.to_string()))?;
+        // A key per event while the incident is open, one record once it is closed.
+        append_history(&self.store, &mut commit, &record, arrival, &event)
+            .map_err(|e| HandlerError::Retry(e.to_string()))?;
         if applied != Applied::AlreadyThere {
             commit.expect_raw(key.clone(), raw);
             commit

@@ -343,18 +343,28 @@ pub fn history_page(
         .collect())
 }
 
-/// Puts `event` (arrival number `arrival`) into the history of a closed incident, in `commit`:
-/// into its [`FoldedHistory`] together with any loose `incident-event/` keys it still has (which
-/// the commit deletes), or as a key of its own when the folded history would grow past
-/// [`FOLDED_HISTORY_MAX`].
-pub fn fold_into_history(
+/// Adds `event` (arrival number `arrival`, as [`history_entry`] keeps it) to the history of
+/// `record` (the incident after the event), in `commit`. An open incident's event gets a key of
+/// its own. A closed incident's goes into its [`FoldedHistory`], together with any loose
+/// `incident-event/` keys it still has (which the commit deletes), unless the folded history
+/// would grow past [`FOLDED_HISTORY_MAX`] or a stored event does not decode: then it too gets a
+/// key of its own.
+pub fn append_history(
     store: &store::Store,
     commit: &mut store::Commit,
-    namespace: &str,
-    incident_id: &str,
+    record: &IncidentRecord,
     arrival: u64,
     event: &IncidentEvent,
 ) -> Result<(), store::Error> {
+    let (namespace, incident_id) = (record.namespace.as_str(), record.id.as_str());
+    let event = history_entry(event);
+    let own_key = |commit: &mut store::Commit| -> Result<(), store::Error> {
+        commit.put(incident_event_key(namespace, incident_id, arrival), &event)?;
+        Ok(())
+    };
+    if record.status != IncidentStatus::Closed {
+        return own_key(commit);
+    }
     let key = incident_history_key(namespace, incident_id);
     let read = || -> Result<_, store::Error> {
         let loose = loose_events(store, namespace, incident_id, 0, FOLDED_HISTORY_MAX + 1)?;
@@ -363,27 +373,22 @@ pub fn fold_into_history(
     };
     let (loose, mut folded) = match read() {
         Ok(read) => read,
-        // A history that does not decode is left as it is, and this event gets a key of its
-        // own: the projection must not stall on it (ListIncidentEvents names the bad key).
+        // A history that does not decode is left as it is: the projection must not stall on it
+        // (ListIncidentEvents names the bad key).
         Err(store::Error::Corrupt { key, problem }) => {
             tracing::warn!(%key, %problem, "history not folded: a stored event does not decode");
-            commit.put(incident_event_key(namespace, incident_id, arrival), event)?;
-            return Ok(());
+            return own_key(commit);
         }
         Err(other) => return Err(other),
     };
     if folded.events.len() + loose.len() + 1 > FOLDED_HISTORY_MAX {
-        commit.put(incident_event_key(namespace, incident_id, arrival), event)?;
-        return Ok(());
+        return own_key(commit);
     }
     for (loose_key, entry) in loose {
         folded.events.push(entry);
         commit.delete(loose_key);
     }
-    folded.events.push(HistoryEntry {
-        arrival,
-        event: event.clone(),
-    });
+    folded.events.push(HistoryEntry { arrival, event });
     folded.events.sort_by_key(|entry| entry.arrival);
     commit.put(key, &folded)?;
     Ok(())
