@@ -47,3 +47,176 @@ async fn cluster_r3_with_one_node_killed_mid_run() {
     let _one = ONE_RUN.lock().await;
     run(Mode::scaled(Mode::cluster_smoke(), Mode::cluster())).await;
 }
+
+/// A report whose commit reached intake's memory but whose flush failed (a full disk) is not
+/// acknowledged, and neither is a retry of it: the retry used to be answered "duplicate" from
+/// memory without a flush, and after a kill -9 that incident number went to another report (the
+/// disk-full run, seed 874481898). Every answer that names an incident must name one that is
+/// still there, with this report, after a kill -9 and a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_is_never_answered_from_a_report_or_update_that_is_not_on_disk() {
+    use chaos::client;
+    use chaos::harness::{NatsNode, Service, ServiceProcess, SmallDisk};
+    use muster_proto::v1 as pb;
+
+    let _one = ONE_RUN.lock().await;
+    let dir = test_support::temp_dir("muster-chaos-retry-");
+    let mut nats = NatsNode::new(dir.path(), "n1", None);
+    nats.spawn();
+    nats.wait_ready().await;
+    let disk = SmallDisk::mount(&dir.path().join("intake-disk"), 64)
+        .unwrap_or_else(|error| panic!("this test needs a tmpfs (run as root): {error}"));
+    let mut intake = ServiceProcess::new(
+        Service::Intake,
+        dir.path(),
+        disk.mount_point.join("db"),
+        nats.url(),
+        vec![],
+        vec![],
+    );
+    intake.spawn();
+    chaos::run::wait_serving(Service::Intake, intake.grpc_addr(), &intake.log).await;
+    let town = chaos::workload::townships()[0].0.clone();
+    let report = |key: &str| chaos::workload::report_request(1, key, &town);
+    let mut officer = client::intake(intake.grpc_addr());
+    let before = officer
+        .report_incident(report("retry-before"))
+        .await
+        .expect("a report on a disk with room")
+        .into_inner();
+
+    disk.fill();
+    // sled may still have room in the files it has: report until a report is refused.
+    let mut acknowledged: Vec<(String, String)> = Vec::new();
+    let mut refused = None;
+    for i in 0..500 {
+        let key = format!("retry-full-{i}");
+        match officer.report_incident(report(&key)).await {
+            Ok(answer) => acknowledged.push((key, answer.into_inner().incident_id)),
+            Err(status) => {
+                assert_eq!(
+                    status.code(),
+                    tonic::Code::Unavailable,
+                    "a full disk is UNAVAILABLE: {status:?}"
+                );
+                refused = Some(key);
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("the disk is full, yet 500 reports were acknowledged");
+    // Its commit may be in memory only: retries are refused too, never answered from memory.
+    for _ in 0..4 {
+        match officer.report_incident(report(&refused)).await {
+            Ok(answer) => panic!(
+                "a retry of {refused}, refused on a full disk, was acknowledged as {} while \
+                 the disk was still full",
+                answer.into_inner().incident_id
+            ),
+            Err(status) => assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}"),
+        }
+    }
+
+    restart_through_a_full_disk(&mut intake, &disk).await;
+    // Every report acknowledged before the kill is where its answer said, and the refused one
+    // is accepted now; each retry names its own incident.
+    let mut officer = client::intake(intake.grpc_addr());
+    acknowledged.push(("retry-before".into(), before.incident_id.clone()));
+    let mut expected = acknowledged.clone();
+    expected.push((refused.clone(), String::new()));
+    for (key, incident_id) in expected {
+        let retry = officer
+            .report_incident(report(&key))
+            .await
+            .unwrap_or_else(|status| panic!("{key} after the restart: {status:?}"))
+            .into_inner();
+        if !incident_id.is_empty() {
+            assert_eq!(retry.incident_id, incident_id, "{key}");
+            assert!(retry.duplicate, "{key} was acknowledged before the kill");
+        }
+        let stored = officer
+            .get_incident(pb::GetIncidentRequest {
+                namespace: String::new(),
+                incident_id: retry.incident_id.clone(),
+            })
+            .await
+            .unwrap_or_else(|status| panic!("{key}'s incident {}: {status:?}", retry.incident_id))
+            .into_inner()
+            .incident
+            .and_then(|incident| incident.report)
+            .expect("an incident with its report");
+        assert_eq!(
+            stored.summary,
+            format!("chaos {key}"),
+            "{}",
+            retry.incident_id
+        );
+    }
+
+    // The same for updates: a retry of an update refused on a full disk is refused too.
+    let update = |request_id: &str, deaths: i64| pb::UpdateIncidentRequest {
+        namespace: String::new(),
+        incident_id: before.incident_id.clone(),
+        facts: Some(pb::Facts {
+            deaths: Some(deaths),
+            ..Default::default()
+        }),
+        summary: None,
+        updated_by: "chaos suite".into(),
+        request_id: request_id.into(),
+    };
+    disk.fill();
+    let mut refused = None;
+    for i in 0..500 {
+        let request_id = format!("update-full-{i}");
+        if let Err(status) = officer.update_incident(update(&request_id, 10 + i)).await {
+            assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+            refused = Some((request_id, 10 + i));
+            break;
+        }
+    }
+    let (refused, deaths) = refused.expect("the disk is full, yet 500 updates were acknowledged");
+    for _ in 0..4 {
+        if let Ok(answer) = officer.update_incident(update(&refused, deaths)).await {
+            panic!(
+                "a retry of {refused}, refused on a full disk, was acknowledged while the disk \
+                 was still full: {:?}",
+                answer.into_inner()
+            );
+        }
+    }
+    restart_through_a_full_disk(&mut intake, &disk).await;
+    let mut officer = client::intake(intake.grpc_addr());
+    let retry = officer
+        .update_incident(update(&refused, deaths))
+        .await
+        .expect("the update after the restart")
+        .into_inner();
+    assert_eq!(retry.facts.and_then(|facts| facts.deaths), Some(deaths));
+}
+
+/// kill -9, a start while the disk is still full (intake cannot open its store and exits, as
+/// under the fault run's supervisor), then the space freed and a start that serves.
+async fn restart_through_a_full_disk(
+    intake: &mut chaos::harness::ServiceProcess,
+    disk: &chaos::harness::SmallDisk,
+) {
+    intake.kill9();
+    intake.spawn();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while intake.exited().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "intake kept running on a full disk"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    disk.free();
+    intake.spawn();
+    chaos::run::wait_serving(
+        chaos::harness::Service::Intake,
+        intake.grpc_addr(),
+        &intake.log,
+    )
+    .await;
+}

@@ -275,7 +275,7 @@ impl DispatchGrpc {
 }
 
 fn storage(error: store::Error) -> Status {
-    Status::internal(format!("dispatch storage error: {error}"))
+    lifecycle::grpc::storage_status("dispatch", error)
 }
 
 fn unknown_unit(namespace: &str, unit_id: &str) -> Status {

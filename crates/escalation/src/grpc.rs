@@ -185,11 +185,30 @@ impl EscalationGrpc {
                 refuse_if_closed(record)?;
                 input(record, now)
             },
-        )
-        .map_err(|error| transition_status(namespace, incident_id, error))?;
+        );
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                let status = transition_status(namespace, incident_id, error);
+                return Err(self.durable_refusal(status).await);
+            }
+        };
         // Answer only once the change is durable.
         self.store.flush().await.map_err(storage_error)?;
         Ok(outcome)
+    }
+
+    /// A refusal read from the record ("already acknowledged", "already at the top") may rest
+    /// on a change still only in memory: a retry after a flush that failed (a full disk) would
+    /// be told its own unacknowledged change had happened. It is answered once the store is
+    /// durable; if it cannot be made so, the storage error is the answer.
+    async fn durable_refusal(&self, status: Status) -> Status {
+        if status.code() == tonic::Code::FailedPrecondition
+            && let Err(error) = self.store.flush().await
+        {
+            return storage_error(error);
+        }
+        status
     }
 
     /// Like [`Self::transition`], and in the same commit rewrites the incident's grading record
@@ -208,11 +227,7 @@ impl EscalationGrpc {
         let key = grading_key(namespace, incident_id);
         for _attempt in 0..GRADED_TRANSITION_ATTEMPTS_MAX {
             let now = lifecycle::unix_ms_now();
-            let Prepared {
-                value,
-                record,
-                mut commit,
-            } = prepare_transition(
+            let prepared = prepare_transition(
                 &self.store,
                 region,
                 namespace,
@@ -222,8 +237,18 @@ impl EscalationGrpc {
                     refuse_if_closed(record)?;
                     input(record, now)
                 },
-            )
-            .map_err(|error| transition_status(namespace, incident_id, error))?;
+            );
+            let Prepared {
+                value,
+                record,
+                mut commit,
+            } = match prepared {
+                Ok(prepared) => prepared,
+                Err(error) => {
+                    let status = transition_status(namespace, incident_id, error);
+                    return Err(self.durable_refusal(status).await);
+                }
+            };
             let mut grading: GradingRecord = self
                 .store
                 .get(&key)
@@ -329,7 +354,7 @@ fn describe_jurisdiction(j: &domain::event::JurisdictionRef) -> String {
 }
 
 fn storage_error(error: store::Error) -> Status {
-    Status::internal(format!("escalation storage error: {error}"))
+    lifecycle::grpc::storage_status("escalation", error)
 }
 
 fn deadline_to_wire(incident_id: &str, obligation: &Obligation, now_unix_ms: i64) -> pb::Deadline {

@@ -55,7 +55,7 @@ impl IntakeGrpc {
         let record: IncidentRecord = self
             .store
             .get(&incident_key(namespace, incident_id))
-            .map_err(internal)?
+            .map_err(storage)?
             .ok_or_else(|| {
                 Status::not_found(format!(
                     "no incident {incident_id:?} in namespace {namespace}"
@@ -134,7 +134,7 @@ impl IntakeGrpc {
         }
         self.store
             .get::<String>(&request_key(namespace, request_id))
-            .map_err(internal)
+            .map_err(storage)
     }
 
     /// Numbers the incident and commits it with its `reported` event. The number comes from a
@@ -147,9 +147,9 @@ impl IntakeGrpc {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let now = lifecycle::unix_ms_now();
         let sequence_key = sequence_key(namespace);
-        let current_raw = self.store.get_raw(&sequence_key).map_err(internal)?;
+        let current_raw = self.store.get_raw(&sequence_key).map_err(storage)?;
         let current: u64 = match &current_raw {
-            Some(raw) => store::decode_value(&sequence_key, raw).map_err(internal)?,
+            Some(raw) => store::decode_value(&sequence_key, raw).map_err(storage)?,
             None => 0,
         };
         let sequence = current + 1;
@@ -195,14 +195,14 @@ impl IntakeGrpc {
                 .map_err(internal)?;
         let mut commit = Commit::new();
         commit.expect_raw(sequence_key.clone(), current_raw);
-        commit.put(sequence_key, &sequence).map_err(internal)?;
+        commit.put(sequence_key, &sequence).map_err(storage)?;
         commit
             .put(incident_key(namespace, &incident_id), &record)
-            .map_err(internal)?;
+            .map_err(storage)?;
         if !valid.request_id.is_empty() {
             let key = request_key(namespace, &valid.request_id);
             commit.expect_raw(key.clone(), None);
-            commit.put(key, &incident_id).map_err(internal)?;
+            commit.put(key, &incident_id).map_err(storage)?;
         }
         commit.event(subject, convert::encode_event(&event));
         match self.store.commit(&commit) {
@@ -228,13 +228,13 @@ impl IntakeGrpc {
     fn record_update(&self, namespace: &str, valid: &ValidUpdate) -> Result<Updated, Status> {
         let key = incident_key(namespace, &valid.incident_id);
         for _attempt in 0..UPDATE_ATTEMPTS_MAX {
-            let raw = self.store.get_raw(&key).map_err(internal)?.ok_or_else(|| {
+            let raw = self.store.get_raw(&key).map_err(storage)?.ok_or_else(|| {
                 Status::not_found(format!(
                     "no incident {:?} in namespace {namespace}",
                     valid.incident_id
                 ))
             })?;
-            let mut record: IncidentRecord = store::decode_value(&key, &raw).map_err(internal)?;
+            let mut record: IncidentRecord = store::decode_value(&key, &raw).map_err(storage)?;
             let now = lifecycle::unix_ms_now();
             let facts = merge_facts(&record.report.facts, &valid.facts);
             let event = IncidentEvent {
@@ -273,13 +273,13 @@ impl IntakeGrpc {
             .map_err(|e| Status::invalid_argument(format!("incident_id: {e}")))?;
             let mut commit = Commit::new();
             commit.expect_raw(key.clone(), Some(raw));
-            commit.put(key.clone(), &record).map_err(internal)?;
+            commit.put(key.clone(), &record).map_err(storage)?;
             if !valid.request_id.is_empty() {
                 let request_key = update_request_key(namespace, &valid.request_id);
                 commit.expect_raw(request_key.clone(), None);
                 commit
                     .put(request_key, &valid.incident_id)
-                    .map_err(internal)?;
+                    .map_err(storage)?;
             }
             commit.event(subject, convert::encode_event(&event));
             match self.store.commit(&commit) {
@@ -310,12 +310,12 @@ impl IntakeGrpc {
     ) -> Result<IncidentRecord, Status> {
         let key = incident_key(namespace, incident_id);
         for _attempt in 0..UPDATE_ATTEMPTS_MAX {
-            let raw = self.store.get_raw(&key).map_err(internal)?.ok_or_else(|| {
+            let raw = self.store.get_raw(&key).map_err(storage)?.ok_or_else(|| {
                 Status::not_found(format!(
                     "no incident {incident_id:?} in namespace {namespace}"
                 ))
             })?;
-            let mut record: IncidentRecord = store::decode_value(&key, &raw).map_err(internal)?;
+            let mut record: IncidentRecord = store::decode_value(&key, &raw).map_err(storage)?;
             let now = lifecycle::unix_ms_now();
             let event = change(&mut record, now)?;
             record.updated_at_unix_ms = record.updated_at_unix_ms.max(now);
@@ -346,7 +346,7 @@ impl IntakeGrpc {
             if record.personal_data_due_for_erasure() {
                 record.erase_personal_data(now);
             }
-            commit.put(key.clone(), &record).map_err(internal)?;
+            commit.put(key.clone(), &record).map_err(storage)?;
             match self.store.commit(&commit) {
                 Ok(_) => {
                     self.store.flush().await.map_err(storage)?;
@@ -368,7 +368,7 @@ impl IntakeGrpc {
         }
         self.store
             .get::<String>(&update_request_key(namespace, request_id))
-            .map_err(internal)
+            .map_err(storage)
     }
 
     /// The stored incident, if the caller's scope covers it (naming it on the audit note);
@@ -392,7 +392,7 @@ impl IntakeGrpc {
     fn load_incident(&self, namespace: &str, incident_id: &str) -> Result<IncidentRecord, Status> {
         self.store
             .get(&incident_key(namespace, incident_id))
-            .map_err(internal)?
+            .map_err(storage)?
             .ok_or_else(|| {
                 Status::not_found(format!(
                     "no incident {incident_id:?} in namespace {namespace}"
@@ -444,6 +444,10 @@ impl IntakeGrpc {
         ));
         if let Some(incident_id) = self.existing_for_request(&namespace, &valid.request_id)? {
             caller.note.incident(&incident_id);
+            // The first request's commit may not be on disk: its flush may still run, or have
+            // failed (a full disk), leaving the commit only in memory until a restart drops it.
+            // A duplicate is answered only once what it names is durable.
+            self.store.flush().await.map_err(storage)?;
             return Ok(Response::new(pb::ReportIncidentResponse {
                 incident_id,
                 duplicate: true,
@@ -454,6 +458,7 @@ impl IntakeGrpc {
             Recorded::New(incident_id, record) => (incident_id, record),
             Recorded::Duplicate(incident_id) => {
                 caller.note.incident(&incident_id);
+                self.store.flush().await.map_err(storage)?;
                 return Ok(Response::new(pb::ReportIncidentResponse {
                     incident_id,
                     duplicate: true,
@@ -510,12 +515,18 @@ impl pb::intake_service_server::IntakeService for IntakeGrpc {
                     facts: Some(convert::facts_to_wire(&record.report.facts)),
                 }))
             };
-        if let Some(incident_id) = self.existing_update(&namespace, &valid.request_id)? {
-            return duplicate(incident_id);
-        }
-        let record = match self.record_update(&namespace, &valid)? {
+        let record = match self.existing_update(&namespace, &valid.request_id)? {
+            Some(incident_id) => Updated::Duplicate(incident_id),
+            None => self.record_update(&namespace, &valid)?,
+        };
+        let record = match record {
             Updated::New(record) => record,
-            Updated::Duplicate(incident_id) => return duplicate(incident_id),
+            Updated::Duplicate(incident_id) => {
+                // As for reports: the first update's commit must be durable before a duplicate
+                // is answered.
+                self.store.flush().await.map_err(storage)?;
+                return duplicate(incident_id);
+            }
         };
         // Answer only when the update is on disk.
         self.store.flush().await.map_err(storage)?;
@@ -564,7 +575,7 @@ impl pb::intake_service_server::IntakeService for IntakeGrpc {
         let records: Vec<(String, IncidentRecord)> = self
             .store
             .scan_prefix_rev(&incident_key(namespace, ""), window)
-            .map_err(internal)?;
+            .map_err(storage)?;
         Ok(Response::new(pb::ListIncidentsResponse {
             incidents: records
                 .iter()
@@ -606,7 +617,7 @@ impl pb::intake_service_server::IntakeService for IntakeGrpc {
                 })?
         };
         let mut page = history_page(&self.store, namespace, &record.id, first, page_size + 1)
-            .map_err(internal)?;
+            .map_err(storage)?;
         let more = page.len() > page_size;
         page.truncate(page_size);
         let next_page_token = match page.last() {
@@ -799,20 +810,7 @@ fn lead_of(record: &IncidentRecord) -> &str {
 /// request was kept; retry with the same request id once space is freed), like the feed
 /// endpoints' 503; anything else is `INTERNAL`.
 fn storage(error: store::Error) -> Status {
-    if error.is_out_of_space() {
-        tracing::error!(%error, "disk full: refusing work until space is freed");
-        let mut status = Status::unavailable(format!(
-            "intake's disk is full ({error}); nothing was stored: retry with the same request_id \
-             in {} s",
-            crate::feed::RETRY_AFTER_SECONDS
-        ));
-        status.metadata_mut().insert(
-            "retry-after",
-            tonic::metadata::MetadataValue::from(crate::feed::RETRY_AFTER_SECONDS),
-        );
-        return status;
-    }
-    internal(error)
+    lifecycle::grpc::storage_status(crate::SERVICE_NAME, error)
 }
 
 fn internal(error: impl std::fmt::Display) -> Status {

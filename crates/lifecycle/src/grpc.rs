@@ -227,6 +227,30 @@ pub fn served_namespace<'a>(
     }
 }
 
+/// Seconds a client is told to wait (`retry-after`) before retrying on a full disk.
+pub const DISK_FULL_RETRY_AFTER_SECONDS: u64 = 1;
+
+/// The answer to a storage error in `service`: a full disk is `UNAVAILABLE` with `retry-after`
+/// (the request is not acknowledged and may be retried as it was: what was kept after all is
+/// answered as a duplicate), anything else `INTERNAL`. Both are logged.
+pub fn storage_status(service: &str, error: store::Error) -> tonic::Status {
+    if error.is_out_of_space() {
+        tracing::error!(%error, "disk full: refusing work until space is freed");
+        let mut status = tonic::Status::unavailable(format!(
+            "{service}'s disk is full ({error}); not acknowledged: retry with the same request \
+             in {DISK_FULL_RETRY_AFTER_SECONDS} s (what was kept after all is answered as a \
+             duplicate)"
+        ));
+        status.metadata_mut().insert(
+            "retry-after",
+            tonic::metadata::MetadataValue::from(DISK_FULL_RETRY_AFTER_SECONDS),
+        );
+        return status;
+    }
+    tracing::error!(%error, "internal error");
+    tonic::Status::internal(format!("{service} storage error: {error}"))
+}
+
 /// Binds a TCP listener, naming the address in the error.
 pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, Error> {
     TcpListener::bind(addr).await.map_err(|source| Error::Io {

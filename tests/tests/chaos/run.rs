@@ -420,7 +420,7 @@ pub async fn run(mode: Mode) {
     run.go(targets, &nats_url, notes).await;
 }
 
-async fn wait_serving(service: Service, addr: std::net::SocketAddr, log: &std::path::Path) {
+pub async fn wait_serving(service: Service, addr: std::net::SocketAddr, log: &std::path::Path) {
     let deadline = Instant::now() + START_WAIT;
     while Instant::now() < deadline {
         if client::serving(addr).await {

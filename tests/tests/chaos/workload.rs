@@ -47,7 +47,7 @@ impl Input {
 }
 
 /// The sample region's townships with a centroid: where reports and quakes happen.
-fn townships() -> Vec<(String, f64, f64)> {
+pub fn townships() -> Vec<(String, f64, f64)> {
     let region = domain::region::Region::embedded_default();
     region
         .tree
@@ -57,7 +57,7 @@ fn townships() -> Vec<(String, f64, f64)> {
         .collect()
 }
 
-fn report_request(i: usize, key: &str, town: &str) -> pb::ReportIncidentRequest {
+pub fn report_request(i: usize, key: &str, town: &str) -> pb::ReportIncidentRequest {
     let mut facts = pb::Facts::default();
     // Kinds and facts every rule grades (at least grade IV), so every report reaches dispatch.
     let kind = match i % 4 {

@@ -210,7 +210,10 @@ impl FeedIntake {
         }
         match answer.await {
             Ok(Ok(results)) => Answer::Accepted(results),
-            Ok(Err(reason)) => Answer::Unavailable(format!("{reason}; nothing was stored, retry")),
+            Ok(Err(reason)) => Answer::Unavailable(format!(
+                "{reason}; not acknowledged, retry (an alert kept after all is answered as a \
+                 duplicate)"
+            )),
             Err(_) => Answer::Unavailable("intake is shutting down; retry shortly".into()),
         }
     }
