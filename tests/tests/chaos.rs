@@ -49,7 +49,8 @@ async fn cluster_r3_with_one_node_killed_mid_run() {
 }
 
 /// A report whose commit reached intake's memory but whose flush failed (a full disk) is not
-/// acknowledged, and neither is a retry of it: the retry used to be answered "duplicate" from
+/// acknowledged, and neither is a retry of it; intake then stops by itself (its store cannot
+/// write again in this process) and serves again once restarted on a disk with room: the retry used to be answered "duplicate" from
 /// memory without a flush, and after a kill -9 that incident number went to another report (the
 /// disk-full run, seed 874481898). Every answer that names an incident must name one that is
 /// still there, with this report, after a kill -9 and a restart.
@@ -94,29 +95,26 @@ async fn a_retry_is_never_answered_from_a_report_or_update_that_is_not_on_disk()
         match officer.report_incident(report(&key)).await {
             Ok(answer) => acknowledged.push((key, answer.into_inner().incident_id)),
             Err(status) => {
-                assert_eq!(
-                    status.code(),
-                    tonic::Code::Unavailable,
-                    "a full disk is UNAVAILABLE: {status:?}"
-                );
+                assert_refused_for_the_full_disk(&status);
                 refused = Some(key);
                 break;
             }
         }
     }
     let refused = refused.expect("the disk is full, yet 500 reports were acknowledged");
-    // Its commit may be in memory only: retries are refused too, never answered from memory.
+    // Its commit may be in memory only: retries are refused too, never answered from memory
+    // (refused by intake, or by its stopping: GOAWAY, connection refused).
     for _ in 0..4 {
-        match officer.report_incident(report(&refused)).await {
-            Ok(answer) => panic!(
+        if let Ok(answer) = officer.report_incident(report(&refused)).await {
+            panic!(
                 "a retry of {refused}, refused on a full disk, was acknowledged as {} while \
                  the disk was still full",
                 answer.into_inner().incident_id
-            ),
-            Err(status) => assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}"),
+            );
         }
     }
 
+    stops_by_itself(&mut intake).await;
     restart_through_a_full_disk(&mut intake, &disk).await;
     // Every report acknowledged before the kill is where its answer said, and the refused one
     // is accepted now; each retry names its own incident.
@@ -170,7 +168,7 @@ async fn a_retry_is_never_answered_from_a_report_or_update_that_is_not_on_disk()
     for i in 0..500 {
         let request_id = format!("update-full-{i}");
         if let Err(status) = officer.update_incident(update(&request_id, 10 + i)).await {
-            assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+            assert_refused_for_the_full_disk(&status);
             refused = Some((request_id, 10 + i));
             break;
         }
@@ -185,6 +183,7 @@ async fn a_retry_is_never_answered_from_a_report_or_update_that_is_not_on_disk()
             );
         }
     }
+    stops_by_itself(&mut intake).await;
     restart_through_a_full_disk(&mut intake, &disk).await;
     let mut officer = client::intake(intake.grpc_addr());
     let retry = officer
@@ -195,7 +194,43 @@ async fn a_retry_is_never_answered_from_a_report_or_update_that_is_not_on_disk()
     assert_eq!(retry.facts.and_then(|facts| facts.deaths), Some(deaths));
 }
 
-/// kill -9, a start while the disk is still full (intake cannot open its store and exits, as
+/// A refusal while the disk is full: intake's own answer is UNAVAILABLE (never INTERNAL); once its
+/// store has failed it stops, and a call may meet the stop instead (GOAWAY, connection refused).
+fn assert_refused_for_the_full_disk(status: &tonic::Status) {
+    let stopping = ["h2 protocol error", "transport error", "tcp connect error"]
+        .iter()
+        .any(|text| status.message().contains(text));
+    assert!(
+        status.code() == tonic::Code::Unavailable || stopping,
+        "a full disk is UNAVAILABLE: {status:?}"
+    );
+}
+
+/// A store that failed to write stops the service: sled refuses every later write until the
+/// database is reopened, so intake exits non-zero by itself, saying why, for its supervisor to
+/// start it again.
+async fn stops_by_itself(intake: &mut chaos::harness::ServiceProcess) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = intake.exited() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "intake kept running after its store failed to write; log:\n{}",
+            intake.log_tail(20)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let log = intake.log_tail(40);
+    assert!(!status.success(), "{status:?}; log:\n{log}");
+    assert!(
+        log.contains("the store could not write"),
+        "the exit does not say why; log:\n{log}"
+    );
+}
+
+/// kill -9 (if it still runs), a start while the disk is still full (intake cannot open its store and exits, as
 /// under the fault run's supervisor), then the space freed and a start that serves.
 async fn restart_through_a_full_disk(
     intake: &mut chaos::harness::ServiceProcess,

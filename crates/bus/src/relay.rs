@@ -45,6 +45,15 @@ pub async fn run_relay(store: Store, bus: Bus, shutdown: CancellationToken) {
             }
             Err(error) => {
                 tracing::warn!(%error, pending = store.outbox_len(), "outbox relay failed; retrying");
+                // A store that failed to write cannot make what is left durable in this
+                // process, so nothing of it may leave: it is kept for the next start.
+                if drain_deadline.is_some() && store.failure().is_some() {
+                    tracing::warn!(
+                        pending = store.outbox_len(),
+                        "the store failed: the outbox is kept for the next start"
+                    );
+                    return;
+                }
                 if let Some(deadline) = drain_deadline
                     && tokio::time::Instant::now() >= deadline
                 {

@@ -170,11 +170,35 @@ impl Runtime {
         self.tasks.spawn(task(self.background.clone()));
     }
 
+    /// Cancels `stop` (the service's shutdown) when the store fails to write
+    /// ([`store::Store::failed`]): in this process it can never again make a write durable, so
+    /// the service stops, [`Runtime::drain`] returns the failure, the process exits non-zero,
+    /// and its supervisor (systemd, Kubernetes, the fault suite's watchdog) starts it again,
+    /// which serves once the disk has room.
+    pub fn stop_on_store_failure(&self, stop: CancellationToken) {
+        let store = self.store.clone();
+        let service = self.service.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                failure = store.failed() => {
+                    tracing::error!(service, %failure, "stopping");
+                    stop.cancel();
+                }
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+
     /// Stops the consumers after their current group, drains the outbox, flushes the store.
+    /// A store that failed to write ([`Runtime::stop_on_store_failure`]) is the error.
     pub async fn drain(self) -> Result<(), Error> {
         self.background.cancel();
         self.tasks.close();
         self.tasks.wait().await;
+        if let Some(reason) = self.store.failure() {
+            self.bus.flush().await;
+            return Err(store::Error::Failed { reason }.into());
+        }
         self.store.flush().await?;
         self.bus.flush().await;
         tracing::info!(service = %self.service, "drained");

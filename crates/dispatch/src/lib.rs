@@ -118,6 +118,10 @@ pub async fn run(
     let ack_timeout_ms = config.assignment_ack_timeout_ms()?;
     let stale_position_ms = Some(config.stale_position_ms()?);
     let runtime = bus::Runtime::start(SERVICE_NAME, &config.nats_url, &config.data_dir).await?;
+    // A store that can no longer write stops the service (and the process, non-zero) as a
+    // shutdown would, without stopping whatever else shares `shutdown`.
+    let shutdown = shutdown.child_token();
+    runtime.stop_on_store_failure(shutdown.clone());
     if let Some(registry) = &config.metrics {
         metrics::register(registry, &runtime, &config.namespace);
     }

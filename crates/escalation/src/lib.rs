@@ -103,6 +103,10 @@ pub async fn run(
         .check_partitions(&config.partitions)
         .map_err(Error::Partition)?;
     let runtime = bus::Runtime::start(SERVICE_NAME, &config.nats_url, &config.data_dir).await?;
+    // A store that can no longer write stops the service (and the process, non-zero) as a
+    // shutdown would, without stopping whatever else shares `shutdown`.
+    let shutdown = shutdown.child_token();
+    runtime.stop_on_store_failure(shutdown.clone());
     if let Some(registry) = &config.metrics {
         metrics::register(registry, &runtime, &config.namespace);
     }

@@ -87,6 +87,10 @@ pub async fn run_with_feeds(
 ) -> Result<(), Error> {
     bus::subjects::validate_namespace(&config.namespace)?;
     let runtime = bus::Runtime::start(SERVICE_NAME, &config.nats_url, &config.data_dir).await?;
+    // A store that can no longer write stops the service (and the process, non-zero) as a
+    // shutdown would, without stopping whatever else shares `shutdown`.
+    let shutdown = shutdown.child_token();
+    runtime.stop_on_store_failure(shutdown.clone());
     // Before anything writes an incident record: every commit from here on keeps the index.
     // Instant unless the store has no index yet (then one pass over the records, once, before
     // intake serves anything).

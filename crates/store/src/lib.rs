@@ -88,6 +88,12 @@ pub enum Error {
     #[error("snapshot {path}: {problem}")]
     Snapshot { path: PathBuf, problem: String },
     #[error(
+        "the store could not write ({reason}); sled refuses every write until the database is \
+         reopened, so the service stops for its supervisor to start it again (sled then recovers \
+         what reached the disk)"
+    )]
+    Failed { reason: String },
+    #[error(
         "{namespace:?} is not a drill namespace (`drill.<id>`); retention never deletes live data"
     )]
     NotADrill { namespace: String },
@@ -396,6 +402,8 @@ pub struct Store {
     indexes: Arc<std::sync::RwLock<Vec<Index>>>,
     /// Indexes built in this database but not registered here: name and record prefix.
     unregistered_indexes: Arc<std::sync::RwLock<Vec<(String, String)>>>,
+    /// The first write error (see [`Store::failed`]); `None` while the store is healthy.
+    failure: Arc<tokio::sync::watch::Sender<Option<String>>>,
 }
 
 /// Numbers of this database's flushes begun and completed, for group commit ([`Store::flush`]).
@@ -521,6 +529,7 @@ impl Store {
             flushes: Arc::default(),
             indexes: Arc::default(),
             unregistered_indexes: Arc::new(std::sync::RwLock::new(unregistered_indexes)),
+            failure: Arc::new(tokio::sync::watch::Sender::new(None)),
         })
     }
 
@@ -736,8 +745,45 @@ impl Store {
                 Ok(committed)
             }
             Err(TransactionError::Abort(key)) => Err(Error::Conflict { key }),
-            Err(TransactionError::Storage(error)) => Err(Error::Sled(error)),
+            Err(TransactionError::Storage(error)) => Err(self.note_write_error(Error::Sled(error))),
         }
+    }
+
+    /// Records a write that failed with an I/O error (a full disk, a failing device) as the
+    /// store's failure, and returns the error. sled keeps such an error and refuses every later
+    /// write until the database is reopened, and a commit it refused may still be applied in
+    /// memory: nothing written from here on can be made durable in this process.
+    fn note_write_error(&self, error: Error) -> Error {
+        if let Error::Sled(sled::Error::Io(_)) = &error {
+            let reason = error.to_string();
+            // The first failure is kept (the service logs it when it stops).
+            self.failure.send_if_modified(|slot| {
+                if slot.is_some() {
+                    return false;
+                }
+                *slot = Some(reason);
+                true
+            });
+        }
+        error
+    }
+
+    /// The store's failure, if a write has failed with an I/O error (see [`Store::failed`]).
+    pub fn failure(&self) -> Option<String> {
+        self.failure.borrow().clone()
+    }
+
+    /// Waits until a write fails with an I/O error and returns it as [`Error::Failed`]. A
+    /// service stops then: in this process the store can never again make a write durable, while
+    /// a restart reopens it (and, once the disk has room, serves again).
+    pub async fn failed(&self) -> Error {
+        let mut watch = self.failure.subscribe();
+        let reason = match watch.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            // The sender lives as long as this store.
+            Err(_) => String::new(),
+        };
+        Error::Failed { reason }
     }
 
     /// Makes every commit so far durable (one fsync for the whole group).
@@ -798,7 +844,8 @@ impl Store {
             Error::Sled(sled::Error::ReportableBug(format!(
                 "flush thread failed: {join}"
             )))
-        })??;
+        })?
+        .map_err(|error| self.note_write_error(Error::Sled(error)))?;
         // Flushes complete in order (one at a time), so this only moves forward.
         self.flushes.completed.store(number, SeqCst);
         self.flushes.done.notify_waiters();
