@@ -129,14 +129,21 @@ impl DispatchGrpc {
                 .map_err(storage)?
                 .ok_or_else(|| unknown_unit(namespace, unit_id))?;
             if let Some(retired) = &record.retired {
-                return Err(Status::failed_precondition(format!(
+                let refused = Status::failed_precondition(format!(
                     "unit {unit_id:?} is retired ({})",
                     retired.reason
-                )));
+                ));
+                return Err(self.durable_refusal(refused).await);
             }
             let now = lifecycle::unix_ms_now();
-            let changes = change(&mut record, now)?;
+            let changes = match change(&mut record, now) {
+                Ok(changes) => changes,
+                Err(refused) => return Err(self.durable_refusal(refused).await),
+            };
             if changes.is_empty() {
+                // Nothing to change: the record may be a retry's own change whose flush failed,
+                // so the answer waits for it to be durable.
+                self.store.flush().await.map_err(storage)?;
                 return Ok(record);
             }
             let key = registry::unit_key(namespace, unit_id);
@@ -159,6 +166,12 @@ impl DispatchGrpc {
         Err(Status::aborted(format!(
             "unit {unit_id:?} kept changing under this request; try again"
         )))
+    }
+
+    /// A refusal read from stored state is given only once the store is durable
+    /// (`lifecycle::grpc::durable_refusal`).
+    async fn durable_refusal(&self, status: Status) -> Status {
+        lifecycle::grpc::durable_refusal(crate::SERVICE_NAME, &self.store, status).await
     }
 
     /// The stale-position limit in effect.
@@ -260,7 +273,11 @@ impl DispatchGrpc {
                 event,
                 lifecycle::unix_ms_now(),
             )
-            .map_err(change_refused)?;
+            .map_err(change_refused);
+        let staged = match staged {
+            Ok(staged) => staged,
+            Err(refused) => return Err(self.durable_refusal(refused).await),
+        };
         self.store.flush().await.map_err(storage)?;
         tracing::info!(
             %unit_id,
@@ -275,7 +292,7 @@ impl DispatchGrpc {
 }
 
 fn storage(error: store::Error) -> Status {
-    lifecycle::grpc::storage_status("dispatch", error)
+    lifecycle::grpc::storage_status(crate::SERVICE_NAME, error)
 }
 
 fn unknown_unit(namespace: &str, unit_id: &str) -> Status {
@@ -933,7 +950,11 @@ impl pb::dispatch_service_server::DispatchService for DispatchGrpc {
                 by,
                 lifecycle::unix_ms_now(),
             )
-            .map_err(change_refused)?;
+            .map_err(change_refused);
+        let staged = match staged {
+            Ok(staged) => staged,
+            Err(refused) => return Err(self.durable_refusal(refused).await),
+        };
         self.store.flush().await.map_err(storage)?;
         tracing::info!(incident_id = %request.incident_id, unit_id = %request.unit_id, %by, "unit assigned by hand");
         Ok(Response::new(pb::AssignResponse {

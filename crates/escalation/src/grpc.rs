@@ -198,17 +198,10 @@ impl EscalationGrpc {
         Ok(outcome)
     }
 
-    /// A refusal read from the record ("already acknowledged", "already at the top") may rest
-    /// on a change still only in memory: a retry after a flush that failed (a full disk) would
-    /// be told its own unacknowledged change had happened. It is answered once the store is
-    /// durable; if it cannot be made so, the storage error is the answer.
+    /// A refusal read from the record ("already acknowledged", "already at the top") is given
+    /// only once the store is durable (`lifecycle::grpc::durable_refusal`).
     async fn durable_refusal(&self, status: Status) -> Status {
-        if status.code() == tonic::Code::FailedPrecondition
-            && let Err(error) = self.store.flush().await
-        {
-            return storage_error(error);
-        }
-        status
+        lifecycle::grpc::durable_refusal(crate::SERVICE_NAME, &self.store, status).await
     }
 
     /// Like [`Self::transition`], and in the same commit rewrites the incident's grading record
@@ -354,7 +347,7 @@ fn describe_jurisdiction(j: &domain::event::JurisdictionRef) -> String {
 }
 
 fn storage_error(error: store::Error) -> Status {
-    lifecycle::grpc::storage_status("escalation", error)
+    lifecycle::grpc::storage_status(crate::SERVICE_NAME, error)
 }
 
 fn deadline_to_wire(incident_id: &str, obligation: &Obligation, now_unix_ms: i64) -> pb::Deadline {

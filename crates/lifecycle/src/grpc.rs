@@ -251,6 +251,24 @@ pub fn storage_status(service: &str, error: store::Error) -> tonic::Status {
     tonic::Status::internal(format!("{service} storage error: {error}"))
 }
 
+/// A refusal read from stored state (`FAILED_PRECONDITION`: "already acknowledged", "not
+/// available") may rest on a change that is still only in memory: its own flush failed (a full
+/// disk), and a retry now finds it and would be told its unacknowledged change had happened.
+/// Such a refusal is given only once the store is durable; if it cannot be made so, the storage
+/// error is the answer. Other statuses pass as they are.
+pub async fn durable_refusal(
+    service: &str,
+    store: &store::Store,
+    status: tonic::Status,
+) -> tonic::Status {
+    if status.code() == tonic::Code::FailedPrecondition
+        && let Err(error) = store.flush().await
+    {
+        return storage_status(service, error);
+    }
+    status
+}
+
 /// Binds a TCP listener, naming the address in the error.
 pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, Error> {
     TcpListener::bind(addr).await.map_err(|source| Error::Io {
