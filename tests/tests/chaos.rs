@@ -207,51 +207,164 @@ fn assert_refused_for_the_full_disk(status: &tonic::Status) {
 }
 
 /// A store that failed to write stops the service: sled refuses every later write until the
-/// database is reopened, so intake exits non-zero by itself, saying why, for its supervisor to
-/// start it again.
-async fn stops_by_itself(intake: &mut chaos::harness::ServiceProcess) {
+/// database is reopened, so the process exits non-zero by itself, saying why, for its supervisor
+/// to start it again.
+async fn stops_by_itself(process: &mut chaos::harness::ServiceProcess) {
+    let name = process.service.name();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let status = loop {
-        if let Some(status) = intake.exited() {
+        if let Some(status) = process.exited() {
             break status;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "intake kept running after its store failed to write; log:\n{}",
-            intake.log_tail(20)
+            "{name} kept running after its store failed to write; log:\n{}",
+            process.log_tail(20)
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
-    let log = intake.log_tail(40);
-    assert!(!status.success(), "{status:?}; log:\n{log}");
+    let log = process.log_tail(40);
+    assert!(!status.success(), "{name}: {status:?}; log:\n{log}");
     assert!(
         log.contains("the store could not write"),
-        "the exit does not say why; log:\n{log}"
+        "{name}'s exit does not say why; log:\n{log}"
     );
 }
 
-/// kill -9 (if it still runs), a start while the disk is still full (intake cannot open its store and exits, as
-/// under the fault run's supervisor), then the space freed and a start that serves.
+/// kill -9 (if it still runs), a start while the disk is still full (the service cannot open
+/// its store and exits, as under the fault run's supervisor), then the space freed and a start
+/// that serves.
 async fn restart_through_a_full_disk(
-    intake: &mut chaos::harness::ServiceProcess,
+    process: &mut chaos::harness::ServiceProcess,
     disk: &chaos::harness::SmallDisk,
 ) {
-    intake.kill9();
-    intake.spawn();
+    process.kill9();
+    process.spawn();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while intake.exited().is_none() {
+    while process.exited().is_none() {
         assert!(
             std::time::Instant::now() < deadline,
-            "intake kept running on a full disk"
+            "{} kept running on a full disk",
+            process.service.name()
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     disk.free();
+    process.spawn();
+    chaos::run::wait_serving(process.service, process.grpc_addr(), &process.log).await;
+}
+
+/// The same for escalation's acknowledgements, on escalation's own full disk: an acknowledgement
+/// refused because its store could not write is never later refused as "already acknowledged"
+/// (read from memory), and after the restart the officer can acknowledge, or finds it kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledgement_not_on_disk_is_never_refused_as_already_made() {
+    use chaos::client;
+    use chaos::harness::{NatsNode, Service, ServiceProcess, SmallDisk};
+    use muster_proto::v1 as pb;
+
+    let _one = ONE_RUN.lock().await;
+    let dir = test_support::temp_dir("muster-chaos-ack-");
+    let mut nats = NatsNode::new(dir.path(), "n1", None);
+    nats.spawn();
+    nats.wait_ready().await;
+    let disk = SmallDisk::mount(&dir.path().join("escalation-disk"), 64)
+        .unwrap_or_else(|error| panic!("this test needs a tmpfs (run as root): {error}"));
+    let mut intake = ServiceProcess::new(
+        Service::Intake,
+        dir.path(),
+        dir.path().join("intake"),
+        nats.url(),
+        vec![],
+        vec![],
+    );
+    let mut escalation = ServiceProcess::new(
+        Service::Escalation,
+        dir.path(),
+        disk.mount_point.join("db"),
+        nats.url(),
+        vec![],
+        vec![],
+    );
     intake.spawn();
-    chaos::run::wait_serving(
-        chaos::harness::Service::Intake,
-        intake.grpc_addr(),
-        &intake.log,
-    )
-    .await;
+    escalation.spawn();
+    chaos::run::wait_serving(Service::Intake, intake.grpc_addr(), &intake.log).await;
+    chaos::run::wait_serving(Service::Escalation, escalation.grpc_addr(), &escalation.log).await;
+    let town = chaos::workload::townships()[0].0.clone();
+    let mut officer = client::intake(intake.grpc_addr());
+    let mut incidents = Vec::new();
+    for i in 0..40 {
+        let key = format!("ack-{i}");
+        let answer = officer
+            .report_incident(chaos::workload::report_request(i, &key, &town))
+            .await
+            .expect("a report")
+            .into_inner();
+        incidents.push(answer.incident_id);
+    }
+    let mut commander = client::escalation(escalation.grpc_addr());
+    let command = |incident_id: &str| pb::GetCommandRequest {
+        namespace: String::new(),
+        incident_id: incident_id.to_string(),
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    for incident_id in &incidents {
+        while commander.get_command(command(incident_id)).await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "escalation did not grade {incident_id}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    let acknowledge = |incident_id: &str| pb::AcknowledgeRequest {
+        namespace: String::new(),
+        incident_id: incident_id.to_string(),
+        officer: "Officer on the full disk".into(),
+    };
+
+    disk.fill();
+    let mut refused = None;
+    for incident_id in &incidents {
+        if let Err(status) = commander.acknowledge(acknowledge(incident_id)).await {
+            assert_refused_for_the_full_disk(&status);
+            refused = Some(incident_id.clone());
+            break;
+        }
+    }
+    let refused = refused.expect("the disk is full, yet every acknowledgement was taken");
+    for _ in 0..4 {
+        match commander.acknowledge(acknowledge(&refused)).await {
+            Ok(_) => panic!("an acknowledgement of {refused} was taken on the full disk"),
+            Err(status) => assert_ne!(
+                status.code(),
+                tonic::Code::FailedPrecondition,
+                "the retry was told the refused acknowledgement had been made: {status:?}"
+            ),
+        }
+    }
+    stops_by_itself(&mut escalation).await;
+    restart_through_a_full_disk(&mut escalation, &disk).await;
+    let mut commander = client::escalation(escalation.grpc_addr());
+    // Kept after all (it reached the disk before the write failed) or lost: either way the
+    // officer learns the truth now, and the command says acknowledged.
+    match commander.acknowledge(acknowledge(&refused)).await {
+        Ok(_) => {}
+        Err(status) => assert!(
+            status.code() == tonic::Code::FailedPrecondition
+                && status
+                    .message()
+                    .contains("already acknowledged by Officer on the full disk"),
+            "{status:?}"
+        ),
+    }
+    let now = commander
+        .get_command(command(&refused))
+        .await
+        .expect("the command after the restart")
+        .into_inner();
+    assert!(
+        now.command.is_some_and(|command| command.acknowledged),
+        "{refused} is not acknowledged after the restart"
+    );
 }
