@@ -397,6 +397,10 @@ pub struct Store {
     instance_id: Arc<str>,
     id_offset: u64,
     outbox_signal: Arc<tokio::sync::Notify>,
+    /// Events in the outbox: counted once at open, then kept by the commits that add events and
+    /// the relay's removals (the only writers of the outbox), so [`Store::outbox_len`] does not
+    /// walk the tree (36 ms at 50,000 events, on every request that checks backpressure).
+    outbox_count: Arc<std::sync::atomic::AtomicUsize>,
     flushes: Arc<FlushCounters>,
     /// Derived indexes every commit keeps in step (`index.rs`).
     indexes: Arc<std::sync::RwLock<Vec<Index>>>,
@@ -514,6 +518,7 @@ impl Store {
             db.flush()?;
         }
         let unregistered_indexes = index::built_indexes(&meta)?;
+        let outbox_len = outbox.len();
         Ok(Store {
             db,
             state,
@@ -526,6 +531,7 @@ impl Store {
             instance_id,
             id_offset,
             outbox_signal: Arc::new(tokio::sync::Notify::new()),
+            outbox_count: Arc::new(std::sync::atomic::AtomicUsize::new(outbox_len)),
             flushes: Arc::default(),
             indexes: Arc::default(),
             unregistered_indexes: Arc::new(std::sync::RwLock::new(unregistered_indexes)),
@@ -739,7 +745,11 @@ impl Store {
         );
         match result {
             Ok(committed) => {
-                if !commit.events.is_empty() && matches!(committed, Committed::Applied { .. }) {
+                if let Committed::Applied { msg_ids } = &committed
+                    && !msg_ids.is_empty()
+                {
+                    self.outbox_count
+                        .fetch_add(msg_ids.len(), std::sync::atomic::Ordering::SeqCst);
                     self.outbox_signal.notify_one();
                 }
                 Ok(committed)
@@ -877,19 +887,28 @@ impl Store {
         Ok(out)
     }
 
-    /// Number of events waiting in the outbox.
+    /// Number of events waiting in the outbox (a counter: no walk of the tree).
     pub fn outbox_len(&self) -> usize {
-        self.outbox.len()
+        self.outbox_count.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// Removes published events from the outbox.
+    /// Removes published events from the outbox: keys returned by [`Store::outbox_pending`] of
+    /// this store, each once (the relay is the only remover).
     pub fn outbox_remove(&self, keys: &[[u8; 8]]) -> Result<(), Error> {
         let mut batch = sled::Batch::default();
         for key in keys {
             batch.remove(key);
         }
         let _gate = gate_exclusive();
-        self.outbox.apply_batch(batch)?;
+        self.outbox
+            .apply_batch(batch)
+            .map_err(|error| self.note_write_error(Error::Sled(error)))?;
+        // Saturating: a key removed twice must not wrap the count.
+        let _ = self.outbox_count.fetch_update(
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+            |count| Some(count.saturating_sub(keys.len())),
+        );
         Ok(())
     }
 

@@ -557,3 +557,66 @@ async fn census_counts_records_and_bytes_by_tree_and_key_prefix() {
         "{rows:?}"
     );
 }
+
+/// `outbox_len` is a counter kept by the commits and the relay's removals; it equals the number
+/// of events in the outbox tree through applied, redelivered and conflicting commits, commits
+/// without events, removals, and a reopen.
+#[tokio::test]
+async fn the_outbox_count_follows_commits_and_removals_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let in_tree = |store: &Store| store.outbox_pending(usize::MAX).unwrap().len();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.outbox_len(), 0);
+        for i in 1..=30 {
+            store.commit(&commit_for(i)).unwrap();
+        }
+        let mut two = Commit::new();
+        two.event("muster.live.incident.a.graded", b"a".to_vec())
+            .event("muster.live.incident.b.graded", b"b".to_vec());
+        store.commit(&two).unwrap();
+        // Redelivered: nothing added.
+        assert_eq!(
+            store.commit(&commit_for(3)).unwrap(),
+            Committed::AlreadyProcessed
+        );
+        // A lost compare-and-swap: nothing added.
+        let mut conflicting = Commit::new();
+        conflicting
+            .expect_raw("item/00000001", Some(b"not what is stored".to_vec()))
+            .event("muster.live.incident.c.graded", b"c".to_vec());
+        assert!(matches!(
+            store.commit(&conflicting),
+            Err(store::Error::Conflict { .. })
+        ));
+        // No events: nothing added.
+        let mut state_only = Commit::new();
+        state_only.put("item/state-only", &1u64).unwrap();
+        store.commit(&state_only).unwrap();
+        assert_eq!(store.outbox_len(), 32);
+        assert_eq!(store.outbox_len(), in_tree(&store));
+
+        let keys: Vec<[u8; 8]> = store
+            .outbox_pending(12)
+            .unwrap()
+            .iter()
+            .map(|event| event.key)
+            .collect();
+        store.outbox_remove(&keys).unwrap();
+        assert_eq!(store.outbox_len(), 20);
+        assert_eq!(store.outbox_len(), in_tree(&store));
+        store.flush().await.unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.outbox_len(), 20, "counted again at open");
+    assert_eq!(store.outbox_len(), in_tree(&store));
+    let keys: Vec<[u8; 8]> = store
+        .outbox_pending(usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|event| event.key)
+        .collect();
+    store.outbox_remove(&keys).unwrap();
+    assert_eq!(store.outbox_len(), 0);
+    assert_eq!(in_tree(&store), 0);
+}
