@@ -57,26 +57,13 @@ async fn cluster_r3_with_one_node_killed_mid_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_is_never_answered_from_a_report_or_update_that_is_not_on_disk() {
     use chaos::client;
-    use chaos::harness::{NatsNode, Service, ServiceProcess, SmallDisk};
+    use chaos::harness::Service;
     use muster_proto::v1 as pb;
 
     let _one = ONE_RUN.lock().await;
-    let dir = test_support::temp_dir("muster-chaos-retry-");
-    let mut nats = NatsNode::new(dir.path(), "n1", None);
-    nats.spawn();
-    nats.wait_ready().await;
-    let disk = SmallDisk::mount(&dir.path().join("intake-disk"), 64)
-        .unwrap_or_else(|error| panic!("this test needs a tmpfs (run as root): {error}"));
-    let mut intake = ServiceProcess::new(
-        Service::Intake,
-        dir.path(),
-        disk.mount_point.join("db"),
-        nats.url(),
-        vec![],
-        vec![],
-    );
-    intake.spawn();
-    chaos::run::wait_serving(Service::Intake, intake.grpc_addr(), &intake.log).await;
+    let rig = SmallDiskRig::new("muster-chaos-retry-").await;
+    let disk = &rig.disk;
+    let mut intake = rig.start(Service::Intake, true).await;
     let town = chaos::workload::townships()[0].0.clone();
     let report = |key: &str| chaos::workload::report_request(1, key, &town);
     let mut officer = client::intake(intake.grpc_addr());
@@ -194,6 +181,50 @@ async fn a_retry_is_never_answered_from_a_report_or_update_that_is_not_on_disk()
     assert_eq!(retry.facts.and_then(|facts| facts.deaths), Some(deaths));
 }
 
+/// nats-server and a 64 MiB tmpfs in a fresh run directory, for one service's store to fill.
+/// Fields drop in order: the tmpfs is unmounted before the directory is removed.
+struct SmallDiskRig {
+    disk: chaos::harness::SmallDisk,
+    nats: chaos::harness::NatsNode,
+    dir: tempfile::TempDir,
+}
+
+impl SmallDiskRig {
+    async fn new(prefix: &str) -> SmallDiskRig {
+        let dir = test_support::temp_dir(prefix);
+        let mut nats = chaos::harness::NatsNode::new(dir.path(), "n1", None);
+        nats.spawn();
+        nats.wait_ready().await;
+        let disk = chaos::harness::SmallDisk::mount(&dir.path().join("small-disk"), 64)
+            .unwrap_or_else(|error| panic!("this test needs a tmpfs (run as root): {error}"));
+        SmallDiskRig { disk, nats, dir }
+    }
+
+    /// `service`, serving, with its store on the small disk or beside it.
+    async fn start(
+        &self,
+        service: chaos::harness::Service,
+        on_the_small_disk: bool,
+    ) -> chaos::harness::ServiceProcess {
+        let data_dir = if on_the_small_disk {
+            self.disk.mount_point.join("db")
+        } else {
+            self.dir.path().join(service.name())
+        };
+        let mut process = chaos::harness::ServiceProcess::new(
+            service,
+            self.dir.path(),
+            data_dir,
+            self.nats.url(),
+            vec![],
+            vec![],
+        );
+        process.spawn();
+        chaos::run::wait_serving(service, process.grpc_addr(), &process.log).await;
+        process
+    }
+}
+
 /// A refusal while the disk is full: intake's own answer is UNAVAILABLE (never INTERNAL); once its
 /// store has failed it stops, and a call may meet the stop instead (GOAWAY, connection refused).
 fn assert_refused_for_the_full_disk(status: &tonic::Status) {
@@ -260,36 +291,14 @@ async fn restart_through_a_full_disk(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acknowledgement_not_on_disk_is_never_refused_as_already_made() {
     use chaos::client;
-    use chaos::harness::{NatsNode, Service, ServiceProcess, SmallDisk};
+    use chaos::harness::Service;
     use muster_proto::v1 as pb;
 
     let _one = ONE_RUN.lock().await;
-    let dir = test_support::temp_dir("muster-chaos-ack-");
-    let mut nats = NatsNode::new(dir.path(), "n1", None);
-    nats.spawn();
-    nats.wait_ready().await;
-    let disk = SmallDisk::mount(&dir.path().join("escalation-disk"), 64)
-        .unwrap_or_else(|error| panic!("this test needs a tmpfs (run as root): {error}"));
-    let mut intake = ServiceProcess::new(
-        Service::Intake,
-        dir.path(),
-        dir.path().join("intake"),
-        nats.url(),
-        vec![],
-        vec![],
-    );
-    let mut escalation = ServiceProcess::new(
-        Service::Escalation,
-        dir.path(),
-        disk.mount_point.join("db"),
-        nats.url(),
-        vec![],
-        vec![],
-    );
-    intake.spawn();
-    escalation.spawn();
-    chaos::run::wait_serving(Service::Intake, intake.grpc_addr(), &intake.log).await;
-    chaos::run::wait_serving(Service::Escalation, escalation.grpc_addr(), &escalation.log).await;
+    let rig = SmallDiskRig::new("muster-chaos-ack-").await;
+    let disk = &rig.disk;
+    let intake = rig.start(Service::Intake, false).await;
+    let mut escalation = rig.start(Service::Escalation, true).await;
     let town = chaos::workload::townships()[0].0.clone();
     let mut officer = client::intake(intake.grpc_addr());
     let mut incidents = Vec::new();
