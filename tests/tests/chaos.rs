@@ -102,7 +102,7 @@ async fn a_retry_is_never_answered_from_a_report_or_update_that_is_not_on_disk()
     }
 
     stops_by_itself(&mut intake).await;
-    restart_through_a_full_disk(&mut intake, &disk).await;
+    restart_through_a_full_disk(&mut intake, disk).await;
     // Every report acknowledged before the kill is where its answer said, and the refused one
     // is accepted now; each retry names its own incident.
     let mut officer = client::intake(intake.grpc_addr());
@@ -171,7 +171,7 @@ async fn a_retry_is_never_answered_from_a_report_or_update_that_is_not_on_disk()
         }
     }
     stops_by_itself(&mut intake).await;
-    restart_through_a_full_disk(&mut intake, &disk).await;
+    restart_through_a_full_disk(&mut intake, disk).await;
     let mut officer = client::intake(intake.grpc_addr());
     let retry = officer
         .update_incident(update(&refused, deaths))
@@ -353,7 +353,7 @@ async fn an_acknowledgement_not_on_disk_is_never_refused_as_already_made() {
         }
     }
     stops_by_itself(&mut escalation).await;
-    restart_through_a_full_disk(&mut escalation, &disk).await;
+    restart_through_a_full_disk(&mut escalation, disk).await;
     let mut commander = client::escalation(escalation.grpc_addr());
     // Kept after all (it reached the disk before the write failed) or lost: either way the
     // officer learns the truth now, and the command says acknowledged.
