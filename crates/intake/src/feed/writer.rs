@@ -1676,27 +1676,26 @@ impl<'w> Tx<'w> {
         for (key, record) in std::mem::take(&mut self.alerts) {
             commit.put(key, &record).map_err(|e| e.to_string())?;
         }
-        self.corr_dirty.sort();
-        self.corr_dirty.dedup();
-        for (ns, incident_id) in std::mem::take(&mut self.corr_dirty) {
-            let entry = self
-                .corr
-                .values_mut()
-                .flatten()
-                .find(|e| e.namespace == ns && e.incident_id == incident_id);
-            match entry {
-                Some(entry) => {
-                    commit
-                        .put(corr_key(&ns, &incident_id), &*entry)
-                        .map_err(|e| e.to_string())?;
-                    // Adopted with the rest of `corr` only if the commit succeeds.
-                    entry.stored_touched_at_unix_ms = entry.touched_at_unix_ms;
-                    entry.stored_last_at_unix_ms = entry.last_at_unix_ms;
-                }
-                None => {
-                    commit.delete(corr_key(&ns, &incident_id));
-                }
+        // One pass over the index for every entry this batch dirtied (a new incident's, a moved
+        // one's), rather than a search of the whole index for each of them.
+        let dirty_ids = std::mem::take(&mut self.corr_dirty);
+        let mut dirty: HashSet<(&str, &str)> = dirty_ids
+            .iter()
+            .map(|(ns, incident_id)| (ns.as_str(), incident_id.as_str()))
+            .collect();
+        for entry in self.corr.values_mut().flatten() {
+            if dirty.remove(&(entry.namespace.as_str(), entry.incident_id.as_str())) {
+                commit
+                    .put(corr_key(&entry.namespace, &entry.incident_id), &*entry)
+                    .map_err(|e| e.to_string())?;
+                // Adopted with the rest of `corr` only if the commit succeeds.
+                entry.stored_touched_at_unix_ms = entry.touched_at_unix_ms;
+                entry.stored_last_at_unix_ms = entry.last_at_unix_ms;
             }
+        }
+        // Dirtied and no longer in the index: forgotten (closed) this batch.
+        for (ns, incident_id) in dirty {
+            commit.delete(corr_key(ns, incident_id));
         }
         // Expired correlation candidates leave the index (and the store) with this batch.
         let now = self.now;
