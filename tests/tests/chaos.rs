@@ -377,3 +377,66 @@ async fn an_acknowledgement_not_on_disk_is_never_refused_as_already_made() {
         "{refused} is not acknowledged after the restart"
     );
 }
+
+/// The same for dispatch, on dispatch's own full disk: a unit's position report refused because
+/// the store could not write is never answered from memory by a retry ("not newer than the
+/// position held", `OK` with `applied: false`), and after the restart the retry is taken or
+/// found kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_report_not_on_disk_is_never_answered_as_held() {
+    use chaos::client;
+    use chaos::harness::Service;
+    use muster_proto::v1 as pb;
+
+    let _one = ONE_RUN.lock().await;
+    let rig = SmallDiskRig::new("muster-chaos-position-").await;
+    let disk = &rig.disk;
+    let mut dispatch = rig.start(Service::Dispatch, true).await;
+    let region = domain::region::Region::embedded_default();
+    let unit = region.units.first().expect("the sample region has units");
+    let (unit_id, home) = (unit.id.clone(), unit.position);
+    let base = lifecycle::unix_ms_now();
+    let report = |i: i64| pb::ReportPositionRequest {
+        namespace: String::new(),
+        unit_id: unit_id.clone(),
+        lat: home.lat + 0.0001 * (i % 50) as f64,
+        lon: home.lon,
+        at_unix_ms: base + i,
+    };
+    let mut radio = client::dispatch(dispatch.grpc_addr());
+
+    disk.fill();
+    let mut refused = None;
+    for i in 0..500 {
+        if let Err(status) = radio.report_position(report(i)).await {
+            assert_refused_for_the_full_disk(&status);
+            refused = Some(i);
+            break;
+        }
+    }
+    let refused = refused.expect("the disk is full, yet 500 position reports were taken");
+    for _ in 0..4 {
+        if let Ok(answer) = radio.report_position(report(refused)).await {
+            panic!(
+                "a retry of a position report refused on a full disk was answered while the disk \
+                 was still full: {:?}",
+                answer.into_inner()
+            );
+        }
+    }
+    stops_by_itself(&mut dispatch).await;
+    restart_through_a_full_disk(&mut dispatch, disk).await;
+    let mut radio = client::dispatch(dispatch.grpc_addr());
+    let after = radio
+        .report_position(report(refused))
+        .await
+        .expect("the retry after the restart")
+        .into_inner();
+    let held = after.unit.as_ref().expect("the unit in the answer");
+    assert!(
+        held.position_at_unix_ms >= base + refused,
+        "the unit's position is from {} after the retry of {} ({after:?})",
+        held.position_at_unix_ms,
+        base + refused
+    );
+}
