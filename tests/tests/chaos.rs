@@ -49,11 +49,11 @@ async fn cluster_r3_with_one_node_killed_mid_run() {
 }
 
 /// A report whose commit reached intake's memory but whose flush failed (a full disk) is not
-/// acknowledged, and neither is a retry of it; intake then stops by itself (its store cannot
-/// write again in this process) and serves again once restarted on a disk with room: the retry used to be answered "duplicate" from
+/// acknowledged, and neither is a retry of it: the retry used to be answered "duplicate" from
 /// memory without a flush, and after a kill -9 that incident number went to another report (the
-/// disk-full run, seed 874481898). Every answer that names an incident must name one that is
-/// still there, with this report, after a kill -9 and a restart.
+/// disk-full run, seed 874481898). Intake then stops by itself (its store cannot write again in
+/// this process) and serves again once restarted on a disk with room. Every answer that names
+/// an incident must name one that is still there, with this report, after the restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_is_never_answered_from_a_report_or_update_that_is_not_on_disk() {
     use chaos::client;
@@ -73,33 +73,15 @@ async fn a_retry_is_never_answered_from_a_report_or_update_that_is_not_on_disk()
         .expect("a report on a disk with room")
         .into_inner();
 
-    disk.fill();
-    // sled may still have room in the files it has: report until a report is refused.
     let mut acknowledged: Vec<(String, String)> = Vec::new();
-    let mut refused = None;
-    for i in 0..500 {
+    let (refused, _) = refused_while_full(disk, "report", 500, async |i| {
         let key = format!("retry-full-{i}");
-        match officer.report_incident(report(&key)).await {
-            Ok(answer) => acknowledged.push((key, answer.into_inner().incident_id)),
-            Err(status) => {
-                assert_refused_for_the_full_disk(&status);
-                refused = Some(key);
-                break;
-            }
-        }
-    }
-    let refused = refused.expect("the disk is full, yet 500 reports were acknowledged");
-    // Its commit may be in memory only: retries are refused too, never answered from memory
-    // (refused by intake, or by its stopping: GOAWAY, connection refused).
-    for _ in 0..4 {
-        if let Ok(answer) = officer.report_incident(report(&refused)).await {
-            panic!(
-                "a retry of {refused}, refused on a full disk, was acknowledged as {} while \
-                 the disk was still full",
-                answer.into_inner().incident_id
-            );
-        }
-    }
+        let answer = officer.report_incident(report(&key)).await?.into_inner();
+        acknowledged.push((key, answer.incident_id.clone()));
+        Ok(answer)
+    })
+    .await;
+    let refused = format!("retry-full-{refused}");
 
     stops_by_itself(&mut intake).await;
     restart_through_a_full_disk(&mut intake, disk).await;
@@ -150,26 +132,15 @@ async fn a_retry_is_never_answered_from_a_report_or_update_that_is_not_on_disk()
         updated_by: "chaos suite".into(),
         request_id: request_id.into(),
     };
-    disk.fill();
-    let mut refused = None;
-    for i in 0..500 {
+    let (i, _) = refused_while_full(disk, "update", 500, async |i| {
         let request_id = format!("update-full-{i}");
-        if let Err(status) = officer.update_incident(update(&request_id, 10 + i)).await {
-            assert_refused_for_the_full_disk(&status);
-            refused = Some((request_id, 10 + i));
-            break;
-        }
-    }
-    let (refused, deaths) = refused.expect("the disk is full, yet 500 updates were acknowledged");
-    for _ in 0..4 {
-        if let Ok(answer) = officer.update_incident(update(&refused, deaths)).await {
-            panic!(
-                "a retry of {refused}, refused on a full disk, was acknowledged while the disk \
-                 was still full: {:?}",
-                answer.into_inner()
-            );
-        }
-    }
+        Ok(officer
+            .update_incident(update(&request_id, 10 + i as i64))
+            .await?
+            .into_inner())
+    })
+    .await;
+    let (refused, deaths) = (format!("update-full-{i}"), 10 + i as i64);
     stops_by_itself(&mut intake).await;
     restart_through_a_full_disk(&mut intake, disk).await;
     let mut officer = client::intake(intake.grpc_addr());
@@ -223,6 +194,40 @@ impl SmallDiskRig {
         chaos::run::wait_serving(service, process.grpc_addr(), &process.log).await;
         process
     }
+}
+
+/// Fills the disk, then makes `call(i)` for i = 0, 1, … (at most `attempts`) until one is refused:
+/// sled may still have room in the files it has. The refusal must be the full disk's. Its change
+/// may have reached memory only, so four retries of the same call must be refused too, never
+/// answered from memory. Returns the refused call's `i` and the retries' refusals.
+async fn refused_while_full<T: std::fmt::Debug>(
+    disk: &chaos::harness::SmallDisk,
+    what: &str,
+    attempts: usize,
+    mut call: impl AsyncFnMut(usize) -> Result<T, tonic::Status>,
+) -> (usize, Vec<tonic::Status>) {
+    disk.fill();
+    let mut refused = None;
+    for i in 0..attempts {
+        if let Err(status) = call(i).await {
+            assert_refused_for_the_full_disk(&status);
+            refused = Some(i);
+            break;
+        }
+    }
+    let i =
+        refused.unwrap_or_else(|| panic!("the disk is full, yet {attempts} {what}s were taken"));
+    let mut retries = Vec::new();
+    for _ in 0..4 {
+        match call(i).await {
+            Ok(answer) => panic!(
+                "a retry of a {what} refused on a full disk was answered while the disk was \
+                 still full: {answer:?}"
+            ),
+            Err(status) => retries.push(status),
+        }
+    }
+    (i, retries)
 }
 
 /// A refusal while the disk is full: intake's own answer is UNAVAILABLE (never INTERNAL); once its
@@ -332,25 +337,20 @@ async fn an_acknowledgement_not_on_disk_is_never_refused_as_already_made() {
         officer: "Officer on the full disk".into(),
     };
 
-    disk.fill();
-    let mut refused = None;
-    for incident_id in &incidents {
-        if let Err(status) = commander.acknowledge(acknowledge(incident_id)).await {
-            assert_refused_for_the_full_disk(&status);
-            refused = Some(incident_id.clone());
-            break;
-        }
-    }
-    let refused = refused.expect("the disk is full, yet every acknowledgement was taken");
-    for _ in 0..4 {
-        match commander.acknowledge(acknowledge(&refused)).await {
-            Ok(_) => panic!("an acknowledgement of {refused} was taken on the full disk"),
-            Err(status) => assert_ne!(
-                status.code(),
-                tonic::Code::FailedPrecondition,
-                "the retry was told the refused acknowledgement had been made: {status:?}"
-            ),
-        }
+    let (i, retries) = refused_while_full(disk, "acknowledgement", incidents.len(), async |i| {
+        Ok(commander
+            .acknowledge(acknowledge(&incidents[i]))
+            .await?
+            .into_inner())
+    })
+    .await;
+    let refused = incidents[i].clone();
+    for status in retries {
+        assert_ne!(
+            status.code(),
+            tonic::Code::FailedPrecondition,
+            "the retry was told the refused acknowledgement had been made: {status:?}"
+        );
     }
     stops_by_itself(&mut escalation).await;
     restart_through_a_full_disk(&mut escalation, disk).await;
@@ -405,25 +405,11 @@ async fn a_position_report_not_on_disk_is_never_answered_as_held() {
     };
     let mut radio = client::dispatch(dispatch.grpc_addr());
 
-    disk.fill();
-    let mut refused = None;
-    for i in 0..500 {
-        if let Err(status) = radio.report_position(report(i)).await {
-            assert_refused_for_the_full_disk(&status);
-            refused = Some(i);
-            break;
-        }
-    }
-    let refused = refused.expect("the disk is full, yet 500 position reports were taken");
-    for _ in 0..4 {
-        if let Ok(answer) = radio.report_position(report(refused)).await {
-            panic!(
-                "a retry of a position report refused on a full disk was answered while the disk \
-                 was still full: {:?}",
-                answer.into_inner()
-            );
-        }
-    }
+    let (i, _) = refused_while_full(disk, "position report", 500, async |i| {
+        Ok(radio.report_position(report(i as i64)).await?.into_inner())
+    })
+    .await;
+    let refused = i as i64;
     stops_by_itself(&mut dispatch).await;
     restart_through_a_full_disk(&mut dispatch, disk).await;
     let mut radio = client::dispatch(dispatch.grpc_addr());

@@ -133,13 +133,10 @@ impl DispatchGrpc {
                     "unit {unit_id:?} is retired ({})",
                     retired.reason
                 ));
-                return Err(self.durable_refusal(refused).await);
+                return self.durable_refusal(Err(refused)).await;
             }
             let now = lifecycle::unix_ms_now();
-            let changes = match change(&mut record, now) {
-                Ok(changes) => changes,
-                Err(refused) => return Err(self.durable_refusal(refused).await),
-            };
+            let changes = self.durable_refusal(change(&mut record, now)).await?;
             if changes.is_empty() {
                 // Nothing to change: the record may be a retry's own change whose flush failed,
                 // so the answer waits for it to be durable.
@@ -170,8 +167,8 @@ impl DispatchGrpc {
 
     /// A refusal read from stored state is given only once the store is durable
     /// (`lifecycle::grpc::durable_refusal`).
-    async fn durable_refusal(&self, status: Status) -> Status {
-        lifecycle::grpc::durable_refusal(crate::SERVICE_NAME, &self.store, status).await
+    async fn durable_refusal<T>(&self, result: Result<T, Status>) -> Result<T, Status> {
+        lifecycle::grpc::durable_refusal(crate::SERVICE_NAME, &self.store, result).await
     }
 
     /// The stale-position limit in effect.
@@ -274,10 +271,7 @@ impl DispatchGrpc {
                 lifecycle::unix_ms_now(),
             )
             .map_err(change_refused);
-        let staged = match staged {
-            Ok(staged) => staged,
-            Err(refused) => return Err(self.durable_refusal(refused).await),
-        };
+        let staged = self.durable_refusal(staged).await?;
         self.store.flush().await.map_err(storage)?;
         tracing::info!(
             %unit_id,
@@ -951,10 +945,7 @@ impl pb::dispatch_service_server::DispatchService for DispatchGrpc {
                 lifecycle::unix_ms_now(),
             )
             .map_err(change_refused);
-        let staged = match staged {
-            Ok(staged) => staged,
-            Err(refused) => return Err(self.durable_refusal(refused).await),
-        };
+        let staged = self.durable_refusal(staged).await?;
         self.store.flush().await.map_err(storage)?;
         tracing::info!(incident_id = %request.incident_id, unit_id = %request.unit_id, %by, "unit assigned by hand");
         Ok(Response::new(pb::AssignResponse {

@@ -185,14 +185,9 @@ impl EscalationGrpc {
                 refuse_if_closed(record)?;
                 input(record, now)
             },
-        );
-        let outcome = match outcome {
-            Ok(outcome) => outcome,
-            Err(error) => {
-                let status = transition_status(namespace, incident_id, error);
-                return Err(self.durable_refusal(status).await);
-            }
-        };
+        )
+        .map_err(|error| transition_status(namespace, incident_id, error));
+        let outcome = self.durable_refusal(outcome).await?;
         // Answer only once the change is durable.
         self.store.flush().await.map_err(storage_error)?;
         Ok(outcome)
@@ -200,8 +195,8 @@ impl EscalationGrpc {
 
     /// A refusal read from the record ("already acknowledged", "already at the top") is given
     /// only once the store is durable (`lifecycle::grpc::durable_refusal`).
-    async fn durable_refusal(&self, status: Status) -> Status {
-        lifecycle::grpc::durable_refusal(crate::SERVICE_NAME, &self.store, status).await
+    async fn durable_refusal<T>(&self, result: Result<T, Status>) -> Result<T, Status> {
+        lifecycle::grpc::durable_refusal(crate::SERVICE_NAME, &self.store, result).await
     }
 
     /// Like [`Self::transition`], and in the same commit rewrites the incident's grading record
@@ -230,18 +225,13 @@ impl EscalationGrpc {
                     refuse_if_closed(record)?;
                     input(record, now)
                 },
-            );
+            )
+            .map_err(|error| transition_status(namespace, incident_id, error));
             let Prepared {
                 value,
                 record,
                 mut commit,
-            } = match prepared {
-                Ok(prepared) => prepared,
-                Err(error) => {
-                    let status = transition_status(namespace, incident_id, error);
-                    return Err(self.durable_refusal(status).await);
-                }
-            };
+            } = self.durable_refusal(prepared).await?;
             let mut grading: GradingRecord = self
                 .store
                 .get(&key)

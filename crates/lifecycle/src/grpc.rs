@@ -251,22 +251,25 @@ pub fn storage_status(service: &str, error: store::Error) -> tonic::Status {
     tonic::Status::internal(format!("{service} storage error: {error}"))
 }
 
-/// A refusal read from stored state (`FAILED_PRECONDITION`: "already acknowledged", "not
-/// available") may rest on a change that is still only in memory: its own flush failed (a full
-/// disk), and a retry now finds it and would be told its unacknowledged change had happened.
-/// Such a refusal is given only once the store is durable; if it cannot be made so, the storage
-/// error is the answer. Other statuses pass as they are.
-pub async fn durable_refusal(
+/// `result`, except that a refusal read from stored state (`FAILED_PRECONDITION`: "already
+/// acknowledged", "not available") is given only once the store is durable: it may rest on a
+/// change still only in memory (its own flush failed, a full disk), which a retry now finds and
+/// would be told had happened. If the store cannot be made durable, the storage error is the
+/// answer. Anything else passes as it is.
+pub async fn durable_refusal<T>(
     service: &str,
     store: &store::Store,
-    status: tonic::Status,
-) -> tonic::Status {
-    if status.code() == tonic::Code::FailedPrecondition
-        && let Err(error) = store.flush().await
-    {
-        return storage_status(service, error);
+    result: Result<T, tonic::Status>,
+) -> Result<T, tonic::Status> {
+    match result {
+        Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+            match store.flush().await {
+                Ok(()) => Err(status),
+                Err(error) => Err(storage_status(service, error)),
+            }
+        }
+        other => other,
     }
-    status
 }
 
 /// Binds a TCP listener, naming the address in the error.

@@ -565,6 +565,10 @@ async fn census_counts_records_and_bytes_by_tree_and_key_prefix() {
 async fn the_outbox_count_follows_commits_and_removals_and_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let in_tree = |store: &Store| store.outbox_pending(usize::MAX).unwrap().len();
+    let oldest = |store: &Store, limit: usize| -> Vec<[u8; 8]> {
+        let pending = store.outbox_pending(limit).unwrap();
+        pending.iter().map(|event| event.key).collect()
+    };
     {
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.outbox_len(), 0);
@@ -596,13 +600,7 @@ async fn the_outbox_count_follows_commits_and_removals_and_survives_reopen() {
         assert_eq!(store.outbox_len(), 32);
         assert_eq!(store.outbox_len(), in_tree(&store));
 
-        let keys: Vec<[u8; 8]> = store
-            .outbox_pending(12)
-            .unwrap()
-            .iter()
-            .map(|event| event.key)
-            .collect();
-        store.outbox_remove(&keys).unwrap();
+        store.outbox_remove(&oldest(&store, 12)).unwrap();
         assert_eq!(store.outbox_len(), 20);
         assert_eq!(store.outbox_len(), in_tree(&store));
         store.flush().await.unwrap();
@@ -610,13 +608,7 @@ async fn the_outbox_count_follows_commits_and_removals_and_survives_reopen() {
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.outbox_len(), 20, "counted again at open");
     assert_eq!(store.outbox_len(), in_tree(&store));
-    let keys: Vec<[u8; 8]> = store
-        .outbox_pending(usize::MAX)
-        .unwrap()
-        .iter()
-        .map(|event| event.key)
-        .collect();
-    store.outbox_remove(&keys).unwrap();
+    store.outbox_remove(&oldest(&store, usize::MAX)).unwrap();
     assert_eq!(store.outbox_len(), 0);
     assert_eq!(in_tree(&store), 0);
 }
