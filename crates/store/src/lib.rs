@@ -722,11 +722,12 @@ impl Store {
                         return Err(ConflictableTransactionError::Abort(key.clone()));
                     }
                 }
+                // Blind writes (patched sled): `insert` and `remove` would read each old value.
                 for (key, value) in commit.writes.iter().chain(&derived) {
                     match value {
-                        Some(bytes) => state.insert(key.as_bytes(), bytes.as_slice())?,
-                        None => state.remove(key.as_bytes())?,
-                    };
+                        Some(bytes) => state.set(key.as_bytes(), bytes.as_slice()),
+                        None => state.unset(key.as_bytes()),
+                    }
                 }
                 let mut msg_ids = Vec::with_capacity(commit.events.len());
                 for (subject, payload, traceparent) in &commit.events {
@@ -734,11 +735,11 @@ impl Store {
                     let msg_id = format!("{instance_id}-{sequence}");
                     let record =
                         codec::encode_outbox(&msg_id, subject, traceparent.as_deref(), payload);
-                    outbox.insert(&sequence.to_be_bytes(), record)?;
+                    outbox.set(&sequence.to_be_bytes(), record);
                     msg_ids.push(msg_id);
                 }
                 if let Some(msg_id) = &commit.processed_msg_id {
-                    processed.insert(msg_id.as_bytes(), &[])?;
+                    processed.set(msg_id.as_bytes(), &[]);
                 }
                 Ok(Committed::Applied { msg_ids })
             },

@@ -287,6 +287,28 @@ impl TransactionalTree {
         old
     }
 
+    /// Set a key to a new value without reading the value it replaces
+    /// (Muster patch: [`TransactionalTree::insert`] reads the old value from
+    /// the tree to return it, a tree lookup per write that a caller who
+    /// ignores it pays for nothing).
+    pub fn set<K, V>(&self, key: K, value: V)
+    where
+        K: Into<IVec>,
+        V: Into<IVec>,
+    {
+        let _last_write =
+            self.writes.borrow_mut().insert(key.into(), Some(value.into()));
+    }
+
+    /// Remove a key without reading the value it had (Muster patch, as
+    /// [`TransactionalTree::set`]).
+    pub fn unset<K>(&self, key: K)
+    where
+        K: Into<IVec>,
+    {
+        let _last_write = self.writes.borrow_mut().insert(key.into(), None);
+    }
+
     /// Get the value associated with a key
     pub fn get<K: AsRef<[u8]>>(
         &self,
