@@ -723,6 +723,7 @@ impl Store {
                     }
                 }
                 // Blind writes (patched sled): `insert` and `remove` would read each old value.
+                state.reserve(commit.writes.len() + derived.len());
                 for (key, value) in commit.writes.iter().chain(&derived) {
                     match value {
                         Some(bytes) => state.set(key.as_bytes(), bytes.as_slice()),

@@ -300,6 +300,12 @@ impl TransactionalTree {
             self.writes.borrow_mut().insert(key.into(), Some(value.into()));
     }
 
+    /// Make room for `additional` more writes (Muster patch): a transaction
+    /// of thousands of writes otherwise rehashes its write set as it grows.
+    pub fn reserve(&self, additional: usize) {
+        self.writes.borrow_mut().reserve(additional);
+    }
+
     /// Remove a key without reading the value it had (Muster patch, as
     /// [`TransactionalTree::set`]).
     pub fn unset<K>(&self, key: K)
