@@ -14,6 +14,13 @@ pub const RELAY_BATCH_LEN_MAX: usize = 512;
 /// How long the relay waits for the committers' own flush before it flushes itself (for commits
 /// nobody else flushes, such as timers firing).
 pub const FLUSH_PATIENCE: Duration = Duration::from_millis(25);
+/// The fewest events a round publishes as one atomic batch; a smaller round goes out one event
+/// at a time with every ack in flight. nats-server 2.15 answers an atomic batch's commit after
+/// a fixed ~4–5 ms on this class of machine, whatever its size, while single publishes with
+/// their acks in flight cost ~0.25 ms each under `sync_interval: always`
+/// (docs/bench/jetstream_batch.py): the two meet at 14–16 events. Below it a batch only added latency: an incident's
+/// `units_assigned` round (2–14 events) took 6–9 ms to publish as a batch.
+pub const ATOMIC_BATCH_MIN: usize = 16;
 /// How long shutdown waits for the outbox to drain.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -75,8 +82,9 @@ pub async fn run_relay(store: Store, bus: Bus, shutdown: CancellationToken) {
 
 /// Publishes one round of the outbox; returns how many events left it.
 ///
-/// A round of several events goes out as one atomic batch ([`Bus::publish_batch`]): one fsync
-/// in nats-server for the round instead of one per event. A batch refused because it holds an
+/// A round of [`ATOMIC_BATCH_MIN`] events or more goes out as one atomic batch
+/// ([`Bus::publish_batch`]): one fsync in nats-server for the round instead of one per event; a
+/// smaller round one event at a time, acks in flight. A batch refused because it holds an
 /// event JetStream already has (a republish after a crash between publish and removal), or
 /// because the stream takes no batches, is published again one event at a time, with the acks
 /// awaited together; JetStream drops the duplicates one by one.
@@ -97,7 +105,7 @@ pub async fn relay_once(store: &Store, bus: &Bus) -> Result<usize, crate::Error>
     store.flush_committed(FLUSH_PATIENCE).await?;
     let flushed = started.elapsed();
     let mut batched = false;
-    let (done, first_error) = if pending.len() > 1 && bus.atomic_batches() {
+    let (done, first_error) = if pending.len() >= ATOMIC_BATCH_MIN && bus.atomic_batches() {
         let events: Vec<BatchEvent<'_>> = pending
             .iter()
             .zip(&payloads)

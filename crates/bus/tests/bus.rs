@@ -447,6 +447,69 @@ async fn the_relay_sends_a_round_as_one_batch_in_outbox_order() {
     assert_eq!(stored_msg_ids(&bus).await, expected);
 }
 
+/// Whether the event stream's message `sequence` went in as part of an atomic batch.
+async fn stored_in_a_batch(bus: &Bus, sequence: u64) -> bool {
+    let stream = bus
+        .jetstream()
+        .get_stream(bus::EVENTS_STREAM)
+        .await
+        .unwrap();
+    let message = stream.get_raw_message(sequence).await.unwrap();
+    message.headers.get("Nats-Batch-Id").is_some()
+}
+
+#[tokio::test]
+async fn a_round_smaller_than_a_batch_is_sent_one_event_at_a_time_in_outbox_order() {
+    let nats = TestNats::start().await;
+    let bus = connect(&nats).await;
+    let dir = temp_dir("relay-small-");
+    let store = Store::open(dir.path()).unwrap();
+    let commit_events = |count: usize, first: usize| {
+        for i in first..first + count {
+            let mut commit = Commit::new();
+            commit.event(
+                subjects::incident_event("live", "390000", &format!("INC-{i}"), subjects::REPORTED)
+                    .unwrap(),
+                (i as u32).to_be_bytes().to_vec(),
+            );
+            store.commit(&commit).unwrap();
+        }
+    };
+    let small = bus::relay::ATOMIC_BATCH_MIN - 1;
+    commit_events(small, 0);
+    let mut expected: Vec<String> = store
+        .outbox_pending(usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|event| event.msg_id)
+        .collect();
+    assert_eq!(bus::relay::relay_once(&store, &bus).await.unwrap(), small);
+    assert_eq!(store.outbox_len(), 0);
+    assert_eq!(stored_msg_ids(&bus).await, expected);
+
+    // A round of ATOMIC_BATCH_MIN goes as one batch.
+    commit_events(bus::relay::ATOMIC_BATCH_MIN, small);
+    expected.extend(
+        store
+            .outbox_pending(usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|event| event.msg_id),
+    );
+    assert_eq!(
+        bus::relay::relay_once(&store, &bus).await.unwrap(),
+        bus::relay::ATOMIC_BATCH_MIN
+    );
+    assert_eq!(stored_msg_ids(&bus).await, expected);
+    for sequence in 1..=expected.len() as u64 {
+        assert_eq!(
+            stored_in_a_batch(&bus, sequence).await,
+            sequence > small as u64,
+            "message {sequence}: the first {small} went one at a time, the rest as a batch"
+        );
+    }
+}
+
 /// Takes its time over each message, as a consumer with a backlog does.
 struct Slow {
     handled: Arc<std::sync::atomic::AtomicUsize>,
