@@ -426,3 +426,83 @@ async fn a_position_report_not_on_disk_is_never_answered_as_held() {
         base + refused
     );
 }
+
+/// The same for dispatch's unit status changes, on dispatch's own full disk: a change refused
+/// because the store could not write is never refused on a retry as illegal from the state it
+/// left in memory ("the unit is out of service"), and after the restart the change is taken or
+/// found kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_change_not_on_disk_is_never_refused_as_already_made() {
+    use chaos::client;
+    use chaos::harness::Service;
+    use muster_proto::v1 as pb;
+
+    let _one = ONE_RUN.lock().await;
+    let rig = SmallDiskRig::new("muster-chaos-status-").await;
+    let disk = &rig.disk;
+    let mut dispatch = rig.start(Service::Dispatch, true).await;
+    let region = domain::region::Region::embedded_default();
+    let unit_id = region
+        .units
+        .first()
+        .expect("the sample region has units")
+        .id
+        .clone();
+    // Out of service and back, turn about: each change is legal only from the state the one
+    // before it left.
+    let change = |i: usize| pb::UpdateUnitStatusRequest {
+        namespace: String::new(),
+        unit_id: unit_id.clone(),
+        event: if i % 2 == 0 {
+            pb::UnitStatusEvent::GoOutOfService
+        } else {
+            pb::UnitStatusEvent::ReturnToService
+        } as i32,
+        incident_id: String::new(),
+        reason: if i % 2 == 0 {
+            "pump overhaul".into()
+        } else {
+            String::new()
+        },
+    };
+    let mut desk = client::dispatch(dispatch.grpc_addr());
+
+    let (i, retries) = refused_while_full(disk, "status change", 500, async |i| {
+        Ok(desk.update_unit_status(change(i)).await?.into_inner())
+    })
+    .await;
+    for status in retries {
+        assert_ne!(
+            status.code(),
+            tonic::Code::FailedPrecondition,
+            "the retry was refused from the state the refused change left in memory: {status:?}"
+        );
+    }
+    stops_by_itself(&mut dispatch).await;
+    restart_through_a_full_disk(&mut dispatch, disk).await;
+    let mut desk = client::dispatch(dispatch.grpc_addr());
+    // Kept after all (it reached the disk before the write failed) or lost: either way the
+    // answer now comes from the disk, and the unit is where the change puts it.
+    if let Err(status) = desk.update_unit_status(change(i)).await {
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    }
+    let expected = if i % 2 == 0 {
+        pb::UnitStatus::OutOfService
+    } else {
+        pb::UnitStatus::Available
+    };
+    let units = desk
+        .list_units(pb::ListUnitsRequest::default())
+        .await
+        .expect("the unit board after the restart")
+        .into_inner()
+        .units;
+    let unit = units
+        .iter()
+        .find(|unit| unit.id == unit_id)
+        .expect("the unit is on the board");
+    assert_eq!(
+        unit.status, expected as i32,
+        "{unit_id} after the retry of change {i}: {unit:?}"
+    );
+}
