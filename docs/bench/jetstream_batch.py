@@ -13,19 +13,15 @@ import asyncio, json, sys, time, uuid
 
 import nats
 
-PAYLOAD = b"x" * 800
+# The stream and the message size of jetstream_sync.py (its directory is on the import path).
+from jetstream_sync import PAYLOAD, fresh_stream
+
 ROUNDS = 25
 
 
 async def main(port):
     nc = await nats.connect(f"nats://127.0.0.1:{port}")
-    try:
-        await nc.request("$JS.API.STREAM.DELETE.B", b"", timeout=5)
-    except Exception:
-        pass
-    cfg = {"name": "B", "subjects": ["b.>"], "storage": "file", "allow_atomic": True,
-           "num_replicas": 1, "duplicate_window": 120_000_000_000}
-    await nc.request("$JS.API.STREAM.CREATE.B", json.dumps(cfg).encode(), timeout=5)
+    await fresh_stream(nc)
     js = nc.jetstream()
     n = 0
     print("events  singles, acks in flight (p50 / p90 ms)  one atomic batch (p50 / p90 ms)")

@@ -70,4 +70,5 @@ async def main(port):
     await nc.close()
 
 
-asyncio.run(main(int(sys.argv[1])))
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1])))
