@@ -450,16 +450,17 @@ async fn a_status_change_not_on_disk_is_never_refused_as_already_made() {
         .clone();
     // Out of service and back, turn about: each change is legal only from the state the one
     // before it left.
+    let takes_out = |i: usize| i.is_multiple_of(2);
     let change = |i: usize| pb::UpdateUnitStatusRequest {
         namespace: String::new(),
         unit_id: unit_id.clone(),
-        event: if i % 2 == 0 {
+        event: if takes_out(i) {
             pb::UnitStatusEvent::GoOutOfService
         } else {
             pb::UnitStatusEvent::ReturnToService
         } as i32,
         incident_id: String::new(),
-        reason: if i % 2 == 0 {
+        reason: if takes_out(i) {
             "pump overhaul".into()
         } else {
             String::new()
@@ -486,7 +487,7 @@ async fn a_status_change_not_on_disk_is_never_refused_as_already_made() {
     if let Err(status) = desk.update_unit_status(change(i)).await {
         assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
     }
-    let expected = if i % 2 == 0 {
+    let expected = if takes_out(i) {
         pb::UnitStatus::OutOfService
     } else {
         pb::UnitStatus::Available
