@@ -194,7 +194,7 @@ impl FeedIntake {
         let (reply, answer) = oneshot::channel();
         let submission = Submission {
             feed,
-            alerts,
+            alerts: alerts.into_iter().map(Arc::new).collect(),
             reply,
         };
         match self.queue.try_send(submission) {
