@@ -18,8 +18,8 @@ pub const FLUSH_PATIENCE: Duration = Duration::from_millis(25);
 /// at a time with every ack in flight. nats-server 2.15 answers an atomic batch's commit after
 /// a fixed ~4–5 ms on this class of machine, whatever its size, while single publishes with
 /// their acks in flight cost ~0.25 ms each under `sync_interval: always`
-/// (docs/bench/jetstream_batch.py): the two meet at 14–16 events. Below it a batch only added latency: an incident's
-/// `units_assigned` round (2–14 events) took 6–9 ms to publish as a batch.
+/// (docs/bench/jetstream_batch.py): the two meet at 14–16 events. Below it a batch only added
+/// latency: an incident's `units_assigned` round (2–14 events) took 6–9 ms to publish as one.
 pub const ATOMIC_BATCH_MIN: usize = 16;
 /// How long shutdown waits for the outbox to drain.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);

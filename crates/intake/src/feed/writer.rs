@@ -351,8 +351,8 @@ impl FeedWriter {
     }
 
     /// Stages with `decide`, commits, and on success adopts the staged in-memory state. Redone
-    /// from scratch when a compare-and-swap is lost.
-    /// `alerts` is how many alerts the batch holds (the room its maps are made with).
+    /// from scratch when a compare-and-swap is lost. `alerts` is how many alerts the batch holds
+    /// (the room its maps are made with).
     fn decide_and_commit<T>(
         &mut self,
         now: i64,
