@@ -242,6 +242,27 @@ fn assert_refused_for_the_full_disk(status: &tonic::Status) {
     );
 }
 
+/// No retry of a call refused on the full disk was refused as already made (FAILED_PRECONDITION):
+/// that answer would come from the state the refused call left in memory.
+fn assert_not_refused_from_memory(retries: Vec<tonic::Status>, what: &str) {
+    for status in retries {
+        assert_ne!(
+            status.code(),
+            tonic::Code::FailedPrecondition,
+            "a retry of the refused {what} was refused from the state it left in memory: {status:?}"
+        );
+    }
+}
+
+/// The sample region's first unit, for the dispatch tests on a full disk.
+fn a_sample_unit() -> domain::region::Unit {
+    domain::region::Region::embedded_default()
+        .units
+        .into_iter()
+        .next()
+        .expect("the sample region has units")
+}
+
 /// A store that failed to write stops the service: sled refuses every later write until the
 /// database is reopened, so the process exits non-zero by itself, saying why, for its supervisor
 /// to start it again.
@@ -345,13 +366,7 @@ async fn an_acknowledgement_not_on_disk_is_never_refused_as_already_made() {
     })
     .await;
     let refused = incidents[i].clone();
-    for status in retries {
-        assert_ne!(
-            status.code(),
-            tonic::Code::FailedPrecondition,
-            "the retry was told the refused acknowledgement had been made: {status:?}"
-        );
-    }
+    assert_not_refused_from_memory(retries, "acknowledgement");
     stops_by_itself(&mut escalation).await;
     restart_through_a_full_disk(&mut escalation, disk).await;
     let mut commander = client::escalation(escalation.grpc_addr());
@@ -392,9 +407,8 @@ async fn a_position_report_not_on_disk_is_never_answered_as_held() {
     let rig = SmallDiskRig::new("muster-chaos-position-").await;
     let disk = &rig.disk;
     let mut dispatch = rig.start(Service::Dispatch, true).await;
-    let region = domain::region::Region::embedded_default();
-    let unit = region.units.first().expect("the sample region has units");
-    let (unit_id, home) = (unit.id.clone(), unit.position);
+    let unit = a_sample_unit();
+    let (unit_id, home) = (unit.id, unit.position);
     let base = lifecycle::unix_ms_now();
     let report = |i: i64| pb::ReportPositionRequest {
         namespace: String::new(),
@@ -441,13 +455,7 @@ async fn a_status_change_not_on_disk_is_never_refused_as_already_made() {
     let rig = SmallDiskRig::new("muster-chaos-status-").await;
     let disk = &rig.disk;
     let mut dispatch = rig.start(Service::Dispatch, true).await;
-    let region = domain::region::Region::embedded_default();
-    let unit_id = region
-        .units
-        .first()
-        .expect("the sample region has units")
-        .id
-        .clone();
+    let unit_id = a_sample_unit().id;
     // Out of service and back, turn about: each change is legal only from the state the one
     // before it left.
     let takes_out = |i: usize| i.is_multiple_of(2);
@@ -472,13 +480,7 @@ async fn a_status_change_not_on_disk_is_never_refused_as_already_made() {
         Ok(desk.update_unit_status(change(i)).await?.into_inner())
     })
     .await;
-    for status in retries {
-        assert_ne!(
-            status.code(),
-            tonic::Code::FailedPrecondition,
-            "the retry was refused from the state the refused change left in memory: {status:?}"
-        );
-    }
+    assert_not_refused_from_memory(retries, "status change");
     stops_by_itself(&mut dispatch).await;
     restart_through_a_full_disk(&mut dispatch, disk).await;
     let mut desk = client::dispatch(dispatch.grpc_addr());

@@ -423,15 +423,7 @@ async fn the_relay_sends_a_round_as_one_batch_in_outbox_order() {
     let bus = connect(&nats).await;
     let dir = temp_dir("relay-batch-");
     let store = Store::open(dir.path()).unwrap();
-    for i in 0..700u32 {
-        let mut commit = Commit::new();
-        commit.event(
-            subjects::incident_event("live", "390000", &format!("INC-{i}"), subjects::REPORTED)
-                .unwrap(),
-            i.to_be_bytes().to_vec(),
-        );
-        store.commit(&commit).unwrap();
-    }
+    commit_reported(&store, 0..700);
     let expected: Vec<String> = store
         .outbox_pending(usize::MAX)
         .unwrap()
@@ -445,6 +437,19 @@ async fn the_relay_sends_a_round_as_one_batch_in_outbox_order() {
     assert_eq!(first + second, 700);
     assert_eq!(store.outbox_len(), 0);
     assert_eq!(stored_msg_ids(&bus).await, expected);
+}
+
+/// One commit per incident `INC-<i>` with its `reported` event (payload: `i`), for the relay.
+fn commit_reported(store: &Store, incidents: std::ops::Range<u32>) {
+    for i in incidents {
+        let mut commit = Commit::new();
+        commit.event(
+            subjects::incident_event("live", "390000", &format!("INC-{i}"), subjects::REPORTED)
+                .unwrap(),
+            i.to_be_bytes().to_vec(),
+        );
+        store.commit(&commit).unwrap();
+    }
 }
 
 /// Whether the event stream's message `sequence` went in as part of an atomic batch.
@@ -464,19 +469,8 @@ async fn a_round_smaller_than_a_batch_is_sent_one_event_at_a_time_in_outbox_orde
     let bus = connect(&nats).await;
     let dir = temp_dir("relay-small-");
     let store = Store::open(dir.path()).unwrap();
-    let commit_events = |count: usize, first: usize| {
-        for i in first..first + count {
-            let mut commit = Commit::new();
-            commit.event(
-                subjects::incident_event("live", "390000", &format!("INC-{i}"), subjects::REPORTED)
-                    .unwrap(),
-                (i as u32).to_be_bytes().to_vec(),
-            );
-            store.commit(&commit).unwrap();
-        }
-    };
     let small = bus::relay::ATOMIC_BATCH_MIN - 1;
-    commit_events(small, 0);
+    commit_reported(&store, 0..small as u32);
     let mut expected: Vec<String> = store
         .outbox_pending(usize::MAX)
         .unwrap()
@@ -488,7 +482,10 @@ async fn a_round_smaller_than_a_batch_is_sent_one_event_at_a_time_in_outbox_orde
     assert_eq!(stored_msg_ids(&bus).await, expected);
 
     // A round of ATOMIC_BATCH_MIN goes as one batch.
-    commit_events(bus::relay::ATOMIC_BATCH_MIN, small);
+    commit_reported(
+        &store,
+        small as u32..(small + bus::relay::ATOMIC_BATCH_MIN) as u32,
+    );
     expected.extend(
         store
             .outbox_pending(usize::MAX)
