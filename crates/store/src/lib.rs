@@ -896,22 +896,34 @@ impl Store {
 
     /// Removes published events from the outbox: keys returned by [`Store::outbox_pending`] of
     /// this store, each once (the relay is the only remover).
+    ///
+    /// One `remove` per key, not a `sled::Batch`: sled 0.34 writes two log buffers of its own for
+    /// every batch or transaction (it seals the buffer before and after the batch's marker, each
+    /// written and synced on its own), while plain removes ride in the next buffer written. The
+    /// removals need no atomicity: an event whose removal a crash loses is published again with
+    /// its `Nats-Msg-Id`, which JetStream's duplicate window and the consumers' processed ids
+    /// absorb, as for a crash between a publish and its removal.
     pub fn outbox_remove(&self, keys: &[[u8; 8]]) -> Result<(), Error> {
-        let mut batch = sled::Batch::default();
-        for key in keys {
-            batch.remove(key);
-        }
         let _gate = gate_exclusive();
-        self.outbox
-            .apply_batch(batch)
-            .map_err(|error| self.note_write_error(Error::Sled(error)))?;
-        // Saturating: a key removed twice must not wrap the count.
+        let mut removed = 0;
+        let mut result = Ok(());
+        for key in keys {
+            match self.outbox.remove(key) {
+                Ok(Some(_)) => removed += 1,
+                Ok(None) => {}
+                Err(error) => {
+                    result = Err(self.note_write_error(Error::Sled(error)));
+                    break;
+                }
+            }
+        }
+        // Saturating: the count is only ever decremented by what was there.
         let _ = self.outbox_count.fetch_update(
             std::sync::atomic::Ordering::SeqCst,
             std::sync::atomic::Ordering::SeqCst,
-            |count| Some(count.saturating_sub(keys.len())),
+            |count| Some(count.saturating_sub(removed)),
         );
-        Ok(())
+        result
     }
 
     /// Woken after every commit that added outbox events; the relay waits on it.
