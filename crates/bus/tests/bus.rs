@@ -574,3 +574,179 @@ async fn a_consumer_told_to_stop_with_a_backlog_stops_even_when_nats_is_gone() {
     // What it committed is durable (its group was finished and flushed before it stopped).
     assert!(handled.load(std::sync::atomic::Ordering::SeqCst) < 600);
 }
+
+/// Counts messages per incident like [`Counter`], but in runs (`Handler::begin_run`): it keeps the
+/// counts its run's commits write and reads them back, as intake's projection does.
+///
+/// - A `closed` message of an incident the run already counted asks for the run to be applied
+///   first (`None`), as the projection does when it folds a closed incident's history.
+/// - Its first run expects the key `fence` to be absent; the test writes it, so that run's
+///   commit conflicts and its messages must be handled again one by one (which read the store).
+#[derive(Default)]
+struct RunCounter {
+    store: Option<Store>,
+    run: Option<std::collections::HashMap<String, u64>>,
+    runs: Arc<Mutex<Vec<usize>>>,
+    after_run: Arc<Mutex<u32>>,
+    alone: Arc<Mutex<u32>>,
+}
+
+impl RunCounter {
+    fn count(&mut self, delivery: &Delivery) -> Result<Option<Commit>, HandlerError> {
+        if delivery.msg_id == "poison" {
+            return Err(HandlerError::Poison("undecodable".into()));
+        }
+        let store = self.store.as_ref().unwrap();
+        let key = format!("count/{}", delivery.subject.rsplit_once('.').unwrap().0);
+        let in_run = self.run.as_ref().and_then(|run| run.get(&key)).copied();
+        if delivery.subject.ends_with(".closed") && in_run.is_some() {
+            *self.after_run.lock().unwrap() += 1;
+            return Ok(None);
+        }
+        let count = match in_run {
+            Some(count) => count,
+            None => store
+                .get::<u64>(&key)
+                .map_err(|e| HandlerError::Retry(e.to_string()))?
+                .unwrap_or(0),
+        };
+        let mut commit = Commit::new();
+        let raw = store.get_raw(&key).unwrap();
+        // The run's first commit to the key expects what the store holds; absorb drops the rest.
+        commit.expect_raw(key.clone(), raw);
+        commit
+            .put(key.clone(), &(count + 1))
+            .map_err(|e| HandlerError::Retry(e.to_string()))?;
+        if let Some(run) = &mut self.run {
+            if self.runs.lock().unwrap().len() == 1 {
+                commit.expect_raw("fence", None);
+            }
+            run.insert(key, count + 1);
+            *self.runs.lock().unwrap().last_mut().unwrap() += 1;
+        }
+        Ok(Some(commit))
+    }
+}
+
+impl Handler for RunCounter {
+    fn handle(&mut self, delivery: &Delivery) -> Result<Commit, HandlerError> {
+        *self.alone.lock().unwrap() += 1;
+        self.run = None;
+        Ok(self.count(delivery)?.unwrap())
+    }
+
+    fn begin_run(&mut self) -> bool {
+        self.run = Some(Default::default());
+        self.runs.lock().unwrap().push(0);
+        true
+    }
+
+    fn handle_in_run(&mut self, delivery: &Delivery) -> Result<Option<Commit>, HandlerError> {
+        self.count(delivery)
+    }
+
+    fn end_run(&mut self) {
+        self.run = None;
+    }
+}
+
+#[tokio::test]
+async fn a_run_of_messages_is_committed_as_one_and_counts_each_message_once() {
+    let nats = TestNats::start().await;
+    let bus = connect(&nats).await;
+    let dir = temp_dir("runs-");
+    let store = Store::open(dir.path()).unwrap();
+    // The first run's commit conflicts on this key (see RunCounter).
+    let mut fence = Commit::new();
+    fence.put("fence", &1u8).unwrap();
+    store.commit(&fence).unwrap();
+    // 3 incidents × 40 events, interleaved; every 10th event of an incident is `closed`.
+    let mut expected = std::collections::BTreeMap::new();
+    for i in 0..120u32 {
+        let incident = format!("INC-{}", i % 3);
+        let kind = if (i / 3) % 10 == 9 {
+            subjects::CLOSED
+        } else {
+            subjects::REPORTED
+        };
+        let subject = subjects::incident_event("live", "390000", &incident, kind).unwrap();
+        bus.publish_dedup(subject.clone(), &format!("evt-{i}"), "x".into(), None)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let key = format!("count/{}", subject.rsplit_once('.').unwrap().0);
+        *expected.entry(key).or_insert(0u64) += 1;
+    }
+    // A poison message in the middle of a run is recorded as processed with the run.
+    let graded = subjects::incident_event("live", "390000", "INC-0", subjects::GRADED).unwrap();
+    bus.publish_dedup(graded, "poison", "x".into(), None)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let consumer = bus
+        .durable_consumer(
+            "run-counter",
+            vec![subjects::incident_event_filter("live", "*")],
+        )
+        .await
+        .unwrap();
+    let handler = RunCounter {
+        store: Some(store.clone()),
+        ..Default::default()
+    };
+    let (runs, after_run, alone) = (
+        handler.runs.clone(),
+        handler.after_run.clone(),
+        handler.alone.clone(),
+    );
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(bus::run_consumer(
+        "run-counter",
+        bus.clone(),
+        consumer.clone(),
+        store.clone(),
+        handler,
+        shutdown.clone(),
+    ));
+    eventually(
+        "every message acknowledged",
+        Duration::from_secs(20),
+        || {
+            let mut consumer = consumer.clone();
+            async move {
+                let info = consumer.info().await.ok()?;
+                (info.num_ack_pending == 0
+                    && info.num_pending == 0
+                    && info.ack_floor.stream_sequence >= 121)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    shutdown.cancel();
+    running.await.unwrap();
+
+    for (key, count) in &expected {
+        assert_eq!(store.get::<u64>(key).unwrap(), Some(*count), "{key}");
+    }
+    for i in 0..120 {
+        assert!(store.is_processed(&format!("evt-{i}")).unwrap(), "evt-{i}");
+    }
+    assert!(store.is_processed("poison").unwrap());
+    let runs = runs.lock().unwrap().clone();
+    assert!(
+        runs.iter().any(|&messages| messages > 10),
+        "no run held more than 10 messages: {runs:?}"
+    );
+    // The conflicting first run was handled again one message at a time.
+    assert!(
+        runs[0] > 0 && *alone.lock().unwrap() >= runs[0] as u32,
+        "{runs:?}"
+    );
+    assert!(
+        *after_run.lock().unwrap() > 0,
+        "no `closed` message waited for its run"
+    );
+}

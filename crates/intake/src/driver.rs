@@ -23,6 +23,11 @@ pub struct Projection {
     metrics: Option<crate::metrics::IntakeMetrics>,
     /// End-to-end latencies (seconds) of deliveries committed but not yet durable.
     pending_latency: HashMap<String, f64>,
+    /// In a run (`Handler::begin_run`): the incident records the run's commits write, by key,
+    /// read instead of the store's until the run is applied.
+    run: Option<HashMap<String, IncidentRecord>>,
+    /// In a run: the incidents whose history the run's commits add to.
+    run_history: std::collections::HashSet<String>,
 }
 
 impl Projection {
@@ -33,6 +38,8 @@ impl Projection {
             pending: HashMap::new(),
             metrics: None,
             pending_latency: HashMap::new(),
+            run: None,
+            run_history: std::collections::HashSet::new(),
         }
     }
 
@@ -44,22 +51,34 @@ impl Projection {
     }
 }
 
-impl Handler for Projection {
-    fn handle(&mut self, delivery: &Delivery) -> Result<Commit, HandlerError> {
+impl Projection {
+    /// The commit that folds `delivery`'s event into its incident; `None` in a run when the event
+    /// closes an incident whose history the run adds to (folding it reads the history's loose
+    /// keys from the store).
+    fn project(&mut self, delivery: &Delivery) -> Result<Option<Commit>, HandlerError> {
         let event = muster_proto::convert::decode_event(&delivery.payload, &delivery.msg_id)
             .map_err(HandlerError::Poison)?;
         let key = incident_key(&event.namespace, &event.incident_id);
+        let in_run = self.run.as_ref().and_then(|run| run.get(&key)).cloned();
         // Read with the raw bytes: `UpdateIncident` writes the record too, and the commit below
         // must not overwrite an update it did not see (a conflict re-runs this on fresh state).
-        let raw = self
-            .store
-            .get_raw(&key)
-            .map_err(|e| HandlerError::Retry(e.to_string()))?;
-        let existing: Option<IncidentRecord> = raw
-            .as_ref()
-            .map(|raw| store::decode_value(&key, raw))
-            .transpose()
-            .map_err(|e| HandlerError::Retry(e.to_string()))?;
+        // A record the run writes is the run's: the run's first commit to it holds the
+        // expectation (`Commit::absorb` drops this one).
+        let (raw, existing) = match in_run {
+            Some(record) => (None, Some(record)),
+            None => {
+                let raw = self
+                    .store
+                    .get_raw(&key)
+                    .map_err(|e| HandlerError::Retry(e.to_string()))?;
+                let existing: Option<IncidentRecord> = raw
+                    .as_ref()
+                    .map(|raw| store::decode_value(&key, raw))
+                    .transpose()
+                    .map_err(|e| HandlerError::Retry(e.to_string()))?;
+                (raw, existing)
+            }
+        };
         let mut record = match (existing, &event.body) {
             (Some(record), _) => record,
             // Reported by another intake instance: the event carries the whole report.
@@ -115,6 +134,9 @@ impl Handler for Projection {
                 applied = Applied::Changed;
             }
         }
+        if record.status == IncidentStatus::Closed && self.run_history.contains(&key) {
+            return Ok(None);
+        }
         if first_booking && applied == Applied::Changed && self.metrics.is_some() {
             let latency_ms = event.at_unix_ms - record.reported_at_unix_ms;
             self.pending_latency
@@ -126,8 +148,14 @@ impl Handler for Projection {
         if applied != Applied::AlreadyThere {
             commit.expect_raw(key.clone(), raw);
             commit
-                .put(key, &record)
+                .put(key.clone(), &record)
                 .map_err(|e| HandlerError::Retry(e.to_string()))?;
+        }
+        if let Some(run) = &mut self.run {
+            self.run_history.insert(key.clone());
+            if applied != Applied::AlreadyThere {
+                run.insert(key, record.clone());
+            }
         }
         if applied == Applied::Changed {
             self.pending.insert(
@@ -135,7 +163,31 @@ impl Handler for Projection {
                 (record, event.body.event_type().to_string()),
             );
         }
-        Ok(commit)
+        Ok(Some(commit))
+    }
+}
+
+impl Handler for Projection {
+    fn handle(&mut self, delivery: &Delivery) -> Result<Commit, HandlerError> {
+        // Outside a run nothing waits for a run to be applied.
+        self.end_run();
+        self.project(delivery)?
+            .ok_or_else(|| HandlerError::Retry("the projection's run was not applied".into()))
+    }
+
+    fn begin_run(&mut self) -> bool {
+        self.run = Some(HashMap::new());
+        self.run_history.clear();
+        true
+    }
+
+    fn handle_in_run(&mut self, delivery: &Delivery) -> Result<Option<Commit>, HandlerError> {
+        self.project(delivery)
+    }
+
+    fn end_run(&mut self) {
+        self.run = None;
+        self.run_history.clear();
     }
 
     fn committed(&mut self, delivery: &Delivery) {

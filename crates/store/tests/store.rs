@@ -612,3 +612,54 @@ async fn the_outbox_count_follows_commits_and_removals_and_survives_reopen() {
     assert_eq!(store.outbox_len(), 0);
     assert_eq!(in_tree(&store), 0);
 }
+
+#[test]
+fn an_absorbed_commit_applies_both_in_order_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.commit(&commit_for(1)).unwrap();
+    // Two commits of a run: the second was built on what the first writes to item/00000002.
+    let mut run = commit_for(2);
+    run.expect_raw("item/00000002", None);
+    let mut later = Commit::new();
+    later.put("item/00000002", &20u64).unwrap();
+    // Met only once the first commit is applied: dropped, the run's first expectation holds.
+    later.expect_raw("item/00000002", store::encode_value(&2u64).ok());
+    later.event("muster.live.incident.2.closed", b"later".to_vec());
+    later.processed("msg-2b");
+    run.absorb(later);
+    let Committed::Applied { msg_ids } = store.commit(&run).unwrap() else {
+        panic!("the run did not apply")
+    };
+    assert_eq!(msg_ids.len(), 2, "both commits' events, in order");
+    assert_eq!(store.get::<u64>("item/00000002").unwrap(), Some(20));
+    assert_eq!(store.get::<u64>("mirror/00000002").unwrap(), Some(4));
+    assert!(store.is_processed("msg-2").unwrap() && store.is_processed("msg-2b").unwrap());
+    let subjects: Vec<String> = store
+        .outbox_pending(usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|event| event.subject)
+        .collect();
+    assert_eq!(
+        subjects[1..],
+        [
+            "muster.live.incident.2.graded".to_string(),
+            "muster.live.incident.2.closed".to_string()
+        ]
+    );
+
+    // A run holding a message processed already applies nothing: its messages are handled again.
+    let mut run = commit_for(3);
+    run.absorb(commit_for(1));
+    assert_eq!(store.commit(&run).unwrap(), Committed::AlreadyProcessed);
+    assert_eq!(store.get::<u64>("item/00000003").unwrap(), None);
+    assert!(!store.is_processed("msg-3").unwrap());
+    // An expectation of the later commit on a key the run does not write is kept.
+    let mut run = commit_for(4);
+    let mut later = commit_for(5);
+    later.expect_raw("item/00000001", None);
+    run.absorb(later);
+    assert!(matches!(store.commit(&run), Err(Error::Conflict { key }) if key == "item/00000001"));
+    assert_eq!(store.get::<u64>("item/00000004").unwrap(), None);
+}

@@ -234,3 +234,67 @@ fn a_history_event_that_does_not_decode_stops_the_folding_not_the_projection() {
     let error = history_page(&store, NS, ID, 0, 100).unwrap_err();
     assert!(error.to_string().contains(&bad), "{error}");
 }
+
+/// Hands `events` to the projection in one run (`Handler::begin_run`) and applies the run's commits
+/// as one, as the consumer does; returns how many it took before one needed the run applied.
+fn run_of(store: &Store, projection: &mut Projection, events: &[IncidentEvent]) -> usize {
+    assert!(projection.begin_run());
+    let mut run = Commit::new();
+    let mut taken = 0;
+    for event in events {
+        let delivery = Delivery {
+            subject: format!("muster.{NS}.incident.{}", event.body.event_type()),
+            msg_id: event.event_id.clone(),
+            payload: muster_proto::convert::encode_event(event).into(),
+            delivered: 1,
+        };
+        let Some(mut commit) = projection.handle_in_run(&delivery).unwrap() else {
+            break;
+        };
+        commit.processed(delivery.msg_id.clone());
+        run.absorb(commit);
+        taken += 1;
+    }
+    store.commit(&run).unwrap();
+    projection.end_run();
+    taken
+}
+
+#[test]
+fn events_projected_in_runs_leave_what_they_leave_one_by_one() {
+    let (_dir, store, mut projection) = reported();
+    // The run reads its own record: each update sees the one before (no conflict, none lost);
+    // the close needs the loose keys the run adds, so it waits for the run to be applied.
+    assert_eq!(
+        run_of(
+            &store,
+            &mut projection,
+            &[updated(1), updated(2), closed(3)]
+        ),
+        2
+    );
+    let record: IncidentRecord = store.get(&incident_key(NS, ID)).unwrap().unwrap();
+    assert_eq!(record.status, IncidentStatus::Reported);
+    assert_eq!(record.timeline.len(), 3, "{:?}", record.timeline);
+    assert_eq!(loose_keys(&store), 3);
+    // The next run closes it (folding every key), and a late event after the close in the same
+    // run waits again: the folded record is the run's.
+    assert_eq!(run_of(&store, &mut projection, &[closed(3), updated(4)]), 1);
+    assert_eq!(run_of(&store, &mut projection, &[updated(4)]), 1);
+
+    // The same events one by one, in another store.
+    let (_other_dir, other, mut alone) = reported();
+    for event in [updated(1), updated(2), closed(3), updated(4)] {
+        deliver(&other, &mut alone, &event);
+    }
+    let record: IncidentRecord = store.get(&incident_key(NS, ID)).unwrap().unwrap();
+    let alone_record: IncidentRecord = other.get(&incident_key(NS, ID)).unwrap().unwrap();
+    assert_eq!(record.status, IncidentStatus::Closed);
+    assert_eq!(
+        serde_json::to_value(&record).unwrap(),
+        serde_json::to_value(&alone_record).unwrap()
+    );
+    assert_eq!(loose_keys(&store), 0);
+    assert_eq!(history_ids(&store, 100), ids(0..5));
+    assert_eq!(history_ids(&store, 100), history_ids(&other, 100));
+}
