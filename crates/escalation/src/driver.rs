@@ -73,6 +73,8 @@ pub struct Grader {
     policy: Arc<EscalationPolicy>,
     /// `None`: the system clock. `muster rebuild` sets the time each replayed input was handled.
     clock: Option<Arc<std::sync::atomic::AtomicI64>>,
+    /// In a run (`Handler::begin_run`): the incidents (namespace, id) it has handled.
+    run: Option<std::collections::HashSet<(String, String)>>,
 }
 
 impl Grader {
@@ -82,6 +84,7 @@ impl Grader {
             region,
             policy,
             clock: None,
+            run: None,
         }
     }
 
@@ -228,6 +231,35 @@ impl Handler for Grader {
     fn handle(&mut self, delivery: &Delivery) -> Result<Commit, HandlerError> {
         let event = muster_proto::convert::decode_event(&delivery.payload, &delivery.msg_id)
             .map_err(HandlerError::Poison)?;
+        self.handle_event(&event)
+    }
+
+    /// Everything the grader reads and writes for an event is its incident's (grading, command
+    /// record, timers), so a run keeps only the incidents it touched: a second event of one of
+    /// them waits for the run to be applied, and every other reads the store as it is.
+    fn begin_run(&mut self) -> bool {
+        self.run = Some(std::collections::HashSet::new());
+        true
+    }
+
+    fn handle_in_run(&mut self, delivery: &Delivery) -> Result<Option<Commit>, HandlerError> {
+        let event = muster_proto::convert::decode_event(&delivery.payload, &delivery.msg_id)
+            .map_err(HandlerError::Poison)?;
+        if let Some(run) = &mut self.run
+            && !run.insert((event.namespace.clone(), event.incident_id.clone()))
+        {
+            return Ok(None);
+        }
+        self.handle_event(&event).map(Some)
+    }
+
+    fn end_run(&mut self) {
+        self.run = None;
+    }
+}
+
+impl Grader {
+    fn handle_event(&self, event: &IncidentEvent) -> Result<Commit, HandlerError> {
         let report = match &event.body {
             EventBody::Reported(report) => report,
             EventBody::Updated(update) => return self.handle_updated(&event, update),

@@ -28,7 +28,7 @@ use muster_proto::v1 as pb;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use driver::{Grader, GradingRecord, grade_incident};
+pub use driver::{Grader, GradingRecord, grade_incident, grading_key};
 
 /// The service's name in health checks, logs and event envelopes.
 pub const SERVICE_NAME: &str = "escalation";

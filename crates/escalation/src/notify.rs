@@ -123,6 +123,12 @@ impl Handler for NotifyRequester {
         }
         Ok(commit)
     }
+
+    /// Runs are safe as they are: the requester reads nothing from the store (each request is a
+    /// new record of its own), so no commit of a run depends on another's.
+    fn begin_run(&mut self) -> bool {
+        true
+    }
 }
 
 /// Every notification of one incident with its delivery state, in the order they were requested.
