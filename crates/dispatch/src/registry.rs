@@ -246,9 +246,15 @@ impl UnitBoard {
         store: &Store,
         namespace: &str,
     ) -> Result<&[UnitRecord], store::Error> {
-        let mut before = std::mem::take(&mut self.stored)
+        // Room for the roster as it was: pushing thousands of records one at a time regrew (and
+        // copied) both vectors about a dozen times per booking.
+        let known = self.records.len();
+        let mut before = std::mem::replace(&mut self.stored, Vec::with_capacity(known))
             .into_iter()
-            .zip(std::mem::take(&mut self.records))
+            .zip(std::mem::replace(
+                &mut self.records,
+                Vec::with_capacity(known),
+            ))
             .peekable();
         let (stored, records) = (&mut self.stored, &mut self.records);
         store.visit_prefix_stored(&unit_key(namespace, ""), |key, value| {
