@@ -122,6 +122,43 @@ impl Handler for Counter {
     }
 }
 
+/// Runs `handler` on `consumer` until the server has every message up to stream sequence `floor`
+/// acknowledged and none pending, then stops it.
+async fn consume_until_acked<H: Handler>(
+    bus: &Bus,
+    consumer: async_nats::jetstream::consumer::PullConsumer,
+    store: &Store,
+    handler: H,
+    floor: u64,
+) {
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(bus::run_consumer(
+        "test-consumer",
+        bus.clone(),
+        consumer.clone(),
+        store.clone(),
+        handler,
+        shutdown.clone(),
+    ));
+    eventually(
+        "every message acknowledged",
+        Duration::from_secs(20),
+        || {
+            let mut consumer = consumer.clone();
+            async move {
+                let info = consumer.info().await.ok()?;
+                (info.num_ack_pending == 0
+                    && info.num_pending == 0
+                    && info.ack_floor.stream_sequence >= floor)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    shutdown.cancel();
+    running.await.unwrap();
+}
+
 #[tokio::test]
 async fn a_message_redelivered_after_a_crash_before_the_ack_is_processed_once() {
     let nats = TestNats::start().await;
@@ -193,35 +230,11 @@ async fn a_message_redelivered_after_a_crash_before_the_ack_is_processed_once() 
     let consumer: async_nats::jetstream::consumer::PullConsumer =
         stream.get_consumer("counter").await.unwrap();
     let calls = Arc::new(Mutex::new(0));
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(bus::run_consumer(
-        "counter",
-        bus.clone(),
-        consumer.clone(),
-        store.clone(),
-        Counter {
-            store: store.clone(),
-            calls: calls.clone(),
-        },
-        shutdown.clone(),
-    ));
-    eventually(
-        "the redelivered message is acknowledged",
-        Duration::from_secs(20),
-        || {
-            let mut consumer = consumer.clone();
-            async move {
-                let info = consumer.info().await.ok()?;
-                (info.num_ack_pending == 0
-                    && info.num_pending == 0
-                    && info.ack_floor.stream_sequence >= 1)
-                    .then_some(())
-            }
-        },
-    )
-    .await;
-    shutdown.cancel();
-    running.await.unwrap();
+    let counter = Counter {
+        store: store.clone(),
+        calls: calls.clone(),
+    };
+    consume_until_acked(&bus, consumer, &store, counter, 1).await;
     assert_eq!(
         store.get::<u64>(&format!("count/{subject}")).unwrap(),
         Some(1),
@@ -701,32 +714,7 @@ async fn a_run_of_messages_is_committed_as_one_and_counts_each_message_once() {
         handler.after_run.clone(),
         handler.alone.clone(),
     );
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(bus::run_consumer(
-        "run-counter",
-        bus.clone(),
-        consumer.clone(),
-        store.clone(),
-        handler,
-        shutdown.clone(),
-    ));
-    eventually(
-        "every message acknowledged",
-        Duration::from_secs(20),
-        || {
-            let mut consumer = consumer.clone();
-            async move {
-                let info = consumer.info().await.ok()?;
-                (info.num_ack_pending == 0
-                    && info.num_pending == 0
-                    && info.ack_floor.stream_sequence >= 121)
-                    .then_some(())
-            }
-        },
-    )
-    .await;
-    shutdown.cancel();
-    running.await.unwrap();
+    consume_until_acked(&bus, consumer, &store, handler, 121).await;
 
     for (key, count) in &expected {
         assert_eq!(store.get::<u64>(key).unwrap(), Some(*count), "{key}");

@@ -262,8 +262,8 @@ impl Grader {
     fn handle_event(&self, event: &IncidentEvent) -> Result<Commit, HandlerError> {
         let report = match &event.body {
             EventBody::Reported(report) => report,
-            EventBody::Updated(update) => return self.handle_updated(&event, update),
-            EventBody::Closed(closed) => return self.handle_closed(&event, closed),
+            EventBody::Updated(update) => return self.handle_updated(event, update),
+            EventBody::Closed(closed) => return self.handle_closed(event, closed),
             other => {
                 return Err(HandlerError::Poison(format!(
                     "expected a reported, updated or closed event, got {}",

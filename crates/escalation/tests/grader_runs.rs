@@ -2,12 +2,13 @@
 //! a second event of an incident waits for the run to be applied, and the store ends as it does
 //! with one commit per event.
 
+mod common;
+
 use std::sync::Arc;
 
 use bus::{Delivery, Handler};
 use domain::escalation::EscalationPolicy;
 use domain::event::{EventBody, IncidentEvent, IncidentReport, IncidentUpdated};
-use domain::geo::GeoPoint;
 use domain::grade::{Facts, Grade};
 use domain::region::Region;
 use escalation::command::{CommandRecord, command_key, timer_prefix};
@@ -17,24 +18,7 @@ use store::{Commit, Store};
 const NS: &str = "live";
 
 fn report(deaths: u32) -> IncidentReport {
-    IncidentReport {
-        kind: "accident.hazardous_chemicals".into(),
-        class: domain::class::IncidentClass::Accident,
-        township_code: "390202400".into(),
-        other_township_codes: vec![],
-        location: GeoPoint {
-            lat: 30.0,
-            lon: 120.0,
-        },
-        location_reported: false,
-        facts: Facts {
-            deaths: Some(deaths),
-            ..Facts::default()
-        },
-        summary: "test".into(),
-        reported_by: "officer".into(),
-        warning: None,
-    }
+    common::chemical_leak(deaths, "test")
 }
 
 fn delivery(n: usize, incident: &str, body: EventBody) -> Delivery {

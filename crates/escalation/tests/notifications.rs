@@ -3,13 +3,13 @@
 //! answers 500 is retried with backoff and then recorded failed; a drill namespace's
 //! notifications go to the drill sink (or drill webhook) and never to the live webhook.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use domain::event::{EventBody, IncidentEvent, IncidentReport};
-use domain::geo::GeoPoint;
-use domain::grade::Facts;
 use domain::notification::{DeliveryState, NotificationStatus};
 use domain::region::Region;
 use domain::roster::{Channel, Role, RosterEntry, Rosters, Shift};
@@ -75,24 +75,7 @@ async fn webhook(status: u16) -> Webhook {
 }
 
 fn report() -> IncidentReport {
-    IncidentReport {
-        kind: "accident.hazardous_chemicals".into(),
-        class: domain::class::IncidentClass::Accident,
-        township_code: "390202400".into(),
-        other_township_codes: vec![],
-        location: GeoPoint {
-            lat: 30.0,
-            lon: 120.0,
-        },
-        location_reported: false,
-        facts: Facts {
-            deaths: Some(1),
-            ..Facts::default()
-        },
-        summary: "chlorine leak at the park".into(),
-        reported_by: "officer".into(),
-        warning: None,
-    }
+    common::chemical_leak(1, "chlorine leak at the park")
 }
 
 /// The lead's county 390202 has two people on duty and one whose shift never covers now.

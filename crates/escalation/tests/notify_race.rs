@@ -2,13 +2,13 @@
 //! notifications derive only from the events the machine committed, and a timer that loses to an
 //! ack commits no `escalated` event, so nobody at the next level is ever notified for that step.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Barrier};
 
 use domain::escalation::EscalationPolicy;
 use domain::event::IncidentReport;
-use domain::geo::GeoPoint;
-use domain::grade::Facts;
 use domain::notification::NotificationReason;
 use domain::region::Region;
 use domain::roster::{Channel, Role, RosterEntry, Rosters};
@@ -22,24 +22,7 @@ const INCIDENT: &str = "INC-20260101-1";
 const MINUTE_MS: i64 = 10;
 
 fn report() -> IncidentReport {
-    IncidentReport {
-        kind: "accident.hazardous_chemicals".into(),
-        class: domain::class::IncidentClass::Accident,
-        township_code: "390202400".into(),
-        other_township_codes: vec![],
-        location: GeoPoint {
-            lat: 30.0,
-            lon: 120.0,
-        },
-        location_reported: false,
-        facts: Facts {
-            deaths: Some(1),
-            ..Facts::default()
-        },
-        summary: "test".into(),
-        reported_by: "officer".into(),
-        warning: None,
-    }
+    common::chemical_leak(1, "test")
 }
 
 /// Everyone on duty around the clock, one officer per jurisdiction.

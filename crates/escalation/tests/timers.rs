@@ -3,11 +3,12 @@
 //! and a timer that lost the race to an acknowledgement does nothing; a close deletes every timer
 //! record with the machine's stop.
 
+mod common;
+
 use std::collections::BTreeMap;
 
 use domain::escalation::EscalationPolicy;
 use domain::event::IncidentReport;
-use domain::geo::GeoPoint;
 use domain::grade::{Facts, Grade};
 use domain::jurisdiction::Level;
 use domain::region::Region;
@@ -24,24 +25,7 @@ const INCIDENT: &str = "INC-20260101-1";
 const MINUTE_MS: i64 = 10;
 
 fn report(deaths: u32) -> IncidentReport {
-    IncidentReport {
-        kind: "accident.hazardous_chemicals".into(),
-        class: domain::class::IncidentClass::Accident,
-        township_code: "390202400".into(),
-        other_township_codes: vec![],
-        location: GeoPoint {
-            lat: 30.0,
-            lon: 120.0,
-        },
-        location_reported: false,
-        facts: Facts {
-            deaths: Some(deaths),
-            ..Facts::default()
-        },
-        summary: "test".into(),
-        reported_by: "officer".into(),
-        warning: None,
-    }
+    common::chemical_leak(deaths, "test")
 }
 
 /// A store holding a freshly graded grade IV incident, as the grader commits it.
