@@ -222,21 +222,35 @@ pub fn load_all(store: &Store, namespace: &str) -> Result<Vec<UnitRecord>, store
 
 /// Every unit record of one namespace, kept decoded between bookings.
 ///
-/// [`UnitBoard::refresh`] walks the stored values of the namespace's unit records and decodes
-/// only those whose bytes changed since the last walk (an unchanged value is usually the same
-/// allocation in sled's cache, so most are not even compared): a booking against a roster of
-/// thousands decodes the few units that moved rather than all of them. The walk reads the store
-/// each time, so the board is never staler than [`load_all`] would be, whoever wrote the units
-/// (the gRPC front door, unit commands, positions, timers).
+/// [`UnitBoard::refresh`] reads again only the unit records written since the last refresh, as
+/// the store's [`store::WriteWatch`] names them (every commit, by key), and decodes those whose
+/// bytes changed. The first refresh, and any after a write the watch cannot itemise (a drill
+/// namespace's retention, an index build, a commit sled failed), walks every stored unit record
+/// instead, and decodes only those whose bytes changed since the last walk (an unchanged value
+/// is usually the same allocation in sled's cache, so most are not even compared). Either way
+/// the board holds what the store holds, whoever wrote the units (the gRPC front door, unit
+/// commands, positions, timers), as of the last commit applied before the refresh: the
+/// assigner refreshes inside its commit session, where no commit is in flight. A booking
+/// against a roster of thousands reads the few units that moved rather than all of them.
 ///
-/// One board may serve any namespace: the walk matches records by key, and keys name the
-/// namespace. The assigner keeps one per namespace so that live and drill bookings do not
-/// decode each other's rosters.
-#[derive(Debug, Default)]
+/// One board may serve any namespace (a refresh for another namespace starts over with a walk
+/// and a new watch). The assigner keeps one per namespace so that live and drill bookings do
+/// not read each other's rosters.
+#[derive(Default)]
 pub struct UnitBoard {
     /// Key and stored value of each record in `records`, in the same (key) order.
     stored: Vec<(String, store::StoredValue)>,
     records: Vec<UnitRecord>,
+    /// The writes to the namespace's unit records since the last refresh.
+    watch: Option<store::WriteWatch>,
+}
+
+impl std::fmt::Debug for UnitBoard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnitBoard")
+            .field("records", &self.records.len())
+            .finish()
+    }
 }
 
 impl UnitBoard {
@@ -246,6 +260,68 @@ impl UnitBoard {
         store: &Store,
         namespace: &str,
     ) -> Result<&[UnitRecord], store::Error> {
+        let prefix = unit_key(namespace, "");
+        if self
+            .watch
+            .as_ref()
+            .is_none_or(|watch| watch.prefix() != prefix)
+        {
+            // Watching before reading: a write from here on is either read below or named later.
+            self.watch = Some(store.watch_writes(&prefix));
+        }
+        let written = self.watch.as_ref().and_then(store::WriteWatch::take);
+        match written {
+            Some(keys) => {
+                if let Err(error) = self.read_keys(store, keys) {
+                    // Half read: the next refresh walks everything.
+                    self.watch = None;
+                    return Err(error);
+                }
+            }
+            None => {
+                if let Err(error) = self.walk(store, &prefix) {
+                    self.watch = None;
+                    return Err(error);
+                }
+            }
+        }
+        Ok(&self.records)
+    }
+
+    /// Reads again the records of `keys` (written since the last refresh).
+    fn read_keys(
+        &mut self,
+        store: &Store,
+        keys: std::collections::BTreeSet<String>,
+    ) -> Result<(), store::Error> {
+        for key in keys {
+            let at = self
+                .stored
+                .binary_search_by(|(known, _)| known.as_str().cmp(key.as_str()));
+            match (store.get_stored(&key)?, at) {
+                (Some(value), Ok(index)) => {
+                    if !self.stored[index].1.same_bytes(&value) {
+                        self.records[index] = store::decode_value(&key, value.as_bytes())?;
+                        self.stored[index].1 = value;
+                    }
+                }
+                (Some(value), Err(index)) => {
+                    let record = store::decode_value(&key, value.as_bytes())?;
+                    self.stored.insert(index, (key, value));
+                    self.records.insert(index, record);
+                }
+                (None, Ok(index)) => {
+                    self.stored.remove(index);
+                    self.records.remove(index);
+                }
+                (None, Err(_)) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Walks every stored record under `prefix`, decoding those whose bytes changed.
+    fn walk(&mut self, store: &Store, prefix: &str) -> Result<(), store::Error> {
         // Room for the roster as it was: pushing thousands of records one at a time regrew (and
         // copied) both vectors about a dozen times per booking.
         let known = self.records.len();
@@ -257,7 +333,7 @@ impl UnitBoard {
             ))
             .peekable();
         let (stored, records) = (&mut self.stored, &mut self.records);
-        store.visit_prefix_stored(&unit_key(namespace, ""), |key, value| {
+        store.visit_prefix_stored(prefix, |key, value| {
             // Both walks are in key order: what sorts before `key` is gone from the store (or
             // another namespace's); what is left after the walk is dropped with `before`.
             while before
@@ -278,8 +354,7 @@ impl UnitBoard {
             records.push(store::decode_value(key, value.as_bytes())?);
             stored.push((key.to_string(), value));
             Ok(())
-        })?;
-        Ok(&self.records)
+        })
     }
 }
 
@@ -399,6 +474,36 @@ mod tests {
             load_all(&store, "drill.a").unwrap().as_slice()
         );
         assert_eq!(board.refresh(&store, "drill.a").unwrap().len(), units.len());
+
+        // Back in live after a write there: the board walks again and has it.
+        let mut commit = Commit::new();
+        commit.delete(unit_key("live", &units[1].unit.id));
+        store.commit(&commit).unwrap();
+        assert_eq!(
+            board.refresh(&store, "live").unwrap(),
+            load_all(&store, "live").unwrap().as_slice()
+        );
+        // A unit registered anew, and one written again with the same bytes (no event).
+        let mut commit = Commit::new();
+        commit
+            .put(unit_key("live", "ZZZ-NEW"), &{
+                let mut record = units[2].clone();
+                record.unit.id = "ZZZ-NEW".into();
+                record
+            })
+            .unwrap();
+        commit
+            .put(unit_key("live", &units[3].unit.id), &units[3])
+            .unwrap();
+        store.commit(&commit).unwrap();
+        let seen = board.refresh(&store, "live").unwrap();
+        assert_eq!(seen, load_all(&store, "live").unwrap().as_slice());
+        assert_eq!(seen.last().unwrap().unit.id, "ZZZ-NEW");
+
+        // The retention of a drill namespace is one batch the watch cannot itemise: walked.
+        assert_eq!(board.refresh(&store, "drill.a").unwrap().len(), units.len());
+        store.delete_drill_namespace("drill.a").unwrap();
+        assert!(board.refresh(&store, "drill.a").unwrap().is_empty());
     }
 
     #[test]

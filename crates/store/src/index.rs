@@ -153,7 +153,9 @@ impl Store {
 
     fn apply_state_batch(&self, batch: sled::Batch) -> Result<(), Error> {
         let _gate = gate_exclusive();
-        self.state.apply_batch(batch)?;
+        let result = self.state.apply_batch(batch);
+        self.note_writes(None);
+        result?;
         Ok(())
     }
 

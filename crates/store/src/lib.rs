@@ -444,6 +444,54 @@ pub struct Store {
     unregistered_indexes: Arc<std::sync::RwLock<Vec<(String, String)>>>,
     /// The first write error (see [`Store::failed`]); `None` while the store is healthy.
     failure: Arc<tokio::sync::watch::Sender<Option<String>>>,
+    /// The live [`WriteWatch`]es: every write path to the state tree tells them what it wrote.
+    watches: Arc<std::sync::Mutex<Vec<std::sync::Weak<std::sync::Mutex<WatchState>>>>>,
+}
+
+/// The keys written under a prefix of the state tree since they were last taken
+/// ([`Store::watch_writes`]): for a reader that keeps decoded records between calls and needs to
+/// know which of them changed without walking them all (dispatch's unit board).
+///
+/// Every write path of the state tree feeds it: each commit (under the writer gate, so a reader
+/// holding a [`CommitSession`] sees every commit applied before it), and the batch writers that
+/// do not itemise their keys (drill-namespace retention, index builds), which mark it as
+/// "read everything again". So does a commit that failed in sled (it may be applied in memory).
+pub struct WriteWatch {
+    state: Arc<std::sync::Mutex<WatchState>>,
+}
+
+struct WatchState {
+    prefix: String,
+    keys: std::collections::BTreeSet<String>,
+    /// Something under the prefix may have changed without being itemised (and at the start).
+    everything: bool,
+}
+
+impl WriteWatch {
+    /// The keys written under the prefix since the last call, in key order, or `None` when the
+    /// reader must read everything under the prefix again (the first call, and after a write
+    /// that was not itemised).
+    pub fn take(&self) -> Option<std::collections::BTreeSet<String>> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let keys = std::mem::take(&mut state.keys);
+        if std::mem::replace(&mut state.everything, false) {
+            None
+        } else {
+            Some(keys)
+        }
+    }
+
+    /// The prefix watched.
+    pub fn prefix(&self) -> String {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .prefix
+            .clone()
+    }
 }
 
 /// Numbers of this database's flushes begun and completed, for group commit ([`Store::flush`]).
@@ -572,6 +620,7 @@ impl Store {
             indexes: Arc::default(),
             unregistered_indexes: Arc::new(std::sync::RwLock::new(unregistered_indexes)),
             failure: Arc::new(tokio::sync::watch::Sender::new(None)),
+            watches: Arc::default(),
         })
     }
 
@@ -637,6 +686,66 @@ impl Store {
             visit(&String::from_utf8_lossy(&key), StoredValue(value))?;
         }
         Ok(())
+    }
+
+    /// The stored value of `key`, shared with the store's page cache ([`StoredValue`]).
+    pub fn get_stored(&self, key: &str) -> Result<Option<StoredValue>, Error> {
+        Ok(self.state.get(key.as_bytes())?.map(StoredValue))
+    }
+
+    /// Starts telling which keys under `prefix` of the state tree are written ([`WriteWatch`]).
+    /// Its first [`WriteWatch::take`] says "read everything".
+    pub fn watch_writes(&self, prefix: &str) -> WriteWatch {
+        let state = Arc::new(std::sync::Mutex::new(WatchState {
+            prefix: prefix.to_string(),
+            keys: Default::default(),
+            everything: true,
+        }));
+        let mut watches = self
+            .watches
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        watches.retain(|watch| watch.strong_count() > 0);
+        watches.push(Arc::downgrade(&state));
+        WriteWatch { state }
+    }
+
+    /// Tells the live watches about written keys; `None`: anything may have changed.
+    pub(crate) fn note_writes<'k>(&self, keys: Option<&mut dyn Iterator<Item = &'k str>>) {
+        let watches = self
+            .watches
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if watches.is_empty() {
+            return;
+        }
+        let live: Vec<_> = watches
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect();
+        drop(watches);
+        match keys {
+            None => {
+                for watch in &live {
+                    watch
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .everything = true;
+                }
+            }
+            Some(keys) => {
+                for key in keys {
+                    for watch in &live {
+                        let mut watch = watch
+                            .lock()
+                            .unwrap_or_else(|poisoned| poisoned.into_inner());
+                        if key.starts_with(watch.prefix.as_str()) {
+                            watch.keys.insert(key.to_string());
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Decodes the values with keys in `[from, until)`, in key order, at most `limit`: for keys that
@@ -781,6 +890,18 @@ impl Store {
                 Ok(Committed::Applied { msg_ids })
             },
         );
+        match &result {
+            Ok(Committed::Applied { .. }) => self.note_writes(Some(
+                &mut commit
+                    .writes
+                    .iter()
+                    .chain(&derived)
+                    .map(|(key, _)| key.as_str()),
+            )),
+            // sled may have applied a refused commit in memory.
+            Err(TransactionError::Storage(_)) => self.note_writes(None),
+            _ => {}
+        }
         match result {
             Ok(committed) => {
                 if let Committed::Applied { msg_ids } = &committed

@@ -86,7 +86,9 @@ impl Store {
             }
         }
         let _gate = crate::gate_exclusive();
-        self.state.apply_batch(batch)?;
+        let result = self.state.apply_batch(batch);
+        self.note_writes(None);
+        result?;
         Ok(count)
     }
 }

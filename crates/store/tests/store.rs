@@ -663,3 +663,54 @@ fn an_absorbed_commit_applies_both_in_order_or_nothing() {
     assert!(matches!(store.commit(&run), Err(Error::Conflict { key }) if key == "item/00000001"));
     assert_eq!(store.get::<u64>("item/00000004").unwrap(), None);
 }
+
+#[test]
+fn a_write_watch_names_every_committed_key_under_its_prefix_or_asks_for_a_full_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let watch = store.watch_writes("unit/drill.a/");
+    assert_eq!(watch.take(), None, "the first take asks for a full read");
+    assert_eq!(watch.take(), Some(Default::default()));
+
+    let mut commit = Commit::new();
+    commit.put("unit/drill.a/U2", &2u8).unwrap();
+    commit.put("unit/drill.a/U1", &1u8).unwrap();
+    commit.put("unit/drill.ab/U1", &1u8).unwrap();
+    commit.put("incident/drill.a/INC-1", &1u8).unwrap();
+    store.commit(&commit).unwrap();
+    // Through a clone of the store too (the services share clones).
+    let mut commit = Commit::new();
+    commit.delete("unit/drill.a/U3");
+    store.clone().commit(&commit).unwrap();
+    let taken = watch.take().unwrap();
+    assert_eq!(
+        taken.into_iter().collect::<Vec<_>>(),
+        ["unit/drill.a/U1", "unit/drill.a/U2", "unit/drill.a/U3"]
+    );
+
+    // A commit that does not apply writes nothing, and names nothing.
+    let mut refused = Commit::new();
+    refused.put("unit/drill.a/U4", &4u8).unwrap();
+    refused.expect_raw("unit/drill.a/U1", None);
+    assert!(matches!(store.commit(&refused), Err(Error::Conflict { .. })));
+    let mut processed = Commit::new();
+    processed.put("unit/drill.a/U5", &5u8).unwrap();
+    processed.processed("msg-1");
+    store.commit(&processed).unwrap();
+    let mut again = Commit::new();
+    again.put("unit/drill.a/U6", &6u8).unwrap();
+    again.processed("msg-1");
+    assert_eq!(store.commit(&again).unwrap(), Committed::AlreadyProcessed);
+    assert_eq!(
+        watch.take().unwrap().into_iter().collect::<Vec<_>>(),
+        ["unit/drill.a/U5"]
+    );
+
+    // Deleting the namespace is one batch the watch does not itemise: read everything again.
+    store.delete_drill_namespace("drill.a").unwrap();
+    assert_eq!(watch.take(), None);
+    assert_eq!(watch.take(), Some(Default::default()));
+    // A dropped watch is forgotten.
+    drop(watch);
+    store.commit(&commit_for(7)).unwrap();
+}
