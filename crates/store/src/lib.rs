@@ -711,7 +711,7 @@ impl Store {
     }
 
     /// Tells the live watches about written keys; `None`: anything may have changed.
-    pub(crate) fn note_writes<'k>(&self, keys: Option<&mut dyn Iterator<Item = &'k str>>) {
+    pub(crate) fn note_writes(&self, keys: Option<&mut dyn Iterator<Item = &str>>) {
         let watches = self
             .watches
             .lock()

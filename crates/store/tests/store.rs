@@ -692,7 +692,10 @@ fn a_write_watch_names_every_committed_key_under_its_prefix_or_asks_for_a_full_r
     let mut refused = Commit::new();
     refused.put("unit/drill.a/U4", &4u8).unwrap();
     refused.expect_raw("unit/drill.a/U1", None);
-    assert!(matches!(store.commit(&refused), Err(Error::Conflict { .. })));
+    assert!(matches!(
+        store.commit(&refused),
+        Err(Error::Conflict { .. })
+    ));
     let mut processed = Commit::new();
     processed.put("unit/drill.a/U5", &5u8).unwrap();
     processed.processed("msg-1");
