@@ -118,6 +118,63 @@ impl BoardUnit {
     }
 }
 
+/// [`DecisionRecord`] as [`stage`] writes it, borrowing: the same fields, names and order (the
+/// old `board` form is never written), so it reads back as a `DecisionRecord`.
+#[derive(Serialize)]
+struct DecisionRecordOut<'a> {
+    incident_id: &'a str,
+    at_unix_ms: i64,
+    plan_id: &'a str,
+    requirements: &'a [ResourceRequirement],
+    location: GeoPoint,
+    township_code: &'a str,
+    lead_code: &'a str,
+    grade: Option<Grade>,
+    excluded: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    units: Vec<BoardUnitOut<'a>>,
+    picked: Vec<String>,
+}
+
+/// [`BoardUnit`] borrowing from the unit record: the same short keys.
+#[derive(Serialize)]
+struct BoardUnitOut<'a> {
+    #[serde(rename = "i")]
+    id: &'a str,
+    #[serde(rename = "c")]
+    call_sign: &'a str,
+    #[serde(rename = "t")]
+    unit_type: &'a str,
+    #[serde(rename = "h")]
+    home_township: &'a str,
+    #[serde(rename = "j")]
+    jurisdiction: &'a str,
+    #[serde(rename = "p")]
+    position: [f64; 2],
+    #[serde(rename = "a")]
+    position_at_unix_ms: i64,
+    #[serde(rename = "r", skip_serializing_if = "std::ops::Not::not")]
+    position_reported: bool,
+    #[serde(rename = "s")]
+    status: UnitStatus,
+}
+
+impl<'a> BoardUnitOut<'a> {
+    fn of(record: &'a UnitRecord) -> BoardUnitOut<'a> {
+        BoardUnitOut {
+            id: &record.unit.id,
+            call_sign: &record.unit.call_sign,
+            unit_type: &record.unit.unit_type,
+            home_township: &record.unit.home_township,
+            jurisdiction: &record.unit.jurisdiction,
+            position: [record.unit.position.lat, record.unit.position.lon],
+            position_at_unix_ms: record.position_at_unix_ms,
+            position_reported: record.position_reported,
+            status: record.state.status,
+        }
+    }
+}
+
 impl DecisionRecord {
     /// How many units the recommendation chose from.
     pub fn board_len(&self) -> usize {
@@ -155,23 +212,24 @@ pub fn stage(
     now_unix_ms: i64,
 ) -> Result<(), store::Error> {
     let types: HashSet<&str> = requirements.iter().map(|r| r.unit_type.as_str()).collect();
-    let mut excluded: Vec<String> = excluded.iter().cloned().collect();
+    let mut excluded: Vec<&str> = excluded.iter().map(String::as_str).collect();
     excluded.sort();
-    let record = DecisionRecord {
-        incident_id: incident_id.to_string(),
+    // Written from borrowed fields: the board of a roster of thousands is thousands of units,
+    // and copying each one's strings into a `BoardUnit` first was 5-6 % of the booking's CPU.
+    let record = DecisionRecordOut {
+        incident_id,
         at_unix_ms: now_unix_ms,
-        plan_id: plan_id.to_string(),
-        requirements: requirements.to_vec(),
+        plan_id,
+        requirements,
         location: place.location,
-        township_code: place.township_code.clone(),
-        lead_code: place.lead_code.clone(),
+        township_code: &place.township_code,
+        lead_code: &place.lead_code,
         grade: place.grade,
         excluded,
-        board: Vec::new(),
         units: records
             .iter()
             .filter(|r| !r.is_retired() && types.contains(r.unit.unit_type.as_str()))
-            .map(BoardUnit::of)
+            .map(BoardUnitOut::of)
             .collect(),
         picked,
     };
@@ -342,6 +400,28 @@ mod tests {
             .count();
         assert_eq!(replayed[0].record.board_len(), on_board);
         assert!(replayed[0].record.board.is_empty());
+        // Written from borrowed fields, it reads back as the owned record would have been.
+        let expected = DecisionRecord {
+            incident_id: "INC-1".into(),
+            at_unix_ms: NOW,
+            plan_id: "plan".into(),
+            requirements: requirements.clone(),
+            location: place.location,
+            township_code: place.township_code.clone(),
+            lead_code: place.lead_code.clone(),
+            grade: place.grade,
+            excluded: vec![region.units[3].id.clone()],
+            board: Vec::new(),
+            units: records
+                .iter()
+                .filter(|r| !r.is_retired() && types.contains(&r.unit.unit_type.as_str()))
+                .map(BoardUnit::of)
+                .collect(),
+            picked: picked.clone(),
+        };
+        assert_eq!(replayed[0].record, expected);
+        assert!(expected.units.iter().any(|unit| unit.position_reported));
+        assert!(expected.units.iter().any(|unit| !unit.position_reported));
 
         // A record written before the short board (whole unit records) replays as it did.
         let mut old = replayed[0].record.clone();
