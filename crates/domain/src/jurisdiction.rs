@@ -308,20 +308,20 @@ impl JurisdictionTree {
 
     /// `code` itself first, then its parent, ..., the root last. Empty for an unknown code.
     pub fn ancestors(&self, code: &str) -> Vec<&Jurisdiction> {
-        let mut chain = Vec::new();
-        let mut current = self.get(code);
-        while let Some(item) = current {
-            chain.push(item);
-            current = item.parent.as_deref().and_then(|parent| self.get(parent));
-        }
-        chain
+        self.ancestors_iter(code).collect()
+    }
+
+    /// [`JurisdictionTree::ancestors`] without collecting them: for checks made once per unit of
+    /// a roster (`in_subtree`), where the allocation was most of the cost.
+    pub fn ancestors_iter<'a>(&'a self, code: &str) -> impl Iterator<Item = &'a Jurisdiction> + 'a {
+        std::iter::successors(self.get(code), move |item| {
+            item.parent.as_deref().and_then(|parent| self.get(parent))
+        })
     }
 
     /// The ancestor of `code` (or `code` itself) at exactly `level`.
     pub fn ancestor_at(&self, code: &str, level: Level) -> Option<&Jurisdiction> {
-        self.ancestors(code)
-            .into_iter()
-            .find(|item| item.level == level)
+        self.ancestors_iter(code).find(|item| item.level == level)
     }
 
     pub fn county_of(&self, code: &str) -> Option<&Jurisdiction> {

@@ -70,7 +70,7 @@ impl MutualAidPolicy {
 
 /// True when `code` is `root` or lies below it.
 pub fn in_subtree(tree: &JurisdictionTree, root: &str, code: &str) -> bool {
-    tree.ancestors(code).iter().any(|item| item.code == root)
+    tree.ancestors_iter(code).any(|item| item.code == root)
 }
 
 /// The lead in effect: `lead_code` when the tree knows it, else the county of the incident's
