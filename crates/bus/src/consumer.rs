@@ -244,12 +244,7 @@ async fn handle_group<H: Handler>(
         while outcomes.len() < group.len() && window.elapsed() < SESSION_WINDOW {
             let message = &group[outcomes.len()];
             let delivery = delivery_of(message);
-            // The handler continues the sender's trace: its events carry it on (store::trace).
-            let context = trace_of(message);
-            let span = handler_span(name, &delivery, &context);
-            let outcome = span.in_scope(|| {
-                store::trace::sync_scope(context, || commit_one(name, &session, handler, &delivery))
-            });
+            let outcome = commit_traced(name, &session, handler, message, &delivery);
             outcomes.push((delivery, outcome));
         }
         drop(session);
@@ -355,11 +350,7 @@ fn commit_run<H: Handler>(
             // Handled again in the next run (or on its own, if the run has nothing yet).
             Ok(None) if handled.is_empty() => {
                 handler.end_run();
-                let outcome = span.in_scope(|| {
-                    store::trace::sync_scope(trace_of(message), || {
-                        commit_one(name, session, handler, &delivery)
-                    })
-                });
+                let outcome = commit_traced(name, session, handler, message, &delivery);
                 outcomes.push((delivery, outcome));
                 return;
             }
@@ -387,17 +378,28 @@ fn commit_run<H: Handler>(
             // `handled` holds the group's messages from `outcomes.len()` on, in order.
             let start = outcomes.len();
             for (index, (delivery, _)) in handled.into_iter().enumerate() {
-                let context = trace_of(&group[start + index]);
-                let span = handler_span(name, &delivery, &context);
-                let outcome = span.in_scope(|| {
-                    store::trace::sync_scope(context, || {
-                        commit_one(name, session, handler, &delivery)
-                    })
-                });
+                let outcome =
+                    commit_traced(name, session, handler, &group[start + index], &delivery);
                 outcomes.push((delivery, outcome));
             }
         }
     }
+}
+
+/// [`commit_one`] in the message's span, continuing the sender's trace: the handler's events
+/// carry it on (`store::trace`).
+fn commit_traced<H: Handler>(
+    name: &str,
+    session: &store::CommitSession<'_>,
+    handler: &mut H,
+    message: &Message,
+    delivery: &Delivery,
+) -> Outcome {
+    let context = trace_of(message);
+    let span = handler_span(name, delivery, &context);
+    span.in_scope(|| {
+        store::trace::sync_scope(context, || commit_one(name, session, handler, delivery))
+    })
 }
 
 fn commit_one<H: Handler>(

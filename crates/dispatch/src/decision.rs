@@ -77,16 +77,17 @@ pub struct BoardUnit {
 
 impl BoardUnit {
     pub fn of(record: &UnitRecord) -> BoardUnit {
+        let out = BoardUnitOut::of(record);
         BoardUnit {
-            id: record.unit.id.clone(),
-            call_sign: record.unit.call_sign.clone(),
-            unit_type: record.unit.unit_type.clone(),
-            home_township: record.unit.home_township.clone(),
-            jurisdiction: record.unit.jurisdiction.clone(),
-            position: [record.unit.position.lat, record.unit.position.lon],
-            position_at_unix_ms: record.position_at_unix_ms,
-            position_reported: record.position_reported,
-            status: record.state.status,
+            id: out.id.to_string(),
+            call_sign: out.call_sign.to_string(),
+            unit_type: out.unit_type.to_string(),
+            home_township: out.home_township.to_string(),
+            jurisdiction: out.jurisdiction.to_string(),
+            position: out.position,
+            position_at_unix_ms: out.position_at_unix_ms,
+            position_reported: out.position_reported,
+            status: out.status,
         }
     }
 
@@ -136,7 +137,8 @@ struct DecisionRecordOut<'a> {
     picked: Vec<String>,
 }
 
-/// [`BoardUnit`] borrowing from the unit record: the same short keys.
+/// [`BoardUnit`] borrowing from the unit record: the same short keys. What a board holds of a
+/// unit is decided here ([`BoardUnitOut::of`]); `BoardUnit::of` copies it.
 #[derive(Serialize)]
 struct BoardUnitOut<'a> {
     #[serde(rename = "i")]

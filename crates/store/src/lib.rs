@@ -734,11 +734,12 @@ impl Store {
                 }
             }
             Some(keys) => {
-                for key in keys {
-                    for watch in &live {
-                        let mut watch = watch
-                            .lock()
-                            .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let keys: Vec<&str> = keys.collect();
+                for watch in &live {
+                    let mut watch = watch
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    for key in &keys {
                         if key.starts_with(watch.prefix.as_str()) {
                             watch.keys.insert(key.to_string());
                         }
