@@ -49,9 +49,7 @@ impl Projection {
         self.metrics = metrics;
         self
     }
-}
 
-impl Projection {
     /// The commit that folds `delivery`'s event into its incident; `None` in a run when the event
     /// closes an incident whose history the run adds to (folding it reads the history's loose
     /// keys from the store).

@@ -457,11 +457,12 @@ pub struct Store {
 /// do not itemise their keys (drill-namespace retention, index builds), which mark it as
 /// "read everything again". So does a commit that failed in sled (it may be applied in memory).
 pub struct WriteWatch {
+    prefix: Arc<str>,
     state: Arc<std::sync::Mutex<WatchState>>,
 }
 
 struct WatchState {
-    prefix: String,
+    prefix: Arc<str>,
     keys: std::collections::BTreeSet<String>,
     /// Something under the prefix may have changed without being itemised (and at the start).
     everything: bool,
@@ -485,12 +486,8 @@ impl WriteWatch {
     }
 
     /// The prefix watched.
-    pub fn prefix(&self) -> String {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .prefix
-            .clone()
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 }
 
@@ -696,8 +693,9 @@ impl Store {
     /// Starts telling which keys under `prefix` of the state tree are written ([`WriteWatch`]).
     /// Its first [`WriteWatch::take`] says "read everything".
     pub fn watch_writes(&self, prefix: &str) -> WriteWatch {
+        let prefix: Arc<str> = prefix.into();
         let state = Arc::new(std::sync::Mutex::new(WatchState {
-            prefix: prefix.to_string(),
+            prefix: prefix.clone(),
             keys: Default::default(),
             everything: true,
         }));
@@ -707,7 +705,7 @@ impl Store {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         watches.retain(|watch| watch.strong_count() > 0);
         watches.push(Arc::downgrade(&state));
-        WriteWatch { state }
+        WriteWatch { prefix, state }
     }
 
     /// Tells the live watches about written keys; `None`: anything may have changed.
@@ -740,7 +738,7 @@ impl Store {
                         .lock()
                         .unwrap_or_else(|poisoned| poisoned.into_inner());
                     for key in &keys {
-                        if key.starts_with(watch.prefix.as_str()) {
+                        if key.starts_with(&*watch.prefix) {
                             watch.keys.insert(key.to_string());
                         }
                     }
