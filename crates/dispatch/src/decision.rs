@@ -4,10 +4,17 @@
 //! from — the records of every unit of a required type, as they stood — with the units it picked.
 //!
 //! Stored in the booking's own commit (`decision/<ns>/<incident>/<arrival>`), so a decision and
-//! its record are never apart. Only units of the required types are kept: the recommendation
-//! never looks at others.
+//! its record are never apart.
+//!
+//! The board is not copied into each decision: a roster of thousands made every booking write
+//! thousands of units. The assigner keeps a [`BoardLog`] per namespace, a chain of board entries
+//! (`board/<ns>/<seq>`): now and then a snapshot of every non-retired unit, and between them
+//! deltas of the units that changed since the entry before. A decision names the entry that
+//! holds its board ([`DecisionRecord::board_entry`]), written in the same commit when the
+//! board changed since the last one; replay rebuilds the board from the chain
+//! ([`load_board`]) and keeps the units of the required types, as the recommendation did.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use domain::dispatch::RecommendOptions;
 use domain::geo::GeoPoint;
@@ -19,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use store::{Commit, Store};
 
 use crate::driver::{IncidentPlace, recommend_units};
-use crate::registry::UnitRecord;
+use crate::registry::{UnitBoard, UnitRecord};
 
 /// One recommendation as it was made.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,10 +46,14 @@ pub struct DecisionRecord {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub board: Vec<UnitRecord>,
     /// Every non-retired unit of a required type, as it stood: what the recommendation reads of
-    /// it. A booking against a roster of thousands writes one per unit of a required type, so
-    /// this is kept short.
+    /// it, in the records written before the board log. Empty in newer records.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub units: Vec<BoardUnit>,
+    /// The board entry (`board/<ns>/<seq>`) holding the board the recommendation chose from:
+    /// every non-retired unit of the namespace, of which replay keeps the required types.
+    /// `None` in records written before the board log (they hold `units` or `board`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub board_entry: Option<u64>,
     /// The units it picked (own and by mutual aid), in the order it picked them.
     pub picked: Vec<String>,
 }
@@ -76,19 +87,32 @@ pub struct BoardUnit {
 }
 
 impl BoardUnit {
+    /// What the recommendation reads of `record`.
     pub fn of(record: &UnitRecord) -> BoardUnit {
-        let out = BoardUnitOut::of(record);
         BoardUnit {
-            id: out.id.to_string(),
-            call_sign: out.call_sign.to_string(),
-            unit_type: out.unit_type.to_string(),
-            home_township: out.home_township.to_string(),
-            jurisdiction: out.jurisdiction.to_string(),
-            position: out.position,
-            position_at_unix_ms: out.position_at_unix_ms,
-            position_reported: out.position_reported,
-            status: out.status,
+            id: record.unit.id.clone(),
+            call_sign: record.unit.call_sign.clone(),
+            unit_type: record.unit.unit_type.clone(),
+            home_township: record.unit.home_township.clone(),
+            jurisdiction: record.unit.jurisdiction.clone(),
+            position: [record.unit.position.lat, record.unit.position.lon],
+            position_at_unix_ms: record.position_at_unix_ms,
+            position_reported: record.position_reported,
+            status: record.state.status,
         }
+    }
+
+    /// Whether `record` reads as this unit to the recommendation (copying nothing).
+    pub fn reads_as(&self, record: &UnitRecord) -> bool {
+        self.id == record.unit.id
+            && self.call_sign == record.unit.call_sign
+            && self.unit_type == record.unit.unit_type
+            && self.home_township == record.unit.home_township
+            && self.jurisdiction == record.unit.jurisdiction
+            && self.position == [record.unit.position.lat, record.unit.position.lon]
+            && self.position_at_unix_ms == record.position_at_unix_ms
+            && self.position_reported == record.position_reported
+            && self.status == record.state.status
     }
 
     /// A unit record the recommendation sees exactly as it saw the unit (the fields it does not
@@ -120,7 +144,7 @@ impl BoardUnit {
 }
 
 /// [`DecisionRecord`] as [`stage`] writes it, borrowing: the same fields, names and order (the
-/// old `board` form is never written), so it reads back as a `DecisionRecord`.
+/// older board forms are never written), so it reads back as a `DecisionRecord`.
 #[derive(Serialize)]
 struct DecisionRecordOut<'a> {
     incident_id: &'a str,
@@ -132,64 +156,330 @@ struct DecisionRecordOut<'a> {
     lead_code: &'a str,
     grade: Option<Grade>,
     excluded: Vec<&'a str>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    units: Vec<BoardUnitOut<'a>>,
+    board_entry: u64,
     picked: Vec<String>,
 }
 
-/// [`BoardUnit`] borrowing from the unit record: the same short keys. What a board holds of a
-/// unit is decided here ([`BoardUnitOut::of`]); `BoardUnit::of` copies it.
-#[derive(Serialize)]
-struct BoardUnitOut<'a> {
-    #[serde(rename = "i")]
-    id: &'a str,
-    #[serde(rename = "c")]
-    call_sign: &'a str,
-    #[serde(rename = "t")]
-    unit_type: &'a str,
-    #[serde(rename = "h")]
-    home_township: &'a str,
-    #[serde(rename = "j")]
-    jurisdiction: &'a str,
-    #[serde(rename = "p")]
-    position: [f64; 2],
-    #[serde(rename = "a")]
-    position_at_unix_ms: i64,
-    #[serde(rename = "r", skip_serializing_if = "std::ops::Not::not")]
-    position_reported: bool,
-    #[serde(rename = "s")]
-    status: UnitStatus,
-}
-
-impl<'a> BoardUnitOut<'a> {
-    fn of(record: &'a UnitRecord) -> BoardUnitOut<'a> {
-        BoardUnitOut {
-            id: &record.unit.id,
-            call_sign: &record.unit.call_sign,
-            unit_type: &record.unit.unit_type,
-            home_township: &record.unit.home_township,
-            jurisdiction: &record.unit.jurisdiction,
-            position: [record.unit.position.lat, record.unit.position.lon],
-            position_at_unix_ms: record.position_at_unix_ms,
-            position_reported: record.position_reported,
-            status: record.state.status,
-        }
-    }
-}
-
 impl DecisionRecord {
-    /// How many units the recommendation chose from.
-    pub fn board_len(&self) -> usize {
-        self.board.len() + self.units.len()
-    }
-
-    /// The board as unit records, whichever form the record holds.
-    pub fn board_records(&self) -> Vec<UnitRecord> {
-        self.board
+    /// The board the recommendation chose from, as unit records, whichever form the record
+    /// holds: read from the board log for a record that names an entry.
+    pub fn board_records(
+        &self,
+        store: &Store,
+        namespace: &str,
+    ) -> Result<Vec<UnitRecord>, store::Error> {
+        let mut records: Vec<UnitRecord> = self
+            .board
             .iter()
             .cloned()
             .chain(self.units.iter().map(BoardUnit::to_record))
-            .collect()
+            .collect();
+        if let Some(seq) = self.board_entry {
+            let types: HashSet<&str> = self
+                .requirements
+                .iter()
+                .map(|r| r.unit_type.as_str())
+                .collect();
+            records.extend(
+                load_board(store, namespace, seq)?
+                    .iter()
+                    .filter(|unit| types.contains(unit.unit_type.as_str()))
+                    .map(BoardUnit::to_record),
+            );
+        }
+        Ok(records)
+    }
+}
+
+/// `board/<ns>/<seq, 20 digits>`: one entry of a namespace's board log.
+pub fn board_key(namespace: &str, seq: u64) -> String {
+    format!("board/{namespace}/{seq:020}")
+}
+
+/// One entry of a board log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum BoardEntry {
+    /// Every non-retired unit of the namespace, in id order: a chain starts here.
+    Snapshot {
+        at_unix_ms: i64,
+        units: Vec<BoardUnit>,
+    },
+    /// The units that changed since entry `prev` of the chain that starts at snapshot `base`.
+    Delta {
+        at_unix_ms: i64,
+        base: u64,
+        prev: u64,
+        /// Units new to the board or read differently, as they stand now.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        changed: Vec<BoardUnit>,
+        /// Units that left the board (retired, or their record deleted).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        removed: Vec<String>,
+    },
+}
+
+/// The fewest units written in deltas after which the next entry is a snapshot again (or the
+/// board's size, if larger): replay reads at most about twice the board, and the log stores
+/// at most about twice the units that changed.
+pub const BOARD_SNAPSHOT_AFTER_MIN: usize = 64;
+
+/// The board as of entry `seq` of `namespace`'s log: every non-retired unit, in id order.
+pub fn load_board(
+    store: &Store,
+    namespace: &str,
+    seq: u64,
+) -> Result<Vec<BoardUnit>, store::Error> {
+    let key = board_key(namespace, seq);
+    let missing = |key: String| store::Error::Corrupt {
+        key,
+        problem: "a decision names this board entry, but it is not stored".into(),
+    };
+    let base = match store.get::<BoardEntry>(&key)? {
+        None => return Err(missing(key)),
+        Some(BoardEntry::Snapshot { units, .. }) => return Ok(units),
+        Some(BoardEntry::Delta { base, .. }) => base,
+    };
+    let base_key = board_key(namespace, base);
+    let mut units: BTreeMap<String, BoardUnit> = match store.get::<BoardEntry>(&base_key)? {
+        None => return Err(missing(base_key)),
+        Some(BoardEntry::Snapshot { units, .. }) => units
+            .into_iter()
+            .map(|unit| (unit.id.clone(), unit))
+            .collect(),
+        Some(BoardEntry::Delta { .. }) => {
+            return Err(store::Error::Corrupt {
+                key: base_key,
+                problem: "a board chain must start at a snapshot, and this entry is a delta".into(),
+            });
+        }
+    };
+    let mut last = base;
+    let entries: Vec<(String, BoardEntry)> = store.scan_range(
+        &board_key(namespace, base + 1),
+        &board_key(namespace, seq.saturating_add(1)),
+        usize::MAX,
+    )?;
+    for (key, entry) in entries {
+        // Only this chain's deltas: a chain ends where the next snapshot starts one.
+        let BoardEntry::Delta {
+            base: of_chain,
+            prev,
+            changed,
+            removed,
+            ..
+        } = entry
+        else {
+            continue;
+        };
+        if of_chain != base {
+            continue;
+        }
+        if prev != last {
+            return Err(store::Error::Corrupt {
+                key,
+                problem: format!(
+                    "this board delta follows entry {prev}, but its chain's entry before it is                      {last}"
+                ),
+            });
+        }
+        for id in removed {
+            units.remove(&id);
+        }
+        for unit in changed {
+            units.insert(unit.id.clone(), unit);
+        }
+        last = key
+            .rsplit('/')
+            .next()
+            .and_then(|seq| seq.parse().ok())
+            .unwrap_or(last);
+    }
+    if last != seq {
+        return Err(store::Error::Corrupt {
+            key,
+            problem: format!("its board chain from snapshot {base} stops at entry {last}"),
+        });
+    }
+    Ok(units.into_values().collect())
+}
+
+/// The board log of one namespace, as its one writer (the assigner) keeps it: the last
+/// committed entry, the board as of it, and the entry staged in a commit not known to be
+/// committed yet.
+///
+/// Whether a staged entry was committed is read from the store at the next booking (a commit
+/// that conflicted or failed leaves no entry), so the log never gets ahead of what is stored;
+/// the changes of an entry that was not committed go into the next one. A log starts (and,
+/// after its last entry vanished with a drill's retention, starts again) with a snapshot.
+#[derive(Debug, Default)]
+pub struct BoardLog {
+    committed: Option<Chain>,
+    staged: Option<Staged>,
+}
+
+#[derive(Debug)]
+struct Chain {
+    /// The last entry and the snapshot its chain starts at.
+    seq: u64,
+    base: u64,
+    /// The unit board's generation the last entry was taken at.
+    generation: u64,
+    /// The board as of `seq`.
+    units: BTreeMap<String, BoardUnit>,
+    /// Units written in deltas since the snapshot.
+    since_snapshot: usize,
+}
+
+#[derive(Debug)]
+struct Staged {
+    seq: u64,
+    generation: u64,
+    /// `Some(units)` for a snapshot; otherwise the delta's changes.
+    snapshot: Option<Vec<BoardUnit>>,
+    changed: Vec<BoardUnit>,
+    removed: Vec<String>,
+}
+
+impl BoardLog {
+    /// The entry holding `board` as it stands (refreshed for this booking): the last one, when
+    /// nothing the recommendation reads changed since it was taken, or a new one staged in
+    /// `commit`.
+    pub fn stage(
+        &mut self,
+        commit: &mut Commit,
+        store: &Store,
+        namespace: &str,
+        board: &UnitBoard,
+        now_unix_ms: i64,
+    ) -> Result<u64, store::Error> {
+        self.settle(store, namespace)?;
+        let generation = board.generation();
+        let records = board.records();
+        let chain = match self.committed.as_mut() {
+            Some(chain)
+                if chain.since_snapshot < chain.units.len().max(BOARD_SNAPSHOT_AFTER_MIN) =>
+            {
+                chain
+            }
+            _ => {
+                let units: Vec<BoardUnit> = records
+                    .iter()
+                    .filter(|record| !record.is_retired())
+                    .map(BoardUnit::of)
+                    .collect();
+                let seq = store.generate_id()?;
+                commit.put(
+                    board_key(namespace, seq),
+                    &BoardEntry::Snapshot {
+                        at_unix_ms: now_unix_ms,
+                        units: units.clone(),
+                    },
+                )?;
+                self.staged = Some(Staged {
+                    seq,
+                    generation,
+                    snapshot: Some(units),
+                    changed: Vec::new(),
+                    removed: Vec::new(),
+                });
+                return Ok(seq);
+            }
+        };
+        let (candidates, maybe_removed) = board.changed_since(chain.generation);
+        let mut changed = Vec::new();
+        let mut removed = Vec::new();
+        for record in candidates {
+            let id = &record.unit.id;
+            match chain.units.get(id) {
+                Some(_) if record.is_retired() => removed.push(id.clone()),
+                Some(unit) if unit.reads_as(record) => {}
+                _ if record.is_retired() => {}
+                _ => changed.push(BoardUnit::of(record)),
+            }
+        }
+        if maybe_removed {
+            // Records are in id order: whatever the chain holds that is not among them left.
+            for id in chain.units.keys() {
+                let stored = records
+                    .binary_search_by(|record| record.unit.id.as_str().cmp(id))
+                    .is_ok();
+                if !stored && !removed.contains(id) {
+                    removed.push(id.clone());
+                }
+            }
+        }
+        if changed.is_empty() && removed.is_empty() {
+            chain.generation = generation;
+            return Ok(chain.seq);
+        }
+        let seq = store.generate_id()?;
+        commit.put(
+            board_key(namespace, seq),
+            &BoardEntry::Delta {
+                at_unix_ms: now_unix_ms,
+                base: chain.base,
+                prev: chain.seq,
+                changed: changed.clone(),
+                removed: removed.clone(),
+            },
+        )?;
+        self.staged = Some(Staged {
+            seq,
+            generation,
+            snapshot: None,
+            changed,
+            removed,
+        });
+        Ok(seq)
+    }
+
+    /// Takes in the staged entry if its commit stored it, and forgets the chain if its last
+    /// entry is no longer stored.
+    fn settle(&mut self, store: &Store, namespace: &str) -> Result<(), store::Error> {
+        if let Some(staged) = self.staged.take()
+            && store.contains_key(&board_key(namespace, staged.seq))?
+        {
+            self.take_in(staged);
+            return Ok(());
+        }
+        // Nothing staged, or its commit conflicted or failed (what it held goes into the next
+        // entry). The chain's last entry may have gone meanwhile, with a drill's retention.
+        if let Some(chain) = &self.committed
+            && !store.contains_key(&board_key(namespace, chain.seq))?
+        {
+            self.committed = None;
+        }
+        Ok(())
+    }
+
+    fn take_in(&mut self, staged: Staged) {
+        match (staged.snapshot, self.committed.as_mut()) {
+            (Some(units), _) => {
+                self.committed = Some(Chain {
+                    seq: staged.seq,
+                    base: staged.seq,
+                    generation: staged.generation,
+                    units: units
+                        .into_iter()
+                        .map(|unit| (unit.id.clone(), unit))
+                        .collect(),
+                    since_snapshot: 0,
+                });
+            }
+            (None, Some(chain)) => {
+                chain.since_snapshot += staged.changed.len() + staged.removed.len();
+                for id in staged.removed {
+                    chain.units.remove(&id);
+                }
+                for unit in staged.changed {
+                    chain.units.insert(unit.id.clone(), unit);
+                }
+                chain.seq = staged.seq;
+                chain.generation = staged.generation;
+            }
+            (None, None) => {}
+        }
     }
 }
 
@@ -198,7 +488,8 @@ pub fn decisions_prefix(namespace: &str, incident_id: &str) -> String {
     format!("decision/{namespace}/{incident_id}/")
 }
 
-/// Adds the decision to the booking's commit.
+/// Adds the decision to the booking's commit; `board_entry` is the board log's entry for the
+/// board it chose from ([`BoardLog::stage`]).
 #[allow(clippy::too_many_arguments)]
 pub fn stage(
     commit: &mut Commit,
@@ -209,15 +500,12 @@ pub fn stage(
     requirements: &[ResourceRequirement],
     place: &IncidentPlace,
     excluded: &HashSet<String>,
-    records: &[UnitRecord],
+    board_entry: u64,
     picked: Vec<String>,
     now_unix_ms: i64,
 ) -> Result<(), store::Error> {
-    let types: HashSet<&str> = requirements.iter().map(|r| r.unit_type.as_str()).collect();
     let mut excluded: Vec<&str> = excluded.iter().map(String::as_str).collect();
     excluded.sort();
-    // Written from borrowed fields: the board of a roster of thousands is thousands of units,
-    // and copying each one's strings into a `BoardUnit` first was 5-6 % of the booking's CPU.
     let record = DecisionRecordOut {
         incident_id,
         at_unix_ms: now_unix_ms,
@@ -228,11 +516,7 @@ pub fn stage(
         lead_code: &place.lead_code,
         grade: place.grade,
         excluded,
-        units: records
-            .iter()
-            .filter(|r| !r.is_retired() && types.contains(r.unit.unit_type.as_str()))
-            .map(BoardUnitOut::of)
-            .collect(),
+        board_entry,
         picked,
     };
     let arrival = store.generate_id()?;
@@ -247,6 +531,8 @@ pub fn stage(
 #[derive(Debug, Clone, PartialEq)]
 pub struct Replayed {
     pub record: DecisionRecord,
+    /// How many units the recommendation chose from.
+    pub board_len: usize,
     pub picked: Vec<String>,
 }
 
@@ -261,9 +547,10 @@ pub fn replay(
 ) -> Result<Vec<Replayed>, store::Error> {
     let records: Vec<(String, DecisionRecord)> =
         store.scan_prefix(&decisions_prefix(namespace, incident_id))?;
-    Ok(records
+    records
         .into_iter()
         .map(|(_, record)| {
+            let board = record.board_records(store, namespace)?;
             let place = IncidentPlace {
                 location: record.location,
                 township_code: record.township_code.clone(),
@@ -275,22 +562,23 @@ pub fn replay(
                 region,
                 options,
                 policy,
-                &record.board_records(),
+                &board,
                 &excluded,
                 &record.requirements,
                 &place,
                 record.at_unix_ms,
             );
-            Replayed {
+            Ok(Replayed {
+                board_len: board.len(),
                 picked: recommended
                     .assignments
                     .iter()
                     .map(|a| a.unit_id.clone())
                     .collect(),
                 record,
-            }
+            })
         })
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]
@@ -333,14 +621,36 @@ mod tests {
             .collect()
     }
 
+    /// Stores `records` as the namespace's unit records.
+    fn store_units(store: &Store, records: &[UnitRecord]) {
+        let mut commit = Commit::new();
+        for record in records {
+            commit
+                .put(crate::registry::unit_key("live", &record.unit.id), record)
+                .unwrap();
+        }
+        store.commit(&commit).unwrap();
+    }
+
+    /// What a decision taken now must replay from: every non-retired unit, as stored.
+    fn expected_board(store: &Store) -> Vec<BoardUnit> {
+        crate::registry::load_all(store, "live")
+            .unwrap()
+            .iter()
+            .filter(|record| !record.is_retired())
+            .map(BoardUnit::of)
+            .collect()
+    }
+
     #[test]
-    fn a_decision_replays_the_same_picks_from_its_short_board_as_from_whole_records() {
+    fn a_decision_replays_the_same_picks_from_its_board_entry_as_from_whole_records() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let region = Region::embedded_default();
         let options = recommend_options(&region, None);
         let policy = MutualAidPolicy::default();
         let records = roster(&region);
+        store_units(&store, &records);
         let first = &region.units[0];
         let place = IncidentPlace {
             location: first.position,
@@ -376,7 +686,11 @@ mod tests {
             .collect();
         assert!(picked.len() >= 4, "{picked:?}");
 
+        let mut board = UnitBoard::default();
+        board.refresh(&store, "live").unwrap();
+        let mut log = BoardLog::default();
         let mut commit = Commit::new();
+        let entry = log.stage(&mut commit, &store, "live", &board, NOW).unwrap();
         stage(
             &mut commit,
             &store,
@@ -386,7 +700,7 @@ mod tests {
             &requirements,
             &place,
             &excluded,
-            &records,
+            entry,
             picked.clone(),
             NOW,
         )
@@ -396,13 +710,12 @@ mod tests {
         assert_eq!(replayed.len(), 1);
         assert_eq!(replayed[0].picked, picked);
         let types = ["fire_engine", "ambulance"];
-        let on_board = records
-            .iter()
-            .filter(|r| !r.is_retired() && types.contains(&r.unit.unit_type.as_str()))
-            .count();
-        assert_eq!(replayed[0].record.board_len(), on_board);
-        assert!(replayed[0].record.board.is_empty());
-        // Written from borrowed fields, it reads back as the owned record would have been.
+        let on_board = || {
+            records
+                .iter()
+                .filter(|r| !r.is_retired() && types.contains(&r.unit.unit_type.as_str()))
+        };
+        assert_eq!(replayed[0].board_len, on_board().count());
         let expected = DecisionRecord {
             incident_id: "INC-1".into(),
             at_unix_ms: NOW,
@@ -414,47 +727,231 @@ mod tests {
             grade: place.grade,
             excluded: vec![region.units[3].id.clone()],
             board: Vec::new(),
-            units: records
-                .iter()
-                .filter(|r| !r.is_retired() && types.contains(&r.unit.unit_type.as_str()))
-                .map(BoardUnit::of)
-                .collect(),
+            units: Vec::new(),
+            board_entry: Some(entry),
             picked: picked.clone(),
         };
         assert_eq!(replayed[0].record, expected);
-        assert!(expected.units.iter().any(|unit| unit.position_reported));
-        assert!(expected.units.iter().any(|unit| !unit.position_reported));
-
-        // A record written before the short board (whole unit records) replays as it did.
-        let mut old = replayed[0].record.clone();
-        old.board = records
+        // The board it replays from is what the recommendation read of each unit.
+        let from_log: Vec<BoardUnit> = replayed[0]
+            .record
+            .board_records(&store, "live")
+            .unwrap()
             .iter()
-            .filter(|r| !r.is_retired() && types.contains(&r.unit.unit_type.as_str()))
-            .cloned()
+            .map(BoardUnit::of)
             .collect();
-        old.units.clear();
-        let old_key = format!("{}{:020}", decisions_prefix("live", "INC-2"), 1);
-        let mut commit = Commit::new();
-        commit.put(old_key.clone(), &old).unwrap();
-        store.commit(&commit).unwrap();
-        let replayed_old = replay(&store, &region, &options, &policy, "live", "INC-2").unwrap();
-        assert_eq!(replayed_old[0].picked, picked);
-        assert_eq!(replayed_old[0].record.board_len(), on_board);
+        // In id order, as the unit board holds them (the roster here is in the region's order).
+        let mut whole: Vec<BoardUnit> = on_board().map(BoardUnit::of).collect();
+        whole.sort_by(|a, b| a.id.cmp(&b.id));
+        assert_eq!(from_log, whole);
+        assert!(from_log.iter().any(|unit| unit.position_reported));
+        assert!(from_log.iter().any(|unit| !unit.position_reported));
 
-        // And the short board is a fraction of the whole records' size.
-        let old_json = store.get_raw(&old_key).unwrap().unwrap();
-        let mut new_json = Vec::new();
-        store
-            .visit_prefix_stored(&decisions_prefix("live", "INC-1"), |_, value| {
-                new_json = value.as_bytes().to_vec();
-                Ok(())
-            })
-            .unwrap();
+        // Records written before the board log replay as they did: the board inline, in short
+        // form or as whole unit records.
+        for (incident, inline) in [("INC-2", true), ("INC-3", false)] {
+            let mut old = expected.clone();
+            old.board_entry = None;
+            if inline {
+                old.units = on_board().map(BoardUnit::of).collect();
+            } else {
+                old.board = on_board().cloned().collect();
+            }
+            let mut commit = Commit::new();
+            commit
+                .put(
+                    format!("{}{:020}", decisions_prefix("live", incident), 1),
+                    &old,
+                )
+                .unwrap();
+            store.commit(&commit).unwrap();
+            let replayed_old =
+                replay(&store, &region, &options, &policy, "live", incident).unwrap();
+            assert_eq!(replayed_old[0].picked, picked, "{incident}");
+            assert_eq!(replayed_old[0].board_len, on_board().count(), "{incident}");
+        }
+    }
+
+    /// A small deterministic generator for the board log's test.
+    struct Steps(u64);
+
+    impl Steps {
+        fn next(&mut self, below: usize) -> usize {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((self.0 >> 33) as usize) % below
+        }
+    }
+
+    #[test]
+    fn a_board_log_gives_back_each_entry_s_board_across_changes_lost_commits_and_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let region = Region::embedded_default();
+        store_units(&store, &roster(&region));
+        let mut board = UnitBoard::default();
+        let mut log = BoardLog::default();
+        let mut steps = Steps(7);
+        // Each committed entry, with the board it must give back.
+        let mut kept: Vec<(u64, Vec<BoardUnit>)> = Vec::new();
+        let mut unchanged_bookings = 0;
+        let mut lost = 0;
+        for step in 0..400 {
+            // Between bookings units move, change status, join, retire and (rarely) vanish.
+            let mut records = crate::registry::load_all(&store, "live").unwrap();
+            let mut commit = Commit::new();
+            for _ in 0..steps.next(4) {
+                let at = steps.next(records.len());
+                let record = &mut records[at];
+                let key = crate::registry::unit_key("live", &record.unit.id);
+                match steps.next(20) {
+                    0..=7 => {
+                        record.state.status = if record.state.status == UnitStatus::Available {
+                            UnitStatus::Dispatched
+                        } else {
+                            UnitStatus::Available
+                        };
+                    }
+                    8..=14 => {
+                        record.unit.position.lon += 0.001;
+                        record.position_reported = true;
+                        record.position_at_unix_ms = NOW + step;
+                    }
+                    15 => {
+                        // Stored again with no change the recommendation reads.
+                        record.state.since_unix_ms += 1;
+                    }
+                    16 => {
+                        record.retired = Some(crate::registry::Retirement {
+                            reason: "worn out".into(),
+                            at_unix_ms: NOW + step,
+                        });
+                    }
+                    17 => {
+                        record.retired = None;
+                    }
+                    18 => {
+                        let mut unit = record.unit.clone();
+                        unit.id = format!("NEW-{step}");
+                        let new = UnitRecord::new(unit, NOW, NOW);
+                        commit
+                            .put(crate::registry::unit_key("live", &new.unit.id), &new)
+                            .unwrap();
+                        continue;
+                    }
+                    _ => {
+                        commit.delete(key);
+                        continue;
+                    }
+                }
+                commit.put(key, &*record).unwrap();
+            }
+            store.commit(&commit).unwrap();
+
+            board.refresh(&store, "live").unwrap();
+            let mut booking = Commit::new();
+            let before = store
+                .scan_prefix::<BoardEntry>("board/live/")
+                .unwrap()
+                .len();
+            let entry = log
+                .stage(&mut booking, &store, "live", &board, NOW + step)
+                .unwrap();
+            if steps.next(8) == 0 {
+                // A booking whose commit conflicted: its entry is never stored.
+                lost += 1;
+                continue;
+            }
+            store.commit(&booking).unwrap();
+            let after = store
+                .scan_prefix::<BoardEntry>("board/live/")
+                .unwrap()
+                .len();
+            if kept.last().is_some_and(|(last, _)| *last == entry) {
+                unchanged_bookings += 1;
+                assert_eq!(before, after, "step {step}: no change, no entry");
+            }
+            kept.push((entry, expected_board(&store)));
+        }
+        for (entry, expected) in &kept {
+            assert_eq!(
+                &load_board(&store, "live", *entry).unwrap(),
+                expected,
+                "entry {entry}"
+            );
+        }
+        let entries: Vec<(String, BoardEntry)> = store.scan_prefix("board/live/").unwrap();
+        let snapshots = entries
+            .iter()
+            .filter(|(_, entry)| matches!(entry, BoardEntry::Snapshot { .. }))
+            .count();
         assert!(
-            new_json.len() * 5 < old_json.len() * 2,
-            "{} bytes short, {} bytes whole",
-            new_json.len(),
-            old_json.len()
+            snapshots >= 3,
+            "{snapshots} snapshots in {} entries",
+            entries.len()
         );
+        assert!(entries.len() > snapshots * 10, "{} entries", entries.len());
+        assert!(
+            unchanged_bookings > 0 && lost > 10,
+            "{unchanged_bookings} {lost}"
+        );
+        // A delta holds the units that changed, not the board.
+        let delta_units: usize = entries
+            .iter()
+            .map(|(_, entry)| match entry {
+                BoardEntry::Delta { changed, .. } => changed.len(),
+                BoardEntry::Snapshot { .. } => 0,
+            })
+            .max()
+            .unwrap();
+        assert!(delta_units <= 8, "{delta_units}");
+
+        // The log gone (a drill's retention deletes every key of the namespace): the next
+        // booking starts a chain again, from a snapshot.
+        let mut commit = Commit::new();
+        for (key, _) in &entries {
+            commit.delete(key.clone());
+        }
+        store.commit(&commit).unwrap();
+        board.refresh(&store, "live").unwrap();
+        let mut booking = Commit::new();
+        let entry = log
+            .stage(&mut booking, &store, "live", &board, NOW + 1_000)
+            .unwrap();
+        store.commit(&booking).unwrap();
+        assert!(matches!(
+            store.get::<BoardEntry>(&board_key("live", entry)).unwrap(),
+            Some(BoardEntry::Snapshot { .. })
+        ));
+        assert_eq!(
+            load_board(&store, "live", entry).unwrap(),
+            expected_board(&store)
+        );
+
+        // An entry the chain cannot reach is a clear error, not a wrong board.
+        let mut commit = Commit::new();
+        commit
+            .put(
+                board_key("live", entry + 10),
+                &BoardEntry::Delta {
+                    at_unix_ms: NOW,
+                    base: entry,
+                    prev: entry + 5,
+                    changed: Vec::new(),
+                    removed: vec!["X".into()],
+                },
+            )
+            .unwrap();
+        store.commit(&commit).unwrap();
+        let error = load_board(&store, "live", entry + 10)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("follows entry"), "{error}");
+        let error = load_board(&store, "live", entry + 11)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("not stored"), "{error}");
     }
 }

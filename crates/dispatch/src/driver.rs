@@ -255,8 +255,18 @@ pub struct Assigner {
     options: RecommendOptions,
     policy: MutualAidPolicy,
     assignment_ack_timeout_ms: i64,
-    /// The unit records of the namespaces booked in lately (live, and a few drills), decoded.
-    boards: HashMap<String, registry::UnitBoard>,
+    /// The unit records and board logs of the namespaces booked in lately (live, and a few
+    /// drills).
+    boards: HashMap<String, NamespaceBoard>,
+}
+
+/// What the assigner keeps of one namespace between bookings.
+#[derive(Default)]
+struct NamespaceBoard {
+    /// Its unit records, decoded.
+    units: registry::UnitBoard,
+    /// Its board log, which the decisions' boards are written to.
+    log: crate::decision::BoardLog,
 }
 
 /// Namespaces whose unit boards the assigner keeps decoded at once.
@@ -365,12 +375,12 @@ impl Handler for Assigner {
         if self.boards.len() >= BOARDS_MAX && !self.boards.contains_key(namespace) {
             self.boards.clear();
         }
-        let records = self
-            .boards
-            .entry(namespace.clone())
-            .or_default()
+        let board = self.boards.entry(namespace.clone()).or_default();
+        board
+            .units
             .refresh(&self.store, namespace)
             .map_err(|e| HandlerError::Retry(e.to_string()))?;
+        let records = board.units.records();
         let place = IncidentPlace {
             location: report.location,
             township_code: report.township_code.clone(),
@@ -395,6 +405,10 @@ impl Handler for Assigner {
 
         let mut commit = Commit::new();
         // What this recommendation saw and picked, for replay, in the booking's own commit.
+        let board_entry = board
+            .log
+            .stage(&mut commit, &self.store, namespace, &board.units, now)
+            .map_err(|e| HandlerError::Retry(e.to_string()))?;
         crate::decision::stage(
             &mut commit,
             &self.store,
@@ -404,7 +418,7 @@ impl Handler for Assigner {
             &requirements,
             &place,
             &excluded,
-            records,
+            board_entry,
             picks.iter().map(|p| p.unit_id.clone()).collect(),
             now,
         )

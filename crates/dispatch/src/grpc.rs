@@ -444,7 +444,7 @@ impl pb::dispatch_service_server::DispatchService for DispatchGrpc {
                         .collect(),
                     grade: convert::grade_to_wire(r.record.grade) as i32,
                     lead_code: r.record.lead_code.clone(),
-                    board_units: r.record.board_len() as u32,
+                    board_units: r.board_len as u32,
                     same: r.picked == r.record.picked,
                     recorded_unit_ids: r.record.picked,
                     replayed_unit_ids: r.picked,

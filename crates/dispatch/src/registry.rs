@@ -241,6 +241,12 @@ pub struct UnitBoard {
     /// Key and stored value of each record in `records`, in the same (key) order.
     stored: Vec<(String, store::StoredValue)>,
     records: Vec<UnitRecord>,
+    /// For each record in `records`, the generation of the refresh that last decoded it.
+    changed_at: Vec<u64>,
+    /// The current refresh's generation: one more with every refresh.
+    generation: u64,
+    /// The last generation in which a record left the board (or one may have).
+    removed_at: u64,
     /// The writes to the namespace's unit records since the last refresh.
     watch: Option<store::WriteWatch>,
 }
@@ -270,22 +276,44 @@ impl UnitBoard {
             self.watch = Some(store.watch_writes(&prefix));
         }
         let written = self.watch.as_ref().and_then(store::WriteWatch::take);
-        match written {
-            Some(keys) => {
-                if let Err(error) = self.read_keys(store, keys) {
-                    // Half read: the next refresh walks everything.
-                    self.watch = None;
-                    return Err(error);
-                }
-            }
-            None => {
-                if let Err(error) = self.walk(store, &prefix) {
-                    self.watch = None;
-                    return Err(error);
-                }
-            }
+        self.generation += 1;
+        let outcome = match written {
+            Some(keys) => self.read_keys(store, keys),
+            None => self.walk(store, &prefix),
+        };
+        if let Err(error) = outcome {
+            // Half read: the next refresh walks everything, and what the board held is in
+            // doubt.
+            self.watch = None;
+            self.removed_at = self.generation;
+            return Err(error);
         }
         Ok(&self.records)
+    }
+
+    /// The records as of the last refresh, retired ones included, in id order.
+    pub fn records(&self) -> &[UnitRecord] {
+        &self.records
+    }
+
+    /// The generation of the last refresh: a record decoded after generation `g` has
+    /// [`UnitBoard::changed_since`]`(g)`.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The records decoded by refreshes after generation `since` (new, or stored again with
+    /// other bytes), in id order, and whether any record may have left the board since then (a
+    /// record deleted, a namespace switch, a failed refresh): then only a comparison with every
+    /// record tells which.
+    pub fn changed_since(&self, since: u64) -> (impl Iterator<Item = &UnitRecord>, bool) {
+        let changed = self
+            .records
+            .iter()
+            .zip(&self.changed_at)
+            .filter(move |(_, at)| **at > since)
+            .map(|(record, _)| record);
+        (changed, self.removed_at > since)
     }
 
     /// Reads again the records of `keys` (written since the last refresh).
@@ -303,16 +331,20 @@ impl UnitBoard {
                     if !self.stored[index].1.same_bytes(&value) {
                         self.records[index] = store::decode_value(&key, value.as_bytes())?;
                         self.stored[index].1 = value;
+                        self.changed_at[index] = self.generation;
                     }
                 }
                 (Some(value), Err(index)) => {
                     let record = store::decode_value(&key, value.as_bytes())?;
                     self.stored.insert(index, (key, value));
                     self.records.insert(index, record);
+                    self.changed_at.insert(index, self.generation);
                 }
                 (None, Ok(index)) => {
                     self.stored.remove(index);
                     self.records.remove(index);
+                    self.changed_at.remove(index);
+                    self.removed_at = self.generation;
                 }
                 (None, Err(_)) => {}
             }
@@ -331,30 +363,46 @@ impl UnitBoard {
                 &mut self.records,
                 Vec::with_capacity(known),
             ))
+            .zip(std::mem::replace(
+                &mut self.changed_at,
+                Vec::with_capacity(known),
+            ))
             .peekable();
-        let (stored, records) = (&mut self.stored, &mut self.records);
+        let generation = self.generation;
+        let mut removed = false;
+        let (stored, records, changed_at) =
+            (&mut self.stored, &mut self.records, &mut self.changed_at);
         store.visit_prefix_stored(prefix, |key, value| {
             // Both walks are in key order: what sorts before `key` is gone from the store (or
             // another namespace's); what is left after the walk is dropped with `before`.
             while before
                 .peek()
-                .is_some_and(|((known, _), _)| known.as_str() < key)
+                .is_some_and(|(((known, _), _), _)| known.as_str() < key)
             {
                 before.next();
+                removed = true;
             }
-            if let Some(((known, kept), _)) = before.peek()
-                && known == key
-                && kept.same_bytes(&value)
+            if before
+                .peek()
+                .is_some_and(|(((known, _), _), _)| known == key)
             {
-                let (entry, record) = before.next().expect("peeked");
-                stored.push(entry);
-                records.push(record);
-                return Ok(());
+                let ((entry, record), at) = before.next().expect("peeked");
+                if entry.1.same_bytes(&value) {
+                    stored.push(entry);
+                    records.push(record);
+                    changed_at.push(at);
+                    return Ok(());
+                }
             }
             records.push(store::decode_value(key, value.as_bytes())?);
             stored.push((key.to_string(), value));
+            changed_at.push(generation);
             Ok(())
-        })
+        })?;
+        if removed || before.peek().is_some() {
+            self.removed_at = generation;
+        }
+        Ok(())
     }
 }
 

@@ -640,6 +640,11 @@ impl Store {
         }
     }
 
+    /// Whether a state value is stored under `key`, copying nothing.
+    pub fn contains_key(&self, key: &str) -> Result<bool, Error> {
+        Ok(self.state.contains_key(key.as_bytes())?)
+    }
+
     /// Reads the raw stored bytes of a state value, for [`Commit::expect_raw`].
     pub fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
         Ok(self.state.get(key.as_bytes())?.map(|v| v.to_vec()))
