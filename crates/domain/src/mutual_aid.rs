@@ -527,9 +527,28 @@ pub fn plan_mutual_aid(
     now_unix_ms: i64,
 ) -> AidRecommendation {
     let lead = effective_lead(tree, place.lead_code, place.township_code).to_string();
+    // Every step below looks at units of one required type at a time: the others are left out
+    // once, rather than walked past by each step (a roster of thousands, a few types needed).
+    let units: Vec<UnitView> = units
+        .iter()
+        .filter(|view| {
+            requirements
+                .iter()
+                .any(|requirement| requirement.unit_type == view.unit.unit_type)
+        })
+        .copied()
+        .collect();
+    let units = units.as_slice();
+    // Whether a county is in the lead's subtree, asked once per county rather than per unit.
+    let mut own_county: HashMap<&str, bool> = HashMap::new();
     let own_views: Vec<UnitView> = units
         .iter()
-        .filter(|view| in_subtree(tree, &lead, &view.unit.jurisdiction))
+        .filter(|view| {
+            let county = view.unit.jurisdiction.as_str();
+            *own_county
+                .entry(county)
+                .or_insert_with(|| in_subtree(tree, &lead, county))
+        })
         .filter(|view| !excluded.contains(&view.unit.id))
         .copied()
         .collect();
