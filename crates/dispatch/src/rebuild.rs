@@ -38,8 +38,9 @@ pub const NOT_REBUILT: &[&str] = &[
      request numbering continues after the highest number on the stream",
     "when the region's units were first seeded: units no event ever changed show the rebuild's \
      time as their status and position time",
-    "the recorded inputs of past recommendations (`decision/<ns>/<incident>/...`): \
-     ReplayRecommendations (musterctl replay) covers only bookings made after the rebuild",
+    "the recorded inputs of past recommendations (`decision/<ns>/<incident>/...` and the \
+     board log `board/<ns>/...`): ReplayRecommendations (musterctl replay) covers only \
+     bookings made after the rebuild",
     "the audit chain: a new chain starts with the rebuilt store",
 ];
 
