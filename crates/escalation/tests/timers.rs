@@ -268,7 +268,7 @@ fn timers_survive_a_restart_and_fire_once_after_it() {
     // restart in between) fire nothing more for it.
     assert_eq!(fire_due(&store, &region, NS, ack_due).unwrap(), 1);
     drop(store);
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open_after_close(dir.path()).unwrap();
     assert_eq!(fire_due(&store, &region, NS, ack_due).unwrap(), 0);
     assert_eq!(fire_due(&store, &region, NS, ack_due).unwrap(), 0);
     let record = load(&store);

@@ -404,7 +404,7 @@ mod tests {
             store.snapshot_to(dir.path().join("snap")).unwrap();
             head
         };
-        let store = Store::open(&path).unwrap();
+        let store = Store::open_after_close(&path).unwrap();
         let third = store.append_audit(fields(3, "Li", "INC-1", "ok")).unwrap();
         assert_eq!(third.prev_hash, head.hash);
         drop(store);

@@ -117,7 +117,8 @@ async fn flushed_commits_survive_reopen_and_message_ids_stay_unique() {
         store.flush().await.unwrap();
         ids
     };
-    let store = Store::open(dir.path()).unwrap();
+    // Reopened just after the last handle went: sled's threads let go of the lock a moment later.
+    let store = Store::open_after_close(dir.path()).unwrap();
     for i in 0..10 {
         assert_eq!(store.get::<u64>(&format!("item/{i:08}")).unwrap(), Some(i));
     }
@@ -313,7 +314,7 @@ fn a_snapshot_left_half_written_by_a_full_disk_does_not_brick_the_store() {
         rt.block_on(store.flush()).unwrap();
     }
     std::fs::write(path.join("snap.7FFFFFFFFFFFFFFF.generating"), b"").unwrap();
-    let store = Store::open(&path).expect("opens despite the leftover");
+    let store = Store::open_after_close(&path).expect("opens despite the leftover");
     assert_eq!(store.get::<u64>("keep/live/1").unwrap(), Some(1));
     assert!(!path.join("snap.7FFFFFFFFFFFFFFF.generating").exists());
 }
@@ -605,7 +606,7 @@ async fn the_outbox_count_follows_commits_and_removals_and_survives_reopen() {
         assert_eq!(store.outbox_len(), in_tree(&store));
         store.flush().await.unwrap();
     }
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open_after_close(dir.path()).unwrap();
     assert_eq!(store.outbox_len(), 20, "counted again at open");
     assert_eq!(store.outbox_len(), in_tree(&store));
     store.outbox_remove(&oldest(&store, usize::MAX)).unwrap();
