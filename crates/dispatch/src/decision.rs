@@ -102,19 +102,6 @@ impl BoardUnit {
         }
     }
 
-    /// Whether `record` reads as this unit to the recommendation (copying nothing).
-    pub fn reads_as(&self, record: &UnitRecord) -> bool {
-        self.id == record.unit.id
-            && self.call_sign == record.unit.call_sign
-            && self.unit_type == record.unit.unit_type
-            && self.home_township == record.unit.home_township
-            && self.jurisdiction == record.unit.jurisdiction
-            && self.position == [record.unit.position.lat, record.unit.position.lon]
-            && self.position_at_unix_ms == record.position_at_unix_ms
-            && self.position_reported == record.position_reported
-            && self.status == record.state.status
-    }
-
     /// A unit record the recommendation sees exactly as it saw the unit (the fields it does not
     /// read are left empty).
     pub fn to_record(&self) -> UnitRecord {
@@ -390,12 +377,17 @@ impl BoardLog {
         let mut changed = Vec::new();
         let mut removed = Vec::new();
         for record in candidates {
-            let id = &record.unit.id;
-            match chain.units.get(id) {
-                Some(_) if record.is_retired() => removed.push(id.clone()),
-                Some(unit) if unit.reads_as(record) => {}
-                _ if record.is_retired() => {}
-                _ => changed.push(BoardUnit::of(record)),
+            if record.is_retired() {
+                if chain.units.contains_key(&record.unit.id) {
+                    removed.push(record.unit.id.clone());
+                }
+                continue;
+            }
+            // Only what the recommendation reads counts: a record stored again with a new
+            // acknowledgement deadline, say, is no change to the board.
+            let unit = BoardUnit::of(record);
+            if chain.units.get(&unit.id) != Some(&unit) {
+                changed.push(unit);
             }
         }
         if maybe_removed {

@@ -160,15 +160,9 @@ pub fn recommend_units(
     place: &IncidentPlace,
     now_unix_ms: i64,
 ) -> Recommended {
-    // Only units of a required type can be picked or explain a shortfall.
     let views: Vec<UnitView> = records
         .iter()
-        .filter(|record| {
-            !record.is_retired()
-                && requirements
-                    .iter()
-                    .any(|requirement| requirement.unit_type == record.unit.unit_type)
-        })
+        .filter(|record| !record.is_retired())
         .map(|record| {
             UnitView::new(
                 &record.unit,
