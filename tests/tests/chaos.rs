@@ -509,3 +509,83 @@ async fn a_status_change_not_on_disk_is_never_refused_as_already_made() {
         "{unit_id} after the retry of change {i}: {unit:?}"
     );
 }
+
+/// The same for retiring units, on dispatch's own full disk: a retirement refused because the
+/// store could not write is never refused on a retry as "already retired" from the state it left
+/// in memory, and after the restart the unit is retired, by the retry or by the refused call
+/// after all, and off the unit board.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retirement_not_on_disk_is_never_refused_as_already_made() {
+    use chaos::client;
+    use chaos::harness::Service;
+    use muster_proto::v1 as pb;
+
+    let _one = ONE_RUN.lock().await;
+    let rig = SmallDiskRig::new("muster-chaos-retire-").await;
+    let disk = &rig.disk;
+    let mut dispatch = rig.start(Service::Dispatch, true).await;
+    let home = a_sample_unit().home_township;
+    let mut desk = client::dispatch(dispatch.grpc_addr());
+    // A retirement is one-way, so each attempt retires a unit of its own, all registered while
+    // the disk has room (sled takes a few hundred small writes into the files it has).
+    const UNITS: usize = 400;
+    for i in 0..UNITS {
+        desk.register_unit(pb::RegisterUnitRequest {
+            namespace: String::new(),
+            id: format!("RET-{i}"),
+            call_sign: format!("Retiree {i}"),
+            unit_type: "fire_engine".into(),
+            capabilities: Vec::new(),
+            crew_size: 4,
+            home_township_code: home.clone(),
+            position: None,
+        })
+        .await
+        .expect("registered while the disk has room");
+    }
+    let retire = |i: usize| pb::RetireUnitRequest {
+        namespace: String::new(),
+        unit_id: format!("RET-{i}"),
+        reason: "decommissioned".into(),
+    };
+
+    let (i, retries) = refused_while_full(disk, "retirement", UNITS, async |i| {
+        Ok(desk.retire_unit(retire(i)).await?.into_inner())
+    })
+    .await;
+    assert_not_refused_from_memory(retries, "retirement");
+    stops_by_itself(&mut dispatch).await;
+    restart_through_a_full_disk(&mut dispatch, disk).await;
+    let mut desk = client::dispatch(dispatch.grpc_addr());
+    // Kept after all (it reached the disk before the write failed: now refused from the disk) or
+    // lost (taken now).
+    if let Err(status) = desk.retire_unit(retire(i)).await {
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+        assert!(status.message().contains("is retired"), "{status:?}");
+    }
+    let units = desk
+        .list_units(pb::ListUnitsRequest::default())
+        .await
+        .expect("the unit board after the restart")
+        .into_inner()
+        .units;
+    let retired = format!("RET-{i}");
+    assert!(
+        units.iter().all(|unit| unit.id != retired),
+        "{retired} is still on the board after the retry of its retirement"
+    );
+    // The units before it were retired for good, the ones after it never were.
+    assert!(units.iter().all(|unit| {
+        !unit.id.starts_with("RET-")
+            || unit.id["RET-".len()..]
+                .parse::<usize>()
+                .is_ok_and(|n| n > i)
+    }));
+    assert_eq!(
+        units
+            .iter()
+            .filter(|unit| unit.id.starts_with("RET-"))
+            .count(),
+        UNITS - i - 1
+    );
+}
