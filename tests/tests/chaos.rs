@@ -589,3 +589,93 @@ async fn a_retirement_not_on_disk_is_never_refused_as_already_made() {
         UNITS - i - 1
     );
 }
+
+/// The same for a dispatcher's booking by hand, on dispatch's own full disk: a booking refused
+/// because the store could not write is never refused on a retry as "not available" from the
+/// unit it left dispatched in memory, and after the restart the unit is on the incident, by the
+/// retry or by the refused booking after all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_booking_by_hand_not_on_disk_is_never_refused_as_already_made() {
+    use chaos::client;
+    use chaos::harness::Service;
+    use muster_proto::v1 as pb;
+
+    let _one = ONE_RUN.lock().await;
+    let rig = SmallDiskRig::new("muster-chaos-assign-").await;
+    let disk = &rig.disk;
+    let intake = rig.start(Service::Intake, false).await;
+    let _escalation = rig.start(Service::Escalation, false).await;
+    let mut dispatch = rig.start(Service::Dispatch, true).await;
+    let town = chaos::workload::townships()[0].0.clone();
+    let incident_id = client::intake(intake.grpc_addr())
+        .report_incident(chaos::workload::report_request(0, "by-hand-0", &town))
+        .await
+        .expect("a report")
+        .into_inner()
+        .incident_id;
+    let mut desk = client::dispatch(dispatch.grpc_addr());
+    let assignments = |incident_id: &str| pb::GetAssignmentsRequest {
+        namespace: String::new(),
+        incident_id: incident_id.to_string(),
+    };
+    // Graded and booked by the plan first: a booking by hand needs an incident dispatch knows.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while desk
+        .get_assignments(assignments(&incident_id))
+        .await
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dispatch did not book {incident_id}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Each attempt books a unit of its own, available before the disk fills.
+    let available: Vec<String> = desk
+        .list_units(pb::ListUnitsRequest::default())
+        .await
+        .expect("the unit board")
+        .into_inner()
+        .units
+        .into_iter()
+        .filter(|unit| unit.status == pb::UnitStatus::Available as i32)
+        .map(|unit| unit.id)
+        .collect();
+    let assign = |i: usize| pb::AssignRequest {
+        namespace: String::new(),
+        incident_id: incident_id.clone(),
+        unit_id: available[i].clone(),
+        by: "Dispatcher on the full disk".into(),
+    };
+
+    let (i, retries) = refused_while_full(disk, "booking by hand", available.len(), async |i| {
+        Ok(desk.assign(assign(i)).await?.into_inner())
+    })
+    .await;
+    assert_not_refused_from_memory(retries, "booking by hand");
+    stops_by_itself(&mut dispatch).await;
+    restart_through_a_full_disk(&mut dispatch, disk).await;
+    let mut desk = client::dispatch(dispatch.grpc_addr());
+    // Kept after all (now refused from the disk: the unit is dispatched) or lost (taken now).
+    if let Err(status) = desk.assign(assign(i)).await {
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    }
+    let on_the_incident: Vec<String> = desk
+        .get_assignments(assignments(&incident_id))
+        .await
+        .expect("the incident's assignments after the restart")
+        .into_inner()
+        .units
+        .map(|units| units.assignments)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|assignment| assignment.unit_id)
+        .collect();
+    for booked in &available[..=i] {
+        assert!(
+            on_the_incident.contains(booked),
+            "{booked} is not on {incident_id} after the retry of booking {i}: {on_the_incident:?}"
+        );
+    }
+}
