@@ -83,7 +83,6 @@ async fn a_retry_is_never_answered_from_a_report_or_update_that_is_not_on_disk()
     .await;
     let refused = format!("retry-full-{refused}");
 
-    stops_by_itself(&mut intake).await;
     restart_through_a_full_disk(&mut intake, disk).await;
     // Every report acknowledged before the kill is where its answer said, and the refused one
     // is accepted now; each retry names its own incident.
@@ -141,7 +140,6 @@ async fn a_retry_is_never_answered_from_a_report_or_update_that_is_not_on_disk()
     })
     .await;
     let (refused, deaths) = (format!("update-full-{i}"), 10 + i as i64);
-    stops_by_itself(&mut intake).await;
     restart_through_a_full_disk(&mut intake, disk).await;
     let mut officer = client::intake(intake.grpc_addr());
     let retry = officer
@@ -288,13 +286,14 @@ async fn stops_by_itself(process: &mut chaos::harness::ServiceProcess) {
     );
 }
 
-/// kill -9 (if it still runs), a start while the disk is still full (the service cannot open
-/// its store and exits, as under the fault run's supervisor), then the space freed and a start
-/// that serves.
+/// The service stopping by itself on its failed store ([`stops_by_itself`]), kill -9 (should it
+/// still run), a start while the disk is still full (the service cannot open its store and
+/// exits, as under the fault run's supervisor), then the space freed and a start that serves.
 async fn restart_through_a_full_disk(
     process: &mut chaos::harness::ServiceProcess,
     disk: &chaos::harness::SmallDisk,
 ) {
+    stops_by_itself(process).await;
     process.kill9();
     process.spawn();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -367,7 +366,6 @@ async fn an_acknowledgement_not_on_disk_is_never_refused_as_already_made() {
     .await;
     let refused = incidents[i].clone();
     assert_not_refused_from_memory(retries, "acknowledgement");
-    stops_by_itself(&mut escalation).await;
     restart_through_a_full_disk(&mut escalation, disk).await;
     let mut commander = client::escalation(escalation.grpc_addr());
     // Kept after all (it reached the disk before the write failed) or lost: either way the
@@ -424,7 +422,6 @@ async fn a_position_report_not_on_disk_is_never_answered_as_held() {
     })
     .await;
     let refused = i as i64;
-    stops_by_itself(&mut dispatch).await;
     restart_through_a_full_disk(&mut dispatch, disk).await;
     let mut radio = client::dispatch(dispatch.grpc_addr());
     let after = radio
@@ -481,7 +478,6 @@ async fn a_status_change_not_on_disk_is_never_refused_as_already_made() {
     })
     .await;
     assert_not_refused_from_memory(retries, "status change");
-    stops_by_itself(&mut dispatch).await;
     restart_through_a_full_disk(&mut dispatch, disk).await;
     let mut desk = client::dispatch(dispatch.grpc_addr());
     // Kept after all (it reached the disk before the write failed) or lost: either way the
@@ -554,7 +550,6 @@ async fn a_retirement_not_on_disk_is_never_refused_as_already_made() {
     })
     .await;
     assert_not_refused_from_memory(retries, "retirement");
-    stops_by_itself(&mut dispatch).await;
     restart_through_a_full_disk(&mut dispatch, disk).await;
     let mut desk = client::dispatch(dispatch.grpc_addr());
     // Kept after all (it reached the disk before the write failed: now refused from the disk) or
@@ -654,7 +649,6 @@ async fn a_booking_by_hand_not_on_disk_is_never_refused_as_already_made() {
     })
     .await;
     assert_not_refused_from_memory(retries, "booking by hand");
-    stops_by_itself(&mut dispatch).await;
     restart_through_a_full_disk(&mut dispatch, disk).await;
     let mut desk = client::dispatch(dispatch.grpc_addr());
     // Kept after all (now refused from the disk: the unit is dispatched) or lost (taken now).
