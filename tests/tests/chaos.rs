@@ -22,7 +22,10 @@ mod chaos {
     pub mod workload;
 }
 
+use chaos::client;
+use chaos::harness::Service;
 use chaos::run::{Mode, run};
+use muster_proto::v1 as pb;
 
 /// One fault run at a time: three at once on two cores would starve the services the checker
 /// waits for.
@@ -56,11 +59,6 @@ async fn cluster_r3_with_one_node_killed_mid_run() {
 /// an incident must name one that is still there, with this report, after the restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_is_never_answered_from_a_report_or_update_that_is_not_on_disk() {
-    use chaos::client;
-    use chaos::harness::Service;
-    use muster_proto::v1 as pb;
-
-    let _one = ONE_RUN.lock().await;
     let rig = SmallDiskRig::new("muster-chaos-retry-").await;
     let disk = &rig.disk;
     let mut intake = rig.start(Service::Intake, true).await;
@@ -156,17 +154,25 @@ struct SmallDiskRig {
     disk: chaos::harness::SmallDisk,
     nats: chaos::harness::NatsNode,
     dir: tempfile::TempDir,
+    /// This rig's turn among the fault runs ([`ONE_RUN`]), held until it is dropped.
+    _one: tokio::sync::MutexGuard<'static, ()>,
 }
 
 impl SmallDiskRig {
     async fn new(prefix: &str) -> SmallDiskRig {
+        let one = ONE_RUN.lock().await;
         let dir = test_support::temp_dir(prefix);
         let mut nats = chaos::harness::NatsNode::new(dir.path(), "n1", None);
         nats.spawn();
         nats.wait_ready().await;
         let disk = chaos::harness::SmallDisk::mount(&dir.path().join("small-disk"), 64)
             .unwrap_or_else(|error| panic!("this test needs a tmpfs (run as root): {error}"));
-        SmallDiskRig { disk, nats, dir }
+        SmallDiskRig {
+            disk,
+            nats,
+            dir,
+            _one: one,
+        }
     }
 
     /// `service`, serving, with its store on the small disk or beside it.
@@ -252,6 +258,17 @@ fn assert_not_refused_from_memory(retries: Vec<tonic::Status>, what: &str) {
     }
 }
 
+/// The retry, after the restart, of a call refused on the full disk: taken now (the refused call
+/// was lost), or refused from the disk as already made (it reached the disk before the write
+/// failed: kept after all), whose refusal is returned.
+fn taken_now_or_kept<T>(
+    answer: Result<tonic::Response<T>, tonic::Status>,
+) -> Option<tonic::Status> {
+    let status = answer.err()?;
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    Some(status)
+}
+
 /// The sample region's first unit, for the dispatch tests on a full disk.
 fn a_sample_unit() -> domain::region::Unit {
     domain::region::Region::embedded_default()
@@ -315,11 +332,6 @@ async fn restart_through_a_full_disk(
 /// (read from memory), and after the restart the officer can acknowledge, or finds it kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acknowledgement_not_on_disk_is_never_refused_as_already_made() {
-    use chaos::client;
-    use chaos::harness::Service;
-    use muster_proto::v1 as pb;
-
-    let _one = ONE_RUN.lock().await;
     let rig = SmallDiskRig::new("muster-chaos-ack-").await;
     let disk = &rig.disk;
     let intake = rig.start(Service::Intake, false).await;
@@ -397,11 +409,6 @@ async fn an_acknowledgement_not_on_disk_is_never_refused_as_already_made() {
 /// found kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_position_report_not_on_disk_is_never_answered_as_held() {
-    use chaos::client;
-    use chaos::harness::Service;
-    use muster_proto::v1 as pb;
-
-    let _one = ONE_RUN.lock().await;
     let rig = SmallDiskRig::new("muster-chaos-position-").await;
     let disk = &rig.disk;
     let mut dispatch = rig.start(Service::Dispatch, true).await;
@@ -444,11 +451,6 @@ async fn a_position_report_not_on_disk_is_never_answered_as_held() {
 /// found kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_status_change_not_on_disk_is_never_refused_as_already_made() {
-    use chaos::client;
-    use chaos::harness::Service;
-    use muster_proto::v1 as pb;
-
-    let _one = ONE_RUN.lock().await;
     let rig = SmallDiskRig::new("muster-chaos-status-").await;
     let disk = &rig.disk;
     let mut dispatch = rig.start(Service::Dispatch, true).await;
@@ -480,11 +482,9 @@ async fn a_status_change_not_on_disk_is_never_refused_as_already_made() {
     assert_not_refused_from_memory(retries, "status change");
     restart_through_a_full_disk(&mut dispatch, disk).await;
     let mut desk = client::dispatch(dispatch.grpc_addr());
-    // Kept after all (it reached the disk before the write failed) or lost: either way the
-    // answer now comes from the disk, and the unit is where the change puts it.
-    if let Err(status) = desk.update_unit_status(change(i)).await {
-        assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
-    }
+    // Taken now or kept after all, the answer comes from the disk, and the unit is where the
+    // change puts it.
+    taken_now_or_kept(desk.update_unit_status(change(i)).await);
     let expected = if takes_out(i) {
         pb::UnitStatus::OutOfService
     } else {
@@ -512,11 +512,6 @@ async fn a_status_change_not_on_disk_is_never_refused_as_already_made() {
 /// after all, and off the unit board.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retirement_not_on_disk_is_never_refused_as_already_made() {
-    use chaos::client;
-    use chaos::harness::Service;
-    use muster_proto::v1 as pb;
-
-    let _one = ONE_RUN.lock().await;
     let rig = SmallDiskRig::new("muster-chaos-retire-").await;
     let disk = &rig.disk;
     let mut dispatch = rig.start(Service::Dispatch, true).await;
@@ -552,10 +547,7 @@ async fn a_retirement_not_on_disk_is_never_refused_as_already_made() {
     assert_not_refused_from_memory(retries, "retirement");
     restart_through_a_full_disk(&mut dispatch, disk).await;
     let mut desk = client::dispatch(dispatch.grpc_addr());
-    // Kept after all (it reached the disk before the write failed: now refused from the disk) or
-    // lost (taken now).
-    if let Err(status) = desk.retire_unit(retire(i)).await {
-        assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    if let Some(status) = taken_now_or_kept(desk.retire_unit(retire(i)).await) {
         assert!(status.message().contains("is retired"), "{status:?}");
     }
     let units = desk
@@ -591,11 +583,6 @@ async fn a_retirement_not_on_disk_is_never_refused_as_already_made() {
 /// retry or by the refused booking after all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_booking_by_hand_not_on_disk_is_never_refused_as_already_made() {
-    use chaos::client;
-    use chaos::harness::Service;
-    use muster_proto::v1 as pb;
-
-    let _one = ONE_RUN.lock().await;
     let rig = SmallDiskRig::new("muster-chaos-assign-").await;
     let disk = &rig.disk;
     let intake = rig.start(Service::Intake, false).await;
@@ -651,10 +638,7 @@ async fn a_booking_by_hand_not_on_disk_is_never_refused_as_already_made() {
     assert_not_refused_from_memory(retries, "booking by hand");
     restart_through_a_full_disk(&mut dispatch, disk).await;
     let mut desk = client::dispatch(dispatch.grpc_addr());
-    // Kept after all (now refused from the disk: the unit is dispatched) or lost (taken now).
-    if let Err(status) = desk.assign(assign(i)).await {
-        assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
-    }
+    taken_now_or_kept(desk.assign(assign(i)).await);
     let on_the_incident: Vec<String> = desk
         .get_assignments(assignments(&incident_id))
         .await
